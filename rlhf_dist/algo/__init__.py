@@ -1,0 +1,71 @@
+"""Pure tensor math for RLHF: masking, KL, rewards, advantages, losses, metrics.
+
+Nothing here does I/O or touches Ray/DeepSpeed; every function maps tensors
+to tensors (or Python floats for metrics).
+"""
+
+from rlhf_dist.algo.advantages import (
+    broadcast_sequence_advantages,
+    discounted_returns,
+    gae,
+    grpo_advantages,
+    reinforce_pp_advantages,
+    rloo_advantages,
+)
+from rlhf_dist.algo.kl import (
+    AdaptiveKLController,
+    FixedKLController,
+    KLController,
+    build_kl_controller,
+    kl_estimate,
+    kl_penalized_rewards,
+    last_valid_index,
+)
+from rlhf_dist.algo.losses import (
+    bradley_terry_loss,
+    entropy_from_logits,
+    logprobs_from_logits,
+    ppo_policy_loss,
+    value_loss,
+)
+from rlhf_dist.algo.masked import masked_mean, masked_sum, masked_var, masked_whiten
+from rlhf_dist.algo.metrics import (
+    calibration,
+    kendall_tau,
+    mean_kendall_tau,
+    pairwise_accuracy,
+    reward_margin_stats,
+)
+from rlhf_dist.algo.rewards import RunningMeanStd, clip_rewards
+
+__all__ = [
+    "AdaptiveKLController",
+    "FixedKLController",
+    "KLController",
+    "RunningMeanStd",
+    "bradley_terry_loss",
+    "broadcast_sequence_advantages",
+    "build_kl_controller",
+    "calibration",
+    "clip_rewards",
+    "discounted_returns",
+    "entropy_from_logits",
+    "gae",
+    "grpo_advantages",
+    "kendall_tau",
+    "kl_estimate",
+    "kl_penalized_rewards",
+    "last_valid_index",
+    "logprobs_from_logits",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
+    "mean_kendall_tau",
+    "pairwise_accuracy",
+    "ppo_policy_loss",
+    "reinforce_pp_advantages",
+    "reward_margin_stats",
+    "rloo_advantages",
+    "value_loss",
+]

@@ -1,0 +1,76 @@
+"""The training-engine interface: what roles and stages need from DeepSpeed or plain torch.
+
+    engine.backward(loss)        # scaled for gradient accumulation
+    info = engine.step()         # optimizer step at an accumulation boundary (else no-op)
+
+A non-finite grad norm skips the update (gradients dropped) and counts it in
+`engine.skipped_updates`, so callers can abort past a threshold.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import get_scheduler
+
+from rlhf_dist.config.schema_parts import TrainConfig
+
+
+@dataclass
+class StepInfo:
+    """What one engine.step() did."""
+
+    applied: bool  # an optimizer update happened (accumulation boundary and finite grads)
+    boundary: bool  # this micro-step closed an accumulation window
+    grad_norm: float | None = None
+    lr: float | None = None
+
+
+class TrainEngine(ABC):
+    """One rank's view of a trainable model."""
+
+    model: nn.Module
+    skipped_updates: int = 0
+
+    @abstractmethod
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    @abstractmethod
+    def step(self) -> StepInfo: ...
+
+    @abstractmethod
+    def save_checkpoint(self, directory: Path, tag: str) -> None: ...
+
+    @abstractmethod
+    def load_checkpoint(self, directory: Path, tag: str) -> None: ...
+
+    @abstractmethod
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Complete (gathered) weights on every rank, for export and weight sync."""
+
+    def train(self) -> None:
+        self.model.train()
+
+    def eval(self) -> None:
+        self.model.eval()
+
+
+def accumulation_steps(cfg: TrainConfig, dp_size: int) -> int:
+    return cfg.global_batch_size // (cfg.micro_batch_size * dp_size)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters (torch's, so DeepSpeed needs no op compilation on CPU)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_updates: int):
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=max(total_updates, 1))

@@ -1,0 +1,31 @@
+"""The one typed config schema of rlhf-dist, YAML loading and dotted overrides."""
+
+from rlhf_dist.config.loading import ConfigError, apply_overrides, build_config, config_to_yaml, load_config, read_yaml
+from rlhf_dist.config.schema import (
+    CheckpointConfig,
+    ClusterConfig,
+    KLConfig,
+    PPOConfig,
+    RewardSource,
+    RLHFConfig,
+    RoleResources,
+    RunConfig,
+    TrackingConfig,
+)
+from rlhf_dist.config.schema_parts import (
+    CriticConfig,
+    DataConfig,
+    LoRAConfig,
+    ModelConfig,
+    RewardModelConfig,
+    RolloutConfig,
+    SamplingConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "CheckpointConfig", "ClusterConfig", "ConfigError", "CriticConfig", "DataConfig", "KLConfig", "LoRAConfig",
+    "ModelConfig", "PPOConfig", "RLHFConfig", "RewardModelConfig", "RewardSource", "RoleResources", "RolloutConfig",
+    "RunConfig", "SamplingConfig", "TrackingConfig", "TrainConfig", "apply_overrides", "build_config",
+    "config_to_yaml", "load_config", "read_yaml",
+]

@@ -1,0 +1,172 @@
+"""YAML loading, dotted overrides and error messages that name file, line and key.
+
+    cfg = load_config("configs/tiny.yaml", ["ppo.kl.coef=0.05"])
+
+An unknown key is reported with the closest valid one; a bad value with its file and
+line; a broken cross-field rule with the fields involved. All before anything starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from rlhf_dist.config.schema import RLHFConfig
+
+KeyPath = tuple[str | int, ...]
+
+
+class ConfigError(ValueError):
+    """A config problem; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid config:\n  " + "\n  ".join(problems))
+
+
+def _line_map(node: yaml.Node, prefix: KeyPath = ()) -> dict[KeyPath, int]:
+    """1-based line of every key in a composed YAML tree."""
+    lines: dict[KeyPath, int] = {prefix: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = prefix + (str(key_node.value),)
+            lines.update(_line_map(value_node, path))
+            lines[path] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(_line_map(item, prefix + (i,)))
+    return lines
+
+
+def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
+    """Parse a YAML config; returns the mapping and the line of each key path."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: config file not found"])
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+        node = yaml.compose(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError([f"{where}: invalid YAML: {getattr(err, 'problem', err)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}:1: the top level must be a mapping of sections"])
+    return data, (_line_map(node) if node is not None else {})
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation like `X`, `X | None` or `list[X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list):
+        for arg in typing.get_args(annotation):
+            found = _model_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _unknown_keys(data: Any, model: type[BaseModel], prefix: KeyPath) -> list[tuple[KeyPath, str]]:
+    """(path, message) for each key the schema does not define, with a suggestion."""
+    found: list[tuple[KeyPath, str]] = []
+    if not isinstance(data, dict):
+        return found
+    fields = model.model_fields
+    for key, value in data.items():
+        path = prefix + (key,)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(fields)})"
+            found.append((path, f"unknown option{hint}"))
+            continue
+        sub = _model_of(fields[key].annotation)
+        if sub is None:
+            continue
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                found += _unknown_keys(item, sub, path + (i,))
+        else:
+            found += _unknown_keys(value, sub, path)
+    return found
+
+
+def _dotted(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _where(source: str, lines: dict[KeyPath, int], path: KeyPath) -> str:
+    for cut in range(len(path), -1, -1):
+        if path[:cut] in lines:
+            return f"{source}:{lines[path[:cut]]}"
+    return source
+
+
+def parse_override(text: str) -> tuple[KeyPath, Any]:
+    """'ppo.kl.coef=0.05' -> (('ppo','kl','coef'), 0.05); values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError([f"override '{text}': expected KEY=VALUE (or --KEY VALUE on the command line)"])
+    key, raw = text.split("=", 1)
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.strip().lstrip("-").split(".")]
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return tuple(parts), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
+    """Set each dotted override into `data` in place (creating sections as needed)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = data
+        for part in path[:-1]:
+            if isinstance(part, int):
+                node = node[part]
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, (dict, list)):
+                    raise ConfigError([f"override '{text}': '{part}' is not a section"])
+        node[path[-1]] = value
+
+
+def build_config(data: dict[str, Any], source: str = "<config>", lines: dict[KeyPath, int] | None = None) -> RLHFConfig:
+    """Validate a raw mapping into RLHFConfig, or raise ConfigError listing every problem."""
+    lines = lines or {}
+    unknown = _unknown_keys(data, RLHFConfig, ())
+    if unknown:
+        raise ConfigError([f"{_where(source, lines, p)}: {_dotted(p)}: {msg}" for p, msg in unknown])
+    try:
+        return RLHFConfig.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = tuple(e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            name = _dotted(loc) or "config"
+            problems.append(f"{_where(source, lines, loc)}: {name}: {msg}")
+        raise ConfigError(problems) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RLHFConfig:
+    """Load a YAML file (or the defaults when path is None) and apply dotted overrides."""
+    data, lines = read_yaml(path) if path else ({}, {})
+    source = str(path) if path else "<defaults>"
+    if overrides:
+        apply_overrides(data, overrides)
+    return build_config(data, source, lines)
+
+
+def config_to_yaml(cfg: RLHFConfig) -> str:
+    """The full resolved config as YAML (every option, defaults included)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

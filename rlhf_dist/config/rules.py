@@ -1,0 +1,85 @@
+"""Cross-field rules of RLHFConfig. Each raises ValueError naming the fields involved."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rlhf_dist.config.schema import RLHFConfig
+    from rlhf_dist.config.schema_parts import TrainConfig
+
+
+def _check_batches(name: str, train: "TrainConfig", dp_size: int) -> None:
+    per_step = train.micro_batch_size * dp_size
+    if train.global_batch_size % per_step != 0:
+        raise ValueError(
+            f"{name}.global_batch_size ({train.global_batch_size}) must be divisible by "
+            f"micro_batch_size ({train.micro_batch_size}) x data-parallel size ({dp_size}) = {per_step}"
+        )
+
+
+def _check_engine(name: str, train: "TrainConfig") -> None:
+    if train.backend == "torch" and (train.zero_stage != 0 or train.offload_optimizer or train.offload_params):
+        raise ValueError(f"{name}.backend 'torch' is single-process: set zero_stage 0 and no offload, or use deepspeed")
+    if train.offload_params and train.zero_stage != 3:
+        raise ValueError(f"{name}.offload_params needs zero_stage 3 (got {train.zero_stage})")
+
+
+def _check_devices(cfg: "RLHFConfig") -> None:
+    cl = cfg.cluster
+    roles = {"policy": cl.policy, "critic": cl.critic, "reference": cl.reference, "reward": cl.reward, "rollout": cl.rollout}
+    for role, res in roles.items():
+        if cl.device == "cpu" and res.gpus_per_actor > 0:
+            raise ValueError(f"cluster.{role}.gpus_per_actor is {res.gpus_per_actor} but cluster.device is 'cpu'")
+        if cl.device == "cuda" and res.gpus_per_actor == 0:
+            raise ValueError(f"cluster.{role}.gpus_per_actor must be > 0 when cluster.device is 'cuda'")
+    if cl.device == "cpu" and cfg.rollout.tensor_parallel_size > 1:
+        raise ValueError("rollout.tensor_parallel_size > 1 needs cluster.device 'cuda'")
+    if cl.device == "cuda" and not cl.colocate:
+        need = cfg.rollout.tensor_parallel_size
+        if cl.rollout.gpus_per_actor < need:
+            raise ValueError(
+                f"cluster.rollout.gpus_per_actor ({cl.rollout.gpus_per_actor}) < rollout.tensor_parallel_size ({need})"
+            )
+
+
+def _check_ppo(cfg: "RLHFConfig") -> None:
+    ppo, sampling = cfg.ppo, cfg.rollout.sampling
+    n_samples = ppo.rollout_batch_size * sampling.samples_per_prompt
+    for name, train, dp in (
+        ("ppo.policy_train", ppo.policy_train, cfg.cluster.policy.num_actors),
+        ("ppo.critic_train", ppo.critic_train, cfg.cluster.critic.num_actors),
+    ):
+        _check_batches(name, train, dp)
+        _check_engine(name, train)
+        if n_samples % train.global_batch_size != 0:
+            raise ValueError(
+                f"rollout batch ({ppo.rollout_batch_size} prompts x {sampling.samples_per_prompt} samples = "
+                f"{n_samples}) must be a multiple of {name}.global_batch_size ({train.global_batch_size})"
+            )
+    if ppo.advantage in ("grpo", "rloo") and sampling.samples_per_prompt < 2:
+        raise ValueError(
+            f"ppo.advantage '{ppo.advantage}' compares samples of one prompt: "
+            "set rollout.sampling.samples_per_prompt >= 2"
+        )
+    if ppo.kl.controller == "adaptive" and ppo.kl.target is None:
+        raise ValueError("ppo.kl.controller 'adaptive' needs ppo.kl.target")
+    for i, src in enumerate(ppo.rewards):
+        if src.kind == "function" and not (src.function and ":" in src.function):
+            raise ValueError(f"ppo.rewards[{i}].function must be 'module:callable' for kind 'function'")
+        if src.kind == "http" and not src.url:
+            raise ValueError(f"ppo.rewards[{i}].url is required for kind 'http'")
+    if cfg.data.max_prompt_length >= cfg.data.max_length:
+        raise ValueError(
+            f"data.max_prompt_length ({cfg.data.max_prompt_length}) must be < data.max_length ({cfg.data.max_length})"
+        )
+
+
+def check_cross_field(cfg: "RLHFConfig") -> None:
+    """Raise ValueError on the first rule the config breaks."""
+    _check_batches("sft.train", cfg.sft.train, cfg.cluster.policy.num_actors)
+    _check_engine("sft.train", cfg.sft.train)
+    _check_batches("reward.train", cfg.reward.train, cfg.cluster.reward.num_actors)
+    _check_engine("reward.train", cfg.reward.train)
+    _check_devices(cfg)
+    _check_ppo(cfg)

@@ -1,0 +1,136 @@
+"""The root config (RLHFConfig) and its cross-field rules.
+
+Cross-field rules run at load time, so a bad config fails before any actor starts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rlhf_dist.config.schema_parts import (
+    CriticConfig,
+    DataConfig,
+    ModelConfig,
+    RewardModelConfig,
+    RolloutConfig,
+    Strict,
+    TrainConfig,
+)
+
+
+class RoleResources(Strict):
+    num_actors: int = Field(1, ge=1, le=65_536, description="Ray actors (ranks) for this role.")
+    gpus_per_actor: float = Field(0.0, ge=0.0, le=64, description="GPUs reserved per actor (0 on CPU).")
+    cpus_per_actor: float = Field(0.25, gt=0.0, le=1024, description="CPUs reserved per actor (fractions share cores).")
+
+
+class ClusterConfig(Strict):
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Where models run.")
+    address: str | None = Field(
+        None, description="Ray cluster address ('auto' inside a job); None starts a private local cluster."
+    )
+    local_num_cpus: int | None = Field(None, ge=1, description="CPUs the local cluster offers (None = all).")
+    colocate: bool = Field(
+        False, description="Place all roles in one placement group sharing devices (vs one group per role)."
+    )
+    policy: RoleResources = Field(default_factory=RoleResources)
+    critic: RoleResources = Field(default_factory=RoleResources)
+    reference: RoleResources = Field(default_factory=RoleResources)
+    reward: RoleResources = Field(default_factory=RoleResources)
+    rollout: RoleResources = Field(default_factory=RoleResources, description="Per rollout engine.")
+    dead_actor_timeout_s: float = Field(900.0, gt=0, description="A remote call slower than this is a dead actor.")
+
+
+class KLConfig(Strict):
+    estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator in the reward penalty.")
+    controller: Literal["fixed", "adaptive"] = Field("fixed", description="Fixed coefficient or Ziegler's adaptive one.")
+    coef: float = Field(0.05, ge=0.0, le=100.0, description="(Initial) KL penalty coefficient.")
+    target: float | None = Field(None, gt=0.0, description="Adaptive controller: target KL per sequence.")
+    horizon: int = Field(10_000, ge=1, description="Adaptive controller: horizon in samples.")
+
+
+class RewardSource(Strict):
+    kind: Literal["model", "function", "http"] = Field("model", description="Reward model, Python function, or HTTP.")
+    weight: float = Field(1.0, description="Weight of this source in the summed reward.")
+    function: str | None = Field(None, description="'module:callable' taking (prompts, responses) -> list[float].")
+    url: str | None = Field(None, description="HTTP endpoint receiving {prompts, responses}, returning {rewards}.")
+    timeout_s: float = Field(30.0, gt=0, description="HTTP timeout per request.")
+    max_retries: int = Field(3, ge=0, le=100, description="HTTP retries before the step fails.")
+
+
+class PPOConfig(Strict):
+    steps: int = Field(10, ge=1, description="PPO iterations (rollout + update).")
+    rollout_batch_size: int = Field(8, ge=1, description="Prompts per iteration.")
+    ppo_epochs: int = Field(1, ge=1, le=100, description="Passes over each rollout batch.")
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip epsilon.")
+    dual_clip: float | None = Field(None, gt=1.0, description="Dual-clip constant c (>1) for negative advantages.")
+    value_clip: float | None = Field(0.2, gt=0.0, description="Critic value clip; None disables.")
+    entropy_coef: float = Field(0.0, ge=0.0, description="Entropy bonus coefficient.")
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount factor.")
+    lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda.")
+    advantage: Literal["gae", "grpo", "rloo", "reinforce_pp"] = Field("gae", description="Advantage estimator.")
+    whiten_advantages: bool = Field(True, description="Normalise advantages over the batch (GAE).")
+    reward_clip: float | None = Field(10.0, gt=0.0, description="Clip sequence scores to +-this; None disables.")
+    reward_normalize: bool = Field(False, description="Normalise scores by running mean/std.")
+    kl: KLConfig = Field(default_factory=KLConfig)
+    rewards: list[RewardSource] = Field(
+        default_factory=lambda: [RewardSource()], min_length=1, description="Reward sources, summed by weight."
+    )
+    policy_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5))
+    critic_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5))
+    max_nonfinite_updates: int = Field(3, ge=0, description="Abort (after a checkpoint) past this many skipped updates.")
+
+
+class SFTStageConfig(Strict):
+    epochs: int = Field(1, ge=1, le=1000, description="Passes over the SFT data.")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5))
+
+
+class RewardStageConfig(Strict):
+    epochs: int = Field(2, ge=1, le=1000, description="Passes over the preference data.")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-4))
+
+
+class TrackingConfig(Strict):
+    progress: bool = Field(True, description="Show a progress bar.")
+    jsonl: bool = Field(True, description="Write metrics.jsonl in the run directory.")
+    tensorboard: bool = Field(True, description="Write TensorBoard events in the run directory.")
+    wandb_project: str | None = Field(None, description="Log to this Weights & Biases project (needs wandb).")
+
+
+class CheckpointConfig(Strict):
+    every_steps: int = Field(0, ge=0, description="Checkpoint every k PPO steps; 0 = only at the end.")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
+    resume: bool = Field(False, description="Resume from the latest checkpoint in the run directory.")
+
+
+class RunConfig(Strict):
+    name: str = Field("rlhf", min_length=1, description="Run name (used in the output directory).")
+    output_dir: str = Field("runs/rlhf", description="Directory for checkpoints, metrics, models and reports.")
+    seed: int = Field(0, ge=0, description="Global seed: data order, sampling, init.")
+
+
+class RLHFConfig(Strict):
+    """Every option of rlhf-dist. Sections map to stages and roles."""
+
+    run: RunConfig = Field(default_factory=RunConfig)
+    policy: ModelConfig = Field(default_factory=ModelConfig)
+    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
+    critic: CriticConfig = Field(default_factory=CriticConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
+    reward: RewardStageConfig = Field(default_factory=RewardStageConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "RLHFConfig":
+        from rlhf_dist.config.rules import check_cross_field
+
+        check_cross_field(self)
+        return self

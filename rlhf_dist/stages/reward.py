@@ -1,0 +1,145 @@
+"""Stage 2: Bradley-Terry reward model.
+
+    rlhf-dist rm --config configs/tiny.yaml
+
+Reads preferences in any supported format (pairs, A/B feedback with ties and confidence,
+ranked lists, ratings), trains a scalar-head model with the BT loss, evaluates held-out
+accuracy / Kendall's tau / margin / calibration after every epoch, and saves an HF dir
+to <run>/reward_model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rlhf_dist.algo import bradley_terry_loss, calibration, kendall_tau, pairwise_accuracy, reward_margin_stats
+from rlhf_dist.backends.train import TorchEngine, TrainEngine
+from rlhf_dist.config import RLHFConfig
+from rlhf_dist.data import collate_pairs, encode_pair_dataset, load_preference_pairs
+from rlhf_dist.models import ScalarHeadModel, load_reward_model, load_tokenizer, resolve_model_path
+from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, seed_everything, write_json
+from rlhf_dist.tracking import MetricsLogger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardTrainResult:
+    model_dir: Path
+    history: list[dict] = field(default_factory=list)  # one eval dict per epoch
+
+    @property
+    def final_metrics(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def _load_encoded(cfg: RLHFConfig, tokenizer, path: Path, fmt: str, what: str) -> list:
+    d = cfg.data
+    ab_opts = dict(tie_policy=d.tie_policy, min_confidence=d.min_confidence, confidence_as_weight=d.confidence_as_weight)
+    pairs, report = load_preference_pairs(
+        path, fmt, on_error=d.on_error, min_gap=d.rating_min_gap if fmt == "rating" else 0.0,
+        **(ab_opts if fmt == "ab" else {}),
+    )
+    log.info("%s %s: %s", what, path, report.summary())
+    encoded = encode_pair_dataset(tokenizer, pairs, d.max_length, d.truncation, d.on_error)
+    log.info("%s: %s", what, encoded.summary())
+    for err in encoded.errors[:20]:
+        log.warning("%s: %s", what, err)
+    if not encoded.examples:
+        raise ValueError(f"{what}: no usable preference pairs in {path}")
+    return encoded.examples
+
+
+def score_pairs(model: ScalarHeadModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward over chosen+rejected stacked (one pass, shared padding) -> ([B], [B])."""
+    n = batch["chosen_input_ids"].shape[0]
+    width = max(batch["chosen_input_ids"].shape[1], batch["rejected_input_ids"].shape[1])
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+
+    ids = torch.cat([pad(batch["chosen_input_ids"]), pad(batch["rejected_input_ids"])])  # [2B, L]
+    mask = torch.cat([pad(batch["chosen_attention_mask"]), pad(batch["rejected_attention_mask"])])
+    scores = model(ids, mask)  # [2B]
+    return scores[:n], scores[n:]
+
+
+@torch.no_grad()
+def evaluate_reward_model(model: ScalarHeadModel, examples: list, pad_id: int, batch_size: int = 32) -> dict:
+    """Held-out accuracy, Kendall's tau (over each pair as a 2-item ranking), margin and ECE."""
+    model.eval()
+    chosen, rejected = [], []
+    for i in range(0, len(examples), batch_size):
+        c, r = score_pairs(model, collate_pairs(examples[i : i + batch_size], pad_id))
+        chosen.append(c)
+        rejected.append(r)
+    c, r = torch.cat(chosen), torch.cat(rejected)
+    taus = [kendall_tau([float(a), float(b)], [0, 1]) for a, b in zip(c, r)]
+    margin = reward_margin_stats(c, r)
+    cal = calibration(c, r)
+    model.train()
+    return {
+        "accuracy": pairwise_accuracy(c, r),
+        "kendall_tau": sum(taus) / len(taus),
+        "margin_mean": float(margin["mean"]),
+        "margin_std": float(margin["std"]),
+        "ece": float(cal["ece"]),
+        "n_pairs": len(examples),
+    }
+
+
+def _build_engine(model: torch.nn.Module, cfg: RLHFConfig, total_updates: int) -> TrainEngine:
+    train = cfg.reward.train
+    if train.backend == "torch":
+        return TorchEngine(model, train, total_updates)
+    from rlhf_dist.backends.train.deepspeed_engine import single_process_deepspeed_engine
+
+    return single_process_deepspeed_engine(model, train, total_updates)
+
+
+def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> RewardTrainResult:
+    """Train, evaluate every epoch, save to <run>/reward_model; returns per-epoch eval metrics."""
+    seed_everything(cfg.run.seed)
+    run_dir = prepare_run_dir(cfg)
+    files = resolve_data_files(cfg)
+    model_dir = Path(init_dir) if init_dir else resolve_model_path(cfg.reward_model.path, seed=cfg.run.seed)
+    tokenizer = load_tokenizer(model_dir, cfg.reward_model.trust_remote_code)
+    train_set = _load_encoded(cfg, tokenizer, files.pairs, files.pairs_format, "train pairs")
+    eval_set = _load_encoded(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")
+    model = load_reward_model(cfg.reward_model, model_dir, trainable=True)
+    tcfg, epochs = cfg.reward.train, cfg.reward.epochs
+    updates_per_epoch = max(len(train_set) // tcfg.global_batch_size, 1)
+    engine = _build_engine(model, cfg, updates_per_epoch * epochs)
+    micro, pad_id = tcfg.micro_batch_size, tokenizer.pad_token_id
+    n_micro = updates_per_epoch * tcfg.global_batch_size // micro
+    result = RewardTrainResult(model_dir=run_dir / "reward_model")
+    gen = torch.Generator().manual_seed(cfg.run.seed)
+    with MetricsLogger(run_dir, cfg.tracking, total=epochs * n_micro, desc="reward model") as tracker:
+        step = 0
+        for epoch in range(epochs):
+            order = torch.randperm(len(train_set), generator=gen).tolist()
+            for k in range(n_micro):
+                batch = collate_pairs([train_set[i] for i in order[k * micro : (k + 1) * micro]], pad_id)
+                chosen, rejected = score_pairs(engine.model, batch)
+                loss = bradley_terry_loss(chosen, rejected, batch["target"], batch["weight"])
+                engine.backward(loss)
+                info = engine.step()
+                if info.boundary:
+                    step += 1
+                    acc = float((chosen > rejected).float().mean())
+                    tracker.log({"loss": loss.item(), "accuracy": acc, "grad_norm": info.grad_norm, "lr": info.lr},
+                                step=step, phase="rm/train")
+                tracker.advance(status=f"epoch {epoch + 1}/{epochs} loss {loss.item():.4f}")
+            metrics = {"epoch": epoch + 1, **evaluate_reward_model(engine.model, eval_set, pad_id)}
+            tracker.log(metrics, step=step, phase="rm/eval")
+            tracker.print(f"rm: epoch {epoch + 1}: held-out accuracy {metrics['accuracy']:.3f}, "
+                          f"tau {metrics['kendall_tau']:.3f}, margin {metrics['margin_mean']:.3f}, ECE {metrics['ece']:.3f}")
+            result.history.append(metrics)
+    engine.model.save_pretrained(result.model_dir, tokenizer=tokenizer)
+    write_json(run_dir / "reward_metrics.json", {"history": result.history, "skipped_updates": engine.skipped_updates})
+    log.info("reward model saved to %s", result.model_dir)
+    return result

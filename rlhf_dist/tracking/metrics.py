@@ -1,0 +1,106 @@
+"""Metrics sinks: JSONL file, TensorBoard, optional wandb, and a console progress bar.
+
+    with MetricsLogger(run_dir, cfg.tracking, total=steps, desc="reward model") as log:
+        log.log({"loss": 0.3}, step=1, phase="rm/train")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from rlhf_dist.config.schema import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+
+def _scalar(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out
+
+
+class MetricsLogger:
+    """Writes every logged dict to metrics.jsonl (one line per call) and TensorBoard."""
+
+    def __init__(self, run_dir: str | Path, cfg: TrackingConfig, total: int | None = None, desc: str = "training"):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "a") if cfg.jsonl else None
+        self._tb = None
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self._wandb = None
+        if cfg.wandb_project:
+            import wandb  # optional: only when configured
+
+            self._wandb = wandb.init(project=cfg.wandb_project, dir=str(self.run_dir))
+        self._progress = None
+        self._task = None
+        if cfg.progress and total:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            )
+            self._task = self._progress.add_task(desc, total=total, status="")
+            self._progress.start()
+
+    def log(self, metrics: dict[str, Any], step: int, phase: str) -> None:
+        """Record `metrics` under `phase/` at `step`."""
+        record = {"time": time.time(), "phase": phase, "step": step, **metrics}
+        if self._jsonl:
+            self._jsonl.write(json.dumps(record, default=float) + "\n")
+            self._jsonl.flush()
+        scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
+        if self._tb:
+            for key, value in scalars.items():
+                if math.isfinite(value):
+                    self._tb.add_scalar(f"{phase}/{key}", value, step)
+        if self._wandb:
+            self._wandb.log({f"{phase}/{k}": v for k, v in scalars.items()}, step=step)
+
+    def advance(self, n: int = 1, status: str = "") -> None:
+        """Move the progress bar (or log a line when there is none)."""
+        if self._progress is not None:
+            self._progress.update(self._task, advance=n, status=status)
+        elif status:
+            log.info(status)
+
+    def print(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        if self._jsonl:
+            self._jsonl.close()
+        if self._tb:
+            self._tb.close()
+        if self._wandb:
+            self._wandb.finish()
+
+    def __enter__(self) -> "MetricsLogger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_metrics(path: str | Path, phase: str | None = None) -> list[dict[str, Any]]:
+    """Records of a metrics.jsonl, optionally one phase only."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in rows if phase is None or r["phase"] == phase]
