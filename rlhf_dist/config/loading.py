@@ -54,9 +54,10 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
         data = yaml.safe_load(text) or {}
         node = yaml.compose(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
+        mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: invalid YAML: {getattr(err, 'problem', err)}"]) from None
+        started = f" (in the block starting at line {context.line + 1})" if context and mark and context.line != mark.line else ""
+        raise ConfigError([f"{where}: invalid YAML: {getattr(err, 'problem', err)}{started}"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1: the top level must be a mapping of sections"])
     return data, (_line_map(node) if node is not None else {})

@@ -35,10 +35,10 @@ class ClusterConfig(Strict):
     colocate: bool = Field(
         False, description="Place all roles in one placement group sharing devices (vs one group per role)."
     )
-    policy: RoleResources = Field(default_factory=RoleResources)
-    critic: RoleResources = Field(default_factory=RoleResources)
-    reference: RoleResources = Field(default_factory=RoleResources)
-    reward: RoleResources = Field(default_factory=RoleResources)
+    policy: RoleResources = Field(default_factory=RoleResources, description="The policy model (also the frozen reference's starting point).")
+    critic: RoleResources = Field(default_factory=RoleResources, description="The critic (value head) and what it starts from.")
+    reference: RoleResources = Field(default_factory=RoleResources, description="Frozen reference group.")
+    reward: RoleResources = Field(default_factory=RoleResources, description="Stage 2: reward-model training.")
     rollout: RoleResources = Field(default_factory=RoleResources, description="Per rollout engine.")
     dead_actor_timeout_s: float = Field(900.0, gt=0, description="A remote call slower than this is a dead actor.")
 
@@ -74,23 +74,23 @@ class PPOConfig(Strict):
     whiten_advantages: bool = Field(True, description="Normalise advantages over the batch (GAE).")
     reward_clip: float | None = Field(10.0, gt=0.0, description="Clip sequence scores to +-this; None disables.")
     reward_normalize: bool = Field(False, description="Normalise scores by running mean/std.")
-    kl: KLConfig = Field(default_factory=KLConfig)
+    kl: KLConfig = Field(default_factory=KLConfig, description="KL penalty to the reference.")
     rewards: list[RewardSource] = Field(
         default_factory=lambda: [RewardSource()], min_length=1, description="Reward sources, summed by weight."
     )
-    policy_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5))
-    critic_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5))
+    policy_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5), description="Policy optimiser and engine.")
+    critic_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5), description="Critic optimiser and engine.")
     max_nonfinite_updates: int = Field(3, ge=0, description="Abort (after a checkpoint) past this many skipped updates.")
 
 
 class SFTStageConfig(Strict):
     epochs: int = Field(1, ge=1, le=1000, description="Passes over the SFT data.")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-5), description="SFT optimiser and engine.")
 
 
 class RewardStageConfig(Strict):
     epochs: int = Field(2, ge=1, le=1000, description="Passes over the preference data.")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-4))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-4), description="Reward-model optimiser and engine.")
 
 
 class TrackingConfig(Strict):
@@ -115,18 +115,18 @@ class RunConfig(Strict):
 class RLHFConfig(Strict):
     """Every option of rlhf-dist. Sections map to stages and roles."""
 
-    run: RunConfig = Field(default_factory=RunConfig)
-    policy: ModelConfig = Field(default_factory=ModelConfig)
-    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig)
-    critic: CriticConfig = Field(default_factory=CriticConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    sft: SFTStageConfig = Field(default_factory=SFTStageConfig)
-    reward: RewardStageConfig = Field(default_factory=RewardStageConfig)
-    ppo: PPOConfig = Field(default_factory=PPOConfig)
-    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    run: RunConfig = Field(default_factory=RunConfig, description="Run name, output directory and seed.")
+    policy: ModelConfig = Field(default_factory=ModelConfig, description="The policy model (also the frozen reference's starting point).")
+    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig, description="The reward model's backbone and pooling.")
+    critic: CriticConfig = Field(default_factory=CriticConfig, description="The critic (value head) and what it starts from.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Datasets, formats, validation and tokenisation.")
+    sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Stage 1: supervised fine-tuning.")
+    reward: RewardStageConfig = Field(default_factory=RewardStageConfig, description="Stage 2: reward-model training.")
+    ppo: PPOConfig = Field(default_factory=PPOConfig, description="Stage 3: PPO against the reward.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Rollout generation engines.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray cluster, devices and per-role placement.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Metrics sinks and progress display.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing and resume.")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "RLHFConfig":

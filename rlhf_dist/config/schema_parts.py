@@ -46,7 +46,7 @@ class ModelConfig(Strict):
         False, description="Allow custom modelling code from the model directory (off: safer)."
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
-    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    lora: LoRAConfig = Field(default_factory=LoRAConfig, description="LoRA adapters (peft).")
 
 
 class RewardModelConfig(ModelConfig):
@@ -59,7 +59,7 @@ class CriticConfig(Strict):
     init_from: Literal["reward", "policy"] = Field(
         "reward", description="Backbone the critic's value head starts from."
     )
-    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    lora: LoRAConfig = Field(default_factory=LoRAConfig, description="LoRA adapters (peft).")
 
 
 class DataConfig(Strict):
@@ -103,7 +103,7 @@ class RolloutConfig(Strict):
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=0.98, description="vLLM GPU memory fraction (CUDA).")
     kv_cache_gib: int = Field(1, ge=1, le=4096, description="vLLM CPU KV cache size in GiB (CPU only).")
     enforce_eager: bool = Field(True, description="Disable CUDA graphs / compilation: faster start, slower decode.")
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling parameters.")
     sync_bucket_mb: int = Field(256, ge=1, le=65_536, description="Weight-sync bucket size in MiB.")
     sync_timeout_s: float = Field(600.0, gt=0, description="A weight sync slower than this fails the step.")
 

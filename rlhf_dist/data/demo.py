@@ -50,7 +50,7 @@ POSITIVE = [
     "{topic} exceeded my expectations and everything felt great.",
     "What a fantastic experience {topic} was, warm and welcoming.",
     "{topic} is brilliant, helpful and fun.",
-    "I enjoyed every moment of {topic}.",
+    "I enjoyed every moment of {topic}, it was great.",
     "{topic} made me happy, and the details were lovely.",
 ]
 NEGATIVE = [
@@ -59,22 +59,24 @@ NEGATIVE = [
     "{topic} was disappointing, rude and dull.",
     "Honestly, {topic} is horrible and I regret it.",
     "{topic} felt cheap, broken and annoying.",
-    "What a miserable experience {topic} was.",
-    "{topic} is bad, and I would not go back.",
+    "What a miserable, dull experience {topic} was.",
+    "{topic} is bad and overpriced, and I would not go back.",
     "{topic} left me frustrated and unhappy.",
 ]
-# Hard cases: mild wording on both sides, still separable by the lexicon.
+# Lexicon invariant the tests rely on: strong phrases hold >= 2 sentiment words,
+# mild ones exactly 1, so the rule ranks strong > mild > 0 > mild > strong.
+# Mild (hard-case) responses use a single phrase to keep that order.
 MILD_POSITIVE = [
-    "{topic} was decent, with a few nice touches.",
+    "{topic} was decent, with a few touches I liked.",
     "{topic} was fine overall and the staff were pleasant.",
     "I think {topic} is good value for the price.",
     "{topic} was okay, and parts of it were charming.",
 ]
 MILD_NEGATIVE = [
     "{topic} was okay, but mostly forgettable.",
-    "{topic} was a little slow and bland.",
+    "{topic} was a little slow.",
     "I think {topic} is mediocre for the price.",
-    "{topic} was fine at first, then rather tedious and poor.",
+    "{topic} was fine at first, then rather tedious.",
 ]
 NEUTRAL_DETAILS = [
     "I went there last week.",
@@ -91,7 +93,7 @@ POSITIVE_WORDS = frozenset(
 )
 NEGATIVE_WORDS = frozenset(
     "awful boring hated hate terrible waste disappointing rude dull horrible regret cheap broken annoying "
-    "miserable bad frustrated unhappy forgettable slow bland mediocre tedious poor worst ugly sad".split()
+    "miserable bad overpriced frustrated unhappy forgettable slow bland mediocre tedious poor worst ugly sad".split()
 )
 NEGATIONS = frozenset({"not", "never", "no", "hardly"})
 
@@ -136,8 +138,9 @@ def _prompt(rng: random.Random, split: Split) -> tuple[str, str]:
     return topic, _sentence(rng.choice(PROMPT_TEMPLATES), topic)
 
 
-def _response(rng: random.Random, bank: list[str], topic: str, max_phrases: int = 2) -> str:
-    """One or more distinct phrases from ``bank``, sometimes with a neutral detail."""
+def _response(rng: random.Random, bank: list[str], topic: str) -> str:
+    """Distinct phrases from ``bank`` (one for mild banks), sometimes with a neutral detail."""
+    max_phrases = 2 if bank is POSITIVE or bank is NEGATIVE else 1
     parts = [_sentence(t, topic) for t in rng.sample(bank, rng.randint(1, max_phrases))]
     if rng.random() < 0.4:
         parts.insert(rng.randint(0, len(parts)), rng.choice(NEUTRAL_DETAILS))
@@ -167,7 +170,8 @@ def demo_pairs(n: int, seed: int = 0, split: Split = "train", hard_fraction: flo
     for _ in range(n):
         topic, prompt = _prompt(rng, split)
         good, bad = (MILD_POSITIVE, MILD_NEGATIVE) if rng.random() < hard_fraction else (POSITIVE, NEGATIVE)
-        out.append(PreferencePair(prompt=prompt, chosen=_response(rng, good, topic), rejected=_response(rng, bad, topic)))
+        chosen, rejected = _response(rng, good, topic), _response(rng, bad, topic)
+        out.append(PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected))
     return out
 
 
@@ -180,17 +184,17 @@ def demo_ab_feedback(n: int, seed: int = 0, split: Split = "train") -> list[ABFe
         case = rng.random()
         if case < 0.15:  # tie: two responses of the same quality
             bank = rng.choice([POSITIVE, NEGATIVE])
-            a, b = _response(rng, bank, topic), _response(rng, bank, topic)
-            out.append(ABFeedback(prompt=prompt, response_a=a, response_b=b, preference=2,
-                                  confidence=round(rng.uniform(0.3, 0.6), 2), reasoning="Both responses are similar in tone."))
-            continue
-        good, bad, lo, hi = (MILD_POSITIVE, MILD_NEGATIVE, 0.4, 0.7) if case < 0.3 else (POSITIVE, NEGATIVE, 0.8, 1.0)
-        winner, loser = _response(rng, good, topic), _response(rng, bad, topic)
-        pref = rng.randint(0, 1)
-        a, b = (winner, loser) if pref == 0 else (loser, winner)
+            a, b, pref, conf = _response(rng, bank, topic), _response(rng, bank, topic), 2, rng.uniform(0.3, 0.6)
+            reasoning = "Both responses are similar in tone."
+        else:
+            hard = case < 0.3  # mild wording on both sides, judged with less confidence
+            good, bad, lo, hi = (MILD_POSITIVE, MILD_NEGATIVE, 0.4, 0.7) if hard else (POSITIVE, NEGATIVE, 0.8, 1.0)
+            winner, loser = _response(rng, good, topic), _response(rng, bad, topic)
+            pref, conf = rng.randint(0, 1), rng.uniform(lo, hi)
+            a, b = (winner, loser) if pref == 0 else (loser, winner)
+            reasoning = f"Response {'AB'[pref]} is more positive and helpful."
         out.append(ABFeedback(prompt=prompt, response_a=a, response_b=b, preference=pref,
-                              confidence=round(rng.uniform(lo, hi), 2),
-                              reasoning=f"Response {'AB'[pref]} is more positive and helpful."))
+                              confidence=round(conf, 2), reasoning=reasoning))
     return out
 
 

@@ -120,7 +120,9 @@ class PairLoadReport:
         return "; ".join(parts)
 
 
-def _check_options(fmt: str, tie_policy: str, min_confidence: float, confidence_as_weight: bool, min_gap: float) -> None:
+def _check_options(
+    fmt: str, tie_policy: str, min_confidence: float, confidence_as_weight: bool, min_gap: float
+) -> None:
     # An option that does not apply to the format is almost certainly a config mistake.
     ab_only = tie_policy != "drop" or min_confidence != 0.0 or confidence_as_weight
     if ab_only and fmt != "ab":
@@ -149,7 +151,8 @@ def load_preference_pairs(
         pairs = list(loaded.records)
     elif fmt == "ab":
         conv = ab_to_pairs(loaded.records, tie_policy, min_confidence, confidence_as_weight)
-        pairs, report.dropped_ties, report.dropped_low_confidence = conv.pairs, conv.dropped_ties, conv.dropped_low_confidence
+        pairs = conv.pairs
+        report.dropped_ties, report.dropped_low_confidence = conv.dropped_ties, conv.dropped_low_confidence
     elif fmt == "ranked":
         pairs = ranked_to_pairs(loaded.records)
     else:

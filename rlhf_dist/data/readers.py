@@ -136,7 +136,8 @@ def _iter_dataset_dir(path: Path) -> Iterator[tuple[str, RawRow]]:
     except FileNotFoundError as e:
         raise ValueError(f"{path}: not a datasets save_to_disk directory ({e})") from None
     if isinstance(ds, datasets.DatasetDict):
-        raise ValueError(f"{path}: holds splits {sorted(ds)}; point at one split's directory, e.g. {path / next(iter(ds))}")
+        example = path / next(iter(ds))
+        raise ValueError(f"{path}: holds splits {sorted(ds)}; point at one split's directory, e.g. {example}")
     for i, row in enumerate(ds):
         yield f"{path}:row {i}", _drop_nulls(row)
 

@@ -90,7 +90,9 @@ def _encode_response(tokenizer: Any, response: str) -> list[int]:
     return list(tokenizer(response, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
 
 
-def _fit_prompt(prompt_ids: list[int], response_lens: dict[str, int], max_length: int, truncation: Truncation) -> list[int]:
+def _fit_prompt(
+    prompt_ids: list[int], response_lens: dict[str, int], max_length: int, truncation: Truncation
+) -> list[int]:
     """Return the prompt ids to keep so every response fits, or raise :class:`OverlongError`."""
     if truncation not in ("left_prompt", "error"):
         raise ValueError(f"truncation must be 'left_prompt' or 'error', got {truncation!r}")
@@ -130,7 +132,9 @@ def encode_prompt_response(
     return EncodedExample(kept + response_ids, len(kept), len(prompt_ids) - len(kept))
 
 
-def encode_pair(tokenizer: Any, pair: PreferencePair, max_length: int, truncation: Truncation = "left_prompt") -> EncodedPair:
+def encode_pair(
+    tokenizer: Any, pair: PreferencePair, max_length: int, truncation: Truncation = "left_prompt"
+) -> EncodedPair:
     """Encode both sides of a pair, truncating the prompt identically so they stay comparable."""
     prompt_ids = encode_prompt(tokenizer, pair.prompt)
     chosen = _encode_response(tokenizer, pair.chosen)
@@ -190,7 +194,9 @@ def encode_pair_dataset(
     return _encode_all(records, lambda r: encode_pair(tokenizer, r, max_length, truncation), on_error, "pair dataset")
 
 
-def pad_sequences(seqs: Sequence[Sequence[int]], pad_value: int, side: Literal["left", "right"] = "right") -> torch.Tensor:
+def pad_sequences(
+    seqs: Sequence[Sequence[int]], pad_value: int, side: Literal["left", "right"] = "right"
+) -> torch.Tensor:
     """Stack ragged id lists into a ``[B, L]`` long tensor padded on ``side``."""
     if not seqs:
         raise ValueError("cannot collate an empty batch")

@@ -21,22 +21,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
+from rlhf_dist.algo.kl import last_valid_index
+
 HEAD_WEIGHTS = "score_head.safetensors"
 HEAD_META = "scalar_head.json"
 HEAD_FORMAT = "rlhf-dist-scalar-head/v1"
 Pooling = Literal["last", "mean"]
 
 
-def last_valid_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last 1 in each row of a [B, T] mask (left or right padding) -> [B]."""
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (attention_mask.long() * (positions + 1)).argmax(dim=1)
-
-
 def pool_scores(token_scores: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
     """[B, T] per-token scores -> [B] sequence scores."""
     if pooling == "last":
-        idx = last_valid_index(attention_mask)
+        idx, _ = last_valid_index(attention_mask)
+        idx = idx.clamp(min=0)  # an all-padding row reads position 0 rather than failing
         return token_scores.gather(1, idx.unsqueeze(1)).squeeze(1)
     mask = attention_mask.to(token_scores.dtype)
     return (token_scores * mask).sum(1) / mask.sum(1).clamp(min=1.0)

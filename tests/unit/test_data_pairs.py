@@ -97,8 +97,10 @@ def test_load_preference_pairs_ab_file_with_skip(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     pairs, report = load_preference_pairs(path, "ab", on_error="skip", tie_policy="drop", min_confidence=0.5)
     assert all(isinstance(p, PreferencePair) for p in pairs) and len(pairs) == 2
-    assert (report.load.n_rows, report.load.n_skipped, report.dropped_ties, report.dropped_low_confidence) == (6, 1, 1, 2)
-    assert report.summary() == f"{path}: kept 5 of 6 rows, skipped 1; 2 pairs; dropped 1 ties; dropped 2 low-confidence rows"
+    assert (report.load.n_rows, report.load.n_skipped) == (6, 1)
+    assert (report.dropped_ties, report.dropped_low_confidence) == (1, 2)
+    expected = f"{path}: kept 5 of 6 rows, skipped 1; 2 pairs; dropped 1 ties; dropped 2 low-confidence rows"
+    assert report.summary() == expected
     with pytest.raises(DataValidationError, match=r"ab\.jsonl:6: preference:"):
         load_preference_pairs(path, "ab")
 

@@ -11,7 +11,6 @@ from rlhf_dist.models import (
     apply_lora,
     build_byte_tokenizer,
     export_merged,
-    last_valid_index,
     load_causal_lm,
     load_reward_model,
     pool_scores,
@@ -37,16 +36,13 @@ def test_tiny_model_dir_loads_with_plain_transformers(tiny_llama_dir):
     assert out.logits.shape == (1, 3, 259)
 
 
-def test_last_valid_index_left_and_right_padding():
-    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]])
-    assert last_valid_index(mask).tolist() == [2, 4, 0, 0]
-
-
 def test_pool_scores_last_and_mean():
     scores = torch.tensor([[1.0, 2.0, 3.0, 9.0], [5.0, 6.0, 7.0, 8.0]])
     mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])
     assert pool_scores(scores, mask, "last").tolist() == [3.0, 8.0]
     assert pool_scores(scores, mask, "mean").tolist() == [2.0, 7.0]  # (1+2+3)/3, (6+7+8)/3
+    empty = torch.zeros_like(mask)
+    assert pool_scores(scores, empty, "mean").tolist() == [0.0, 0.0]  # no NaN for an all-padding row
 
 
 def test_reward_model_save_load_round_trip(tiny_llama_dir, tmp_path):
