@@ -72,6 +72,37 @@ def cmd_rm(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_ppo(args: argparse.Namespace, extra: list[str]) -> int:
+    from rlhf_dist.stages.ppo import run_ppo_stage
+
+    cfg = _load(args, extra)
+    if args.resume:
+        cfg.checkpoint.resume = True
+    result = run_ppo_stage(cfg)
+    print(_ppo_summary(result.history))
+    print(f"policy exported to {result.policy_dir}; metrics in {result.run_dir / 'metrics.jsonl'}")
+    return 0
+
+
+def _ppo_summary(history: list[dict]) -> str:
+    """Per-step reward/KL and the mean per-phase timing table."""
+    if not history:
+        return "no PPO step ran"
+    lines = ["step  reward   kl      length  step_s"]
+    for m in history:
+        lines.append(f"{m['step']:>4}  {m['reward/score_raw']:>7.3f} {m['kl/seq_k1']:>7.3f} "
+                     f"{m['response/length']:>7.1f} {m['time/step']:>7.2f}")
+    phases = sorted(k for k in history[0] if k.startswith("time/") and k != "time/step")
+    total = sum(m["time/step"] for m in history) / len(history)
+    lines.append("\nphase                 mean_s   share")
+    for key in phases:
+        mean = sum(m.get(key, 0.0) for m in history) / len(history)
+        within = "  (inside training, concurrent)" if key in ("time/policy_train", "time/critic_train") else ""
+        lines.append(f"{key[5:]:<20} {mean:>7.2f} {100 * mean / total:>6.1f}%{within}")
+    lines.append(f"{'step':<20} {total:>7.2f}")
+    return "\n".join(lines)
+
+
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     """The embedded default job (what `make demo` runs)."""
     from rlhf_dist.stages.demo import run_demo
@@ -102,6 +133,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     p = sub.add_parser("rm", help="train the Bradley-Terry reward model", epilog=EPILOG)
     _add_config_arg(p)
     handlers["rm"] = cmd_rm
+
+    p = sub.add_parser("ppo", help="PPO on the distributed engine (Ray actors, vLLM, DeepSpeed)", epilog=EPILOG)
+    _add_config_arg(p)
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
+    handlers["ppo"] = cmd_ppo
 
     p = sub.add_parser("demo", help="run the embedded default job (CPU, local)", epilog=EPILOG)
     _add_config_arg(p)

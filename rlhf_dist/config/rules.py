@@ -33,6 +33,11 @@ def _check_devices(cfg: "RLHFConfig") -> None:
             raise ValueError(f"cluster.{role}.gpus_per_actor is {res.gpus_per_actor} but cluster.device is 'cpu'")
         if cl.device == "cuda" and res.gpus_per_actor == 0:
             raise ValueError(f"cluster.{role}.gpus_per_actor must be > 0 when cluster.device is 'cuda'")
+    if cl.rollout.num_actors != cfg.rollout.num_engines:
+        raise ValueError(
+            f"cluster.rollout.num_actors ({cl.rollout.num_actors}) must equal rollout.num_engines "
+            f"({cfg.rollout.num_engines}): one actor per engine"
+        )
     if cl.device == "cpu" and cfg.rollout.tensor_parallel_size > 1:
         raise ValueError("rollout.tensor_parallel_size > 1 needs cluster.device 'cuda'")
     if cl.device == "cuda" and not cl.colocate:

@@ -82,7 +82,7 @@ def resolve_model_path(path: str, seed: int = 0) -> Path:
         from rlhf_dist.models.tiny import make_tiny_model_dir
 
         arch = name.removeprefix("tiny-")
-        tag = hashlib.sha1(f"{arch}-{seed}-v1".encode()).hexdigest()[:8]
+        tag = hashlib.sha1(f"{arch}-{seed}-v2".encode()).hexdigest()[:8]
         return _materialise(cache_root() / f"tiny-{arch}-{tag}", lambda d: make_tiny_model_dir(d, arch, seed))
     if name == "smollm2-135m-instruct":
         return _materialise(cache_root() / "smollm2-135m-instruct", _convert_smollm2)

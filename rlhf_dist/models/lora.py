@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from peft import LoraConfig, PeftModel, get_peft_model
+import torch
 from torch import nn
 
 from rlhf_dist.config.schema_parts import LoRAConfig
@@ -52,4 +53,25 @@ def export_merged(model: nn.Module, out_dir: str | Path, tokenizer=None) -> Path
     merged.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
+    return out
+
+
+def merged_state_dict(peft_state: dict[str, torch.Tensor], cfg: LoRAConfig) -> dict[str, torch.Tensor]:
+    """A peft model's full state dict -> plain HF names with W + (B @ A) * alpha / r folded in.
+
+    Works on gathered tensors alone (no module), so it serves ZeRO-sharded policies and the
+    weight sync to rollout engines, which only know the base model's parameter names.
+    """
+    scale = cfg.alpha / cfg.r
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in peft_state.items():
+        if ".lora_A." in name or ".lora_B." in name:
+            continue
+        plain = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        prefix = name.removesuffix(".weight").removesuffix(".base_layer")
+        a_name, b_name = f"{prefix}.lora_A.default.weight", f"{prefix}.lora_B.default.weight"
+        if name.endswith(".base_layer.weight") and a_name in peft_state:
+            delta = (peft_state[b_name].float() @ peft_state[a_name].float()) * scale
+            tensor = (tensor.float() + delta).to(tensor.dtype)
+        out[plain] = tensor
     return out

@@ -58,12 +58,19 @@ class ScalarHeadModel(nn.Module):
 
     def token_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask: [B, T] -> scores [B, T] (float32)."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        hidden = self.backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+        ).last_hidden_state  # [B, T, H]
         return self.head(hidden).squeeze(-1).float()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Sequence scores [B]."""
-        return pool_scores(self.token_scores(input_ids, attention_mask), attention_mask, self.pooling)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+        """Sequence scores [B], or per-token scores [B, T] with per_token=True (the critic's values).
+
+        Going through forward (not token_scores) matters under DeepSpeed, whose hooks wrap forward.
+        """
+        scores = self.token_scores(input_ids, attention_mask)
+        return scores if per_token else pool_scores(scores, attention_mask, self.pooling)
 
     def save_pretrained(self, out_dir: str | Path, tokenizer=None) -> Path:
         out = Path(out_dir)

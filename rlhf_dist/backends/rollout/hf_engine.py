@@ -1,0 +1,120 @@
+"""transformers `generate` rollout engine: no vLLM needed; slower, but runs any HF causal LM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from rlhf_dist.backends.rollout.base import (
+    RolloutEngine,
+    RolloutSample,
+    check_named_tensors,
+    request_seeds,
+    stop_token_ids,
+)
+from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
+
+ROWS_PER_CHUNK = 32  # sequences per generate() call: bounds activation + KV memory
+
+
+class HFEngine(RolloutEngine):
+    """Samples with `model.generate` on left-padded chunks; logprobs from the raw logits."""
+
+    def __init__(
+        self, model_dir: str | Path, cfg: RolloutConfig, device: Literal["cpu", "cuda"], dtype: str, seed: int
+    ):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg  # seed: unused, generate() seeds every call
+        self.device = torch.device(device)
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+        self.model.to(self.device).eval().requires_grad_(False)
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.stop_ids = stop_token_ids(model_dir)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.stop_ids[0])
+        self.shapes = {name: tuple(t.shape) for name, t in self.model.state_dict().items()}
+
+    def _generation_config(self, sampling: SamplingConfig):
+        """Every sampling knob set explicitly: unset ones would fall back to the model's or
+        transformers' defaults (top_k=50, repetition_penalty from generation_config.json, ...)."""
+        from transformers import GenerationConfig
+
+        return GenerationConfig(
+            do_sample=True,
+            max_new_tokens=sampling.max_new_tokens,
+            min_new_tokens=0,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=max(sampling.top_k, 0),  # 0 disables
+            typical_p=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.pad_id,
+            return_dict_in_generate=True,
+            output_logits=True,  # raw logits, before temperature / top-k / top-p
+        )
+
+    @torch.no_grad()
+    def generate(
+        self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int
+    ) -> list[list[RolloutSample]]:
+        """[B][P_i] prompts -> [B][samples_per_prompt] samples (see RolloutEngine.generate)."""
+        n = sampling.samples_per_prompt
+        rows = [p for p in prompt_ids for _ in range(n)]  # row r = prompt r // n
+        gen_cfg = self._generation_config(sampling)
+        starts = list(range(0, len(rows), ROWS_PER_CHUNK))
+        samples: list[RolloutSample] = []
+        for start, chunk_seed in zip(starts, request_seeds(seed, len(starts))):
+            # fork_rng: seeding must not disturb the caller's global torch RNG stream
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(chunk_seed)
+                samples.extend(self._generate_chunk(rows[start : start + ROWS_PER_CHUNK], gen_cfg))
+        return [samples[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
+
+    def _generate_chunk(self, prompts: list[list[int]], gen_cfg) -> list[RolloutSample]:
+        """Left-pad [C][P_i] prompts to [C, P], sample, cut each row at its first eos."""
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attention_mask[i, width - len(p) :] = 1
+        out = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            generation_config=gen_cfg,
+        )
+        response = out.sequences[:, width:].cpu()  # [C, T]
+        logits = torch.stack(out.logits, dim=1).float()  # [C, T, V] raw
+        token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, response.unsqueeze(-1)).squeeze(-1).cpu()
+        stops = torch.tensor(self.stop_ids)
+        samples = []
+        for i, p in enumerate(prompts):
+            is_stop = torch.isin(response[i], stops).nonzero()
+            length = int(is_stop[0]) + 1 if len(is_stop) else response.shape[1]
+            samples.append(
+                RolloutSample(
+                    prompt_ids=list(p),
+                    response_ids=response[i, :length].tolist(),
+                    logprobs=token_logprobs[i, :length].tolist(),
+                    finish_reason="stop" if len(is_stop) else "length",
+                )
+            )
+        return samples
+
+    def update_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
+        """Copy HF-named tensors into the model in place (any subset; see RolloutEngine)."""
+        check_named_tensors(named_tensors, self.shapes)
+        self.model.load_state_dict(dict(named_tensors), strict=False)
+
+    def reset_prefix_cache(self) -> None:
+        """No cross-call KV cache in transformers generate: nothing to drop."""
+
+    def shutdown(self) -> None:
+        self.model = None  # type: ignore[assignment]
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

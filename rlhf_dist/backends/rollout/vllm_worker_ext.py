@@ -1,0 +1,79 @@
+"""Methods mixed into every vLLM worker (`worker_extension_cls`), called via `LLM.collective_rpc`.
+
+Imported by vLLM inside its workers only; `rlhf_dist.backends.rollout` never imports it.
+Method names carry an `rlhf_` prefix: vLLM refuses extension attributes that clash with
+the worker's own (the worker already has `update_weights`, `reload_weights`, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+# vLLM warns once per untouched layer on every partial reload ("Failed to load weights",
+# "weights were not loaded"); with bucketed syncs that is expected, so those loggers are muted.
+_NOISY_LOGGERS = (
+    "vllm.model_executor.model_loader.reload.layerwise",
+    "vllm.model_executor.model_loader.reload.inplace",
+)
+
+
+@contextmanager
+def _quiet_partial_reload() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+class WeightUpdateExtension:
+    """Worker-side half of VLLMEngine.update_weights (`self` is the vLLM worker)."""
+
+    def rlhf_packed_modules(self) -> dict[str, list[str]]:
+        """The model's fused-module map, e.g. {'qkv_proj': ['q_proj', 'k_proj', 'v_proj'], ...}."""
+        model = self.model_runner.get_model()  # type: ignore[attr-defined]
+        return {k: list(v) for k, v in getattr(model, "packed_modules_mapping", {}).items()}
+
+    def rlhf_load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> int:
+        """Load HF-format tensors in place; returns how many were given.
+
+        Goes through the worker's `reload_weights` (checkpoint format -> vLLM's fused and,
+        on CPU, repacked kernel layout): `model.load_weights` alone fails on CPU because the
+        linear weights were repacked. Each TP rank takes its own shard.
+        """
+        with _quiet_partial_reload():
+            self.reload_weights(weights_iterator=named_tensors, is_checkpoint_format=True)  # type: ignore[attr-defined]
+        self._rlhf_refresh_tied([name for name, _ in named_tensors])
+        return len(named_tensors)
+
+    def _rlhf_refresh_tied(self, hf_names: list[str]) -> None:
+        """Re-pack modules that share a reloaded weight (a tied lm_head).
+
+        Why: on CPU every linear keeps a prepacked copy of its weight (oneDNN / sgl kernels).
+        A tied lm_head gets no tensors of its own in a reload, so its copy would keep the
+        OLD embedding and logits would silently come from stale weights. (No-op on CUDA.)
+        """
+        model = self.model_runner.get_model()  # type: ignore[attr-defined]
+        mapper = getattr(model, "hf_to_vllm_mapper", None)
+        loaded = {((mapper.map_name(n) if mapper else n) or n).rpartition(".")[0] for n in hf_names}
+        sharing: dict[int, list[str]] = {}
+        modules = dict(model.named_modules())
+        for name, module in modules.items():
+            weight = module._parameters.get("weight")
+            if weight is not None:
+                sharing.setdefault(id(weight), []).append(name)
+        for names in sharing.values():
+            if len(names) < 2 or not loaded.intersection(names):
+                continue
+            for name in names:
+                method = getattr(modules[name], "quant_method", None)
+                if name not in loaded and method is not None:
+                    method.process_weights_after_loading(modules[name])

@@ -1,0 +1,81 @@
+"""torch.distributed / DeepSpeed process-group setup for training ranks.
+
+The caller (a Ray actor group, torchrun, a test) sets the usual environment variables
+on every rank before calling `init_distributed`:
+
+    MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK
+
+DeepSpeed is imported lazily, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from datetime import timedelta
+from typing import Literal
+
+REQUIRED_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def find_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (bind to port 0 and let the OS choose)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def disable_cpu_shm_comm_op() -> None:
+    """On the CPU accelerator, stop DeepSpeed from compiling its shared-memory allreduce op.
+
+    `deepspeed.comm.torch.TorchBackend.__init__` calls the module-level `build_shm_op()`, which
+    JIT-compiles `deepspeed_shm_comm` (about 70 s on a fresh machine) at every CPU
+    init_distributed. Returning None makes DeepSpeed use plain torch.distributed (gloo)
+    collectives. `importlib.import_module` is needed: `import deepspeed.comm.torch as m`
+    binds the `torch` package itself (deepspeed.comm re-exports it under that name).
+    No effect on GPU accelerators. Idempotent.
+    """
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return
+    module = importlib.import_module("deepspeed.comm.torch")
+    if getattr(module.build_shm_op, "_rlhf_dist_disabled", False):
+        return
+
+    def _no_shm_op():
+        return None
+
+    _no_shm_op._rlhf_dist_disabled = True  # type: ignore[attr-defined]
+    module.build_shm_op = _no_shm_op
+
+
+def init_distributed(backend: Literal["gloo", "nccl"] = "gloo", timeout_s: float | None = None) -> None:
+    """Initialise torch.distributed and DeepSpeed's comm layer from the environment. Idempotent.
+
+    Reads MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK (all must be set). With
+    "nccl" the rank's CUDA device is set from LOCAL_RANK first.
+    """
+    import torch.distributed as tdist
+
+    import deepspeed
+    import deepspeed.comm as ds_comm
+
+    disable_cpu_shm_comm_op()
+    if tdist.is_available() and tdist.is_initialized():
+        if not ds_comm.is_initialized():  # torch.distributed set up elsewhere: adopt its group
+            deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+        return
+    missing = [name for name in REQUIRED_ENV if name not in os.environ]
+    if missing:
+        raise RuntimeError(f"init_distributed: environment variables not set: {', '.join(missing)}")
+    if backend == "nccl":
+        from deepspeed.accelerator import get_accelerator
+
+        get_accelerator().set_device(int(os.environ["LOCAL_RANK"]))
+    kwargs = {}
+    if timeout_s is not None:
+        kwargs["timeout"] = timedelta(seconds=timeout_s)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False, **kwargs)

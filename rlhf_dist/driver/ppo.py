@@ -1,0 +1,151 @@
+"""The PPO loop. Reads top to bottom: one iteration = one named call per phase.
+
+    prompts -> generate (vLLM engines) -> score (reward actors / function / HTTP)
+            -> log-probs (policy, reference) + values (critic)
+            -> KL-shaped rewards, advantages (algo/)
+            -> policy + critic PPO epochs (DeepSpeed groups, concurrently)
+            -> weight sync policy -> engines
+            -> metrics, KL controller, checkpoint
+
+The driver holds no model: it moves token ids, texts and [B, R] tensors between roles.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from rlhf_dist.algo import RunningMeanStd, build_kl_controller
+from rlhf_dist.config import RLHFConfig
+from rlhf_dist.data.tokenize import encode_prompt
+from rlhf_dist.data.validate import load_records
+from rlhf_dist.driver.checkpoint import CheckpointManager
+from rlhf_dist.driver.rewards import combine_rewards
+from rlhf_dist.driver.roles import (
+    ModelDirs, build_roles, finish_inference, generate, model_scores, start_inference, start_ray, sync_weights, train,
+)
+from rlhf_dist.driver.shaping import make_experience
+from rlhf_dist.driver.state import DriverState, PromptSampler, rng_state, set_rng_state
+from rlhf_dist.models import load_tokenizer
+from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, seed_everything, write_json
+from rlhf_dist.tracking import MetricsLogger
+from rlhf_dist.tracking.timing import PhaseTimer
+
+log = logging.getLogger(__name__)
+
+
+class TrainingAborted(RuntimeError):
+    """Too many non-finite updates; a checkpoint was written first."""
+
+
+@dataclass
+class PPOResult:
+    run_dir: Path
+    history: list[dict] = field(default_factory=list)  # one metrics dict per step
+    policy_dir: Path | None = None  # HF export of the final policy
+
+
+def _load_prompts(cfg: RLHFConfig, tokenizer) -> tuple[list[str], list[list[int]]]:
+    files = resolve_data_files(cfg)
+    loaded = load_records(files.prompts, "prompt", on_error=cfg.data.on_error)
+    log.info("prompts %s: %s", files.prompts, loaded.summary())
+    texts = [r.prompt for r in loaded.records]
+    return texts, [encode_prompt(tokenizer, t, cfg.data.max_prompt_length) for t in texts]
+
+
+def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> PPOResult:
+    """Train for cfg.ppo.steps (or stop after `stop_after` steps, as if killed) and export the policy."""
+    seed_everything(cfg.run.seed)
+    run_dir = prepare_run_dir(cfg)
+    tokenizer = load_tokenizer(dirs.policy)
+    prompt_texts, prompt_ids = _load_prompts(cfg, tokenizer)
+    ppo, group_size = cfg.ppo, cfg.rollout.sampling.samples_per_prompt
+    n_samples = ppo.rollout_batch_size * group_size
+    updates_per_step = ppo.ppo_epochs * n_samples // ppo.policy_train.global_batch_size
+    started_ray = start_ray(cfg)
+    roles = build_roles(cfg, dirs, total_updates=ppo.steps * updates_per_step)
+    result = PPOResult(run_dir)
+    try:
+        ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last)
+        kl_ctl = build_kl_controller(ppo.kl.controller, ppo.kl.coef, ppo.kl.target, ppo.kl.horizon)
+        reward_norm = RunningMeanStd()
+        state = DriverState()
+        if cfg.checkpoint.resume and (latest := ckpt.latest()) is not None:
+            state = ckpt.load(latest, roles.trainers())
+            kl_ctl.load_state_dict(state.kl_controller)
+            if state.reward_norm:
+                reward_norm.load_state_dict(state.reward_norm)
+            set_rng_state(state.rng)
+            sync_weights(roles, cfg)  # engines start from the initial weights: bring them to the checkpoint's
+        sampler = PromptSampler(len(prompt_texts), cfg.run.seed, **state.data)
+        last = min(ppo.steps, stop_after) if stop_after else ppo.steps
+        with MetricsLogger(run_dir, cfg.tracking, total=last - state.step, desc="ppo") as tracker:
+            for step in range(state.step + 1, last + 1):
+                metrics = ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_ctl,
+                                   reward_norm, group_size)
+                state.skipped_updates += int(metrics["train/skipped_updates"])
+                state.step, state.data = step, sampler.state_dict()
+                state.kl_controller, state.reward_norm, state.rng = kl_ctl.state_dict(), reward_norm.state_dict(), rng_state()
+                tracker.log(metrics, step=step, phase="ppo")
+                tracker.advance(status=_status_line(metrics))
+                result.history.append({"step": step, **metrics})
+                if state.skipped_updates > ppo.max_nonfinite_updates:
+                    ckpt.save(state, roles.trainers())
+                    raise TrainingAborted(f"{state.skipped_updates} non-finite updates skipped (limit "
+                                          f"ppo.max_nonfinite_updates={ppo.max_nonfinite_updates}); checkpoint written")
+                every = cfg.checkpoint.every_steps
+                if (every and step % every == 0) or step == ppo.steps:
+                    ckpt.save(state, roles.trainers())
+        if state.step == ppo.steps:
+            result.policy_dir = Path(roles.policy.call("export_hf", str(run_dir / "policy"))[0])
+        write_json(run_dir / "ppo_metrics.json", {"history": result.history})
+        return result
+    finally:
+        roles.shutdown()
+        if started_ray:
+            ray.shutdown()
+
+
+def ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_ctl, reward_norm, group_size) -> dict:
+    """One PPO iteration; returns its metrics (rewards, KL, losses, per-phase seconds)."""
+    timer = PhaseTimer()
+    # 1. prompts for this step
+    picked = sampler.next(cfg.ppo.rollout_batch_size)
+    # 2. generation: B = prompts x samples_per_prompt sequences, [B, P+R]
+    with timer("generation"):
+        batch = generate(roles, [prompt_ids[i] for i in picked], [prompt_texts[i] for i in picked], tokenizer,
+                         seed=cfg.run.seed * 100_003 + step)
+    # 3. inference starts now (policy/ref log-probs [B, R], values [B, R]) and overlaps scoring
+    jobs = start_inference(roles, batch)
+    with timer("scoring"):
+        scores, reward_parts = combine_rewards(  # [B]
+            cfg.ppo.rewards, batch.prompts, batch.responses,
+            (lambda: model_scores(roles, batch.prompts, batch.responses)) if roles.reward else None,
+        )
+    with timer("inference"):
+        inference = finish_inference(jobs, batch)
+    # 4. KL-shaped rewards, advantages and returns, [B, R]
+    with timer("advantages"):
+        experience, exp_stats = make_experience(cfg.ppo, batch, inference, scores, kl_ctl.coef, reward_norm, group_size)
+    # 5. policy and critic updates (concurrent groups)
+    with timer("training"):
+        train_stats, train_seconds = train(roles, experience.as_dict(), step)
+    # 6. new policy weights -> rollout engines
+    with timer("sync"):
+        synced_bytes = sync_weights(roles, cfg)
+    kl_ctl.update(exp_stats["kl/seq_k1"], n_steps=batch.sequences.shape[0])
+    return {
+        **exp_stats, **reward_parts, **train_stats,
+        "train/skipped_updates": train_stats.get("skipped_updates", 0.0),
+        **{f"time/{k}": v for k, v in train_seconds.items()},
+        "sync/bytes": float(synced_bytes),
+        **timer.summary(),
+    }
+
+
+def _status_line(m: dict) -> str:
+    return (f"reward {m['reward/score_raw']:.3f}  kl {m['kl/seq_k1']:.3f}  "
+            f"len {m['response/length']:.1f}  step {m['time/step']:.1f}s")

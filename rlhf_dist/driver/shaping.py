@@ -1,0 +1,62 @@
+"""From scores and log-probs to advantages: the algo/ functions composed as config says."""
+
+from __future__ import annotations
+
+import torch
+
+from rlhf_dist.algo import (
+    RunningMeanStd,
+    broadcast_sequence_advantages,
+    clip_rewards,
+    gae,
+    grpo_advantages,
+    kl_penalized_rewards,
+    masked_mean,
+    masked_sum,
+    masked_whiten,
+    reinforce_pp_advantages,
+    rloo_advantages,
+)
+from rlhf_dist.config import PPOConfig
+from rlhf_dist.driver.experience import Experience, RolloutBatch
+
+
+def make_experience(
+    cfg: PPOConfig, batch: RolloutBatch, inference: dict[str, torch.Tensor], raw_scores: torch.Tensor,
+    kl_coef: float, reward_norm: RunningMeanStd, group_size: int,
+) -> tuple[Experience, dict[str, float]]:
+    """Scores [B] + log-probs/values [B, R] -> Experience with advantages and returns [B, R]."""
+    mask = batch.action_mask  # [B, R]
+    scores = clip_rewards(raw_scores, cfg.reward_clip)  # [B]
+    if cfg.reward_normalize:
+        reward_norm.update(scores)
+        scores = reward_norm.normalize(scores)
+    old_lp, ref_lp, values = inference["old_logprobs"], inference["ref_logprobs"], inference["values"]
+    rewards, kl = kl_penalized_rewards(scores, old_lp, ref_lp, mask, kl_coef, cfg.kl.estimator)  # [B, R] each
+    if cfg.advantage == "gae":
+        advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+    elif cfg.advantage == "reinforce_pp":
+        advantages = reinforce_pp_advantages(rewards, mask, cfg.gamma)
+        returns = advantages
+    else:
+        # Group estimators compare whole sequences: the KL penalty enters the sequence reward.
+        seq_reward = scores - kl_coef * masked_sum(kl, mask, dim=1)  # [B]
+        per_seq = (grpo_advantages(seq_reward, group_size) if cfg.advantage == "grpo"
+                   else rloo_advantages(seq_reward, group_size))
+        advantages = broadcast_sequence_advantages(per_seq, mask)
+        returns = advantages
+    exp = Experience(batch.sequences, batch.attention_mask, mask, old_lp, ref_lp, values, rewards,
+                     advantages, returns, scores)
+    seq_kl = masked_sum(old_lp - ref_lp, mask, dim=1)  # [B] k1 summed over the response
+    stats = {
+        "reward/score_raw": float(raw_scores.mean()),
+        "reward/score": float(scores.mean()),
+        "kl/seq_k1": float(seq_kl.mean()),
+        "kl/coef": kl_coef,
+        "response/length": float(mask.sum(1).mean()),
+        "advantage/mean": float(masked_mean(advantages, mask)),
+        "rollout/logprob_abs_diff": float(masked_mean((old_lp - batch.rollout_logprobs).abs(), mask)),
+    }
+    return exp, stats

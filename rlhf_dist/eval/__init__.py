@@ -1,0 +1,1 @@
+"""Evaluation: rule-based rewards/judges and (later) reports."""

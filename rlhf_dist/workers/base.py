@@ -1,0 +1,60 @@
+"""What every role's Ray actor shares: config, thread limits, rendezvous, torch.distributed.
+
+Actors are plain classes here; `workers/group.py` turns them into Ray actors and places
+them. Rank 0 of a group picks the rendezvous address; every rank of a trainable group
+joins one torch.distributed group (gloo on CPU, NCCL on GPU) for DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+from rlhf_dist.config import RLHFConfig
+
+
+def node_ip() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+class RoleWorker:
+    """Base of all role actors. `rank`/`world_size` are the rank inside this role's group."""
+
+    def __init__(self, cfg: dict, role: str, rank: int, world_size: int):
+        self.cfg = RLHFConfig.model_validate(cfg)
+        self.role, self.rank, self.world_size = role, rank, world_size
+        cpus = getattr(self.cfg.cluster, role).cpus_per_actor
+        # Several actors share a few cores on small machines: oversubscribed BLAS threads thrash.
+        threads = max(1, int(cpus))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        self.device = torch.device("cuda" if self.cfg.cluster.device == "cuda" else "cpu")
+
+    def rendezvous(self) -> tuple[str, int]:
+        """(address, port) for this group's torch.distributed store (called on rank 0)."""
+        return node_ip(), free_port()
+
+    def init_distributed(self, master_addr: str, master_port: int) -> None:
+        """Join this role's process group (a collective: every rank calls it together)."""
+        from rlhf_dist.backends.train.dist import init_distributed
+
+        # Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so the local rank is always 0.
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
+        init_distributed("nccl" if self.device.type == "cuda" else "gloo")
+
+    def ping(self) -> str:
+        return f"{self.role}[{self.rank}] ok"
+
+    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -1,0 +1,69 @@
+"""Inference roles: the frozen reference, the reward model, and the rollout engines."""
+
+from __future__ import annotations
+
+import torch
+
+from rlhf_dist.data.tokenize import encode_prompt_response, pad_sequences
+from rlhf_dist.models import load_causal_lm, load_reward_model, load_tokenizer
+from rlhf_dist.models.forward import response_logprobs
+from rlhf_dist.workers.base import RoleWorker
+
+
+class ReferenceWorker(RoleWorker):
+    """The frozen starting policy; gives ref log-probs for the KL penalty."""
+
+    def init_model(self, model_dir: str) -> None:
+        self.model = load_causal_lm(self.cfg.policy, model_dir, trainable=False).to(self.device)
+
+    @torch.no_grad()
+    def logprobs(self, shard: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, R] log-probs of the response tokens under the reference."""
+        shard = self.to_device(shard)
+        size, out = self.cfg.ppo.policy_train.micro_batch_size * 2, []
+        for start in range(0, shard["sequences"].shape[0], size):
+            seqs, mask = shard["sequences"][start : start + size], shard["attention_mask"][start : start + size]
+            out.append(response_logprobs(self.model, seqs, mask, shard["action_mask"].shape[1])[0])
+        return torch.cat(out).float().cpu()
+
+
+class RewardWorker(RoleWorker):
+    """Scores (prompt, response) TEXT with the reward model's own tokenizer."""
+
+    def init_model(self, model_dir: str) -> None:
+        self.model = load_reward_model(self.cfg.reward_model, model_dir, trainable=False).to(self.device)
+        self.tokenizer = load_tokenizer(model_dir, self.cfg.reward_model.trust_remote_code)
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        """One scalar per (prompt, response), formatted exactly like the RM's training pairs."""
+        data = self.cfg.data
+        encoded = [encode_prompt_response(self.tokenizer, p, r, data.max_length, "left_prompt").input_ids
+                   for p, r in zip(prompts, responses)]
+        scores = []
+        for start in range(0, len(encoded), 16):
+            chunk = encoded[start : start + 16]
+            ids = pad_sequences(chunk, self.tokenizer.pad_token_id).to(self.device)
+            mask = pad_sequences([[1] * len(c) for c in chunk], 0).to(self.device)
+            scores += self.model(ids, mask).float().cpu().tolist()
+        return scores
+
+
+class RolloutWorker(RoleWorker):
+    """Hosts one rollout engine (vLLM or HF generate) behind the RolloutEngine interface."""
+
+    def init_model(self, model_dir: str) -> None:
+        from rlhf_dist.backends.rollout import build_rollout_engine
+
+        self.engine = build_rollout_engine(
+            model_dir, self.cfg.rollout, self.cfg.cluster.device, self.cfg.policy.dtype, self.cfg.run.seed + self.rank
+        )
+
+    def generate(self, prompt_ids: list[list[int]], seed: int):
+        return self.engine.generate(prompt_ids, self.cfg.rollout.sampling, seed)
+
+    def update_weights(self, bucket: list[tuple[str, torch.Tensor]]) -> None:
+        self.engine.update_weights(bucket)
+
+    def reset_prefix_cache(self) -> None:
+        self.engine.reset_prefix_cache()

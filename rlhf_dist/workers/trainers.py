@@ -1,0 +1,175 @@
+"""Trainable roles: the policy and the critic, each a DeepSpeed (or torch) data-parallel group.
+
+Each rank gets an equal shard of the experience batch, runs `ppo_epochs` passes of
+micro-batches, and the engine averages gradients across ranks at every accumulation
+boundary (one optimizer step per global mini-batch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rlhf_dist.algo import masked_mean, ppo_policy_loss, value_loss
+from rlhf_dist.backends.train.base import TrainEngine
+from rlhf_dist.backends.train.factory import build_train_engine
+from rlhf_dist.config.schema_parts import TrainConfig
+from rlhf_dist.models import load_causal_lm, load_critic, load_tokenizer, merge_lora
+from rlhf_dist.models.forward import response_logprobs, response_values
+from rlhf_dist.workers.base import RoleWorker
+
+
+def _micro_batches(batch: dict[str, torch.Tensor], size: int, order: torch.Tensor):
+    for start in range(0, len(order), size):
+        idx = order[start : start + size]
+        yield {k: v[idx] for k, v in batch.items()}
+
+
+def _mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for row in rows for k in row}
+    return {k: sum(r[k] for r in rows if k in r) / max(1, sum(k in r for r in rows)) for k in keys}
+
+
+class TrainWorker(RoleWorker):
+    """Shared loop of policy and critic: shuffle, micro-batch, backward, step, guard."""
+
+    engine: TrainEngine
+    train_cfg: TrainConfig
+
+    def _build_engine(self, model: torch.nn.Module, total_updates: int, dtype: str) -> None:
+        self.engine = build_train_engine(model, self.train_cfg, total_updates, dtype, self.world_size, self.device.type)
+
+    def _loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def train_ppo(self, shard: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        """PPO epochs over this rank's shard; returns mean stats (skipped updates included)."""
+        self.engine.train()
+        shard = self.to_device(shard)
+        n = shard["sequences"].shape[0]
+        gen = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + step * 7919 + self.rank)
+        rows, skipped_before = [], self.engine.skipped_updates
+        for _ in range(self.cfg.ppo.ppo_epochs):
+            order = torch.randperm(n, generator=gen)
+            for mb in _micro_batches(shard, self.train_cfg.micro_batch_size, order):
+                loss, stats = self._loss(mb)
+                self.engine.backward(loss)
+                info = self.engine.step()
+                if info.boundary and info.grad_norm is not None:
+                    stats["grad_norm"] = info.grad_norm
+                rows.append(stats)
+        out = _mean_stats(rows)
+        out["skipped_updates"] = float(self.engine.skipped_updates - skipped_before)
+        return out
+
+    def save_checkpoint(self, directory: str, tag: str) -> None:
+        self.engine.save_checkpoint(Path(directory), tag)
+
+    def load_checkpoint(self, directory: str, tag: str) -> None:
+        self.engine.load_checkpoint(Path(directory), tag)
+
+
+class PolicyWorker(TrainWorker):
+    def init_model(self, model_dir: str, total_updates: int) -> int:
+        self.train_cfg = self.cfg.ppo.policy_train
+        self.model_dir = model_dir
+        model = load_causal_lm(self.cfg.policy, model_dir, trainable=True)
+        self._build_engine(model, total_updates, self.cfg.policy.dtype)
+        return sum(p.numel() for p in model.parameters())
+
+    @torch.no_grad()
+    def logprobs(self, shard: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Log-probs of the response tokens under the current policy: [B, R]."""
+        self.engine.eval()
+        shard = self.to_device(shard)
+        out = []
+        size = self.train_cfg.micro_batch_size * 2
+        for start in range(0, shard["sequences"].shape[0], size):
+            seqs, mask = shard["sequences"][start : start + size], shard["attention_mask"][start : start + size]
+            out.append(response_logprobs(self.engine.model, seqs, mask, shard["action_mask"].shape[1])[0])
+        return torch.cat(out).float().cpu()
+
+    def _loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        ppo = self.cfg.ppo
+        width = mb["action_mask"].shape[1]
+        logprobs, entropy = response_logprobs(self.engine.model, mb["sequences"], mb["attention_mask"], width,
+                                              with_entropy=ppo.entropy_coef > 0)
+        loss, stats = ppo_policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mb["action_mask"],
+                                      ppo.clip_eps, ppo.dual_clip)
+        out = {f"policy/{k}": float(v) for k, v in stats.items()}
+        if entropy is not None:
+            ent = masked_mean(entropy, mb["action_mask"])
+            loss = loss - ppo.entropy_coef * ent
+            out["policy/entropy"] = float(ent)
+        out["policy/loss"] = float(loss.detach())
+        return loss, out
+
+    # ---- weight sync: gather once (collective), rank 0 serves buckets ----
+    def prepare_weight_sync(self, bucket_mb: int) -> list[int]:
+        """Collective on all ranks: gather full weights (LoRA merged); rank 0 keeps them in buckets.
+
+        Returns the byte size of each bucket (rank 0; [] elsewhere)."""
+        state = self._hf_state_dict()
+        self._buckets: list[list[tuple[str, torch.Tensor]]] = []
+        if self.rank != 0:
+            return []
+        limit, current, size = bucket_mb * 2**20, [], 0
+        for name, tensor in state.items():
+            nbytes = tensor.numel() * tensor.element_size()
+            if current and size + nbytes > limit:
+                self._buckets.append(current)
+                current, size = [], 0
+            current.append((name, tensor))
+            size += nbytes
+        if current:
+            self._buckets.append(current)
+        return [sum(t.numel() * t.element_size() for _, t in b) for b in self._buckets]
+
+    def weight_bucket(self, index: int) -> list[tuple[str, torch.Tensor]]:
+        return self._buckets[index]
+
+    def finish_weight_sync(self) -> None:
+        self._buckets = []
+
+    def _hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """HF-named full weights of the policy (what vLLM and save_pretrained expect)."""
+        if not self.cfg.policy.lora.enabled:
+            return self.engine.full_state_dict()
+        from rlhf_dist.models.lora import merged_state_dict
+
+        return merged_state_dict(self.engine.full_state_dict(), self.cfg.policy.lora)
+
+    def export_hf(self, out_dir: str) -> str:
+        """Rank 0 writes a plain HF dir of the current policy (LoRA merged). Collective."""
+        state = self._hf_state_dict()
+        if self.rank == 0:
+            model = load_causal_lm(self.cfg.policy, self.model_dir, trainable=False)
+            model.load_state_dict(state)
+            merge_lora(model).save_pretrained(out_dir)
+            load_tokenizer(self.model_dir).save_pretrained(out_dir)
+        return out_dir
+
+
+class CriticWorker(TrainWorker):
+    def init_model(self, init_dir: str, total_updates: int) -> int:
+        self.train_cfg = self.cfg.ppo.critic_train
+        model = load_critic(self.cfg.critic, init_dir, dtype=self.cfg.reward_model.dtype)
+        self._build_engine(model, total_updates, self.cfg.reward_model.dtype)
+        return sum(p.numel() for p in model.parameters())
+
+    @torch.no_grad()
+    def values(self, shard: dict[str, torch.Tensor]) -> torch.Tensor:
+        """V(s_t) for each response token: [B, R]."""
+        self.engine.eval()
+        shard = self.to_device(shard)
+        width = shard["action_mask"].shape[1]
+        return response_values(self.engine.model, shard["sequences"], shard["attention_mask"], width).float().cpu()
+
+    def _loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        width = mb["action_mask"].shape[1]
+        values = response_values(self.engine.model, mb["sequences"], mb["attention_mask"], width)
+        loss, stats = value_loss(values, mb["values"], mb["returns"], mb["action_mask"], self.cfg.ppo.value_clip)
+        out = {f"critic/{k}": float(v) for k, v in stats.items()}
+        out["critic/loss"] = float(loss.detach())
+        return loss, out

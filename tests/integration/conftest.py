@@ -1,0 +1,21 @@
+"""A private local Ray cluster shared by the integration tests of one session."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    from rlhf_dist.driver.roles import WORKER_ENV
+
+    # A short private temp dir: Ray's socket paths must stay under ~107 characters.
+    temp_dir = tempfile.mkdtemp(prefix="/tmp/rdt")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
+             runtime_env={"env_vars": dict(WORKER_ENV)}, log_to_driver=False)
+    yield
+    ray.shutdown()

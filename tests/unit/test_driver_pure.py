@@ -1,0 +1,138 @@
+"""Driver pieces that need no cluster: packing, prompt sampling, RNG state, reward sources, shaping."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import torch
+
+from rlhf_dist.algo import RunningMeanStd
+from rlhf_dist.backends.rollout import RolloutSample
+from rlhf_dist.config import PPOConfig, RewardSource
+from rlhf_dist.driver.experience import RolloutBatch, pack_samples, shard
+from rlhf_dist.driver.rewards import RewardError, combine_rewards
+from rlhf_dist.driver.shaping import make_experience
+from rlhf_dist.driver.state import PromptSampler, rng_state, set_rng_state
+
+
+def sample(prompt, response, logprobs=None):
+    return RolloutSample(prompt_ids=prompt, response_ids=response,
+                         logprobs=logprobs or [-1.0] * len(response), finish_reason="stop")
+
+
+def test_pack_samples_left_pads_prompts_right_pads_responses():
+    seqs, attn, action, lp = pack_samples([sample([5, 6], [7, 8, 9]), sample([4], [3])], pad_id=0)
+    assert seqs.tolist() == [[5, 6, 7, 8, 9], [0, 4, 3, 0, 0]]
+    assert attn.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 0, 0]]
+    assert action.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert lp.tolist() == [[-1, -1, -1], [-1, 0, 0]]
+
+
+def test_shard_splits_every_tensor_consistently():
+    parts = shard({"a": torch.arange(6), "b": torch.arange(6) * 10}, 2)
+    assert [p["a"].tolist() for p in parts] == [[0, 1, 2], [3, 4, 5]]
+    assert parts[1]["b"].tolist() == [30, 40, 50]
+
+
+def test_prompt_sampler_covers_each_epoch_and_resumes_exactly():
+    a = PromptSampler(5, seed=3)
+    first = a.next(3) + a.next(3)
+    assert sorted(first[:5]) == [0, 1, 2, 3, 4]  # one full epoch before any repeat
+    b = PromptSampler(5, seed=3)
+    b.next(3)
+    resumed = PromptSampler(5, seed=3, **b.state_dict())
+    assert resumed.next(3) == first[3:]
+
+
+def test_rng_state_round_trip():
+    state = rng_state()
+    x = torch.rand(3)
+    set_rng_state(json.loads(json.dumps(state)))
+    assert torch.equal(torch.rand(3), x)
+
+
+def failing_reward(prompts, responses):
+    if any("boom" in r for r in responses):
+        raise ValueError("cannot score")
+    return [1.0] * len(responses)
+
+
+def test_reward_function_that_raises_names_the_sample():
+    src = [RewardSource(kind="function", function="tests.unit.test_driver_pure:failing_reward")]
+    with pytest.raises(RewardError, match=r"raised on sample 1 \(prompt 'p1'.*'boom'"):
+        combine_rewards(src, ["p0", "p1"], ["fine", "boom"], None)
+
+
+def test_reward_function_bad_output_and_missing_module():
+    with pytest.raises(RewardError, match="cannot be loaded"):
+        combine_rewards([RewardSource(kind="function", function="no_such_mod:f")], ["p"], ["r"], None)
+    src = [RewardSource(kind="function", function="math:fsum")]  # wrong arity/shape
+    with pytest.raises(RewardError):
+        combine_rewards(src, ["p"], ["r"], None)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        reply = json.dumps({"rewards": [float(len(r)) for r in body["responses"]]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_http_reward_and_weighted_sum_with_a_real_local_server():
+    server = HTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/score"
+        sources = [RewardSource(kind="http", url=url, weight=0.5),
+                   RewardSource(kind="function", function="rlhf_dist.eval.rules:length_reward", weight=2.0)]
+        total, parts = combine_rewards(sources, ["p", "q"], ["abcd", "ab"], None)
+        # 0.5 * len + 2 * len/100
+        assert torch.allclose(total, torch.tensor([0.5 * 4 + 2 * 0.04, 0.5 * 2 + 2 * 0.02]))
+        assert parts["reward/http0"] == pytest.approx(3.0)
+    finally:
+        server.shutdown()
+
+
+def test_unreachable_http_reward_fails_after_bounded_retries():
+    src = [RewardSource(kind="http", url="http://127.0.0.1:9/none", max_retries=1, timeout_s=0.5)]
+    with pytest.raises(RewardError, match=r"failed after 2 attempts"):
+        combine_rewards(src, ["p"], ["r"], None)
+
+
+def _batch():
+    seqs, attn, action, lp = pack_samples([sample([5], [6, 7]), sample([5], [8]),
+                                           sample([4], [6]), sample([4], [9, 9])], 0)
+    return RolloutBatch(seqs, attn, action, lp, ["a", "a", "b", "b"], ["x", "y", "z", "w"])
+
+
+def test_make_experience_rloo_uses_kl_shaped_sequence_reward():
+    batch = _batch()
+    zeros = torch.zeros_like(batch.action_mask)
+    inference = {"old_logprobs": zeros, "ref_logprobs": zeros, "values": zeros}
+    cfg = PPOConfig(advantage="rloo", reward_clip=None)
+    exp, stats = make_experience(cfg, batch, inference, torch.tensor([1.0, 3.0, 0.0, 2.0]), 0.1, RunningMeanStd(), 2)
+    # zero KL: RLOO in groups {1,3} and {0,2} -> [-2, 2, -2, 2] on every valid token
+    assert exp.advantages[:, 0].tolist() == [-2.0, 2.0, -2.0, 2.0]
+    assert exp.advantages[1, 1] == 0  # padding stays 0
+    assert stats["kl/seq_k1"] == 0.0
+
+
+def test_make_experience_gae_puts_score_minus_kl_on_last_token():
+    batch = _batch()
+    old = torch.full_like(batch.action_mask, -1.0)
+    ref = torch.full_like(batch.action_mask, -1.5)  # k1 = 0.5 per token
+    inference = {"old_logprobs": old, "ref_logprobs": ref, "values": torch.zeros_like(old)}
+    cfg = PPOConfig(advantage="gae", whiten_advantages=False, reward_clip=None)
+    exp, stats = make_experience(cfg, batch, inference, torch.tensor([1.0, 1.0, 1.0, 1.0]), 0.1, RunningMeanStd(), 1)
+    # row 0 has 2 tokens: rewards [-0.05, 1 - 0.05]
+    assert exp.rewards[0].tolist() == pytest.approx([-0.05, 0.95])
+    assert stats["kl/seq_k1"] == pytest.approx((1.0 + 0.5 + 0.5 + 1.0) / 4)
