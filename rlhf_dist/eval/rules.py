@@ -21,3 +21,8 @@ def vowel_fraction_reward(prompts: list[str], responses: list[str]) -> list[floa
 def length_reward(prompts: list[str], responses: list[str]) -> list[float]:
     """Response length in characters / 100: the classic reward-hacking target."""
     return [len(r) / 100.0 for r in responses]
+
+
+def lowercase_fraction_reward(prompts: list[str], responses: list[str]) -> list[float]:
+    """Fraction of response characters in a-z: a dense, learnable target for tiny random byte-level models."""
+    return [sum("a" <= c <= "z" for c in r) / max(1, len(r)) for r in responses]

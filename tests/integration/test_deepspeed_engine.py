@@ -1,4 +1,4 @@
-"""DeepSpeedEngine for real: 2 ranks over gloo on CPU (ZeRO-0/2/3), tiny models, few steps.
+"""DeepSpeedEngine for real: 2 ranks over gloo on CPU (ZeRO-0/1/2/3), tiny models, few steps.
 
 All scenarios run inside ONE pair of spawned ranks (start-up costs more than training here);
 each rank writes its results to a file, and the tests below check them, some against a
@@ -103,6 +103,12 @@ def _value_loss_routed(engine, j: int):
     return _masked_mse(engine.call_method("token_scores", ids, mask), targets, mask)
 
 
+def _value_loss_forward(engine, j: int):
+    """The same through forward(per_token=True): what the PPO critic does."""
+    ids, mask, targets = _micro(j)
+    return _masked_mse(engine.model(ids, mask, per_token=True), targets, mask)
+
+
 def _masked_mse(scores, targets, mask):
     return (((scores - targets) ** 2) * mask).sum() / mask.sum()
 
@@ -128,6 +134,7 @@ SCENARIOS = {  # name: (zero stage, model factory, loss, lr)
     "zero3_lm": (3, _lm_model, _lm_loss, LM_LR),
     "zero2_value": (2, _value_model, _value_loss_direct, VALUE_LR),
     "zero3_value": (3, _value_model, _value_loss_routed, VALUE_LR),
+    "zero3_value_forward": (3, _value_model, _value_loss_forward, VALUE_LR),
 }
 
 
@@ -291,7 +298,8 @@ def _spawn_ranks(out_dir: Path, timeout_s: float = 240.0, world: int = WORLD, ta
         if p.is_alive():
             p.kill()
         p.join(5)
-    errors = {r: (out_dir / f"rank{r}.error").read_text() for r in range(world) if (out_dir / f"rank{r}.error").exists()}
+    error_files = [out_dir / f"rank{r}.error" for r in range(world)]
+    errors = {r: f.read_text() for r, f in enumerate(error_files) if f.exists()}
     if errors or failed or any(p.exitcode != 0 for p in procs):
         detail = "\n".join(f"--- rank {r} ---\n{tb}" for r, tb in errors.items())
         codes = [p.exitcode for p in procs]

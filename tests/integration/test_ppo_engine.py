@@ -29,19 +29,19 @@ def first_last(history, key, k=2):
 
 
 def test_ppo_zero2_vllm_learns_and_weights_reach_the_engine(tmp_path):
-    cfg = tiny_cfg(tmp_path, "ppo.steps=6", "checkpoint.every_steps=0")
+    cfg = tiny_cfg(tmp_path, "ppo.steps=10", "checkpoint.every_steps=0")
     result = run_ppo_stage(cfg)
     hist = result.history
-    assert len(hist) == 6
+    assert len(hist) == 10
     start, end = first_last(hist, "reward/score_raw")
-    assert end > start + 0.02, f"reward did not rise: {[round(m['reward/score_raw'], 3) for m in hist]}"
-    assert all(abs(m["kl/seq_k1"]) < 5.0 for m in hist)
+    assert end > start + 0.1, f"reward did not rise: {[round(m['reward/score_raw'], 3) for m in hist]}"
+    assert all(abs(m["kl/seq_k1"]) < 10.0 for m in hist), [round(m["kl/seq_k1"], 2) for m in hist]
     # vLLM's behaviour log-probs equal the policy's own (fp32) at every step, also after syncs
     assert max(m["rollout/logprob_abs_diff"] for m in hist) < 1e-4
     assert all(m["train/skipped_updates"] == 0 for m in hist)
     assert (result.policy_dir / "config.json").is_file()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 6 and "time/generation" in json.loads(lines[0])
+    assert len(lines) == 10 and "time/generation" in json.loads(lines[0])
 
 
 def test_ppo_zero3_policy_and_critic(tmp_path):
@@ -54,13 +54,12 @@ def test_ppo_zero3_policy_and_critic(tmp_path):
 
 @pytest.mark.parametrize("estimator", ["grpo", "rloo"])
 def test_group_estimators_with_hf_rollout_colocated(tmp_path, estimator):
-    cfg = tiny_cfg(tmp_path, "ppo.steps=5", f"ppo.advantage={estimator}", "rollout.backend=hf",
+    cfg = tiny_cfg(tmp_path, "ppo.steps=8", f"ppo.advantage={estimator}", "rollout.backend=hf",
                    "cluster.colocate=true", "rollout.sampling.samples_per_prompt=4", "ppo.rollout_batch_size=4",
-                   "ppo.policy_train.global_batch_size=16", "ppo.critic_train.global_batch_size=16",
                    "checkpoint.every_steps=0")
     hist = run_ppo_stage(cfg).history
     start, end = first_last(hist, "reward/score_raw")
-    assert end > start, f"{estimator}: reward did not rise: {[round(m['reward/score_raw'], 3) for m in hist]}"
+    assert end > start + 0.05, f"{estimator}: reward did not rise: {[round(m['reward/score_raw'], 3) for m in hist]}"
     assert "critic/loss" not in hist[0]  # group estimators need no critic
     assert max(m["rollout/logprob_abs_diff"] for m in hist) < 1e-4
 

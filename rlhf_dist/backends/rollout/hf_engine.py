@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from rlhf_dist.backends.rollout.base import (
     RolloutEngine,
@@ -17,6 +18,32 @@ from rlhf_dist.backends.rollout.base import (
 from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
 
 ROWS_PER_CHUNK = 32  # sequences per generate() call: bounds activation + KV memory
+
+
+class RawLogprobRecorder(LogitsProcessor):
+    """Records log p(sampled token) from the RAW logits, one step late, in O(rows x vocab) memory.
+
+    Passed as `logits_processor`, it runs before temperature/top-k/top-p (transformers appends
+    those warpers after custom processors) and, with the engine's neutral generation config, no
+    other processor runs before it. At step t it sees the token sampled at t-1 as input_ids[:, -1].
+    (`output_logits=True` would also give raw logits, but keeps [rows, T, vocab] alive.)
+    """
+
+    def __init__(self) -> None:
+        self.prev: torch.Tensor | None = None  # [C, V] log_softmax of the previous step
+        self.steps: list[torch.Tensor] = []  # T-1 tensors [C]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prev is not None:
+            self.steps.append(self.prev.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.prev = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        """[C] last sampled tokens -> [C, T] logprobs of every sampled token."""
+        assert self.prev is not None, "generate() made no step"
+        self.steps.append(self.prev.gather(-1, last_tokens[:, None]).squeeze(-1))
+        return torch.stack(self.steps, dim=1)
 
 
 class HFEngine(RolloutEngine):
@@ -31,17 +58,17 @@ class HFEngine(RolloutEngine):
         self.device = torch.device(device)
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
         self.model.to(self.device).eval().requires_grad_(False)
+        # generate() fills unset options from model.generation_config (repetition_penalty, top_k, ...
+        # of the checkpoint); a neutral one makes SamplingConfig the only source of sampling settings.
+        self.model.generation_config = GenerationConfig()
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.stop_ids = stop_token_ids(model_dir)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.stop_ids[0])
         self.shapes = {name: tuple(t.shape) for name, t in self.model.state_dict().items()}
 
-    def _generation_config(self, sampling: SamplingConfig):
-        """Every sampling knob set explicitly: unset ones would fall back to the model's or
-        transformers' defaults (top_k=50, repetition_penalty from generation_config.json, ...)."""
-        from transformers import GenerationConfig
-
+    def _generation_config(self, sampling: SamplingConfig) -> GenerationConfig:
+        """Every sampling knob set explicitly (unset ones take transformers' defaults, e.g. top_k=50)."""
         return GenerationConfig(
             do_sample=True,
             max_new_tokens=sampling.max_new_tokens,
@@ -54,8 +81,6 @@ class HFEngine(RolloutEngine):
             no_repeat_ngram_size=0,
             eos_token_id=self.stop_ids,
             pad_token_id=self.pad_id,
-            return_dict_in_generate=True,
-            output_logits=True,  # raw logits, before temperature / top-k / top-p
         )
 
     @torch.no_grad()
@@ -75,7 +100,7 @@ class HFEngine(RolloutEngine):
                 samples.extend(self._generate_chunk(rows[start : start + ROWS_PER_CHUNK], gen_cfg))
         return [samples[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
-    def _generate_chunk(self, prompts: list[list[int]], gen_cfg) -> list[RolloutSample]:
+    def _generate_chunk(self, prompts: list[list[int]], gen_cfg: GenerationConfig) -> list[RolloutSample]:
         """Left-pad [C][P_i] prompts to [C, P], sample, cut each row at its first eos."""
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -83,14 +108,15 @@ class HFEngine(RolloutEngine):
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
             attention_mask[i, width - len(p) :] = 1
-        out = self.model.generate(
+        recorder = RawLogprobRecorder()
+        sequences = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=attention_mask.to(self.device),
             generation_config=gen_cfg,
+            logits_processor=LogitsProcessorList([recorder]),
         )
-        response = out.sequences[:, width:].cpu()  # [C, T]
-        logits = torch.stack(out.logits, dim=1).float()  # [C, T, V] raw
-        token_logprobs = torch.log_softmax(logits, dim=-1).gather(-1, response.unsqueeze(-1)).squeeze(-1).cpu()
+        token_logprobs = recorder.finish(sequences[:, -1]).cpu()  # [C, T]
+        response = sequences[:, width:].cpu()  # [C, T]
         stops = torch.tensor(self.stop_ids)
         samples = []
         for i, p in enumerate(prompts):
