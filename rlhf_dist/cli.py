@@ -72,6 +72,15 @@ def cmd_rm(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def cmd_sft(args: argparse.Namespace, extra: list[str]) -> int:
+    from rlhf_dist.stages.sft import train_sft
+
+    result = train_sft(_load(args, extra))
+    print(json.dumps(result.history[-1], indent=2))
+    print(f"SFT model saved to {result.model_dir}")
+    return 0
+
+
 def cmd_ppo(args: argparse.Namespace, extra: list[str]) -> int:
     from rlhf_dist.stages.ppo import run_ppo_stage
 
@@ -103,6 +112,14 @@ def _ppo_summary(history: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def cmd_pipeline(args: argparse.Namespace, extra: list[str]) -> int:
+    from rlhf_dist.stages.pipeline import run_pipeline
+
+    summary = run_pipeline(_load(args, extra))
+    print(json.dumps({k: v for k, v in summary.items() if k != "eval"}, indent=2, default=str))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     """The embedded default job (what `make demo` runs)."""
     from rlhf_dist.stages.demo import run_demo
@@ -130,6 +147,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     _add_config_arg(p)
     handlers["config"] = cmd_config
 
+    p = sub.add_parser("sft", help="supervised fine-tuning on (prompt, response) data", epilog=EPILOG)
+    _add_config_arg(p)
+    handlers["sft"] = cmd_sft
+
     p = sub.add_parser("rm", help="train the Bradley-Terry reward model", epilog=EPILOG)
     _add_config_arg(p)
     handlers["rm"] = cmd_rm
@@ -139,9 +160,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
     handlers["ppo"] = cmd_ppo
 
+    p = sub.add_parser("pipeline", help="all stages: SFT -> reward model -> PPO (rounds) -> eval -> report",
+                       epilog=EPILOG)
+    _add_config_arg(p)
+    handlers["pipeline"] = cmd_pipeline
+
     p = sub.add_parser("demo", help="run the embedded default job (CPU, local)", epilog=EPILOG)
     _add_config_arg(p)
     handlers["demo"] = cmd_demo
+    from rlhf_dist.eval.cli import register as register_eval  # eval, report, experiment kl-sweep
+    register_eval(sub, handlers, _add_config_arg, _load)
     return parser, handlers
 
 

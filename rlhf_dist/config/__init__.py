@@ -4,6 +4,7 @@ from rlhf_dist.config.loading import ConfigError, apply_overrides, build_config,
 from rlhf_dist.config.schema import (
     CheckpointConfig,
     ClusterConfig,
+    EvalConfig,
     KLConfig,
     PPOConfig,
     RewardSource,
@@ -24,7 +25,7 @@ from rlhf_dist.config.schema_parts import (
 )
 
 __all__ = [
-    "CheckpointConfig", "ClusterConfig", "ConfigError", "CriticConfig", "DataConfig", "KLConfig", "LoRAConfig",
+    "CheckpointConfig", "ClusterConfig", "ConfigError", "CriticConfig", "DataConfig", "EvalConfig", "KLConfig", "LoRAConfig",
     "ModelConfig", "PPOConfig", "RLHFConfig", "RewardModelConfig", "RewardSource", "RoleResources", "RolloutConfig",
     "RunConfig", "SamplingConfig", "TrackingConfig", "TrainConfig", "apply_overrides", "build_config",
     "config_to_yaml", "load_config", "read_yaml",

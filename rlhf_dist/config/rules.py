@@ -82,9 +82,10 @@ def _check_ppo(cfg: "RLHFConfig") -> None:
 
 def check_cross_field(cfg: "RLHFConfig") -> None:
     """Raise ValueError on the first rule the config breaks."""
-    _check_batches("sft.train", cfg.sft.train, cfg.cluster.policy.num_actors)
+    # SFT and reward-model training run in the launching process (data-parallel size 1).
+    _check_batches("sft.train", cfg.sft.train, 1)
     _check_engine("sft.train", cfg.sft.train)
-    _check_batches("reward.train", cfg.reward.train, cfg.cluster.reward.num_actors)
+    _check_batches("reward.train", cfg.reward.train, 1)
     _check_engine("reward.train", cfg.reward.train)
     _check_devices(cfg)
     _check_ppo(cfg)

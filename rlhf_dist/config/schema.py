@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rlhf_dist.config.schema_parts import (
     CriticConfig,
     DataConfig,
     ModelConfig,
+    PipelineConfig,
     RewardModelConfig,
     RolloutConfig,
     Strict,
@@ -106,6 +107,25 @@ class CheckpointConfig(Strict):
     resume: bool = Field(False, description="Resume from the latest checkpoint in the run directory.")
 
 
+class EvalConfig(Strict):
+    judge: str = Field(
+        "sentiment",
+        description=("Held-out judge of the win rate against the starting policy (never the trained reward "
+                     "model): 'sentiment', 'length', 'lowercase', 'vowel', or a 'module:callable' rule."),
+    )
+    num_prompts: int = Field(64, ge=1, le=1_000_000, description="Held-out prompts evaluated (the first N of data.eval_prompts_path).")
+    seed: int = Field(1234, ge=0, description="Sampling seed, the same for policy and starting policy (common random numbers).")
+    batch_size: int = Field(16, ge=1, le=65_536, description="Sequences per forward pass for log-probs and reward scores.")
+
+    @field_validator("judge")
+    @classmethod
+    def _known_judge(cls, value: str) -> str:
+        from rlhf_dist.eval.judges import judge_spec
+
+        judge_spec(value)  # raises ValueError naming the known judges
+        return value
+
+
 class RunConfig(Strict):
     name: str = Field("rlhf", min_length=1, description="Run name (used in the output directory).")
     output_dir: str = Field("runs/rlhf", description="Directory for checkpoints, metrics, models and reports.")
@@ -127,6 +147,8 @@ class RLHFConfig(Strict):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray cluster, devices and per-role placement.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Metrics sinks and progress display.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing and resume.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation (`rlhf-dist eval`).")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="The full pipeline and its rounds.")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "RLHFConfig":

@@ -121,3 +121,19 @@ class TrainConfig(Strict):
     lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="Decay after warmup.")
     warmup_steps: int = Field(0, ge=0, description="Linear warmup optimizer steps.")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Global grad-norm clip; None disables.")
+
+
+class PipelineConfig(Strict):
+    rounds: int = Field(1, ge=1, le=100, description="RLHF rounds: round 1 = SFT -> RM -> PPO; later rounds collect new "
+                        "preferences on the current policy's samples, retrain the RM and run PPO again.")
+    run_sft: bool = Field(True, description="Run SFT before the first reward model / PPO.")
+    annotator: Literal["simulated", "store"] = Field(
+        "simulated", description="Where round 2+ preferences come from: a simulated annotator, or the feedback store "
+        "(people label the exported pairs through the API / seed RLHFPipeline.stage1_collect_feedback).")
+    first_round_preferences: Literal["data", "policy_samples"] = Field(
+        "data", description="Round 1 reward-model data: the configured preference files, or pairs sampled from the "
+        "starting policy and labelled by the annotator (as later rounds are).")
+    annotator_rule: Literal["sentiment", "length"] = Field("sentiment", description="The simulated annotator's rule.")
+    annotator_noise: float = Field(0.0, ge=0.0, le=0.5, description="Probability the simulated annotator flips a label.")
+    pairs_per_round: int = Field(64, ge=1, le=1_000_000, description="Prompts sampled twice per round for new pairs.")
+    feedback_db: str | None = Field(None, description="SQLite feedback store; None = <run.output_dir>/feedback.sqlite.")

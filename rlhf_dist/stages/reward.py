@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from rlhf_dist.algo import bradley_terry_loss, calibration, kendall_tau, pairwise_accuracy, reward_margin_stats
-from rlhf_dist.backends.train import TorchEngine, TrainEngine
+from rlhf_dist.backends.train import TrainEngine
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data import collate_pairs, encode_pair_dataset, load_preference_pairs
 from rlhf_dist.models import ScalarHeadModel, load_reward_model, load_tokenizer, resolve_model_path
 from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, seed_everything, write_json
+from rlhf_dist.stages.loop import build_single_process_engine, train_epochs, updates_per_epoch
 from rlhf_dist.tracking import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -92,13 +93,10 @@ def evaluate_reward_model(model: ScalarHeadModel, examples: list, pad_id: int, b
     }
 
 
-def _build_engine(model: torch.nn.Module, cfg: RLHFConfig, total_updates: int) -> TrainEngine:
-    train = cfg.reward.train
-    if train.backend == "torch":
-        return TorchEngine(model, train, total_updates)
-    from rlhf_dist.backends.train.deepspeed_engine import single_process_deepspeed_engine
-
-    return single_process_deepspeed_engine(model, train, total_updates)
+def _bt_loss(model: ScalarHeadModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    chosen, rejected = score_pairs(model, batch)
+    loss = bradley_terry_loss(chosen, rejected, batch["target"], batch["weight"])
+    return loss, {"accuracy": float((chosen > rejected).float().mean())}
 
 
 def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> RewardTrainResult:
@@ -111,35 +109,24 @@ def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> R
     train_set = _load_encoded(cfg, tokenizer, files.pairs, files.pairs_format, "train pairs")
     eval_set = _load_encoded(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")
     model = load_reward_model(cfg.reward_model, model_dir, trainable=True)
-    tcfg, epochs = cfg.reward.train, cfg.reward.epochs
-    updates_per_epoch = max(len(train_set) // tcfg.global_batch_size, 1)
-    engine = _build_engine(model, cfg, updates_per_epoch * epochs)
-    micro, pad_id = tcfg.micro_batch_size, tokenizer.pad_token_id
-    n_micro = updates_per_epoch * tcfg.global_batch_size // micro
+    tcfg, epochs, pad_id = cfg.reward.train, cfg.reward.epochs, tokenizer.pad_token_id
+    total_updates = updates_per_epoch(len(train_set), tcfg) * epochs
+    engine = build_single_process_engine(model, tcfg, total_updates, cfg.reward_model.dtype)
     result = RewardTrainResult(model_dir=run_dir / "reward_model")
-    gen = torch.Generator().manual_seed(cfg.run.seed)
-    with MetricsLogger(run_dir, cfg.tracking, total=epochs * n_micro, desc="reward model") as tracker:
-        step = 0
-        for epoch in range(epochs):
-            order = torch.randperm(len(train_set), generator=gen).tolist()
-            for k in range(n_micro):
-                batch = collate_pairs([train_set[i] for i in order[k * micro : (k + 1) * micro]], pad_id)
-                chosen, rejected = score_pairs(engine.model, batch)
-                loss = bradley_terry_loss(chosen, rejected, batch["target"], batch["weight"])
-                engine.backward(loss)
-                info = engine.step()
-                if info.boundary:
-                    step += 1
-                    acc = float((chosen > rejected).float().mean())
-                    tracker.log({"loss": loss.item(), "accuracy": acc, "grad_norm": info.grad_norm, "lr": info.lr},
-                                step=step, phase="rm/train")
-                tracker.advance(status=f"epoch {epoch + 1}/{epochs} loss {loss.item():.4f}")
-            metrics = {"epoch": epoch + 1, **evaluate_reward_model(engine.model, eval_set, pad_id)}
-            tracker.log(metrics, step=step, phase="rm/eval")
-            tracker.print(f"rm: epoch {epoch + 1}: held-out accuracy {metrics['accuracy']:.3f}, "
-                          f"tau {metrics['kendall_tau']:.3f}, margin {metrics['margin_mean']:.3f}, ECE {metrics['ece']:.3f}")
-            result.history.append(metrics)
-    engine.model.save_pretrained(result.model_dir, tokenizer=tokenizer)
+    n_micro = total_updates * tcfg.global_batch_size // tcfg.micro_batch_size
+    with MetricsLogger(run_dir, cfg.tracking, total=n_micro, desc="reward model") as tracker:
+        result.history = train_epochs(
+            engine, train_set, lambda b: collate_pairs(b, pad_id), _bt_loss,
+            lambda m: evaluate_reward_model(m, eval_set, pad_id), tcfg, epochs, tracker, "rm", cfg.run.seed,
+        )
+    _unwrap(engine).save_pretrained(result.model_dir, tokenizer=tokenizer)
     write_json(run_dir / "reward_metrics.json", {"history": result.history, "skipped_updates": engine.skipped_updates})
     log.info("reward model saved to %s", result.model_dir)
     return result
+
+
+def _unwrap(engine: TrainEngine) -> torch.nn.Module:
+    """The plain module (DeepSpeed wraps it); LoRA merged so the output is a plain HF dir."""
+    from rlhf_dist.models import merge_lora
+
+    return merge_lora(getattr(engine, "module", engine.model))

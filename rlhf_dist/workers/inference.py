@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from rlhf_dist.data.tokenize import encode_prompt_response, pad_sequences
 from rlhf_dist.models import load_causal_lm, load_reward_model, load_tokenizer
 from rlhf_dist.models.forward import response_logprobs
+from rlhf_dist.models.reward_scoring import score_texts
 from rlhf_dist.workers.base import RoleWorker
 
 
@@ -34,19 +34,9 @@ class RewardWorker(RoleWorker):
         self.model = load_reward_model(self.cfg.reward_model, model_dir, trainable=False).to(self.device)
         self.tokenizer = load_tokenizer(model_dir, self.cfg.reward_model.trust_remote_code)
 
-    @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         """One scalar per (prompt, response), formatted exactly like the RM's training pairs."""
-        data = self.cfg.data
-        encoded = [encode_prompt_response(self.tokenizer, p, r, data.max_length, "left_prompt").input_ids
-                   for p, r in zip(prompts, responses)]
-        scores = []
-        for start in range(0, len(encoded), 16):
-            chunk = encoded[start : start + 16]
-            ids = pad_sequences(chunk, self.tokenizer.pad_token_id).to(self.device)
-            mask = pad_sequences([[1] * len(c) for c in chunk], 0).to(self.device)
-            scores += self.model(ids, mask).float().cpu().tolist()
-        return scores
+        return score_texts(self.model, self.tokenizer, prompts, responses, self.cfg.data.max_length, self.device)
 
 
 class RolloutWorker(RoleWorker):

@@ -1,0 +1,109 @@
+"""`rlhf-dist eval`, `rlhf-dist report` and `rlhf-dist experiment kl-sweep` (hooked into rlhf_dist/cli.py).
+
+    rlhf-dist eval --config configs/tiny.yaml                 # <run>/policy vs the starting policy
+    rlhf-dist report --config configs/tiny.yaml               # <run>/report/{*.png, report.md, report.html}
+    rlhf-dist experiment kl-sweep --config configs/tiny.yaml --coefs 0,0.001,0.02,0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rlhf_dist.config import RLHFConfig
+
+LoadCfg = Callable[[argparse.Namespace, list[str]], RLHFConfig]
+
+
+def _parse_coefs(text: str) -> list[float]:
+    try:
+        coefs = [float(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--coefs wants comma-separated numbers, got '{text}'") from None
+    if not coefs or any(c < 0 for c in coefs):
+        raise argparse.ArgumentTypeError(f"--coefs wants one or more KL coefficients >= 0, got '{text}'")
+    return coefs
+
+
+def _fail(message: str) -> int:
+    print(f"rlhf-dist: {message}", file=sys.stderr)
+    return 1
+
+
+def _default_reward_dir(run_dir: Path) -> Path | None:
+    from rlhf_dist.models.scalar_head import HEAD_META
+
+    path = run_dir / "reward_model"
+    return path if (path / HEAD_META).is_file() else None
+
+
+def cmd_eval(args: argparse.Namespace, cfg: RLHFConfig) -> int:
+    from rlhf_dist.eval.evaluate import evaluate_policy
+    from rlhf_dist.eval.report import write_report
+    from rlhf_dist.models import resolve_model_path
+
+    run_dir = Path(cfg.run.output_dir)
+    policy = Path(args.policy) if args.policy else run_dir / "policy"
+    if not (policy / "config.json").is_file():
+        return _fail(f"eval: no policy at {policy} (run `rlhf-dist ppo` first, or pass --policy DIR)")
+    reference = Path(args.reference) if args.reference else resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
+    reward = None if args.no_reward_model else (Path(args.reward_model) if args.reward_model
+                                                 else _default_reward_dir(run_dir))
+    result = evaluate_policy(cfg, policy, reference, reward, cfg.eval.judge)
+    print(json.dumps(result, indent=2, default=float))
+    if not args.no_report:
+        print(f"report written to {write_report(run_dir)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, cfg: RLHFConfig | None) -> int:
+    from rlhf_dist.eval.report import write_report
+
+    run_dir = Path(args.run_dir) if args.run_dir else Path(cfg.run.output_dir)
+    if not run_dir.is_dir():
+        return _fail(f"report: no run directory {run_dir}")
+    out = write_report(run_dir)
+    print(f"report written to {out / 'report.md'} (and report.html, {len(list(out.glob('*.png')))} plots)")
+    return 0
+
+
+def cmd_kl_sweep(args: argparse.Namespace, cfg: RLHFConfig) -> int:
+    from rlhf_dist.eval.experiments import reward_hacking_experiment
+
+    out = Path(args.out) if args.out else Path(cfg.run.output_dir) / "kl_sweep"
+    out = reward_hacking_experiment(cfg, out, args.coefs)
+    for run in json.loads((out / "kl_sweep.json").read_text())["runs"]:
+        print(f"kl {run['kl_coef']:<8g} final reward {run['final_reward']:.4f}  final KL {run['final_kl']:.4f}")
+    print(f"curves: {out / 'kl_sweep.png'}; per-run reports under {out}/kl_*/report")
+    return 0
+
+
+def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[[argparse.ArgumentParser], None],
+             load_cfg: LoadCfg) -> None:
+    """Add the eval / report / experiment subcommands to rlhf-dist's subparsers."""
+    p = sub.add_parser("eval", help="held-out eval: reward, KL, perplexity, win rate vs the starting policy")
+    add_config_arg(p)
+    p.add_argument("--policy", help="policy HF dir (default <run>/policy)")
+    p.add_argument("--reference", help="starting policy HF dir (default: the resolved policy.path)")
+    p.add_argument("--reward-model", help="trained reward model dir (default <run>/reward_model when present)")
+    p.add_argument("--no-reward-model", action="store_true", help="skip RM reward and RM accuracy")
+    p.add_argument("--no-report", action="store_true", help="do not (re)write <run>/report afterwards")
+    handlers["eval"] = lambda args, extra: cmd_eval(args, load_cfg(args, extra))
+
+    p = sub.add_parser("report", help="plots + Markdown/HTML summary of a run into <run>/report")
+    add_config_arg(p)
+    p.add_argument("--run-dir", help="run directory (default: run.output_dir of the config)")
+    handlers["report"] = lambda args, extra: cmd_report(args, None if args.run_dir and not extra and not args.config
+                                                        else load_cfg(args, extra))
+
+    p = sub.add_parser("experiment", help="seed experiments (kl-sweep: reward hacking vs the KL penalty)")
+    kinds = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    k = kinds.add_parser("kl-sweep", help="length-rewarded PPO once per KL coefficient; reward and KL curves")
+    add_config_arg(k)
+    k.add_argument("--coefs", type=_parse_coefs, default=[0.0, 0.001, 0.02, 0.5],
+                   help="comma-separated KL coefficients (default 0,0.001,0.02,0.5; 0 = no KL penalty)")
+    k.add_argument("--out", help="output directory (default <run>/kl_sweep)")
+    handlers["experiment"] = lambda args, extra: cmd_kl_sweep(args, load_cfg(args, extra))

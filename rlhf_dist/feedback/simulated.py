@@ -1,0 +1,40 @@
+"""A simulated annotator: judges two responses with a rule, with seeded noise and ties.
+
+Stands in for people in demos, tests and iterative rounds; its judgements go through the
+same FeedbackStore as human ones.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+
+from rlhf_dist.data.demo import sentiment_score
+
+RULES: dict[str, Callable[[str], float]] = {
+    "sentiment": sentiment_score,
+    "length": lambda text: len(text) / 100.0,
+}
+
+
+class SimulatedAnnotator:
+    def __init__(self, rule: str = "sentiment", noise: float = 0.0, tie_margin: float = 0.0, seed: int = 0):
+        if rule not in RULES:
+            raise ValueError(f"unknown annotator rule '{rule}' (known: {', '.join(RULES)})")
+        self.rule, self.score = rule, RULES[rule]
+        self.noise, self.tie_margin = noise, tie_margin
+        self.rng = random.Random(seed)
+
+    def judge(self, prompt: str, response_a: str, response_b: str) -> tuple[int, float, str]:
+        """(preference 0=A/1=B/2=tie, confidence in [0.5, 1], reasoning)."""
+        a, b = self.score(response_a), self.score(response_b)
+        diff = a - b
+        if abs(diff) <= self.tie_margin:
+            return 2, 0.5, f"{self.rule}: A {a:.2f} vs B {b:.2f}: too close to call"
+        preference = 0 if diff > 0 else 1
+        flipped = self.rng.random() < self.noise
+        if flipped:
+            preference = 1 - preference
+        confidence = 0.5 + 0.5 * math.tanh(4 * abs(diff))
+        return preference, round(confidence, 3), f"{self.rule}: A {a:.2f} vs B {b:.2f}" + (" (noisy)" if flipped else "")

@@ -1,0 +1,73 @@
+"""The supervised training loop shared by SFT and reward-model training.
+
+    history = train_epochs(engine, examples, collate, loss_fn, evaluate, tcfg, epochs, tracker, "rm", seed)
+
+Shuffles every epoch (seeded), feeds micro-batches through engine.backward/step, logs at each
+optimizer update, and runs `evaluate` after every epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from rlhf_dist.backends.train import TrainEngine
+from rlhf_dist.config.schema_parts import TrainConfig
+from rlhf_dist.tracking import MetricsLogger
+
+
+def build_single_process_engine(model: torch.nn.Module, tcfg: TrainConfig, total_updates: int, dtype: str) -> TrainEngine:
+    """Torch, or DeepSpeed with a world of one (the stages run in the launching process)."""
+    if tcfg.backend == "torch":
+        from rlhf_dist.backends.train import TorchEngine
+
+        return TorchEngine(model, tcfg, total_updates)
+    from rlhf_dist.backends.train.deepspeed_engine import single_process_deepspeed_engine
+
+    return single_process_deepspeed_engine(model, tcfg, total_updates, dtype=dtype)
+
+
+def updates_per_epoch(n_examples: int, tcfg: TrainConfig) -> int:
+    if n_examples < tcfg.global_batch_size:
+        raise ValueError(f"{n_examples} training examples is fewer than one global batch ({tcfg.global_batch_size})")
+    return n_examples // tcfg.global_batch_size
+
+
+def train_epochs(
+    engine: TrainEngine,
+    examples: list,
+    collate: Callable[[list], dict[str, torch.Tensor]],
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]],
+    evaluate: Callable[[torch.nn.Module], dict[str, float]],
+    tcfg: TrainConfig,
+    epochs: int,
+    tracker: MetricsLogger,
+    phase: str,
+    seed: int,
+) -> list[dict[str, float]]:
+    """Returns one eval dict per epoch (with "epoch")."""
+    micro = tcfg.micro_batch_size
+    n_micro = updates_per_epoch(len(examples), tcfg) * tcfg.global_batch_size // micro
+    gen = torch.Generator().manual_seed(seed)
+    history, update = [], 0
+    for epoch in range(1, epochs + 1):
+        engine.train()
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        for k in range(n_micro):
+            batch = collate([examples[i] for i in order[k * micro : (k + 1) * micro]])
+            loss, stats = loss_fn(engine.model, batch)
+            engine.backward(loss)
+            info = engine.step()
+            if info.boundary:
+                update += 1
+                tracker.log({"loss": loss.item(), **stats, "grad_norm": info.grad_norm, "lr": info.lr},
+                            step=update, phase=f"{phase}/train")
+            tracker.advance(status=f"epoch {epoch}/{epochs} loss {loss.item():.4f}")
+        engine.eval()
+        metrics = {"epoch": epoch, **evaluate(engine.model)}
+        tracker.log(metrics, step=update, phase=f"{phase}/eval")
+        tracker.print(f"{phase}: epoch {epoch}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        history.append(metrics)
+    return history

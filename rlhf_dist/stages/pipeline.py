@@ -1,0 +1,133 @@
+"""All stages in order (`rlhf-dist pipeline CONFIG`), with iterative rounds.
+
+    round 1:  [SFT] -> reward model on the configured preferences -> PPO
+    round r:  sample two responses per prompt with the current policy -> preferences from the
+              simulated annotator or the feedback store (SQLite) -> retrain the RM on all
+              feedback so far -> PPO again from the current policy
+    end:      held-out evaluation (judge != training RM) -> report -> summary.json
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf_dist.config import RLHFConfig
+from rlhf_dist.feedback import FeedbackStore, SimulatedAnnotator
+from rlhf_dist.models import resolve_model_path
+from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundResult:
+    reward_dir: Path
+    policy_dir: Path
+    rm_metrics: dict
+    ppo_history: list[dict]
+
+
+def derive(cfg: RLHFConfig, output_dir: Path, **sections) -> RLHFConfig:
+    """A copy of cfg writing to output_dir, with dotted-path updates (validated)."""
+    data = cfg.model_dump()
+    data["run"]["output_dir"] = str(output_dir)
+    for dotted, value in sections.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return RLHFConfig.model_validate(data)
+
+
+def feedback_store(cfg: RLHFConfig) -> FeedbackStore:
+    return FeedbackStore(cfg.pipeline.feedback_db or Path(cfg.run.output_dir) / "feedback.sqlite")
+
+
+def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackStore, round_index: int) -> int:
+    """Two samples per prompt from the current policy, judged by the simulated annotator, stored."""
+    from rlhf_dist.backends.rollout import build_rollout_engine
+    from rlhf_dist.data import load_records
+    from rlhf_dist.data.tokenize import encode_prompt
+    from rlhf_dist.models import load_tokenizer
+
+    prompts = [r.prompt for r in load_records(resolve_data_files(cfg).prompts, "prompt", on_error="skip").records]
+    prompts = prompts[: cfg.pipeline.pairs_per_round]
+    tokenizer = load_tokenizer(policy_dir)
+    sampling = cfg.rollout.sampling.model_copy(update={"samples_per_prompt": 2})
+    engine = build_rollout_engine(policy_dir, cfg.rollout, cfg.cluster.device, cfg.policy.dtype, cfg.run.seed)
+    try:
+        ids = [encode_prompt(tokenizer, p, cfg.data.max_prompt_length) for p in prompts]
+        samples = engine.generate(ids, sampling, seed=cfg.run.seed * 31 + round_index)
+    finally:
+        engine.shutdown()
+    annotator = SimulatedAnnotator(cfg.pipeline.annotator_rule, cfg.pipeline.annotator_noise, seed=cfg.run.seed + round_index)
+    added = 0
+    for prompt, (a, b) in zip(prompts, samples):
+        text_a = tokenizer.decode(a.response_ids, skip_special_tokens=True).strip() or "(empty)"
+        text_b = tokenizer.decode(b.response_ids, skip_special_tokens=True).strip() or "(empty)"
+        preference, confidence, reasoning = annotator.judge(prompt, text_a, text_b)
+        store.add(prompt, text_a, text_b, preference, confidence, reasoning, annotator="simulated", round_index=round_index)
+        added += 1
+    return added
+
+
+def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Path, store: FeedbackStore) -> RoundResult:
+    from rlhf_dist.stages.ppo import run_ppo_stage
+    from rlhf_dist.stages.reward import train_reward_model
+
+    rm_cfg = derive(cfg, round_dir)
+    if round_index > 1 or cfg.pipeline.first_round_preferences == "policy_samples":
+        if cfg.pipeline.annotator == "simulated":
+            n = collect_round_feedback(cfg, policy_dir, store, round_index)
+            log.info("round %d: %d new simulated judgements stored in %s", round_index, n, store.path)
+        if len(store) == 0:
+            raise ValueError(f"round {round_index}: the feedback store {store.path} is empty: collect feedback first")
+        feedback_file = store.export_jsonl(round_dir / "feedback_ab.jsonl")
+        rm_cfg = derive(cfg, round_dir, data__pairs_path=str(feedback_file), data__pairs_format="ab")
+    rm = train_reward_model(rm_cfg)
+    ppo_cfg = derive(cfg, round_dir, policy__path=str(policy_dir))
+    ppo = run_ppo_stage(ppo_cfg, policy_dir=policy_dir, reward_dir=rm.model_dir)
+    return RoundResult(rm.model_dir, ppo.policy_dir, rm.final_metrics, ppo.history)
+
+
+def run_pipeline(cfg: RLHFConfig) -> dict:
+    """Every stage, every round, then evaluation and the report; returns the summary."""
+    started = time.time()
+    run_dir = prepare_run_dir(cfg)
+    store = feedback_store(cfg)
+    policy_dir = resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
+    if cfg.pipeline.run_sft:
+        from rlhf_dist.stages.sft import train_sft
+
+        policy_dir = train_sft(cfg).model_dir
+    start_policy = policy_dir  # what PPO starts from: the baseline for the win rate
+    rounds = []
+    for r in range(1, cfg.pipeline.rounds + 1):
+        round_dir = run_dir if r == 1 else run_dir / f"round{r}"
+        rounds.append(run_round(cfg, r, round_dir, policy_dir, store))
+        policy_dir = rounds[-1].policy_dir
+    summary = finish(cfg, run_dir, policy_dir, start_policy, rounds[-1], started)
+    summary["feedback"] = store.statistics()
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def finish(cfg: RLHFConfig, run_dir: Path, policy_dir: Path, start_policy: Path, last: RoundResult,
+           started: float) -> dict:
+    """Held-out evaluation, report, summary."""
+    from rlhf_dist.eval.evaluate import evaluate_policy
+    from rlhf_dist.eval.report import write_report
+
+    ev = evaluate_policy(cfg, policy_dir, start_policy, last.reward_dir, judge=cfg.eval.judge)
+    summary = {
+        "rm_accuracy": ev.get("rm_accuracy", last.rm_metrics.get("accuracy")),
+        "win_rate": ev["win_rate"], "kl": ev["kl"], "wall_seconds": round(time.time() - started, 1),
+        "judge": cfg.eval.judge, "eval": ev, "policy_dir": str(policy_dir), "start_policy_dir": str(start_policy),
+    }
+    write_json(run_dir / "summary.json", summary)
+    summary["report"] = str(write_report(run_dir))
+    return summary
