@@ -124,7 +124,11 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     """The embedded default job (what `make demo` runs)."""
     from rlhf_dist.stages.demo import run_demo
 
-    return run_demo(_load(args, extra) if (args.config or extra) else None)
+    from rlhf_dist.stages.demo import demo_config
+
+    if args.config:
+        return run_demo(_load(args, extra))
+    return run_demo(demo_config(split_overrides(extra)))
 
 
 def _add_config_arg(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -170,6 +174,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     handlers["demo"] = cmd_demo
     from rlhf_dist.eval.cli import register as register_eval  # eval, report, experiment kl-sweep
     register_eval(sub, handlers, _add_config_arg, _load)
+    from rlhf_dist.cluster.cli import register as register_cluster  # plan, submit, status, logs, stop
+    register_cluster(sub, handlers, _add_config_arg, _load)
     return parser, handlers
 
 
@@ -178,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.log_level.upper() != "DEBUG":
+        import os
+
         import transformers
+
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM's INFO lines drown the progress
 
         transformers.logging.set_verbosity_error()  # load reports for heads we replace on purpose
     try:

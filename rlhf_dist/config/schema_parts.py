@@ -31,6 +31,25 @@ class LoRAConfig(Strict):
     )
 
 
+class ArchFacts(Strict):
+    """A model's size facts, as its config.json states them (for `rlhf-dist plan` only)."""
+
+    hidden_size: int = Field(..., ge=1, le=1_048_576, description="config.json hidden_size.")
+    intermediate_size: int = Field(..., ge=1, le=4_194_304, description="config.json intermediate_size (MLP width).")
+    num_hidden_layers: int = Field(..., ge=1, le=10_000, description="config.json num_hidden_layers.")
+    num_attention_heads: int = Field(..., ge=1, le=65_536, description="config.json num_attention_heads.")
+    num_key_value_heads: int | None = Field(
+        None, ge=1, le=65_536, description="config.json num_key_value_heads (GQA); None = num_attention_heads."
+    )
+    head_dim: int | None = Field(None, ge=1, le=65_536, description="config.json head_dim; None = hidden/heads.")
+    vocab_size: int = Field(..., ge=1, le=16_777_216, description="config.json vocab_size.")
+    tie_word_embeddings: bool = Field(False, description="config.json tie_word_embeddings.")
+    num_params: int | None = Field(
+        None, ge=1, le=100_000_000_000_000,
+        description="Exact parameter count; None = computed from the facts above (gated-MLP decoder).",
+    )
+
+
 class ModelConfig(Strict):
     path: str = Field(
         "builtin:tiny-llama",
@@ -47,6 +66,13 @@ class ModelConfig(Strict):
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     lora: LoRAConfig = Field(default_factory=LoRAConfig, description="LoRA adapters (peft).")
+    arch: ArchFacts | None = Field(
+        None,
+        description=(
+            "Size facts for `rlhf-dist plan` when `path` is not on this machine (a cluster path seen from a "
+            "laptop): copy them from the model's config.json. Ignored when `path` is a local model directory."
+        ),
+    )
 
 
 class RewardModelConfig(ModelConfig):
@@ -133,7 +159,7 @@ class PipelineConfig(Strict):
     first_round_preferences: Literal["data", "policy_samples"] = Field(
         "data", description="Round 1 reward-model data: the configured preference files, or pairs sampled from the "
         "starting policy and labelled by the annotator (as later rounds are).")
-    annotator_rule: Literal["sentiment", "length"] = Field("sentiment", description="The simulated annotator's rule.")
+    annotator_rule: Literal["sentiment", "length", "lowercase"] = Field("sentiment", description="The simulated annotator's rule.")
     annotator_noise: float = Field(0.0, ge=0.0, le=0.5, description="Probability the simulated annotator flips a label.")
     pairs_per_round: int = Field(64, ge=1, le=1_000_000, description="Prompts sampled twice per round for new pairs.")
     feedback_db: str | None = Field(None, description="SQLite feedback store; None = <run.output_dir>/feedback.sqlite.")

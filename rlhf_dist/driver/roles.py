@@ -20,7 +20,7 @@ from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
 log = logging.getLogger(__name__)
 
 # Environment every actor gets: in-process vLLM engines (fast start, tensors pass directly).
-WORKER_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false",
+WORKER_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING",
               "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
 
 

@@ -1,1 +1,1 @@
-"""Evaluation: rule-based rewards/judges and (later) reports."""
+"""Evaluation: held-out judges and rules, policy eval (evaluate.py), run reports, seed experiments."""

@@ -87,7 +87,8 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[[argpa
     p = sub.add_parser("eval", help="held-out eval: reward, KL, perplexity, win rate vs the starting policy")
     add_config_arg(p)
     p.add_argument("--policy", help="policy HF dir (default <run>/policy)")
-    p.add_argument("--reference", help="starting policy HF dir (default: the resolved policy.path)")
+    p.add_argument("--reference", help="starting policy HF dir (default: the resolved policy.path; pass <run>/sft "
+                   "when PPO started from the SFT model)")
     p.add_argument("--reward-model", help="trained reward model dir (default <run>/reward_model when present)")
     p.add_argument("--no-reward-model", action="store_true", help="skip RM reward and RM accuracy")
     p.add_argument("--no-report", action="store_true", help="do not (re)write <run>/report afterwards")

@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from rlhf_dist.config import RLHFConfig, build_config  # noqa: E402
 from rlhf_dist.eval.report import write_report  # noqa: E402
@@ -60,6 +61,7 @@ def plot_kl_sweep(runs: list[dict], path: Path) -> Path:
     ax_kl.set_title("KL to reference (sequence, k1)", fontsize=10)
     for ax in (ax_r, ax_kl):
         ax.set_xlabel("PPO step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("reward hacking: length reward vs KL coefficient", fontsize=11)

@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed (servers, CI, Ray workers)
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 Series = tuple[str, str, str]  # (phase, metric key, legend label)
 Panel = tuple[str, list[Series]]  # (title, series)
@@ -111,6 +112,7 @@ def _plot_figure(path: Path, panels: list[Panel], records: list[dict]) -> Path |
             ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, markersize=3, label=label)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         ax.grid(alpha=0.3)
         if len(lines) > 1:
             ax.legend(fontsize=8)

@@ -15,6 +15,8 @@ from rlhf_dist.data.demo import sentiment_score
 RULES: dict[str, Callable[[str], float]] = {
     "sentiment": sentiment_score,
     "length": lambda text: len(text) / 100.0,
+    # tiny random byte-level models never write sentiment words; this one they can learn
+    "lowercase": lambda text: sum("a" <= c <= "z" for c in text) / max(1, len(text)),
 }
 
 

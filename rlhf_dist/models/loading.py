@@ -20,8 +20,10 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def load_tokenizer(model_dir: str | Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """Tokenizer with a pad token (eos when the model has none)."""
+    """Tokenizer with an end token (an encoder's [SEP] when it has no eos) and a pad token (eos if none)."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    if tokenizer.eos_token_id is None and tokenizer.sep_token is not None:
+        tokenizer.eos_token = tokenizer.sep_token  # responses end with an end marker the RM can pool on
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

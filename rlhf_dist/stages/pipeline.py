@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig
+from rlhf_dist.data.readers import write_jsonl
 from rlhf_dist.feedback import FeedbackStore, SimulatedAnnotator
 from rlhf_dist.models import resolve_model_path
 from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, write_json
@@ -75,6 +77,17 @@ def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackSto
     return added
 
 
+def export_feedback_split(store: FeedbackStore, out_dir: Path, eval_fraction: float = 0.2) -> tuple[Path, Path]:
+    """All stored feedback as A/B JSONL, split train / held-out by a hash of each row (stable across rounds)."""
+    train, held_out = [], []
+    for row in store.records():
+        digest = hashlib.sha1(f"{row.prompt}\x00{row.response_a}\x00{row.response_b}".encode()).digest()
+        (held_out if digest[0] < 256 * eval_fraction else train).append(row)
+    if not train or not held_out:
+        raise ValueError(f"feedback store {store.path}: {len(train)} train / {len(held_out)} held-out rows; collect more")
+    return write_jsonl(out_dir / "feedback_train.jsonl", train), write_jsonl(out_dir / "feedback_eval.jsonl", held_out)
+
+
 def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Path, store: FeedbackStore) -> RoundResult:
     from rlhf_dist.stages.ppo import run_ppo_stage
     from rlhf_dist.stages.reward import train_reward_model
@@ -86,8 +99,9 @@ def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Pa
             log.info("round %d: %d new simulated judgements stored in %s", round_index, n, store.path)
         if len(store) == 0:
             raise ValueError(f"round {round_index}: the feedback store {store.path} is empty: collect feedback first")
-        feedback_file = store.export_jsonl(round_dir / "feedback_ab.jsonl")
-        rm_cfg = derive(cfg, round_dir, data__pairs_path=str(feedback_file), data__pairs_format="ab")
+        train_file, eval_file = export_feedback_split(store, round_dir)
+        rm_cfg = derive(cfg, round_dir, data__pairs_path=str(train_file), data__eval_pairs_path=str(eval_file),
+                        data__pairs_format="ab")
     rm = train_reward_model(rm_cfg)
     ppo_cfg = derive(cfg, round_dir, policy__path=str(policy_dir))
     ppo = run_ppo_stage(ppo_cfg, policy_dir=policy_dir, reward_dir=rm.model_dir)

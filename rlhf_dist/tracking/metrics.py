@@ -35,6 +35,9 @@ class MetricsLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
+        self.total, self.desc = total, desc
+        # without a bar, a line per PPO step but not per micro-batch of supervised training
+        self.log_every = 1 if (total or 0) <= 50 else max(1, (total or 0) // 20)
         self._jsonl = open(self.run_dir / "metrics.jsonl", "a") if cfg.jsonl else None
         self._tb = None
         if cfg.tensorboard:
@@ -71,11 +74,12 @@ class MetricsLogger:
             self._wandb.log({f"{phase}/{k}": v for k, v in scalars.items()}, step=step)
 
     def advance(self, n: int = 1, status: str = "") -> None:
-        """Move the progress bar (or log a line when there is none)."""
+        """Move the progress bar (without one: log the status every `log_every` calls, and the last)."""
+        self._done = getattr(self, "_done", 0) + n
         if self._progress is not None:
             self._progress.update(self._task, advance=n, status=status)
-        elif status:
-            log.info(status)
+        elif status and (self._done % self.log_every == 0 or self._done == self.total):
+            log.info("%s %s/%s: %s", self.desc, self._done, self.total or "?", status)
 
     def print(self, text: str) -> None:
         if self._progress is not None:

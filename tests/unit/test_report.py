@@ -25,7 +25,8 @@ def write_metrics(run_dir, ppo_steps=12, with_entropy=True, with_rm=True):
         if with_entropy:
             row["policy/entropy"] = 5.0 - 0.1 * s
         rows.append(row)
-    rows.append({"phase": "eval", "step": ppo_steps, "reward_mean": 0.42, "judge_score_policy": 0.3, "judge": "sentiment"})
+    rows.append({"phase": "eval", "step": ppo_steps, "reward_mean": 0.42, "judge_score_policy": 0.3,
+                 "judge": "sentiment"})
     with open(run_dir / "metrics.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps({"time": 0.0, **r}) + "\n")

@@ -134,10 +134,12 @@ class VLLMEngine(RolloutEngine):
             )
         if not prompt_ids:
             return []
-        seeds = request_seeds(seed, len(prompt_ids))
-        prompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids]
-        params = [self._sampling_params(sampling, s) for s in seeds]
-        outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        seeds = request_seeds(seed, len(prompt_ids))  # per prompt: results do not depend on chunking
+        outputs = []
+        for lo, hi in _chunks(prompt_ids, sampling.samples_per_prompt):
+            prompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids[lo:hi]]
+            params = [self._sampling_params(sampling, s) for s in seeds[lo:hi]]
+            outputs += self._llm.generate(prompts, params, use_tqdm=False)
         return [[self._to_sample(list(p), c) for c in out.outputs] for p, out in zip(prompt_ids, outputs)]
 
     @staticmethod
@@ -190,3 +192,23 @@ class VLLMEngine(RolloutEngine):
         set_num_threads(threads)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+# vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded request's prefill
+# is split across scheduler steps (chunked prefill). Submitting at most what one step schedules
+# keeps every prefill whole.
+MAX_REQUESTS_PER_CALL = 128
+MAX_PREFILL_TOKENS_PER_CALL = 2048
+
+
+def _chunks(prompt_ids: list[list[int]], n: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of prompts whose n-fold requests and prompt tokens fit one scheduler step."""
+    ranges, lo, tokens = [], 0, 0
+    for i, prompt in enumerate(prompt_ids):
+        cost = len(prompt) * n
+        if i > lo and ((i - lo + 1) * n > MAX_REQUESTS_PER_CALL or tokens + cost > MAX_PREFILL_TOKENS_PER_CALL):
+            ranges.append((lo, i))
+            lo, tokens = i, 0
+        tokens += cost
+    ranges.append((lo, len(prompt_ids)))
+    return ranges

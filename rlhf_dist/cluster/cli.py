@@ -1,0 +1,214 @@
+"""`rlhf-dist plan | submit | status | logs | stop`: plan a config, run it on a remote Ray cluster.
+
+    rlhf-dist plan configs/llama8b-1node-8gpu.yaml --cluster nodes=1,gpus_per_node=8,gpu_mem_gib=79
+    rlhf-dist submit configs/tiny.yaml --address http://HEAD:8265 --ppo.steps 2
+    rlhf-dist status JOB_ID | logs JOB_ID [--follow] | stop JOB_ID   (all take --address)
+
+Wired into rlhf_dist/cli.py by `register(sub, handlers, _add_config_arg, _load)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rlhf_dist.cluster.submit import DEFAULT_ADDRESS, EXIT_CODES, EXIT_UNREACHABLE, SubmitError
+
+Handler = Callable[[argparse.Namespace, list[str]], int]
+CLUSTER_HELP = ("hardware to plan for: KEY=VALUE,... with nodes, gpus_per_node, gpu_mem_gib, cpus_per_node, ram_gib "
+                "(CPU default: this machine; CUDA default: nodes=1,gpus_per_node=8,gpu_mem_gib=80)")
+
+
+def _reclaim_config(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Accept CONFIG as a positional. With --config also given, argparse put the first override's
+    value into the positional slot: hand it back to the option that lost it."""
+    positional, args.config_pos = args.config_pos, None
+    if positional is None:
+        return extra
+    if args.config is None:
+        args.config = positional
+        return extra
+    for i, item in enumerate(extra):
+        if item.startswith("--") and "=" not in item and (i + 1 == len(extra) or extra[i + 1].startswith("--")):
+            return extra[: i + 1] + [positional] + extra[i + 1 :]
+    raise SystemExit(f"rlhf-dist: unexpected argument '{positional}' (CONFIG given twice?)")
+
+
+def _add_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+                   or DEFAULT_ADDRESS, help="Ray dashboard URL of the cluster (default: $RAY_API_SERVER_ADDRESS, "
+                   f"$RAY_ADDRESS or {DEFAULT_ADDRESS})")
+    p.add_argument("--token-file", help="file holding the cluster's auth token (default: $RAY_AUTH_TOKEN, "
+                   "$RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)")
+
+
+def cmd_plan(load_cfg: Callable) -> Handler:
+    def run(args: argparse.Namespace, extra: list[str]) -> int:
+        from rlhf_dist.cluster.placement import parse_hardware
+        from rlhf_dist.cluster.plan import make_plan
+        from rlhf_dist.cluster.render import plan_to_dict, render_plan
+
+        extra = _reclaim_config(args, extra)
+        cfg = load_cfg(args, extra)
+        try:
+            plan = make_plan(cfg, parse_hardware(args.cluster, cfg))
+        except ValueError as err:
+            print(f"rlhf-dist plan: {err}", file=sys.stderr)
+            return 2
+        print(json.dumps(plan_to_dict(plan), indent=2) if args.json else render_plan(plan, args.config or "<defaults>"))
+        return 0 if plan.fits else 1
+
+    return run
+
+
+def cmd_submit(load_cfg: Callable) -> Handler:
+    def run(args: argparse.Namespace, extra: list[str]) -> int:
+        from rlhf_dist.cli import split_overrides
+        from rlhf_dist.cluster import submit as sub
+
+        extra = _reclaim_config(args, extra)
+        cfg = load_cfg(args, extra)  # a typo fails here, before anything reaches the cluster
+        if args.cluster:
+            from rlhf_dist.cluster.placement import parse_hardware
+            from rlhf_dist.cluster.plan import make_plan
+            from rlhf_dist.cluster.render import render_plan
+
+            plan = make_plan(cfg, parse_hardware(args.cluster, cfg))
+            if not plan.fits:
+                print(render_plan(plan, args.config), file=sys.stderr)
+                return 1
+        working_dir = Path(args.working_dir).resolve()
+        try:
+            config_rel = sub.config_in_working_dir(args.config, working_dir) if args.config else None
+            runtime_env = sub.build_runtime_env(working_dir, args.env, args.exclude)
+            files, nbytes = sub.check_upload(working_dir, runtime_env["excludes"])
+            entrypoint = sub.build_entrypoint(args.stage, config_rel, split_overrides(extra), cfg, args.python)
+            client = sub.make_client(args.address, args.token_file)
+        except SubmitError as err:
+            print(f"rlhf-dist submit: {err}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        print(f"uploading {working_dir} ({files} files, {nbytes / 2**20:.1f} MiB) to {args.address}", flush=True)
+        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.job_id,
+                                   entrypoint_num_cpus=args.entrypoint_num_cpus,
+                                   metadata={"rlhf_dist_stage": args.stage, "config": config_rel or ""})
+        print(f"submitted {job_id}: {entrypoint}", flush=True)
+        if args.no_wait:
+            print(f"follow it with: rlhf-dist logs {job_id} --follow --address {args.address}")
+            return 0
+        try:
+            status = sub.stream_until_done(client, job_id)
+        except KeyboardInterrupt:
+            print(f"\ndetached; {job_id} keeps running (rlhf-dist stop {job_id} --address {args.address})")
+            return 130
+        print(sub.job_summary(client, job_id))
+        return EXIT_CODES.get(status, 1)
+
+    return run
+
+
+def _with_client(action: Callable) -> Handler:
+    """Connect with --address/--token-file, run `action(client, args)`, map connection errors to exit 4."""
+
+    def run(args: argparse.Namespace, extra: list[str]) -> int:
+        from rlhf_dist.cluster.submit import make_client
+
+        if extra:
+            print(f"rlhf-dist {args.command}: unexpected arguments {' '.join(extra)}", file=sys.stderr)
+            return 2
+        try:
+            client = make_client(args.address, args.token_file)
+        except SubmitError as err:
+            print(f"rlhf-dist {args.command}: {err}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        try:
+            return action(client, args)
+        except RuntimeError as err:  # the job client's error for an unknown job id or a failed request
+            print(f"rlhf-dist {args.command}: {err}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+
+    return run
+
+
+def _status(client, args: argparse.Namespace) -> int:
+    from rlhf_dist.cluster.submit import job_summary, wait_terminal
+
+    if args.wait:
+        status = wait_terminal(client, args.job_id)
+        print(job_summary(client, args.job_id))
+        return EXIT_CODES.get(status, 1)
+    print(job_summary(client, args.job_id))
+    return 0
+
+
+def _logs(client, args: argparse.Namespace) -> int:
+    if not args.follow:
+        print(client.get_job_logs(args.job_id), end="")
+        return 0
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(args.job_id):
+            print(chunk, end="", flush=True)
+
+    asyncio.run(tail())
+    return 0
+
+
+def _stop(client, args: argparse.Namespace) -> int:
+    from rlhf_dist.cluster.submit import job_summary, wait_terminal
+
+    stopped = client.stop_job(args.job_id)
+    if args.wait:
+        wait_terminal(client, args.job_id)
+    print(job_summary(client, args.job_id) + ("" if stopped else " (was not running)"))
+    return 0
+
+
+def register(sub, handlers: dict[str, Callable], add_config_arg: Callable, load_cfg: Callable) -> None:
+    """Add plan/submit/status/logs/stop to the `rlhf-dist` subparsers `sub`; handlers go into `handlers`."""
+    epilog = "Any config option can be overridden as --section.key VALUE."
+    p = sub.add_parser("plan", help="placement, parallel sizes and per-device memory of a config; starts nothing",
+                       description="Validate the config and print its actor groups, placement, data-parallel sizes "
+                       "and a per-device memory estimate; exit 1 when it does not fit the hardware.", epilog=epilog)
+    p.add_argument("config_pos", nargs="?", metavar="CONFIG", help="YAML config (same as --config)")
+    add_config_arg(p)
+    p.add_argument("--cluster", metavar="SPEC", help=CLUSTER_HELP)
+    p.add_argument("--json", action="store_true", help="machine-readable plan (bytes)")
+    handlers["plan"] = cmd_plan(load_cfg)
+
+    p = sub.add_parser("submit", help="validate locally, then run a stage as a Ray job on a remote cluster",
+                       description="Validate the config here, upload the working dir (no weights, checkpoints, "
+                       "outputs, .git or virtualenvs), run the stage as a Ray job, stream its logs. Exit code: "
+                       "0 SUCCEEDED, 1 FAILED, 5 STOPPED, 2 invalid config, 4 cluster unreachable or auth refused.",
+                       epilog=epilog)
+    p.add_argument("config_pos", nargs="?", metavar="CONFIG", help="YAML config inside the working dir")
+    add_config_arg(p)
+    _add_address(p)
+    p.add_argument("--stage", choices=["ppo", "rm", "sft", "pipeline", "demo"], default="ppo",
+                   help="the rlhf-dist command the job runs (default ppo)")
+    p.add_argument("--working-dir", default=".", help="directory uploaded as the job's working dir (default .)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="environment variable for the job; KEY alone copies this shell's value (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="extra gitignore-style pattern not to upload (repeatable)")
+    p.add_argument("--cluster", metavar="SPEC", help="also check `plan` against this hardware before submitting")
+    p.add_argument("--job-id", help="submission id (default: Ray picks one)")
+    p.add_argument("--python", default="python", help="interpreter on the cluster that has rlhf-dist installed")
+    p.add_argument("--entrypoint-num-cpus", type=float, default=0.0, help="CPUs reserved for the job's driver")
+    p.add_argument("--no-wait", action="store_true", help="return after submitting; do not stream logs")
+    handlers["submit"] = cmd_submit(load_cfg)
+
+    for name, action, text in (("status", _status, "a job's status and message"),
+                               ("logs", _logs, "a job's logs"), ("stop", _stop, "stop a job")):
+        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]} (Ray job client).")
+        p.add_argument("job_id", metavar="JOB_ID", help="the id `rlhf-dist submit` printed")
+        _add_address(p)
+        if name == "logs":
+            p.add_argument("--follow", "-f", action="store_true", help="keep streaming until the job ends")
+        else:
+            p.add_argument("--wait", action="store_true", help="block until the job has ended (exit code: its state)")
+        handlers[name] = _with_client(action)

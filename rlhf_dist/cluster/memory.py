@@ -1,0 +1,184 @@
+"""Per-actor memory estimates for each role, from model facts and the config. Pure arithmetic.
+
+Formulas (bytes; b = bytes per parameter of the role's dtype, P = parameters, T = trainable):
+
+- training states (ZeRO paper, Rajbhandari et al. 2020): mixed precision Adam holds b*P params,
+  b*T grads and 12*T optimizer bytes (fp32 master copy + Adam m + v): 16 bytes/param in bf16.
+  fp32 training holds 4 + 4 + 8 = 16 too. ZeRO-1 divides optimizer states by the data-parallel
+  size, ZeRO-2 also gradients, ZeRO-3 also parameters. Offload moves optimizer states (+ fp32
+  grads) or parameters to host memory.
+- activations per decoder layer and token at 16 bits, flash/SDPA attention (no s^2 term;
+  Korthikanti et al. 2022 counted 34*h for a GELU MLP): norms 4h, attention 6h + 4*kv_dim,
+  gated MLP 2h + 8i. Gradient checkpointing keeps only each layer's input (2h) plus one layer.
+- logits: [B, L, V] in the model dtype and [B, R, V] fp32 log-softmax; twice when training.
+- what this code does on top: every policy rank gathers ALL weights on its device and copies
+  them to host memory at each weight sync (ZeRO-3 GatheredParameters; trainers.py
+  _hf_state_dict); every actor loads the full model on the host first (from_pretrained);
+  reference and reward actors hold a full replica on one device.
+- vLLM (CUDA) takes gpu_memory_utilization x device memory: weights / TP, a profile-run
+  activation peak, CUDA graphs unless eager, the rest is KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf_dist.cluster.facts import ModelFacts
+from rlhf_dist.config.schema_parts import LoRAConfig, RolloutConfig, TrainConfig
+
+GIB = 1024**3
+MIB = 1024**2
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+CUDA_CONTEXT = 1.0 * GIB  # per process per device: CUDA context, cuBLAS/NCCL workspaces, allocator slack
+PROCESS_HOST = {"cpu": 0.4 * GIB, "cuda": 2.0 * GIB}  # host RSS of one actor with torch+transformers(+deepspeed)
+ZERO3_MAX_LIVE_PARAMS = 1_000_000_000  # deepspeed_engine.py: stage3_max_live_parameters
+VLLM_BATCHED_TOKENS = 8192  # vLLM's profile run: max_num_batched_tokens
+VLLM_MAX_SEQS = 256  # vLLM default max_num_seqs: logits of one decode step
+VLLM_CUDA_GRAPHS = 1.0 * GIB  # captured graphs when enforce_eager is false
+REWARD_CHUNK = 16  # RewardWorker.score scores 16 sequences at a time
+
+
+@dataclass
+class Memory:
+    """What one actor of a role needs: resident bytes plus transient bytes by phase."""
+
+    role: str
+    params: float = 0.0
+    grads: float = 0.0
+    optimizer: float = 0.0
+    vllm_weights: float = 0.0
+    kv_cache: float = 0.0
+    context: float = 0.0
+    activations: dict[str, float] = field(default_factory=dict)  # phase -> device bytes (inference, train)
+    sync: float = 0.0  # device bytes held during the weight sync
+    host: float = 0.0  # resident host bytes: offloaded states, the process itself
+    host_transient: dict[str, float] = field(default_factory=dict)  # phase -> host bytes (load, sync)
+    kv_tokens: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def resident(self) -> float:
+        return self.params + self.grads + self.optimizer + self.vllm_weights + self.kv_cache + self.context
+
+    def transient(self) -> dict[str, float]:
+        out = dict(self.activations)
+        if self.sync:
+            out["sync"] = out.get("sync", 0.0) + self.sync
+        return out
+
+    @property
+    def peak(self) -> float:
+        return self.resident + max(self.transient().values(), default=0.0)
+
+
+def lora_params(facts: ModelFacts, lora: LoRAConfig) -> int:
+    """Trainable LoRA parameters: r * (in + out) for every adapted linear of every layer."""
+    shapes = facts.linear_shapes()
+    names = shapes if lora.target_modules == "all-linear" else [n for n in lora.target_modules if n in shapes]
+    return facts.layers * sum(lora.r * (shapes[n][0] + shapes[n][1]) for n in names)
+
+
+def layer_activation_bytes(facts: ModelFacts, tokens: int, dtype_bytes: int) -> float:
+    """Saved activations of one decoder layer for `tokens` tokens (see the module docstring)."""
+    mlp = 2 * facts.hidden + (8 if facts.gated_mlp else 4) * facts.intermediate
+    per_token_16bit = 4 * facts.hidden + 6 * facts.hidden + 4 * facts.kv_dim + mlp
+    return tokens * per_token_16bit * dtype_bytes / 2
+
+
+def logits_bytes(facts: ModelFacts, batch: int, seq: int, response: int, dtype_bytes: int, train: bool) -> float:
+    once = batch * seq * facts.vocab * dtype_bytes + batch * response * facts.vocab * 4
+    return 2 * once if train else once
+
+
+def activation_bytes(facts: ModelFacts, batch: int, seq: int, dtype_bytes: int, checkpointing: bool) -> float:
+    """Training activations of the decoder stack for one micro-batch (logits not included)."""
+    layer = layer_activation_bytes(facts, batch * seq, dtype_bytes)
+    if checkpointing:
+        return facts.layers * batch * seq * facts.hidden * dtype_bytes + layer
+    return facts.layers * layer
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Sequence shape of one PPO step: total length and response length."""
+
+    seq: int
+    response: int
+
+
+def trainer_memory(role: str, facts: ModelFacts, params: int, train: TrainConfig, dtype: str, dp: int,
+                   lora: LoRAConfig, shape: Shape, checkpointing: bool, lm_head: bool, device: str) -> Memory:
+    """A DeepSpeed (or torch) data-parallel rank of the policy or the critic."""
+    b = DTYPE_BYTES[dtype]
+    trainable = lora_params(facts, lora) if lora.enabled else params
+    optimizer = (12 if b < 4 else 8) * trainable
+    grads = b * trainable
+    stage = train.zero_stage if train.backend == "deepspeed" else 0
+    shard_params = b * params / (dp if stage == 3 else 1)
+    optimizer /= dp if stage >= 1 else 1
+    grads /= dp if stage >= 2 else 1
+    mem = Memory(role, params=shard_params, grads=grads, optimizer=optimizer,
+                 context=CUDA_CONTEXT if device == "cuda" else 0.0, host=PROCESS_HOST[device])
+    if train.offload_optimizer:
+        mem.host += optimizer + 4 * trainable / dp  # fp32 gradient partition lives with the optimizer
+        mem.optimizer = 0.0
+    live = 0.0
+    if stage == 3:  # gathered layers beyond this rank's shard, bounded by stage3_max_live_parameters
+        live = b * min(params * (1 - 1 / dp), ZERO3_MAX_LIVE_PARAMS)
+        if train.offload_params:
+            mem.host += shard_params
+            mem.params = 0.0
+    chunk = 2 * train.micro_batch_size  # logprobs/values run on chunks of 2 micro-batches, no grad
+    infer = layer_activation_bytes(facts, chunk * shape.seq, b)
+    train_act = activation_bytes(facts, train.micro_batch_size, shape.seq, b, checkpointing)
+    if lm_head:
+        infer += logits_bytes(facts, chunk, shape.seq, shape.response, b, train=False)
+        train_act += logits_bytes(facts, train.micro_batch_size, shape.seq, shape.response, b, train=True)
+    mem.activations = {"inference": infer + live, "train": train_act + live}
+    # from_pretrained builds the full model on the host first; offloaded states only exist after that
+    mem.host_transient = {"load": max(0.0, b * params - (mem.host - PROCESS_HOST[device]))}
+    if role == "policy":
+        # weight sync: full_state_dict() gathers every parameter on every rank, then copies it to the host
+        mem.sync = b * params - mem.params if stage == 3 else 0.0
+        mem.host_transient["sync"] = b * params
+    if lora.enabled:
+        mem.notes.append(f"LoRA r={lora.r}: {trainable / 1e6:.1f}M trainable parameters")
+    return mem
+
+
+def inference_memory(role: str, facts: ModelFacts, params: int, dtype: str, batch: int, shape: Shape,
+                     lm_head: bool, device: str) -> Memory:
+    """A frozen reference or reward actor: one full replica on one device."""
+    b = DTYPE_BYTES[dtype]
+    act = layer_activation_bytes(facts, batch * shape.seq, b)
+    if lm_head:
+        act += logits_bytes(facts, batch, shape.seq, shape.response, b, train=False)
+    return Memory(role, params=b * params, context=CUDA_CONTEXT if device == "cuda" else 0.0,
+                  activations={"inference": act}, host=PROCESS_HOST[device], host_transient={"load": b * params})
+
+
+def kv_bytes_per_token(facts: ModelFacts, dtype: str, tp: int) -> float:
+    """K and V of every layer for one token on one device (KV heads split over TP, replicated if fewer)."""
+    kv_heads = max(1, -(-facts.kv_heads // tp))
+    return 2 * facts.layers * kv_heads * facts.head_dim * DTYPE_BYTES[dtype]
+
+
+def rollout_memory(facts: ModelFacts, params: int, cfg: RolloutConfig, dtype: str, device: str,
+                   device_bytes: float, shape: Shape) -> Memory:
+    """One vLLM engine, per device it spans (TP shards on CUDA; all of it on CPU)."""
+    b, tp = DTYPE_BYTES[dtype], cfg.tensor_parallel_size if device == "cuda" else 1
+    weights = b * params / tp
+    mem = Memory("rollout", vllm_weights=weights, host=PROCESS_HOST[device], sync=cfg.sync_bucket_mb * MIB)
+    if device == "cpu":
+        mem.kv_cache = cfg.kv_cache_gib * GIB
+    else:
+        reserve = cfg.gpu_memory_utilization * device_bytes
+        act = VLLM_BATCHED_TOKENS * (2 * facts.hidden + 2 * facts.intermediate / tp) * b
+        act += VLLM_MAX_SEQS * facts.vocab * 4
+        graphs = 0.0 if cfg.enforce_eager else VLLM_CUDA_GRAPHS
+        mem.context = act + graphs + CUDA_CONTEXT  # inside the fraction: vLLM counts all of it
+        mem.kv_cache = reserve - weights - mem.context
+    mem.kv_tokens = max(0, int(mem.kv_cache // kv_bytes_per_token(facts, dtype, tp)))
+    if mem.kv_tokens:
+        mem.notes.append(f"KV cache holds {mem.kv_tokens:,} tokens = {mem.kv_tokens // shape.seq:,} full sequences")
+    return mem

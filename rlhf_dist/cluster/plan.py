@@ -1,0 +1,252 @@
+"""`rlhf-dist plan`: placement, data-parallel sizes and per-device memory, without starting anything.
+
+    plan = make_plan(cfg, parse_hardware("nodes=1,gpus_per_node=8,gpu_mem_gib=79", cfg))
+    print(render_plan(plan)); sys.exit(0 if plan.fits else 1)
+
+Pure: no Ray, no weights. Model sizes come from config.json (local dirs), the config's
+`arch` facts, or the built-in models' own configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhf_dist.cluster.facts import FactsError, ModelFacts, model_facts
+from rlhf_dist.cluster.memory import (
+    GIB, REWARD_CHUNK, Memory, Shape, inference_memory, rollout_memory, trainer_memory,
+)
+from rlhf_dist.cluster.placement import ROLES, Bundle, Hardware, actor_devices, make_groups, place
+from rlhf_dist.config import RLHFConfig
+
+NODE_BASE_HOST = 1.5 * GIB  # Ray's daemons (GCS, raylet, dashboard) and the driver, per node
+
+
+@dataclass
+class RoleInfo:
+    """One role: its model, actor count and what it computes per step."""
+
+    role: str
+    actors: int
+    gpus: float
+    cpus: float
+    model: str  # "8.03B params (source)"
+    parallel: str  # data-parallel / engine description
+
+
+@dataclass
+class DeviceLoad:
+    """One GPU (CUDA) or one node's RAM (CPU) and what the actors on it need at peak."""
+
+    name: str  # "node0 gpu3" / "node0 ram"
+    members: list[tuple[str, int]]
+    resident: float
+    phase: str  # the phase of the peak
+    peak: float
+    capacity: float
+
+
+@dataclass
+class Plan:
+    cfg: RLHFConfig
+    hardware: Hardware
+    roles: list[RoleInfo]
+    groups: dict[str, list[Bundle]]
+    memory: dict[str, Memory]
+    devices: list[DeviceLoad] = field(default_factory=list)
+    hosts: list[DeviceLoad] = field(default_factory=list)  # CUDA only: host RAM per node
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems
+
+
+def active_roles(cfg: RLHFConfig) -> set[str]:
+    """Roles that get actors (driver/roles.py build_roles): critic for GAE, reward for a 'model' source."""
+    active = {"policy", "reference", "rollout"}
+    if cfg.ppo.advantage == "gae":
+        active.add("critic")
+    if any(src.kind == "model" for src in cfg.ppo.rewards):
+        active.add("reward")
+    return active
+
+
+def _role_facts(cfg: RLHFConfig, active: set[str]) -> dict[str, ModelFacts]:
+    policy = model_facts(cfg.policy, "policy.path")
+    reward = model_facts(cfg.reward_model, "reward_model.path") if "reward" in active else None
+    # stages/ppo.py: the critic starts from the trained reward model when there is one, else the policy
+    critic = reward if (cfg.critic.init_from == "reward" and reward is not None) else policy
+    return {"policy": policy, "reference": policy, "rollout": policy, "critic": critic, **({"reward": reward} if reward else {})}
+
+
+def role_memory(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str], hw: Hardware) -> dict[str, Memory]:
+    """Per-actor memory of every active role (per device for a TP-sharded rollout engine)."""
+    device, ppo, data = cfg.cluster.device, cfg.ppo, cfg.data
+    shape = Shape(data.max_prompt_length + cfg.rollout.sampling.max_new_tokens, cfg.rollout.sampling.max_new_tokens)
+    pf = facts["policy"]
+    out = {
+        "policy": trainer_memory("policy", pf, pf.num_params, ppo.policy_train, cfg.policy.dtype,
+                                 cfg.cluster.policy.num_actors, cfg.policy.lora, shape,
+                                 cfg.policy.gradient_checkpointing, lm_head=True, device=device),
+        "reference": inference_memory("reference", pf, pf.num_params, cfg.policy.dtype,
+                                      2 * ppo.policy_train.micro_batch_size, shape, lm_head=True, device=device),
+        "rollout": rollout_memory(pf, pf.num_params, cfg.rollout, cfg.policy.dtype, device,
+                                  hw.gpu_mem_gib * GIB, shape),
+    }
+    if "critic" in active:
+        cf = facts["critic"]  # CriticWorker trains in reward_model.dtype, without gradient checkpointing
+        out["critic"] = trainer_memory("critic", cf, cf.backbone_params, ppo.critic_train, cfg.reward_model.dtype,
+                                       cfg.cluster.critic.num_actors, cfg.critic.lora, shape, False,
+                                       lm_head=False, device=device)
+    if "reward" in active:
+        rf = facts["reward"]
+        rm_shape = Shape(min(data.max_length, shape.seq), 1)
+        out["reward"] = inference_memory("reward", rf, rf.backbone_params, cfg.reward_model.dtype, REWARD_CHUNK,
+                                         rm_shape, lm_head=False, device=device)
+    return out
+
+
+def _role_infos(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str]) -> list[RoleInfo]:
+    ppo, cl = cfg.ppo, cfg.cluster
+    samples = ppo.rollout_batch_size * cfg.rollout.sampling.samples_per_prompt
+    infos = []
+    for role in ROLES:
+        res = getattr(cl, role)
+        n = cfg.rollout.num_engines if role == "rollout" else res.num_actors
+        if role not in active:
+            infos.append(RoleInfo(role, n, res.gpus_per_actor, res.cpus_per_actor, "-", "reserved, no actor "
+                                  f"({'advantage is not gae' if role == 'critic' else 'no model reward source'})"))
+            continue
+        f = facts[role]
+        params = f.backbone_params if role in ("critic", "reward") else f.num_params
+        model = f"{params / 1e9:.2f}B params ({f.source})" if params >= 1e8 else f"{params / 1e6:.2f}M params ({f.source})"
+        if role in ("policy", "critic"):
+            t = ppo.policy_train if role == "policy" else ppo.critic_train
+            accum = t.global_batch_size // (t.micro_batch_size * n)
+            stage = f"ZeRO-{t.zero_stage}" if t.backend == "deepspeed" else "torch"
+            off = "+".join(k for k, on in (("optimizer", t.offload_optimizer), ("params", t.offload_params)) if on)
+            parallel = (f"data-parallel {n} ({stage}{', offload ' + off if off else ''}): micro {t.micro_batch_size}"
+                        f" x accum {accum} x {n} = global {t.global_batch_size}; "
+                        f"{ppo.ppo_epochs * samples // t.global_batch_size} updates/step")
+        elif role == "rollout":
+            tp = cfg.rollout.tensor_parallel_size
+            parallel = (f"{n} {cfg.rollout.backend} engine{'s' if n > 1 else ''} x TP {tp}: "
+                        f"{samples} samples/step, ~{-(-samples // n)} per engine")
+        else:
+            chunk = 2 * ppo.policy_train.micro_batch_size if role == "reference" else REWARD_CHUNK
+            parallel = f"data-parallel {n} (full replica each): {samples} sequences/step, chunks of {chunk}"
+        infos.append(RoleInfo(role, n, res.gpus_per_actor, res.cpus_per_actor, model, parallel))
+    return infos
+
+
+def _load(name: str, members: list[tuple[str, int]], parts: list[tuple[float, dict[str, float]]],
+          capacity: float) -> DeviceLoad:
+    """Resident sum plus the worst phase's transient sum."""
+    resident = sum(r for r, _ in parts)
+    phases: dict[str, float] = {}
+    for _, transient in parts:
+        for phase, value in transient.items():
+            phases[phase] = phases.get(phase, 0.0) + value
+    phase = max(phases, key=phases.__getitem__) if phases else "-"
+    return DeviceLoad(name, members, resident, phase, resident + phases.get(phase, 0.0), capacity)
+
+
+def _device_loads(plan: Plan) -> None:
+    """Sum the actors on each GPU (and host RAM per node), or on each node's RAM on CPU."""
+    cuda, hw = plan.cfg.cluster.device == "cuda", plan.hardware
+    per_device: dict[tuple[int, int], list] = {}
+    per_node: dict[int, list] = {n: [] for n in range(hw.nodes)}
+    for bundle in (b for bs in plan.groups.values() for b in bs):
+        if bundle.node is None:
+            continue
+        placed = actor_devices(bundle) if cuda else {(r, k): [] for r, k, _ in bundle.actors}
+        for (role, rank), devices in placed.items():
+            mem = plan.memory[role]
+            shard = role == "rollout"  # a TP engine's estimate is per device; other roles use one device
+            for d in devices if shard else devices[:1]:
+                per_device.setdefault((bundle.node, d), []).append((role, rank, mem.resident, mem.transient()))
+            host = dict(mem.host_transient)
+            if not cuda:  # on CPU the model lives in RAM: device and host parts add up; loading is in place
+                host["load"] = max(0.0, host.get("load", 0.0) - mem.params)
+                host = {p: host.get(p, 0.0) + mem.transient().get(p, 0.0) for p in {*host, *mem.transient()}}
+            per_node[bundle.node].append((role, rank, mem.host + (0.0 if cuda else mem.resident), host))
+    for (node, d), items in sorted(per_device.items()):
+        plan.devices.append(_load(f"node{node} gpu{d}", [(r, k) for r, k, _, _ in items],
+                                  [(res, tr) for _, _, res, tr in items], hw.gpu_mem_gib * GIB))
+    ram = hw.ram_gib * GIB if hw.ram_gib else float("inf")
+    for node, items in per_node.items():
+        load = _load(f"node{node} ram", [(r, k) for r, k, _, _ in items],
+                     [(NODE_BASE_HOST, {})] + [(res, tr) for _, _, res, tr in items], ram)
+        (plan.hosts if cuda else plan.devices).append(load)
+
+
+def group_loads(loads: list[DeviceLoad]) -> list[tuple[str, DeviceLoad]]:
+    """Collapse consecutive alike devices of one node: ('node0 gpu0-7 (8 alike)', first load)."""
+    runs: list[list] = []
+    for load in loads:
+        node, _, dev = load.name.partition(" ")
+        key = (node, tuple(sorted({r for r, _ in load.members})), round(load.peak / GIB, 1), load.phase)
+        if runs and runs[-1][0] == key:
+            runs[-1][2].append(dev)
+        else:
+            runs.append([key, load, [dev]])
+    out = []
+    for (node, *_), load, devs in runs:
+        last = devs[-1].removeprefix("gpu")
+        out.append((f"{node} {devs[0]}" if len(devs) == 1 else f"{node} {devs[0]}-{last} ({len(devs)} alike)", load))
+    return out
+
+
+def _check(plan: Plan) -> None:
+    cfg, problems = plan.cfg, plan.problems
+    for label, load in group_loads(plan.devices) + group_loads(plan.hosts):
+        if load.peak > load.capacity:
+            roles = ", ".join(sorted({r for r, _ in load.members})) or "none"
+            problems.append(f"{label}: peak {load.peak / GIB:.1f} GiB (during {load.phase}) > capacity "
+                            f"{load.capacity / GIB:.1f} GiB each; roles there: {roles}")
+    ro = plan.memory.get("rollout")
+    if cfg.cluster.device == "cuda" and ro is not None:
+        seq = cfg.data.max_prompt_length + cfg.rollout.sampling.max_new_tokens
+        if ro.kv_cache <= 0:
+            problems.append(f"rollout: vLLM weights {ro.vllm_weights / GIB:.1f} GiB/device + overheads exceed "
+                            f"rollout.gpu_memory_utilization {cfg.rollout.gpu_memory_utilization} x "
+                            f"{plan.hardware.gpu_mem_gib:g} GiB: raise it or rollout.tensor_parallel_size")
+        elif (ro.kv_tokens or 0) < seq:
+            problems.append(f"rollout: the KV cache holds {ro.kv_tokens} tokens, less than one sequence ({seq})")
+    for role in ("policy", "critic", "reference", "reward"):
+        gpus = getattr(cfg.cluster, role).gpus_per_actor
+        if role in plan.memory and gpus > 1:
+            plan.notes.append(f"cluster.{role}.gpus_per_actor is {gpus:g} but a {role} actor uses one device: "
+                              f"{gpus - 1:g} GPUs idle per actor")
+
+
+def _arch_checks(plan: Plan, facts: dict[str, ModelFacts]) -> None:
+    cfg = plan.cfg
+    tp = cfg.rollout.tensor_parallel_size
+    if facts["rollout"].heads % tp:
+        plan.problems.append(f"rollout.tensor_parallel_size {tp} must divide the policy's "
+                             f"{facts['rollout'].heads} attention heads (vLLM)")
+    if cfg.cluster.colocate and cfg.cluster.device == "cuda" and tp > 1 and cfg.cluster.rollout.gpus_per_actor < tp:
+        plan.problems.append(f"colocated rollout engines with tensor_parallel_size {tp} need "
+                             f"cluster.rollout.gpus_per_actor >= {tp} (got {cfg.cluster.rollout.gpus_per_actor:g})")
+
+
+def make_plan(cfg: RLHFConfig, hw: Hardware) -> Plan:
+    """The placement and memory plan of `cfg`'s PPO stage on `hw`; `plan.problems` lists what does not fit."""
+    if cfg.cluster.device == "cuda" and hw.gpus_per_node < 1:
+        raise ValueError("cluster.device is 'cuda': give the GPUs with --cluster gpus_per_node=N")
+    active = {"policy", "reference", "rollout"} | active_roles(cfg)
+    try:
+        facts = _role_facts(cfg, active)
+    except FactsError as err:
+        raise ValueError(str(err)) from None
+    groups = make_groups(cfg, active)
+    plan = Plan(cfg, hw, _role_infos(cfg, facts, active), groups, role_memory(cfg, facts, active, hw))
+    plan.problems += place(groups, hw, cfg.cluster.device)
+    _arch_checks(plan, facts)
+    _device_loads(plan)
+    _check(plan)
+    for mem in plan.memory.values():
+        plan.notes += [f"{mem.role}: {n}" for n in mem.notes]
+    return plan

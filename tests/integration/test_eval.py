@@ -1,0 +1,109 @@
+"""Held-out evaluation with real tiny transformers models, the CLI, and the KL-sweep experiment on Ray + vLLM.
+
+Exactly checkable: a policy evaluated against itself with one seed samples the very same responses
+(common random numbers) and runs the very same forward passes, so KL is 0, the perplexities are
+equal, every judge comparison is a tie (win rate exactly 0.5) and both RM rewards are equal.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlhf_dist.cli import main
+from rlhf_dist.config import load_config
+from rlhf_dist.eval.evaluate import evaluate_policy
+from rlhf_dist.tracking import read_metrics
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_cfg(run_dir, *overrides):
+    base = [f"run.output_dir={run_dir}", "tracking.tensorboard=false", "tracking.progress=false",
+            "data.demo_size=32", "eval.num_prompts=16"]
+    return load_config("configs/tiny.yaml", base + list(overrides))
+
+
+@pytest.fixture(scope="module")
+def reward_dir(tmp_path_factory, tiny_llama_dir):
+    """A tiny reward model trained for real on the demo pairs (a few seconds)."""
+    from rlhf_dist.stages.reward import train_reward_model
+
+    run = tmp_path_factory.mktemp("rm-run")
+    return train_reward_model(tiny_cfg(run, f"reward_model.path={tiny_llama_dir}", "reward.epochs=2")).model_dir
+
+
+@pytest.fixture(scope="module")
+def other_policy_dir(tmp_path_factory):
+    from rlhf_dist.models.tiny import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama-1"), arch="llama", seed=1)
+
+
+def test_policy_against_itself_is_an_exact_tie(tmp_path, tiny_llama_dir, reward_dir):
+    cfg = tiny_cfg(tmp_path)
+    ev = evaluate_policy(cfg, tiny_llama_dir, tiny_llama_dir, reward_dir, judge="sentiment")
+    assert ev["n_prompts"] == 16
+    assert abs(ev["kl"]) < 1e-4
+    assert ev["perplexity_policy"] == ev["perplexity_reference"] > 1.0
+    assert ev["win_rate"] == 0.5 and ev["judge_score_policy"] == ev["judge_score_start"]
+    assert ev["response_length"] == ev["response_length_start"] > 0
+    assert ev["reward_mean"] == ev["reward_mean_start"]
+    assert 0.0 <= ev["rm_accuracy"] <= 1.0 and ev["rm_eval_pairs"] == 16  # held-out demo pairs
+    assert ev["judge_is_training_reward"] is False  # tiny.yaml trains on the lowercase rule, not sentiment
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["win_rate"] == 0.5 and len(saved["examples"]) == 5
+    assert saved["examples"][0]["policy"] == saved["examples"][0]["start"]
+    (row,) = read_metrics(tmp_path / "metrics.jsonl", phase="eval")
+    assert row["step"] == 0 and row["kl"] == ev["kl"]
+
+
+def test_other_policy_has_positive_kl_and_no_rm_figures_without_rm(tmp_path, tiny_llama_dir, other_policy_dir):
+    cfg = tiny_cfg(tmp_path)
+    ev = evaluate_policy(cfg, other_policy_dir, tiny_llama_dir, None, judge="lowercase")
+    assert ev["kl"] > 0.01
+    assert ev["perplexity_policy"] != ev["perplexity_reference"]
+    assert 0.0 <= ev["win_rate"] <= 1.0
+    assert "reward_mean" not in ev and "rm_accuracy" not in ev
+    assert ev["judge_is_training_reward"] is True  # flagged: tiny.yaml's PPO reward is this rule
+    prompts = ["How was the ski lodge?", "Tell a friend about the jazz club."]
+    ev = evaluate_policy(cfg, other_policy_dir, tiny_llama_dir, None, judge="length", prompts=prompts)
+    assert ev["n_prompts"] == 2
+
+
+def test_cli_eval_then_report(tmp_path, tiny_llama_dir, reward_dir, capsys):
+    args = ["--config", "configs/tiny.yaml", f"--run.output_dir={tmp_path}", "--tracking.tensorboard=false",
+            "--tracking.progress=false", "--data.demo_size=32", "--eval.num_prompts=4", "--eval.judge=length"]
+    assert main(["eval", *args, "--policy", str(tiny_llama_dir), "--reference", str(tiny_llama_dir),
+                 "--reward-model", str(reward_dir)]) == 0
+    out = capsys.readouterr().out
+    assert '"win_rate": 0.5' in out and "report written to" in out
+    assert (tmp_path / "report" / "eval.png").is_file()
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| win rate vs start | 0.5 |  |" in md and "judge 'length'" in md
+    assert main(["report", "--run-dir", str(tmp_path)]) == 0
+    assert main(["eval", *args]) == 1  # no <run>/policy yet: a clear message, no traceback
+    assert "no policy at" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_kl_sweep_experiment_without_penalty_drifts_further(tmp_path):
+    from rlhf_dist.eval.experiments import LENGTH_REWARD, reward_hacking_experiment
+
+    cfg = tiny_cfg(tmp_path / "base", "ppo.steps=3", "checkpoint.every_steps=0")
+    out = reward_hacking_experiment(cfg, tmp_path / "sweep", kl_coefs=(0.0, 0.5))
+    assert (out / "kl_sweep.png").stat().st_size > 10_000
+    sweep = json.loads((out / "kl_sweep.json").read_text())
+    assert sweep["reward"] == LENGTH_REWARD
+    no_kl, strong = sweep["runs"]
+    assert (no_kl["kl_coef"], strong["kl_coef"]) == (0.0, 0.5)
+    assert no_kl["steps"] == strong["steps"] == [1, 2, 3]
+    # step 1 samples the initial policy: it IS the reference (up to engine numerics)
+    assert abs(no_kl["kl"][0]) < 1e-3 and abs(strong["kl"][0]) < 1e-3
+    # the KL penalty holds the policy closer to the reference (checked on seeds 0, 1, 2: ~1.2-2.3x)
+    assert no_kl["final_kl"] >= strong["final_kl"]
+    for run in (no_kl, strong):
+        rows = read_metrics(f"{run['run_dir']}/metrics.jsonl", phase="ppo")
+        assert [r["kl/coef"] for r in rows] == [run["kl_coef"]] * 3
+        assert (tmp_path / "sweep" / f"kl_{run['kl_coef']:g}" / "report" / "ppo_kl.png").is_file()
