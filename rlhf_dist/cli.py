@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
         import transformers
 
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM's INFO lines drown the progress
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM warns on every CPU generate call
 
         transformers.logging.set_verbosity_error()  # load reports for heads we replace on purpose
     try:

@@ -49,7 +49,7 @@ def _add_address(p: argparse.ArgumentParser) -> None:
 
 def cmd_plan(load_cfg: Callable) -> Handler:
     def run(args: argparse.Namespace, extra: list[str]) -> int:
-        from rlhf_dist.cluster.placement import parse_hardware
+        from rlhf_dist.cluster.placement import PlanError, parse_hardware
         from rlhf_dist.cluster.plan import make_plan
         from rlhf_dist.cluster.render import plan_to_dict, render_plan
 
@@ -57,7 +57,7 @@ def cmd_plan(load_cfg: Callable) -> Handler:
         cfg = load_cfg(args, extra)
         try:
             plan = make_plan(cfg, parse_hardware(args.cluster, cfg))
-        except ValueError as err:
+        except PlanError as err:
             print(f"rlhf-dist plan: {err}", file=sys.stderr)
             return 2
         print(json.dumps(plan_to_dict(plan), indent=2) if args.json else render_plan(plan, args.config or "<defaults>"))
@@ -74,11 +74,15 @@ def cmd_submit(load_cfg: Callable) -> Handler:
         extra = _reclaim_config(args, extra)
         cfg = load_cfg(args, extra)  # a typo fails here, before anything reaches the cluster
         if args.cluster:
-            from rlhf_dist.cluster.placement import parse_hardware
+            from rlhf_dist.cluster.placement import PlanError, parse_hardware
             from rlhf_dist.cluster.plan import make_plan
             from rlhf_dist.cluster.render import render_plan
 
-            plan = make_plan(cfg, parse_hardware(args.cluster, cfg))
+            try:
+                plan = make_plan(cfg, parse_hardware(args.cluster, cfg))
+            except PlanError as err:
+                print(f"rlhf-dist submit: {err}", file=sys.stderr)
+                return 2
             if not plan.fits:
                 print(render_plan(plan, args.config), file=sys.stderr)
                 return 1

@@ -19,6 +19,10 @@ ROLES = ("policy", "critic", "reference", "reward", "rollout")  # creation order
 EPS = 1e-9
 
 
+class PlanError(ValueError):
+    """The plan cannot be made: unknown model size, bad hardware spec."""
+
+
 @dataclass(frozen=True)
 class Hardware:
     """The cluster to plan for. None = not checked (unknown)."""
@@ -50,13 +54,13 @@ def parse_hardware(spec: str | None, cfg: RLHFConfig) -> Hardware:
         key, _, raw = item.partition("=")
         key = key.strip()
         if key not in _SPEC_KEYS or not raw:
-            raise ValueError(f"--cluster: '{item}' is not KEY=VALUE with KEY in {', '.join(_SPEC_KEYS)}")
+            raise PlanError(f"--cluster: '{item}' is not KEY=VALUE with KEY in {', '.join(_SPEC_KEYS)}")
         try:
             values[key] = _SPEC_KEYS[key](raw)
         except ValueError:
-            raise ValueError(f"--cluster: {key} must be a number (got '{raw}')") from None
+            raise PlanError(f"--cluster: {key} must be a number (got '{raw}')") from None
         if values[key] <= 0:
-            raise ValueError(f"--cluster: {key} must be > 0")
+            raise PlanError(f"--cluster: {key} must be > 0")
     return Hardware(**values)
 
 

@@ -15,7 +15,7 @@ from rlhf_dist.cluster.facts import FactsError, ModelFacts, model_facts
 from rlhf_dist.cluster.memory import (
     GIB, REWARD_CHUNK, Memory, Shape, inference_memory, rollout_memory, trainer_memory,
 )
-from rlhf_dist.cluster.placement import ROLES, Bundle, Hardware, actor_devices, make_groups, place
+from rlhf_dist.cluster.placement import ROLES, Bundle, Hardware, PlanError, actor_devices, make_groups, place
 from rlhf_dist.config import RLHFConfig
 
 NODE_BASE_HOST = 1.5 * GIB  # Ray's daemons (GCS, raylet, dashboard) and the driver, per node
@@ -107,6 +107,10 @@ def role_memory(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str],
     return out
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _role_infos(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str]) -> list[RoleInfo]:
     ppo, cl = cfg.ppo, cfg.cluster
     samples = ppo.rollout_batch_size * cfg.rollout.sampling.samples_per_prompt
@@ -128,7 +132,7 @@ def _role_infos(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str])
             off = "+".join(k for k, on in (("optimizer", t.offload_optimizer), ("params", t.offload_params)) if on)
             parallel = (f"data-parallel {n} ({stage}{', offload ' + off if off else ''}): micro {t.micro_batch_size}"
                         f" x accum {accum} x {n} = global {t.global_batch_size}; "
-                        f"{ppo.ppo_epochs * samples // t.global_batch_size} updates/step")
+                        f"{_plural(ppo.ppo_epochs * samples // t.global_batch_size, 'optimizer step')} per PPO step")
         elif role == "rollout":
             tp = cfg.rollout.tensor_parallel_size
             parallel = (f"{n} {cfg.rollout.backend} engine{'s' if n > 1 else ''} x TP {tp}: "
@@ -158,8 +162,8 @@ def _device_loads(plan: Plan) -> None:
     per_device: dict[tuple[int, int], list] = {}
     per_node: dict[int, list] = {n: [] for n in range(hw.nodes)}
     for bundle in (b for bs in plan.groups.values() for b in bs):
-        if bundle.node is None:
-            continue
+        if bundle.node is None or (cuda and bundle.gpu > 0 and not bundle.devices):
+            continue  # not placed (a problem is already reported)
         placed = actor_devices(bundle) if cuda else {(r, k): [] for r, k, _ in bundle.actors}
         for (role, rank), devices in placed.items():
             mem = plan.memory[role]
@@ -235,12 +239,12 @@ def _arch_checks(plan: Plan, facts: dict[str, ModelFacts]) -> None:
 def make_plan(cfg: RLHFConfig, hw: Hardware) -> Plan:
     """The placement and memory plan of `cfg`'s PPO stage on `hw`; `plan.problems` lists what does not fit."""
     if cfg.cluster.device == "cuda" and hw.gpus_per_node < 1:
-        raise ValueError("cluster.device is 'cuda': give the GPUs with --cluster gpus_per_node=N")
+        raise PlanError("cluster.device is 'cuda': give the GPUs with --cluster gpus_per_node=N")
     active = {"policy", "reference", "rollout"} | active_roles(cfg)
     try:
         facts = _role_facts(cfg, active)
     except FactsError as err:
-        raise ValueError(str(err)) from None
+        raise PlanError(str(err)) from None
     groups = make_groups(cfg, active)
     plan = Plan(cfg, hw, _role_infos(cfg, facts, active), groups, role_memory(cfg, facts, active, hw))
     plan.problems += place(groups, hw, cfg.cluster.device)

@@ -9,6 +9,8 @@ from rlhf_dist.config.schema import RLHFConfig
 
 
 def _default_text(field) -> str:
+    if field.is_required():  # e.g. policy.arch.hidden_size: required once the section is given
+        return "required"
     if field.default_factory is not None:
         value = field.default_factory()
         return "[...]" if isinstance(value, list) else ("(section)" if isinstance(value, BaseModel) else repr(value))

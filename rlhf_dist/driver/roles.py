@@ -20,7 +20,7 @@ from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
 log = logging.getLogger(__name__)
 
 # Environment every actor gets: in-process vLLM engines (fast start, tensors pass directly).
-WORKER_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING",
+WORKER_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "ERROR",
               "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
 
 
@@ -64,29 +64,45 @@ class Roles:
 
 
 def build_roles(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int) -> Roles:
-    """Create all actor groups, then load every model in parallel."""
+    """Create all actor groups, then load every model in parallel. On failure nothing is left behind."""
     placements = create_placements(cfg)
+    groups: list[ActorGroup] = []
+    try:
+        return _build_groups(cfg, dirs, total_updates, placements, groups)
+    except BaseException:
+        for group in groups:
+            group.kill()
+        remove_placements(placements)
+        raise
+
+
+def _build_groups(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int, placements: dict[str, Placement],
+                  groups: list[ActorGroup]) -> Roles:
     cl = cfg.cluster
-    policy = ActorGroup("policy", PolicyWorker, cfg, placements["policy"], cl.policy.num_actors)
-    reference = ActorGroup("reference", ReferenceWorker, cfg, placements["reference"], cl.reference.num_actors, False)
-    rollout = ActorGroup("rollout", RolloutWorker, cfg, placements["rollout"], cfg.rollout.num_engines, False)
-    critic = (ActorGroup("critic", CriticWorker, cfg, placements["critic"], cl.critic.num_actors)
-              if cfg.ppo.advantage == "gae" else None)
     needs_rm = any(src.kind == "model" for src in cfg.ppo.rewards)
-    reward = ActorGroup("reward", RewardWorker, cfg, placements["reward"], cl.reward.num_actors, False) if needs_rm else None
     if needs_rm and dirs.reward is None:
         raise ValueError("ppo.rewards has a 'model' source but no trained reward model was given")
+
+    def group(role: str, worker_cls: type, n: int, distributed: bool) -> ActorGroup:
+        groups.append(ActorGroup(role, worker_cls, cfg, placements[role], n, distributed))
+        return groups[-1]
+
+    policy = group("policy", PolicyWorker, cl.policy.num_actors, True)
+    reference = group("reference", ReferenceWorker, cl.reference.num_actors, False)
+    rollout = group("rollout", RolloutWorker, cfg.rollout.num_engines, False)
+    critic = group("critic", CriticWorker, cl.critic.num_actors, True) if cfg.ppo.advantage == "gae" else None
+    reward = group("reward", RewardWorker, cl.reward.num_actors, False) if needs_rm else None
     futures = [
-        (policy, policy.submit("init_model", str(dirs.policy), total_updates), "init_model"),
-        (reference, reference.submit("init_model", str(dirs.policy)), "init_model"),
-        (rollout, rollout.submit("init_model", str(dirs.policy)), "init_model"),
+        (policy, policy.submit("init_model", str(dirs.policy), total_updates)),
+        (reference, reference.submit("init_model", str(dirs.policy))),
+        (rollout, rollout.submit("init_model", str(dirs.policy))),
     ]
     if critic is not None:
-        futures.append((critic, critic.submit("init_model", str(dirs.critic_init), total_updates), "init_model"))
+        futures.append((critic, critic.submit("init_model", str(dirs.critic_init), total_updates)))
     if reward is not None:
-        futures.append((reward, reward.submit("init_model", str(dirs.reward)), "init_model"))
-    for group, refs, method in futures:
-        group.collect(refs, method)
+        futures.append((reward, reward.submit("init_model", str(dirs.reward))))
+    for g, refs in futures:
+        g.collect(refs, "init_model")
     return Roles(policy, reference, rollout, critic, reward, placements)
 
 

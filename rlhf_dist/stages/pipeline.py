@@ -138,7 +138,10 @@ def finish(cfg: RLHFConfig, run_dir: Path, policy_dir: Path, start_policy: Path,
 
     ev = evaluate_policy(cfg, policy_dir, start_policy, last.reward_dir, judge=cfg.eval.judge)
     summary = {
-        "rm_accuracy": ev.get("rm_accuracy", last.rm_metrics.get("accuracy")),
+        # held-out accuracy of the last round's RM on the data it was validated on (for rounds trained on
+        # annotated policy samples: a held-out fifth of that feedback); eval's figure is on data.eval_pairs
+        "rm_accuracy": last.rm_metrics.get("accuracy"),
+        "rm_accuracy_eval_pairs": ev.get("rm_accuracy"),
         "win_rate": ev["win_rate"], "kl": ev["kl"], "wall_seconds": round(time.time() - started, 1),
         "judge": cfg.eval.judge, "eval": ev, "policy_dir": str(policy_dir), "start_policy_dir": str(start_policy),
     }

@@ -37,7 +37,7 @@ class Placement:
     first_bundle: int = 0
 
 
-def create_placements(cfg: RLHFConfig) -> dict[str, Placement]:
+def create_placements(cfg: RLHFConfig, timeout_s: float = 120.0) -> dict[str, Placement]:
     """One placement group per role (disaggregated) or one shared by all roles (colocated)."""
     cl = cfg.cluster
     resources = {role: getattr(cl, role) for role in ROLES}
@@ -52,15 +52,19 @@ def create_placements(cfg: RLHFConfig) -> dict[str, Placement]:
             gpu = sum(resources[r].gpus_per_actor for r in ROLES if i < counts[r])
             bundles.append({"CPU": cpu, **({"GPU": gpu} if gpu else {})})
         pg = placement_group(bundles, strategy="PACK")
-        _wait_ready(pg, "colocated")
+        _wait_ready(pg, "colocated", timeout_s)
         return {role: Placement(pg) for role in ROLES}
     out = {}
     for role in ROLES:
         res = resources[role]
         bundle = {"CPU": res.cpus_per_actor, **({"GPU": res.gpus_per_actor} if res.gpus_per_actor else {})}
         pg = placement_group([dict(bundle) for _ in range(counts[role])], strategy="PACK")
-        _wait_ready(pg, role)
         out[role] = Placement(pg)
+        try:
+            _wait_ready(pg, role, timeout_s)
+        except WorkerError:
+            remove_placements(out)  # give back what was reserved before failing
+            raise
     return out
 
 

@@ -1,0 +1,208 @@
+"""`rlhf-dist plan`: model sizes, memory formulas against known figures, placement, failures, presets."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from rlhf_dist.cli import main
+from rlhf_dist.cluster.facts import ModelFacts, estimate_params, facts_from_config_json, model_facts
+from rlhf_dist.cluster.memory import (
+    CUDA_CONTEXT, GIB, PROCESS_HOST, Shape, kv_bytes_per_token, layer_activation_bytes, lora_params,
+    rollout_memory, trainer_memory,
+)
+from rlhf_dist.cluster.placement import Hardware, actor_devices, make_groups, parse_hardware, place
+from rlhf_dist.cluster.plan import make_plan
+from rlhf_dist.config import LoRAConfig, RolloutConfig, TrainConfig, load_config
+
+LLAMA_8B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "tie_word_embeddings": False}
+LLAMA_70B = {**LLAMA_8B, "hidden_size": 8192, "intermediate_size": 28672, "num_hidden_layers": 80,
+             "num_attention_heads": 64}
+LLAMA_1B = {**LLAMA_8B, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+            "head_dim": 64, "tie_word_embeddings": True}
+PRESETS = sorted(Path("configs").glob("*.yaml"))
+SHAPE = Shape(seq=2048, response=1024)
+
+
+def facts8b() -> ModelFacts:
+    return facts_from_config_json(LLAMA_8B, "test")
+
+
+@pytest.mark.parametrize("config, published", [(LLAMA_8B, 8_030_261_248), (LLAMA_70B, 70_553_706_496),
+                                               (LLAMA_1B, 1_235_814_400)])
+def test_param_count_matches_published_models(config, published):
+    # Meta's safetensors index totals / 2 bytes for Llama-3.1-8B/70B and Llama-3.2-1B (tied embeddings)
+    assert facts_from_config_json(config, "x").num_params == published
+
+
+def test_local_dir_counts_safetensors_exactly(tiny_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_dist.config import ModelConfig
+    from rlhf_dist.models.scalar_head import HEAD_META
+    from rlhf_dist.cluster.facts import SCALAR_HEAD_META
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    facts = model_facts(ModelConfig(path=str(tiny_llama_dir)), "policy.path")
+    assert facts.num_params == sum(p.numel() for p in model.parameters())
+    assert facts.num_params == estimate_params(64, 128, 2, 2, 1, 32, 259, tied=False)
+    assert SCALAR_HEAD_META == HEAD_META
+
+
+def test_missing_model_names_the_arch_field():
+    cfg = load_config(None, ["policy.path=/nowhere/Llama-3.1-8B-Instruct"])
+    with pytest.raises(ValueError, match=r"copy its size facts .* into policy\.arch"):
+        make_plan(cfg, parse_hardware(None, cfg))
+
+
+@pytest.mark.parametrize("stage, per_param", [(0, 2 + 2 + 12), (1, 2 + 2 + 12 / 8), (2, 2 + (2 + 12) / 8),
+                                              (3, 16 / 8)])
+def test_mixed_precision_adam_is_16_bytes_per_param_split_by_zero_stage(stage, per_param):
+    p = 1_000_000_000
+    mem = trainer_memory("critic", facts8b(), p, TrainConfig(zero_stage=stage), "bfloat16", 8, LoRAConfig(), SHAPE,
+                         False, lm_head=False, device="cuda")
+    assert mem.params + mem.grads + mem.optimizer == pytest.approx(per_param * p)
+
+
+def test_fp32_adam_is_16_bytes_per_param_too():
+    mem = trainer_memory("critic", facts8b(), 10**9, TrainConfig(zero_stage=0), "float32", 1, LoRAConfig(), SHAPE,
+                         False, lm_head=False, device="cpu")
+    assert (mem.params, mem.grads, mem.optimizer) == (4e9, 4e9, 8e9)
+
+
+def test_optimizer_offload_moves_states_and_fp32_grads_to_host():
+    p, dp = 8 * 10**9, 8
+    mem = trainer_memory("policy", facts8b(), p, TrainConfig(zero_stage=3, offload_optimizer=True), "bfloat16", dp,
+                         LoRAConfig(), SHAPE, True, lm_head=True, device="cuda")
+    assert mem.optimizer == 0 and mem.params == mem.grads == 2 * p / dp
+    assert mem.host == pytest.approx(12 * p / dp + 4 * p / dp + PROCESS_HOST["cuda"])
+    # at each weight sync every rank gathers the full bf16 weights (minus its shard) and copies them to host
+    assert mem.sync == pytest.approx(2 * p - 2 * p / dp) and mem.host_transient["sync"] == 2 * p
+
+
+def test_lora_trains_r_times_in_plus_out_per_linear():
+    f = facts8b()
+    per_layer = 8 * ((4096 + 4096) * 2 + (4096 + 1024) * 2 + (4096 + 14336) * 3)  # q,o / k,v / gate,up,down
+    assert lora_params(f, LoRAConfig(enabled=True, r=8)) == 32 * per_layer
+    assert lora_params(f, LoRAConfig(enabled=True, r=8, target_modules=["q_proj", "v_proj"])) == 32 * 8 * (8192 + 5120)
+
+
+def test_activation_and_kv_formulas_by_hand():
+    f = facts8b()
+    # per token at 16 bits: norms 4h + attention 6h + 4*kv_dim + gated MLP 2h + 8i
+    assert layer_activation_bytes(f, 1, 2) == 12 * 4096 + 4 * 1024 + 8 * 14336
+    assert layer_activation_bytes(f, 10, 4) == 2 * 10 * (12 * 4096 + 4 * 1024 + 8 * 14336)
+    # Llama-3 8B KV cache in bf16: 2 x 32 layers x 8 kv heads x 128 x 2 bytes = 128 KiB per token
+    assert kv_bytes_per_token(f, "bfloat16", 1) == 128 * 1024
+    assert kv_bytes_per_token(f, "bfloat16", 2) == 64 * 1024
+    assert kv_bytes_per_token(f, "bfloat16", 16) == 16 * 1024  # fewer kv heads than TP ranks: replicated
+
+
+def test_vllm_takes_its_memory_fraction_and_the_rest_is_kv_cache():
+    f = facts8b()
+    mem = rollout_memory(f, f.num_params, RolloutConfig(gpu_memory_utilization=0.5), "bfloat16", "cuda", 80 * GIB, SHAPE)
+    assert mem.resident == pytest.approx(40 * GIB)
+    assert mem.vllm_weights == 2 * f.num_params
+    assert mem.kv_tokens == int(mem.kv_cache // (128 * 1024)) and mem.kv_tokens > 100_000
+
+
+def _cuda_cfg(*overrides: str):
+    base = ["cluster.device=cuda", *(f"cluster.{r}.gpus_per_actor=1" for r in ("policy", "critic", "reference",
+                                                                                 "reward", "rollout"))]
+    return load_config("configs/tiny.yaml", base + list(overrides))
+
+
+def test_disaggregated_groups_reserve_every_role_and_pack_nodes():
+    cfg = _cuda_cfg()
+    groups = make_groups(cfg, {"policy", "critic", "reference", "rollout"})
+    assert list(groups) == ["policy", "critic", "reference", "reward", "rollout"]
+    assert groups["reward"][0].actors == []  # reserved by create_placements even without a reward model
+    problems = place(groups, Hardware(nodes=2, gpus_per_node=4), "cuda")
+    assert problems == []
+    assert [b.node for bs in groups.values() for b in bs] == [0, 0, 0, 0, 1, 1]  # first fit, PACK
+
+
+def test_colocated_bundle_sums_roles_and_they_share_one_gpu():
+    cfg = _cuda_cfg("cluster.colocate=true", *(f"cluster.{r}.gpus_per_actor=0.2" for r in
+                                               ("policy", "critic", "reference", "reward", "rollout")))
+    groups = make_groups(cfg, {"policy", "critic", "reference", "rollout"})
+    bundles = groups["colocated"]
+    assert [b.gpu for b in bundles] == pytest.approx([1.0, 0.2])  # rank 1 exists only for the policy (2 actors)
+    assert place(groups, Hardware(nodes=1, gpus_per_node=2), "cuda") == []
+    assert set(map(tuple, actor_devices(bundles[0]).values())) == {(bundles[0].devices[0],)}
+
+
+def test_too_few_gpus_and_oversized_bundles_fail_clearly():
+    cfg = _cuda_cfg("rollout.tensor_parallel_size=8", "cluster.rollout.gpus_per_actor=8")
+    plan = make_plan(cfg, Hardware(nodes=1, gpus_per_node=4, gpu_mem_gib=80))
+    text = "\n".join(plan.problems)
+    assert not plan.fits
+    assert "rollout bundle 0 needs 8 GPUs in one node; nodes have 4" in text
+    assert "ask for 13 GPUs; the cluster has 1 x 4 = 4" in text
+
+
+def test_memory_over_capacity_names_the_device_and_phase():
+    cfg = load_config("configs/llama70b-multinode.yaml")
+    plan = make_plan(cfg, Hardware(nodes=3, gpus_per_node=8, gpu_mem_gib=79, cpus_per_node=112, ram_gib=1900))
+    text = "\n".join(plan.problems)
+    assert "node0 gpu0-7 (8 alike): peak 140.6 GiB (during sync) > capacity 79.0 GiB each; roles there: policy" in text
+    assert "roles there: reference" in text and "during inference" in text
+
+
+def test_kv_cache_and_tensor_parallel_checks():
+    cfg = load_config("configs/llama8b-1node-8gpu.yaml", ["rollout.gpu_memory_utilization=0.2"])
+    plan = make_plan(cfg, Hardware(nodes=1, gpus_per_node=8, gpu_mem_gib=79))
+    assert any("exceed rollout.gpu_memory_utilization 0.2" in p for p in plan.problems)
+    cfg = load_config("configs/llama70b-multinode.yaml", ["rollout.tensor_parallel_size=3",
+                                                          "cluster.rollout.gpus_per_actor=3"])
+    plan = make_plan(cfg, Hardware(nodes=3, gpus_per_node=8, gpu_mem_gib=179))
+    assert any("tensor_parallel_size 3 must divide the policy's 64 attention heads" in p for p in plan.problems)
+
+
+def test_hardware_spec_parsing():
+    cfg = _cuda_cfg()
+    hw = parse_hardware("nodes=2,gpus_per_node=4,gpu_mem_gib=40.5", cfg)
+    assert (hw.nodes, hw.gpus_per_node, hw.gpu_mem_gib, hw.cpus_per_node) == (2, 4, 40.5, None)
+    with pytest.raises(ValueError, match="KEY in nodes"):
+        parse_hardware("gpus=8", cfg)
+    with pytest.raises(ValueError, match="must be a number"):
+        parse_hardware("nodes=two", cfg)
+
+
+def _stated_hardware(preset: Path) -> str:
+    match = re.search(r"^# hardware: (\S+)", preset.read_text(), re.M)
+    assert match, f"{preset} states no '# hardware:' line"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_every_preset_validates_and_plans_for_its_stated_hardware(preset, capsys):
+    spec = _stated_hardware(preset)
+    assert main(["plan", str(preset), "--cluster", spec]) == 0
+    out = capsys.readouterr().out
+    assert "OK: the plan fits" in out and "DOES NOT FIT" not in out
+    cfg = load_config(preset)
+    plan = make_plan(cfg, parse_hardware(spec, cfg))
+    for mem in plan.memory.values():  # every role's estimate is real, not empty
+        assert mem.peak > (CUDA_CONTEXT if cfg.cluster.device == "cuda" else 0)
+
+
+def test_plan_cli_json_and_overrides_after_config(capsys):
+    # --config plus an override whose value argparse would take for the positional CONFIG
+    code = main(["plan", "--config", "configs/tiny.yaml", "--rollout.num_engines", "2",
+                 "--cluster.rollout.num_actors", "2", "--json", "--cluster", "nodes=1,cpus_per_node=2,ram_gib=8"])
+    assert code == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["fits"] and len(plan["placement"]["rollout"]) == 2
+    assert plan["memory"]["policy"]["grads"] > 0
+
+
+def test_plan_cli_exit_codes(capsys):
+    assert main(["plan", "configs/llama8b-1node-8gpu.yaml", "--cluster", "nodes=1,gpus_per_node=4"]) == 1
+    assert "DOES NOT FIT" in capsys.readouterr().out
+    assert main(["plan", "configs/tiny.yaml", "--ppo.kl.coeff", "1"]) == 2  # typo: config error, no plan
+    assert "did you mean 'coef'" in capsys.readouterr().err
