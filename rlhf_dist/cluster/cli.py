@@ -60,6 +60,8 @@ def cmd_plan(load_cfg: Callable) -> Handler:
         except PlanError as err:
             print(f"rlhf-dist plan: {err}", file=sys.stderr)
             return 2
+        if args.cluster is None and cfg.cluster.device == "cuda":
+            print(f"rlhf-dist plan: no --cluster given: planning for {plan.hardware.describe('cuda')}", file=sys.stderr)
         print(json.dumps(plan_to_dict(plan), indent=2) if args.json else render_plan(plan, args.config or "<defaults>"))
         return 0 if plan.fits else 1
 

@@ -77,7 +77,10 @@ def _role_facts(cfg: RLHFConfig, active: set[str]) -> dict[str, ModelFacts]:
     reward = model_facts(cfg.reward_model, "reward_model.path") if "reward" in active else None
     # stages/ppo.py: the critic starts from the trained reward model when there is one, else the policy
     critic = reward if (cfg.critic.init_from == "reward" and reward is not None) else policy
-    return {"policy": policy, "reference": policy, "rollout": policy, "critic": critic, **({"reward": reward} if reward else {})}
+    out = {"policy": policy, "reference": policy, "rollout": policy, "critic": critic}
+    if reward is not None:
+        out["reward"] = reward
+    return out
 
 
 def role_memory(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str], hw: Hardware) -> dict[str, Memory]:
@@ -124,7 +127,8 @@ def _role_infos(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str])
             continue
         f = facts[role]
         params = f.backbone_params if role in ("critic", "reward") else f.num_params
-        model = f"{params / 1e9:.2f}B params ({f.source})" if params >= 1e8 else f"{params / 1e6:.2f}M params ({f.source})"
+        size = f"{params / 1e9:.2f}B" if params >= 1e8 else f"{params / 1e6:.2f}M"
+        model = f"{size} params ({f.source})"
         if role in ("policy", "critic"):
             t = ppo.policy_train if role == "policy" else ppo.critic_train
             accum = t.global_batch_size // (t.micro_batch_size * n)
@@ -167,8 +171,9 @@ def _device_loads(plan: Plan) -> None:
         placed = actor_devices(bundle) if cuda else {(r, k): [] for r, k, _ in bundle.actors}
         for (role, rank), devices in placed.items():
             mem = plan.memory[role]
-            shard = role == "rollout"  # a TP engine's estimate is per device; other roles use one device
-            for d in devices if shard else devices[:1]:
+            # a TP engine's estimate is per device (over TP devices); other roles use one device
+            used = devices[: plan.cfg.rollout.tensor_parallel_size] if role == "rollout" else devices[:1]
+            for d in used:
                 per_device.setdefault((bundle.node, d), []).append((role, rank, mem.resident, mem.transient()))
             host = dict(mem.host_transient)
             if not cuda:  # on CPU the model lives in RAM: device and host parts add up; loading is in place

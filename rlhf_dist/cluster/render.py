@@ -51,7 +51,9 @@ def _load_lines(loads: list[DeviceLoad]) -> list[str]:
     for label, load in group_loads(loads):
         roles = Counter(r for r, _ in load.members)
         who = " + ".join(f"{r}{f' x{c}' if c > 1 else ''}" for r, c in roles.items()) or "nothing"
-        cap = "" if load.capacity == float("inf") else f" / {fmt(load.capacity)} GiB ({100 * load.peak / load.capacity:.0f}%)"
+        cap = ""
+        if load.capacity != float("inf"):
+            cap = f" / {fmt(load.capacity)} GiB ({100 * load.peak / load.capacity:.0f}%)"
         extra = f" + {fmt(load.peak - load.resident)} during {load.phase}" if load.peak > load.resident else ""
         lines.append(f"  {label:<26} {fmt(load.resident)} resident{extra} = {fmt(load.peak)}{cap}  [{who}]")
     return lines
@@ -59,25 +61,31 @@ def _load_lines(loads: list[DeviceLoad]) -> list[str]:
 
 def render_plan(plan: Plan, config_name: str = "") -> str:
     cfg, hw = plan.cfg, plan.hardware
-    layout = "colocated (one shared placement group)" if cfg.cluster.colocate else "disaggregated (one placement group per role)"
-    lines = [f"plan {config_name}".rstrip(), f"hardware: {hw.describe(cfg.cluster.device)}; device {cfg.cluster.device}, {layout}",
+    layout = ("colocated (one shared placement group)" if cfg.cluster.colocate
+              else "disaggregated (one placement group per role)")
+    lines = [f"plan {config_name}".rstrip(),
+             f"hardware: {hw.describe(cfg.cluster.device)}; device {cfg.cluster.device}, {layout}",
              "", "roles"]
     for info in plan.roles:
         per = f"{info.cpus:g} CPU" + (f" {info.gpus:g} GPU" if info.gpus else "")
         lines.append(f"  {info.role:<10} {info.actors:>3} x {per:<15} {info.model}")
         lines.append(f"  {'':<10} {'':>3}   {'':<15} {info.parallel}")
     lines += ["", "placement groups (bundles -> nodes)"] + _placement_lines(plan)
-    lines += ["", "memory per actor, GiB (a TP engine: per device; peak = resident + worst phase)"] + _memory_lines(plan)
+    lines += ["", "memory per actor, GiB (a TP engine: per device; peak = resident + worst phase)"]
+    lines += _memory_lines(plan)
     unit = "GPU" if cfg.cluster.device == "cuda" else "node RAM (the models live in RAM on CPU)"
     lines += ["", f"per {unit}"] + _load_lines(plan.devices)
     if plan.hosts:
-        lines += ["", "host RAM per node (loading copies, offloaded states, weight-sync copies)"] + _load_lines(plan.hosts)
+        lines += ["", "host RAM per node (loading copies, offloaded states, weight-sync copies)"]
+        lines += _load_lines(plan.hosts)
     if plan.notes:
         lines += ["", "notes"] + [f"  - {n}" for n in plan.notes]
     lines.append("")
     if plan.fits:
         worst = max(plan.devices, key=lambda d: d.peak / d.capacity, default=None)
-        usage = f" (highest: {worst.name} at {100 * worst.peak / worst.capacity:.0f}%)" if worst and worst.capacity != float("inf") else ""
+        usage = ""
+        if worst is not None and worst.capacity != float("inf"):
+            usage = f" (highest: {worst.name} at {100 * worst.peak / worst.capacity:.0f}%)"
         lines.append(f"OK: the plan fits{usage}")
     else:
         lines.append("DOES NOT FIT:")

@@ -71,8 +71,8 @@ def make_client(address: str, token_file: str | None = None):
                 "or set RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH, or pass --token-file")
         raise SubmitError(f"{address}: the cluster requires token authentication; {hint}\n({err})") from None
     except ConnectionError as err:
-        raise SubmitError(f"cannot reach the Ray dashboard at {address}: {err}. Is the head running, and is its "
-                          "dashboard port (8265) reachable from here (e.g. `ssh -L 8265:localhost:8265 HEAD`)?") from None
+        raise SubmitError(f"cannot reach the Ray dashboard at {address}: {err}. Is the head running, and is "
+                          "its dashboard port reachable from here (e.g. `ssh -L 8265:localhost:8265 HEAD`)?") from None
 
 
 def _excluded(rel: Path, is_dir: bool, patterns: list[str]) -> bool:

@@ -38,6 +38,8 @@ def _check_devices(cfg: "RLHFConfig") -> None:
             f"cluster.rollout.num_actors ({cl.rollout.num_actors}) must equal rollout.num_engines "
             f"({cfg.rollout.num_engines}): one actor per engine"
         )
+    if cfg.rollout.sync_backend == "nccl" and (cl.device != "cuda" or cfg.rollout.backend != "vllm"):
+        raise ValueError("rollout.sync_backend 'nccl' needs cluster.device 'cuda' and rollout.backend 'vllm'")
     if cl.device == "cpu" and cfg.rollout.tensor_parallel_size > 1:
         raise ValueError("rollout.tensor_parallel_size > 1 needs cluster.device 'cuda'")
     if cl.device == "cuda" and not cl.colocate:

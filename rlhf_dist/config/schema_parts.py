@@ -130,6 +130,9 @@ class RolloutConfig(Strict):
     kv_cache_gib: int = Field(1, ge=1, le=4096, description="vLLM CPU KV cache size in GiB (CPU only).")
     enforce_eager: bool = Field(True, description="Disable CUDA graphs / compilation: faster start, slower decode.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling parameters.")
+    sync_backend: Literal["object_store", "nccl"] = Field(
+        "object_store", description="Weight transport policy -> engines: Ray's object store (any device), or an NCCL "
+        "broadcast from policy rank 0 into the vLLM workers (CUDA, vllm backend).")
     sync_bucket_mb: int = Field(256, ge=1, le=65_536, description="Weight-sync bucket size in MiB.")
     sync_timeout_s: float = Field(600.0, gt=0, description="A weight sync slower than this fails the step.")
 

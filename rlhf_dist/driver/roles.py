@@ -52,6 +52,7 @@ class Roles:
     critic: ActorGroup | None  # only for GAE
     reward: ActorGroup | None  # only with a 'model' reward source
     placements: dict[str, Placement]
+    nccl_ready: bool = False  # the NCCL weight-sync group exists (rollout.sync_backend nccl)
 
     def trainers(self) -> dict:
         return {"policy": self.policy, "critic": self.critic}
@@ -167,20 +168,43 @@ def train(roles: Roles, experience: dict[str, torch.Tensor], step: int) -> tuple
 
 
 def sync_weights(roles: Roles, cfg: RLHFConfig) -> int:
-    """Policy rank 0 -> every rollout engine, bucket by bucket through the object store.
+    """Policy rank 0 -> every rollout engine, bucket by bucket (buckets end at layer boundaries).
 
-    The gather is a collective on all policy ranks (ZeRO-3 gathers once per sync); each bucket
-    is put once and fetched by every engine without passing through the driver. Returns bytes sent.
+    The gather is a collective on all policy ranks (ZeRO-3 gathers once per sync, LoRA is merged).
+    object_store: each bucket is put once and fetched by every engine, never through the driver.
+    nccl (CUDA): rank 0 broadcasts each bucket GPU-to-GPU into the vLLM workers.
+    A bucket slower than rollout.sync_timeout_s fails the step. Returns the bytes sent.
     """
     timeout = cfg.rollout.sync_timeout_s
     bucket_bytes = roles.policy.call("prepare_weight_sync", cfg.rollout.sync_bucket_mb)[0]
-    n_buckets = len(bucket_bytes)
-    for i in range(n_buckets):
-        bucket_ref = roles.policy.actors[0].weight_bucket.remote(i)
-        futures = [actor.update_weights.remote(bucket_ref) for actor in roles.rollout.actors]
+    rank0, engines = roles.policy.actors[0], roles.rollout
+    if cfg.rollout.sync_backend == "nccl" and not roles.nccl_ready:
+        _init_nccl_sync(roles, cfg)
+    for i in range(len(bucket_bytes)):
+        if cfg.rollout.sync_backend == "nccl":
+            meta = roles.policy.collect([rank0.weight_bucket_meta.remote(i)], "weight_bucket_meta")[0]
+            futures = [actor.receive_weights.remote(meta) for actor in engines.actors]
+            sender = [rank0.broadcast_weight_bucket.remote(i)]
+        else:
+            bucket_ref = rank0.weight_bucket.remote(i)
+            futures, sender = [actor.update_weights.remote(bucket_ref) for actor in engines.actors], []
         try:
-            roles.rollout.collect(futures, "update_weights", timeout_s=timeout)
+            roles.policy.collect(sender, "broadcast_weight_bucket", timeout_s=timeout)
+            engines.collect(futures, "update_weights", timeout_s=timeout)
         except WorkerError as err:
-            raise WorkerError(f"weight sync bucket {i + 1}/{n_buckets} failed: {err}") from None
+            raise WorkerError(f"weight sync bucket {i + 1}/{len(bucket_bytes)} failed: {err}") from None
     roles.policy.call("finish_weight_sync")
     return sum(bucket_bytes)
+
+
+def _init_nccl_sync(roles: Roles, cfg: RLHFConfig) -> None:
+    """One NCCL group: policy rank 0 is rank 0; engine e's TP workers follow. All join at once."""
+    tp = cfg.rollout.tensor_parallel_size
+    world = 1 + tp * roles.rollout.num_actors
+    rank0 = roles.policy.actors[0]
+    host, port = roles.policy.collect([rank0.weight_broadcast_rendezvous.remote()], "rendezvous")[0]
+    joins = [actor.init_weight_broadcast.remote(host, port, 1 + e * tp, world)
+             for e, actor in enumerate(roles.rollout.actors)]
+    roles.policy.collect([rank0.init_weight_broadcast.remote(host, port, world)], "init_weight_broadcast")
+    roles.rollout.collect(joins, "init_weight_broadcast")
+    roles.nccl_ready = True

@@ -57,3 +57,10 @@ class RolloutWorker(RoleWorker):
 
     def reset_prefix_cache(self) -> None:
         self.engine.reset_prefix_cache()
+
+    # NCCL weight sync (CUDA): the engine's workers join policy rank 0's broadcast group.
+    def init_weight_broadcast(self, host: str, port: int, rank_offset: int, world_size: int) -> None:
+        self.engine.init_weight_broadcast(host, port, rank_offset, world_size)
+
+    def receive_weights(self, meta: list) -> None:
+        self.engine.receive_weights(meta)

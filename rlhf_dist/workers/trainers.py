@@ -20,6 +20,15 @@ from rlhf_dist.models.forward import response_logprobs, response_values
 from rlhf_dist.workers.base import RoleWorker
 
 
+def _layer_of(name: str) -> str:
+    """'model.layers.3.mlp.up_proj.weight' -> 'model.layers.3'; non-layer names are their own group."""
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("layers", "h", "blocks", "layer") and parts[i + 1].isdigit():
+            return ".".join(parts[: i + 2])
+    return name
+
+
 def _micro_batches(batch: dict[str, torch.Tensor], size: int, order: torch.Tensor):
     for start in range(0, len(order), size):
         idx = order[start : start + size]
@@ -114,20 +123,40 @@ class PolicyWorker(TrainWorker):
         self._buckets: list[list[tuple[str, torch.Tensor]]] = []
         if self.rank != 0:
             return []
-        limit, current, size = bucket_mb * 2**20, [], 0
+        limit, current, size, layer = bucket_mb * 2**20, [], 0, None
         for name, tensor in state.items():
             nbytes = tensor.numel() * tensor.element_size()
-            if current and size + nbytes > limit:
+            # Cut only between layers: a bucket then holds whole fused layers (q/k/v, gate/up),
+            # which an engine can load the moment the bucket arrives.
+            if current and size + nbytes > limit and _layer_of(name) != layer:
                 self._buckets.append(current)
                 current, size = [], 0
             current.append((name, tensor))
             size += nbytes
+            layer = _layer_of(name)
         if current:
             self._buckets.append(current)
         return [sum(t.numel() * t.element_size() for _, t in b) for b in self._buckets]
 
     def weight_bucket(self, index: int) -> list[tuple[str, torch.Tensor]]:
         return self._buckets[index]
+
+    # ---- NCCL weight sync (CUDA): rank 0 broadcasts buckets into the vLLM workers ----
+    def weight_broadcast_rendezvous(self) -> tuple[str, int]:
+        return self.rendezvous()
+
+    def init_weight_broadcast(self, host: str, port: int, world_size: int) -> None:
+        from rlhf_dist.backends.rollout.nccl_sync import NcclSender
+
+        self._sender = NcclSender(host, port, world_size)
+
+    def weight_bucket_meta(self, index: int) -> list:
+        from rlhf_dist.backends.rollout.nccl_sync import bucket_meta
+
+        return bucket_meta(self._buckets[index])
+
+    def broadcast_weight_bucket(self, index: int) -> None:
+        self._sender.send(self._buckets[index])
 
     def finish_weight_sync(self) -> None:
         self._buckets = []

@@ -111,7 +111,8 @@ def _cli(args: list[str], token: Path | None, home: Path, program: Path = VENV_B
 def _jobs(head) -> list:
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(head["address"], headers={"Authorization": f"Bearer {head['token'].read_text().strip()}"})
+    token = head["token"].read_text().strip()
+    client = JobSubmissionClient(head["address"], headers={"Authorization": f"Bearer {token}"})
     return client.list_jobs()
 
 

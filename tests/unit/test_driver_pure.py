@@ -136,3 +136,19 @@ def test_make_experience_gae_puts_score_minus_kl_on_last_token():
     # row 0 has 2 tokens: rewards [-0.05, 1 - 0.05]
     assert exp.rewards[0].tolist() == pytest.approx([-0.05, 0.95])
     assert stats["kl/seq_k1"] == pytest.approx((1.0 + 0.5 + 0.5 + 1.0) / 4)
+
+
+def test_weight_buckets_only_cut_between_layers():
+    from rlhf_dist.workers.trainers import _layer_of
+
+    assert _layer_of("model.layers.3.self_attn.q_proj.weight") == "model.layers.3"
+    assert _layer_of("model.layers.3.mlp.up_proj.weight") == "model.layers.3"
+    assert _layer_of("lm_head.weight") == "lm_head.weight"
+    assert _layer_of("transformer.h.11.attn.c_attn.weight") == "transformer.h.11"
+
+
+def test_nccl_sync_rule_needs_cuda():
+    from rlhf_dist.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="sync_backend 'nccl' needs cluster.device 'cuda'"):
+        load_config(None, ["rollout.sync_backend=nccl"])

@@ -165,7 +165,9 @@ def test_cuda_image_installs_the_gpu_extra():
     text = Path("docker/Dockerfile").read_text()
     assert _requirements_in(text) >= {"base", "gpu", "models"}
     gpu = Path("requirements/gpu.txt").read_text()
-    assert re.search(r"^vllm==0\.33\.0$", gpu, re.M) and "ARG TORCH_VERSION=2.14.0" in text  # vllm 0.33.0's pin
+    # vllm 0.33.0 pins torch 2.14.0 (CUDA); the CPU pin lives in cpu.txt, which this image never reads
+    assert re.search(r"^vllm==0\.33\.0$", gpu, re.M) and re.search(r"^torch==2\.14\.0$", gpu, re.M)
+    assert "cpu" not in _requirements_in(text)
     assert "python3.11" in text
 
 

@@ -104,7 +104,8 @@ def test_activation_and_kv_formulas_by_hand():
 
 def test_vllm_takes_its_memory_fraction_and_the_rest_is_kv_cache():
     f = facts8b()
-    mem = rollout_memory(f, f.num_params, RolloutConfig(gpu_memory_utilization=0.5), "bfloat16", "cuda", 80 * GIB, SHAPE)
+    rollout = RolloutConfig(gpu_memory_utilization=0.5)
+    mem = rollout_memory(f, f.num_params, rollout, "bfloat16", "cuda", 80 * GIB, SHAPE)
     assert mem.resident == pytest.approx(40 * GIB)
     assert mem.vllm_weights == 2 * f.num_params
     assert mem.kv_tokens == int(mem.kv_cache // (128 * 1024)) and mem.kv_tokens > 100_000

@@ -165,6 +165,17 @@ class VLLMEngine(RolloutEngine):
         self._llm.collective_rpc("rlhf_load_weights", args=(ready,))
         self.reset_prefix_cache()
 
+    def init_weight_broadcast(self, host: str, port: int, rank_offset: int, world_size: int) -> None:
+        """CUDA: join the NCCL group through which policy rank 0 broadcasts weights (a collective)."""
+        if self.device != "cuda":
+            raise ValueError("NCCL weight sync needs cluster.device 'cuda' (use rollout.sync_backend object_store)")
+        self._llm.collective_rpc("rlhf_nccl_init", args=(host, port, rank_offset, world_size))
+
+    def receive_weights(self, meta: list) -> None:
+        """CUDA: receive one bucket over NCCL (whole layers) into every worker, then drop stale KV."""
+        self._llm.collective_rpc("rlhf_nccl_receive", args=(meta,))
+        self.reset_prefix_cache()
+
     @property
     def pending_weight_names(self) -> list[str]:
         """Tensors received but held back until the rest of their layer arrives."""

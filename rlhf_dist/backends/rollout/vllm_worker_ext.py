@@ -77,3 +77,22 @@ class WeightUpdateExtension:
                 method = getattr(modules[name], "quant_method", None)
                 if name not in loaded and method is not None:
                     method.process_weights_after_loading(modules[name])
+
+    # ---- NCCL weight sync (CUDA): see rlhf_dist/backends/rollout/nccl_sync.py ----
+    def rlhf_nccl_init(self, host: str, port: int, rank_offset: int, world_size: int) -> int:
+        """Join the policy -> engines broadcast group as rank rank_offset + this worker's TP rank."""
+        from vllm.distributed import get_tensor_model_parallel_rank
+
+        from rlhf_dist.backends.rollout.nccl_sync import create_communicator
+
+        rank = rank_offset + get_tensor_model_parallel_rank()
+        self._rlhf_nccl = create_communicator(host, port, rank, world_size, self.device)  # type: ignore[attr-defined]
+        return rank
+
+    def rlhf_nccl_receive(self, meta: list) -> int:
+        """Receive one bucket (whole layers) from policy rank 0 and load it in place."""
+        from rlhf_dist.backends.rollout.nccl_sync import receive_bucket
+
+        bucket = receive_bucket(self._rlhf_nccl, meta, self.device)  # type: ignore[attr-defined]
+        return self.rlhf_load_weights(bucket)
+
