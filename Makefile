@@ -19,6 +19,7 @@ help:
 	@echo "make test    run the whole test suite (unit + integration, real engines)"
 	@echo "make test-fast  unit tests only"
 	@echo "make docs    regenerate docs/config-reference.md from the schema"
+	@echo "make bench   run every benchmark (bench/README.md); BENCH_ARGS=--quick for a short smoke run"
 
 setup: $(STAMP)
 
@@ -42,6 +43,20 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Benchmarks (not tests): PPO vs TRL, generation, phases, scaling; results in bench/results/.
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.rlhf-dist-bench-installed
+
+$(BENCH_STAMP): $(STAMP) requirements/bench.txt
+	$(PY) -m pip install -q -r requirements/bench.txt
+	@touch $(BENCH_STAMP)
+
+bench: setup $(BENCH_STAMP)
+	$(PY) -m bench.ppo_vs_trl $(BENCH_ARGS)
+	$(PY) -m bench.generation $(BENCH_ARGS)
+	$(PY) -m bench.phases $(BENCH_ARGS)
+	$(PY) -m bench.scaling $(BENCH_ARGS)
 
 docs: setup
 	$(VENV)/bin/rlhf-dist config schema --markdown > docs/config-reference.md

@@ -66,7 +66,8 @@ def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackSto
         samples = engine.generate(ids, sampling, seed=cfg.run.seed * 31 + round_index)
     finally:
         engine.shutdown()
-    annotator = SimulatedAnnotator(cfg.pipeline.annotator_rule, cfg.pipeline.annotator_noise, seed=cfg.run.seed + round_index)
+    pc = cfg.pipeline
+    annotator = SimulatedAnnotator(pc.annotator_rule, pc.annotator_noise, pc.annotator_tie_margin, seed=cfg.run.seed + round_index)
     added = 0
     for prompt, (a, b) in zip(prompts, samples):
         text_a = tokenizer.decode(a.response_ids, skip_special_tokens=True).strip() or "(empty)"

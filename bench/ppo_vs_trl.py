@@ -1,0 +1,139 @@
+"""PPO throughput: rlhf-dist vs TRL's PPOTrainer (trl 1.12, trl.experimental.ppo) at equal settings.
+
+    .venv/bin/python -m bench.ppo_vs_trl [--quick] [--sizes tiny,smollm2] [--repeats N]
+
+For each model size, A/B runs alternate (rlhf-dist, TRL, then TRL, rlhf-dist, ...) in fresh
+processes; each run does `warmup` unmeasured PPO steps then `steps` measured ones. Reported:
+episodes/s and generated tokens/s from the median step period of each run, the median over
+repeats, and the rlhf-dist / TRL ratio (median of the per-repeat ratios).
+
+Fairness (the same in both arms): the same policy/reference, the same reward model and critic
+(scalar head on the policy backbone; TRL gets *ForSequenceClassification copies with the same
+weights), the same prompt token ids, rollout batch, fixed response length (eos ignored in both),
+PPO epochs and mini-batches (one optimizer step per mini-batch, no gradient accumulation, grad
+clip 1.0), fp32, KL k1 coef 0.05, GAE, no gradient checkpointing, the same 2 cores. Differences
+that remain are listed in the JSON (`fairness`) and bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.arms import DEFAULTS  # noqa: E402
+from bench.common import (  # noqa: E402
+    arch_facts, matmul_rate, median, model_dirs, other_cpu_users, ppo_step_flops, print_table, run_child, setup_env,
+    spread, wait_quiet, write_result,
+)
+
+PRESETS = {
+    "tiny": {"size": "tiny", "batch": 16, "response": 32, "epochs": 2, "minibatches": 2, "warmup": 1, "steps": 4},
+    "smollm2": {"size": "smollm2", "batch": 8, "response": 16, "epochs": 1, "minibatches": 2, "warmup": 1, "steps": 2},
+}
+QUICK = {"tiny": {"steps": 2}, "smollm2": {"steps": 1}}
+
+FAIRNESS = {
+    "same": [
+        "policy and reference weights (one HF dir), reward model and critic (one scalar-head dir on the policy "
+        "backbone; TRL: *ForSequenceClassification built from it, score.weight = head weight, head bias is 0)",
+        "prompt token ids (rlhf_dist encode_prompt, left-truncated to max_prompt), rollout batch, fp32 everywhere",
+        "fixed response length: eos/stop ids ignored in both (TRL default stop_token=None; rlhf-dist engines patched "
+        "by bench/hooks.py), sampling temperature 1, top-k/top-p off",
+        "PPO epochs and mini-batches: one optimizer step per mini-batch, no gradient accumulation, AdamW, grad clip 1.0",
+        "GAE (gamma 1, lambda 0.95), KL k1 with coef 0.05, whitened advantages; no gradient checkpointing",
+        "CPU cores: TRL = one process with torch threads = all cores; rlhf-dist = a private Ray cluster with "
+        "num_cpus = all cores, actors with cpus_per_actor 0.25 (1 torch thread each) time-sharing them",
+    ],
+    "different": [
+        "rlhf-dist recomputes old log-probs with a policy forward (vLLM's own are only used for a diagnostic); TRL "
+        "takes them from the generation logits: rlhf-dist does one extra policy forward per step (counted in FLOPs)",
+        "rlhf-dist trains policy and critic in separate processes concurrently; TRL runs one forward/backward through "
+        "PolicyAndValueWrapper with one optimizer",
+        "rlhf-dist's reward actor scores TEXT (decode, re-tokenise with the RM tokenizer, + eos): a few tokens longer "
+        "than TRL's token-id scoring; TRL treats pad-id tokens inside a response as padding",
+        "rlhf-dist syncs weights to the vLLM engine after every step (a cost TRL does not have: it generates with the "
+        "training model)",
+    ],
+}
+
+
+def run_size(name: str, args) -> dict:
+    settings = dict(PRESETS[name])
+    if args.quick:
+        settings.update(QUICK[name])
+    if args.steps:
+        settings["steps"] = args.steps
+    dirs = model_dirs(settings["size"])  # build/convert once, before the children race for it
+    runs = {"rlhf": [], "trl": []}
+    for rep in range(args.repeats):
+        order = ["rlhf", "trl"] if rep % 2 == 0 else ["trl", "rlhf"]
+        for arm in order:
+            quiet = wait_quiet(args.max_load, args.wait_quiet)
+            out = run_child(["-m", "bench.arms", arm, "--settings", json.dumps(settings)], timeout_s=args.timeout)
+            out["quiet"] = quiet
+            out["repeat"] = rep
+            measured = out["periods"][settings["warmup"]:]
+            out["step_s"] = median(measured)
+            out["episodes_per_s"] = settings["batch"] / out["step_s"]
+            out["tokens_per_s"] = settings["batch"] * settings["response"] / out["step_s"]
+            runs[arm].append(out)
+            print(f"[ppo_vs_trl] {name} rep {rep} {arm:5s}: step {out['step_s']:.3f}s  "
+                  f"{out['episodes_per_s']:.2f} episodes/s  load {quiet['load_before'][0]}", flush=True)
+    ratios = [r["episodes_per_s"] / t["episodes_per_s"] for r, t in zip(runs["rlhf"], runs["trl"])]
+    facts = arch_facts(dirs["policy"])
+    prompt_width = {**DEFAULTS, **settings}["max_prompt"]
+    summary = {}
+    for arm, rows in runs.items():
+        flops = ppo_step_flops(facts, facts, settings["batch"], prompt_width, settings["response"],
+                               settings["epochs"], recompute_old_logprobs=(arm == "rlhf"))
+        summary[arm] = {
+            "episodes_per_s": spread([r["episodes_per_s"] for r in rows]),
+            "tokens_per_s": spread([r["tokens_per_s"] for r in rows]),
+            "step_s": spread([r["step_s"] for r in rows]),
+            "startup_s": spread([r["startup_s"] for r in rows]),
+            "flops_per_step": flops["total"],
+        }
+    summary["ratio_episodes_per_s"] = spread(ratios)
+    summary["params"] = facts["params_total"]
+    return {"settings": settings, "runs": runs, "summary": summary}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="tiny,smollm2")
+    ap.add_argument("--repeats", type=int, default=None, help="A/B pairs per size (default 3, quick 1)")
+    ap.add_argument("--steps", type=int, default=None, help="measured steps per run (default per size)")
+    ap.add_argument("--quick", action="store_true", help="1 repeat, fewer steps (a smoke run, ~4 min)")
+    ap.add_argument("--max-load", type=float, default=1.5)
+    ap.add_argument("--wait-quiet", type=float, default=60.0, help="max seconds to wait for load <= max-load per run")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args()
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    threads = setup_env()
+    rate = matmul_rate(threads)
+    results = {name: run_size(name, args) for name in args.sizes.split(",")}
+    rows = []
+    for name, res in results.items():
+        s = res["summary"]
+        for arm, label in (("rlhf", "rlhf-dist"), ("trl", "TRL 1.12")):
+            a = s[arm]
+            floor = a["flops_per_step"] / rate
+            rows.append([name, f"{s['params'] / 1e6:.2f}M", label, a["episodes_per_s"]["median"],
+                         a["tokens_per_s"]["median"], a["step_s"]["median"],
+                         f"{a['step_s']['min']:.3g}-{a['step_s']['max']:.3g}", f"{100 * floor / a['step_s']['median']:.1f}%",
+                         s["ratio_episodes_per_s"]["median"] if arm == "rlhf" else ""])
+    md = print_table("PPO throughput, rlhf-dist vs TRL (median over repeats)",
+                     ["model", "params", "framework", "episodes/s", "gen tokens/s", "step s", "step s range",
+                      "floor/step", "ratio rlhf/TRL"], rows)
+    write_result("ppo_vs_trl", {
+        "args": vars(args), "threads": threads, "matmul_flops_per_s": rate, "fairness": FAIRNESS,
+        "other_processes": other_cpu_users(), "results": results, "table_markdown": md,
+    })
+
+
+if __name__ == "__main__":
+    main()
