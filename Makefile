@@ -57,6 +57,7 @@ bench: setup $(BENCH_STAMP)
 	$(PY) -m bench.generation $(BENCH_ARGS)
 	$(PY) -m bench.phases $(BENCH_ARGS)
 	$(PY) -m bench.scaling $(BENCH_ARGS)
+	$(PY) -m bench.report
 
 docs: setup
 	$(VENV)/bin/rlhf-dist config schema --markdown > docs/config-reference.md

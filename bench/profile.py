@@ -1,0 +1,203 @@
+"""Where one PPO step's time goes: every role in ONE process (no Ray), each phase under torch's profiler.
+
+    .venv/bin/python -m bench.profile [--size smollm2] [--py-spy]
+
+The role classes the actors host (RolloutWorker, RewardWorker, ReferenceWorker, PolicyWorker,
+CriticWorker) are built directly, with the actors' thread setting (1 torch thread each), a
+world-size-1 gloo group and the ppo_vs_trl settings, and one PPO step is run phase by phase:
+generate, score, reference / policy / critic forwards, advantages, policy and critic updates,
+weight sync (gather + bucket, the object store's serialisation of the buckets, vLLM reload).
+Each phase reports its seconds and the top torch ops by self CPU time; the model FLOPs of the
+phase over the measured 1-thread matmul rate give its floor. With --py-spy the same run is
+sampled by py-spy (native frames) and the hottest Python/native functions are listed.
+Results: bench/results/profile_<size>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    SCRATCH, arch_facts, forward_flops, matmul_rate, model_dirs, print_table, setup_env, wait_quiet, write_result,
+)
+
+
+def build_workers(settings: dict):
+    from bench.arms import rlhf_config
+    from bench.hooks import patch_fixed_length
+    from rlhf_dist.backends.train.dist import find_free_port
+    from rlhf_dist.workers.inference import ReferenceWorker, RewardWorker, RolloutWorker
+    from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
+
+    patch_fixed_length()
+    dirs = model_dirs(settings["size"])
+    cfg = rlhf_config(settings, dirs, SCRATCH / "runs" / "profile")
+    cfg_dict = cfg.model_dump(mode="json")
+    policy = PolicyWorker(cfg_dict, "policy", 0, 1)
+    policy.init_distributed("127.0.0.1", find_free_port())  # one gloo group, shared by both trainers
+    critic = CriticWorker(cfg_dict, "critic", 0, 1)
+    ref = ReferenceWorker(cfg_dict, "reference", 0, 1)
+    reward = RewardWorker(cfg_dict, "reward", 0, 1)
+    rollout = RolloutWorker(cfg_dict, "rollout", 0, 1)
+    policy.init_model(str(dirs["policy"]), 10)
+    critic.init_model(str(dirs["reward"]), 10)
+    ref.init_model(str(dirs["policy"]))
+    reward.init_model(str(dirs["reward"]))
+    rollout.init_model(str(dirs["policy"]))
+    return cfg, dirs, {"policy": policy, "critic": critic, "reference": ref, "reward": reward, "rollout": rollout}
+
+
+def top_ops(prof, n: int = 8) -> list[dict]:
+    rows = []
+    for e in prof.key_averages():
+        rows.append({"op": e.key, "self_s": e.self_cpu_time_total / 1e6, "calls": e.count})
+    rows.sort(key=lambda r: -r["self_s"])
+    return rows[:n]
+
+
+def run_step(settings: dict, profile: bool) -> dict:
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from bench.arms import prompt_texts
+    from rlhf_dist.algo import RunningMeanStd
+    from rlhf_dist.data.tokenize import encode_prompt
+    from rlhf_dist.driver.experience import RolloutBatch, pack_samples, shard
+    from rlhf_dist.driver.shaping import make_experience
+    from rlhf_dist.models import load_tokenizer
+
+    cfg, dirs, w = build_workers(settings)
+    tokenizer = load_tokenizer(dirs["policy"])
+    texts = prompt_texts()[: settings["batch"]]
+    prompt_ids = [encode_prompt(tokenizer, t, settings["max_prompt"]) for t in texts]
+    phases: dict[str, dict] = {}
+
+    def timed(name: str, fn):
+        fn()  # warm-up run of the phase (first-call allocations, kernel selection)
+        if profile:
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                started = time.perf_counter()
+                out = fn()
+                seconds = time.perf_counter() - started
+            ops = top_ops(prof)
+        else:
+            started = time.perf_counter()
+            out = fn()
+            seconds, ops = time.perf_counter() - started, []
+        phases[name] = {"seconds": seconds, "top_ops": ops}
+        print(f"[profile] {name:22s} {seconds:8.3f} s", flush=True)
+        return out
+
+    sampling = cfg.rollout.sampling
+    samples = timed("generation", lambda: w["rollout"].generate(prompt_ids, seed=1))
+    flat = [s for group in samples for s in group]
+    seqs, attn, action, lps = pack_samples(flat, tokenizer.pad_token_id)
+    responses = [tokenizer.decode(s.response_ids, skip_special_tokens=True) for s in flat]
+    batch = RolloutBatch(seqs, attn, action, lps, texts, responses)
+    inputs = batch.model_inputs()
+    scores = timed("scoring (reward model)", lambda: w["reward"].score(texts, responses))
+    ref_lp = timed("reference logprobs", lambda: w["reference"].logprobs(inputs))
+    old_lp = timed("policy logprobs", lambda: w["policy"].logprobs(inputs))
+    values = timed("critic values", lambda: w["critic"].values(inputs))
+    exp, _ = make_experience(cfg.ppo, batch, {"old_logprobs": old_lp, "ref_logprobs": ref_lp, "values": values},
+                             torch.tensor(scores), 0.05, RunningMeanStd(), 1)
+    experience = exp.as_dict()
+    timed("policy train", lambda: w["policy"].train_ppo(shard(experience, 1)[0], step=1))
+    timed("critic train", lambda: w["critic"].train_ppo(shard(experience, 1)[0], step=1))
+    sizes = timed("sync: gather+bucket", lambda: w["policy"].prepare_weight_sync(cfg.rollout.sync_bucket_mb))
+    buckets = [w["policy"].weight_bucket(i) for i in range(len(sizes))]
+    timed("sync: serialise buckets", lambda: [pickle.loads(pickle.dumps(b, protocol=5)) for b in buckets])
+
+    def reload():
+        for b in buckets:
+            w["rollout"].update_weights(b)
+
+    timed("sync: vLLM reload", reload)
+    w["rollout"].engine.shutdown()
+    facts = arch_facts(dirs["policy"])
+    seq = seqs.shape[1]
+    return {"phases": phases, "sync_bytes": sum(sizes), "facts": facts, "seq_len": seq,
+            "flops": {"forward_lm": forward_flops(facts, settings["batch"] * seq, seq // 2),
+                      "forward_value": forward_flops(facts, settings["batch"] * seq, seq // 2, lm_head=False)}}
+
+
+def py_spy_summary(raw: Path, n: int = 15) -> dict:
+    """Collapsed stacks -> the hottest leaf frames (self) and the hottest frames anywhere (inclusive)."""
+    self_c, incl_c, total = Counter(), Counter(), 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        c = int(count)
+        total += c
+        frames = stack.split(";")
+        self_c[frames[-1]] += c
+        for f in set(frames):
+            incl_c[f] += c
+    return {"samples": total,
+            "self": [{"frame": f, "share": c / total} for f, c in self_c.most_common(n)],
+            "inclusive": [{"frame": f, "share": c / total} for f, c in incl_c.most_common(3 * n)]}
+
+
+def main() -> None:
+    from bench.arms import DEFAULTS
+    from bench.ppo_vs_trl import PRESETS
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="smollm2")
+    ap.add_argument("--py-spy", action="store_true", help="also sample the run with py-spy (native frames)")
+    ap.add_argument("--no-torch-profiler", action="store_true")
+    ap.add_argument("--max-load", type=float, default=1.5)
+    ap.add_argument("--wait-quiet", type=float, default=60.0)
+    ap.add_argument("--json", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    settings = {**DEFAULTS, **PRESETS.get(args.size, {**PRESETS["tiny"], "size": args.size})}
+    if args.json:  # child (under py-spy): plain timings only
+        setup_env(1)
+        Path(args.json).write_text(json.dumps(run_step(settings, profile=False), default=str))
+        return
+    setup_env(1)  # the actors' setting: one torch thread per role
+    rate1 = matmul_rate(1)
+    quiet = wait_quiet(args.max_load, args.wait_quiet)
+    result = run_step(settings, profile=not args.no_torch_profiler)
+    spy = None
+    if args.py_spy:
+        raw = SCRATCH / f"profile_{args.size}.pyspy.txt"
+        child_json = SCRATCH / f"profile_{args.size}.child.json"
+        cmd = ["py-spy", "record", "--native", "-r", "40", "--format", "raw", "-o", str(raw), "--",
+               sys.executable, "-m", "bench.profile", "--size", args.size, "--json", str(child_json)]
+        subprocess.run([str(Path(sys.executable).parent / cmd[0]), *cmd[1:]], check=True, env=os.environ.copy(),
+                       capture_output=True)
+        spy = py_spy_summary(raw)
+    rows = []
+    fl = result["flops"]
+    floors = {"reference logprobs": fl["forward_lm"], "policy logprobs": fl["forward_lm"],
+              "critic values": fl["forward_value"], "scoring (reward model)": fl["forward_value"],
+              "policy train": 3 * fl["forward_lm"] * settings["epochs"],
+              "critic train": 3 * fl["forward_value"] * settings["epochs"]}
+    for name, p in result["phases"].items():
+        floor = floors.get(name)
+        top = ", ".join(f"{o['op']} {o['self_s']:.2f}s" for o in p["top_ops"][:3])
+        rows.append([name, p["seconds"], f"{100 * floor / rate1 / p['seconds']:.0f}%" if floor else "", top])
+    md = print_table(f"One PPO step, roles in-process, 1 thread ({args.size})",
+                     ["phase", "seconds", "floor/phase (1 thread)", "top torch ops (self CPU)"], rows)
+    if spy:
+        print_table("py-spy: hottest frames (self)", ["frame", "share"],
+                    [[s["frame"][:110], f"{100 * s['share']:.1f}%"] for s in spy["self"]])
+    write_result(f"profile_{args.size}", {"settings": settings, "matmul_flops_per_s_1thread": rate1, "quiet": quiet,
+                                          **result, "py_spy": spy, "table_markdown": md})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Write the latest results (bench/results/*.json) into bench/README.md between the results markers.
+
+    .venv/bin/python -m bench.report
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, RESULTS  # noqa: E402
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _when(res: dict) -> str:
+    m = res["machine"]
+    return (f"{m.get('date', '?')}, {m.get('cpu_model', '?')} x{m.get('cpu_count')}, load after {res.get('load_after')}, "
+            f"commit {m.get('git_commit', '?')}{' (engine modified)' if m.get('engine_dirty') else ''}")
+
+
+def section() -> str:
+    out = []
+    if res := _load("ppo_vs_trl"):
+        out += ["### PPO vs TRL", "", f"Measured {_when(res)}; fp32 matmul rate {res['matmul_flops_per_s'] / 1e9:.0f} "
+                "GFLOP/s (all cores). floor/step = model FLOPs of a step / that rate.", "", res["table_markdown"], ""]
+        for name, r in res["results"].items():
+            s = r["settings"]
+            ratio = r["summary"]["ratio_episodes_per_s"]
+            out.append(f"- {name}: batch {s['batch']}, response {s['response']} tokens, {s['epochs']} PPO epoch(s) x "
+                       f"{s['minibatches']} mini-batches, {s['warmup']} warm-up + {s['steps']} measured steps per run, "
+                       f"{ratio['n']} A/B repeats; ratio rlhf-dist/TRL median {ratio['median']:.2f} "
+                       f"(range {ratio['min']:.2f}-{ratio['max']:.2f})")
+        out.append("")
+    if res := _load("generation"):
+        out += ["### Generation", "", f"Measured {_when(res)}.", "", res["table_markdown"], "",
+                "![generation](results/generation.png)", ""]
+    if res := _load("phases"):
+        out += ["### Phase breakdown", "", f"Measured {_when(res)}.", "", res["tables_markdown"]["phases"], "",
+                res["tables_markdown"]["sync"], "", "![phases](results/phases.png)", ""]
+    if res := _load("scaling"):
+        out += ["### Scaling", "", f"Measured {_when(res)}; fp32 matmul rate {res['matmul_flops_per_s'] / 1e9:.0f} "
+                "GFLOP/s.", "", res["tables_markdown"]["batch"], "", res["tables_markdown"]["layout"], "",
+                "![scaling](results/scaling.png)", ""]
+    for name in sorted(p.stem for p in RESULTS.glob("profile_*.json")):
+        res = _load(name)
+        out += [f"### Profile ({name.removeprefix('profile_')})", "", f"Measured {_when(res)}.", "",
+                res["table_markdown"], ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main() -> None:
+    readme = REPO / "bench" / "README.md"
+    text = readme.read_text()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    readme.write_text(f"{head}{BEGIN}\n{section()}{END}{tail}")
+    print(f"[bench] updated {readme.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
