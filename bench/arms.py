@@ -41,10 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "engines": 1,
     "policy_ranks": 1,
     "critic_ranks": 1,
-    "zero_stage": 2,
+    "zero_stage": 0,  # one rank per trainer by default: ZeRO partitions nothing there (and costs, see README)
     "cpus_per_actor": 0.25,  # Ray CPUs per actor; torch threads per actor = max(1, int(this))
     "local_cpus": None,  # Ray logical CPUs (None = cores)
+    "role_cpus": {},  # per-role cpus_per_actor overrides, e.g. {"rollout": 2.0} (2 torch threads for the engine)
     "fixed_length": True,
+    "patches": [],  # bench/hooks.py what-if engine patches (rlhf-dist arm only)
 }
 
 
@@ -79,7 +81,9 @@ def rlhf_config(s: dict[str, Any], dirs: dict[str, Path], out_dir: Path):
         return {"backend": "deepspeed", "zero_stage": s["zero_stage"], "micro_batch_size": mb // ranks,
                 "global_batch_size": mb, "lr": s["lr"], "grad_clip": 1.0}
 
-    res = lambda n: {"num_actors": n, "cpus_per_actor": s["cpus_per_actor"]}  # noqa: E731
+    def res(role: str, n: int) -> dict[str, Any]:
+        return {"num_actors": n, "cpus_per_actor": s["role_cpus"].get(role, s["cpus_per_actor"])}
+
     data = {
         "run": {"name": "bench", "output_dir": str(out_dir), "seed": s["seed"]},
         "policy": {"path": str(dirs["policy"]), "dtype": "float32"},
@@ -95,8 +99,9 @@ def rlhf_config(s: dict[str, Any], dirs: dict[str, Path], out_dir: Path):
         },
         "rollout": {"backend": s["backend"], "num_engines": s["engines"], "kv_cache_gib": 1,
                     "sampling": {"max_new_tokens": s["response"], "temperature": 1.0}},
-        "cluster": {"local_num_cpus": s["local_cpus"] or os.cpu_count(), "policy": res(s["policy_ranks"]),
-                    "critic": res(s["critic_ranks"]), "reference": res(1), "reward": res(1), "rollout": res(s["engines"])},
+        "cluster": {"local_num_cpus": s["local_cpus"] or os.cpu_count(), "policy": res("policy", s["policy_ranks"]),
+                    "critic": res("critic", s["critic_ranks"]), "reference": res("reference", 1),
+                    "reward": res("reward", 1), "rollout": res("rollout", s["engines"])},
         "tracking": {"progress": False, "tensorboard": False, "jsonl": True},
         "checkpoint": {"every_steps": 0},
     }
@@ -118,7 +123,7 @@ def run_rlhf(s: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(out_dir, ignore_errors=True)
     cfg = rlhf_config(s, dirs, out_dir)
     t0 = time.perf_counter()
-    start_ray(cfg.cluster.local_num_cpus, fixed_length=s["fixed_length"])
+    start_ray(cfg.cluster.local_num_cpus, fixed_length=s["fixed_length"], patches=s["patches"])
     ray_start = time.perf_counter() - t0
     wall0 = time.time()
     try:
@@ -194,7 +199,7 @@ def run_trl(s: dict[str, Any]) -> dict[str, Any]:
         num_mini_batches=s["minibatches"], num_ppo_epochs=s["epochs"], local_rollout_forward_batch_size=s["batch"],
         total_episodes=s["batch"] * total_steps, response_length=s["response"], temperature=1.0,
         stop_token=None, stop_token_id=None,  # fixed-length responses (TRL's default)
-        learning_rate=s["lr"], max_grad_norm=1.0, kl_coef=0.05, kl_estimator="k1",
+        learning_rate=s["lr"], adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0, kl_coef=0.05, kl_estimator="k1",
         bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=False,
         report_to="none", save_strategy="no", logging_steps=1, num_sample_generations=0,
         disable_tqdm=True, seed=s["seed"], dataloader_num_workers=0,
@@ -238,6 +243,10 @@ def main() -> None:
     threads = setup_env(s["threads"] if a.arm == "trl" else None)
     load_before = load()
     out = run_rlhf(s) if a.arm == "rlhf" else run_trl(s)
+    if s["fixed_length"]:  # the comparison is only fair at the same number of generated tokens
+        lengths = ([h["response/length"] for h in out["history"]] if a.arm == "rlhf" else out["response_lengths"])
+        if any(abs(x - s["response"]) > 1e-6 for x in lengths):
+            raise SystemExit(f"{a.arm}: response lengths {lengths} != fixed length {s['response']}")
     out.update(settings=s, load_before=load_before, load_after=load(), driver_threads=threads)
     Path(a.json).write_text(json.dumps(out, indent=1, default=str))
 

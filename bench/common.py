@@ -265,13 +265,17 @@ def ray_env(fixed_length: bool = True, extra: dict[str, str] | None = None) -> d
     return {"env_vars": env, "worker_process_setup_hook": "bench.hooks.worker_setup"}
 
 
-def start_ray(num_cpus: int, fixed_length: bool = True) -> None:
-    """A private local Ray cluster (never joins one already on the machine)."""
+def start_ray(num_cpus: int, fixed_length: bool = True, patches: list[str] | None = None) -> None:
+    """A private local Ray cluster (never joins one already on the machine).
+
+    patches: bench/hooks.py what-if engine patches applied in every worker (default none).
+    """
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="/tmp/rbn")  # short: Ray's socket paths must stay < ~107 chars
+    env = ray_env(fixed_length, {"RLHF_BENCH_PATCHES": ",".join(patches or [])})
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir,
-             runtime_env=ray_env(fixed_length), log_to_driver=False, logging_level="ERROR")
+             runtime_env=env, log_to_driver=False, logging_level="ERROR")
 
 
 # ----------------------------------------------------------------------------- stats and output

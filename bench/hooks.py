@@ -10,6 +10,16 @@ with RLHF_BENCH_FIXED_LENGTH=1 the two rollout engines are patched to ignore eos
 - HF generate: eos_token_id=None in the GenerationConfig and no cut at stop ids.
 
 TRL's PPOTrainer does the same by default (`stop_token=None` sets the policy's eos to None).
+What-if patches (RLHF_BENCH_PATCHES=name,name; off unless a benchmark asks): engine changes
+the benchmarks found worth making, applied to the installed engine so their effect can be
+measured before anyone changes rlhf_dist/. Each is described in bench/README.md.
+
+- fused_adam:      torch.optim.AdamW(..., fused=True) in the train engines (TRL's default optimiser).
+- logits_to_keep:  the policy/reference forwards compute logits for the response positions only.
+- sync_tied:       weight sync skips a tied lm_head (vLLM re-ties it; it is dropped on arrival).
+- sync_numpy:      weight buckets travel as numpy arrays (Ray's zero-copy path) instead of pickled
+                   torch tensors; the engine side wraps them back with torch.from_numpy.
+
 This module imports nothing heavy at import time.
 """
 
@@ -22,6 +32,83 @@ def worker_setup() -> None:
     """Ray worker_process_setup_hook."""
     if os.environ.get("RLHF_BENCH_FIXED_LENGTH") == "1":
         patch_fixed_length()
+    apply_whatif(os.environ.get("RLHF_BENCH_PATCHES", ""))
+
+
+def apply_whatif(names: str | list[str]) -> list[str]:
+    names = [n for n in (names.split(",") if isinstance(names, str) else names) if n]
+    for name in names:
+        WHATIF[name]()
+    return names
+
+
+def patch_fused_adam() -> None:
+    import torch
+
+    from rlhf_dist.backends.train import deepspeed_engine, torch_engine
+
+    def build_optimizer(model, cfg):
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameters")
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay, fused=True)
+
+    deepspeed_engine.build_optimizer = build_optimizer
+    torch_engine.build_optimizer = build_optimizer
+
+
+def patch_logits_to_keep() -> None:
+    from rlhf_dist.models import forward
+
+    def response_logits(model, sequences, attention_mask, response_width):
+        out = model(input_ids=sequences, attention_mask=attention_mask,
+                    position_ids=forward.position_ids_from_mask(attention_mask), use_cache=False,
+                    logits_to_keep=response_width + 1)
+        logits = out.logits if hasattr(out, "logits") else out[0]  # [B, R+1, V]
+        return logits[:, :-1, :]
+
+    forward.response_logits = response_logits
+
+
+def patch_sync_tied() -> None:
+    from rlhf_dist.workers import trainers
+
+    original = trainers.PolicyWorker._hf_state_dict
+
+    def hf_state_dict(self):
+        state = original(self)
+        config = getattr(self.engine.module, "config", None)
+        if getattr(config, "tie_word_embeddings", False):
+            state.pop("lm_head.weight", None)
+        return state
+
+    trainers.PolicyWorker._hf_state_dict = hf_state_dict
+
+
+def patch_sync_numpy() -> None:
+    import warnings
+
+    import torch
+
+    from rlhf_dist.workers import inference, trainers
+
+    def weight_bucket(self, index):
+        return [(name, t.detach().numpy()) for name, t in self._buckets[index]]
+
+    original = inference.RolloutWorker.update_weights
+
+    def update_weights(self, bucket):
+        with warnings.catch_warnings():  # read-only shared-memory arrays: vLLM copies them into its weights
+            warnings.simplefilter("ignore", UserWarning)
+            tensors = [(name, torch.from_numpy(a) if not isinstance(a, torch.Tensor) else a) for name, a in bucket]
+        return original(self, tensors)
+
+    trainers.PolicyWorker.weight_bucket = weight_bucket
+    inference.RolloutWorker.update_weights = update_weights
+
+
+WHATIF = {"fused_adam": patch_fused_adam, "logits_to_keep": patch_logits_to_keep, "sync_tied": patch_sync_tied,
+          "sync_numpy": patch_sync_numpy}
 
 
 def patch_fixed_length() -> None:

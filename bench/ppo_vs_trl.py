@@ -35,6 +35,10 @@ PRESETS = {
     "smollm2": {"size": "smollm2", "batch": 8, "response": 16, "epochs": 1, "minibatches": 2, "warmup": 1, "steps": 2},
 }
 QUICK = {"tiny": {"steps": 2}, "smollm2": {"steps": 1}}
+# --whatif: a third arm, rlhf-dist with the engine changes bench/README.md recommends (bench/hooks.py
+# patches, not in rlhf_dist/ yet) and 2 torch threads for the rollout engine (a config change).
+WHATIF = {"patches": ["fused_adam", "sync_tied", "sync_numpy"], "role_cpus": {"rollout": 2.0}, "local_cpus": 4}
+LABELS = {"rlhf": "rlhf-dist", "trl": "TRL 1.12", "rlhf_whatif": "rlhf-dist + fixes (what-if)"}
 
 FAIRNESS = {
     "same": [
@@ -68,12 +72,15 @@ def run_size(name: str, args) -> dict:
     if args.steps:
         settings["steps"] = args.steps
     dirs = model_dirs(settings["size"])  # build/convert once, before the children race for it
-    runs = {"rlhf": [], "trl": []}
+    arms = ["rlhf", "trl"] + (["rlhf_whatif"] if args.whatif else [])
+    runs = {arm: [] for arm in arms}
     for rep in range(args.repeats):
-        order = ["rlhf", "trl"] if rep % 2 == 0 else ["trl", "rlhf"]
+        order = arms if rep % 2 == 0 else list(reversed(arms))
         for arm in order:
             quiet = wait_quiet(args.max_load, args.wait_quiet)
-            out = run_child(["-m", "bench.arms", arm, "--settings", json.dumps(settings)], timeout_s=args.timeout)
+            arm_settings = {**settings, **(WHATIF if arm == "rlhf_whatif" else {})}
+            out = run_child(["-m", "bench.arms", arm.removesuffix("_whatif"), "--settings", json.dumps(arm_settings)],
+                            timeout_s=args.timeout)
             out["quiet"] = quiet
             out["repeat"] = rep
             measured = out["periods"][settings["warmup"]:]
@@ -81,15 +88,16 @@ def run_size(name: str, args) -> dict:
             out["episodes_per_s"] = settings["batch"] / out["step_s"]
             out["tokens_per_s"] = settings["batch"] * settings["response"] / out["step_s"]
             runs[arm].append(out)
-            print(f"[ppo_vs_trl] {name} rep {rep} {arm:5s}: step {out['step_s']:.3f}s  "
+            print(f"[ppo_vs_trl] {name} rep {rep} {arm:11s}: step {out['step_s']:.3f}s  "
                   f"{out['episodes_per_s']:.2f} episodes/s  load {quiet['load_before'][0]}", flush=True)
     ratios = [r["episodes_per_s"] / t["episodes_per_s"] for r, t in zip(runs["rlhf"], runs["trl"])]
+    ratios_whatif = [r["episodes_per_s"] / t["episodes_per_s"] for r, t in zip(runs.get("rlhf_whatif", []), runs["trl"])]
     facts = arch_facts(dirs["policy"])
     prompt_width = {**DEFAULTS, **settings}["max_prompt"]
     summary = {}
     for arm, rows in runs.items():
         flops = ppo_step_flops(facts, facts, settings["batch"], prompt_width, settings["response"],
-                               settings["epochs"], recompute_old_logprobs=(arm == "rlhf"))
+                               settings["epochs"], recompute_old_logprobs=arm.startswith("rlhf"))
         summary[arm] = {
             "episodes_per_s": spread([r["episodes_per_s"] for r in rows]),
             "tokens_per_s": spread([r["tokens_per_s"] for r in rows]),
@@ -98,6 +106,8 @@ def run_size(name: str, args) -> dict:
             "flops_per_step": flops["total"],
         }
     summary["ratio_episodes_per_s"] = spread(ratios)
+    if ratios_whatif:
+        summary["ratio_whatif_episodes_per_s"] = spread(ratios_whatif)
     summary["params"] = facts["params_total"]
     return {"settings": settings, "runs": runs, "summary": summary}
 
@@ -111,6 +121,8 @@ def main() -> None:
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--wait-quiet", type=float, default=60.0, help="max seconds to wait for load <= max-load per run")
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--whatif", action="store_true",
+                    help="add a third arm: rlhf-dist with the recommended engine fixes (writes ppo_vs_trl_whatif.json)")
     args = ap.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 3)
     threads = setup_env()
@@ -119,18 +131,20 @@ def main() -> None:
     rows = []
     for name, res in results.items():
         s = res["summary"]
-        for arm, label in (("rlhf", "rlhf-dist"), ("trl", "TRL 1.12")):
-            a = s[arm]
+        for arm in res["runs"]:
+            a, label = s[arm], LABELS[arm]
+            ratio = {"rlhf": "ratio_episodes_per_s", "rlhf_whatif": "ratio_whatif_episodes_per_s"}.get(arm)
             floor = a["flops_per_step"] / rate
             rows.append([name, f"{s['params'] / 1e6:.2f}M", label, a["episodes_per_s"]["median"],
                          a["tokens_per_s"]["median"], a["step_s"]["median"],
                          f"{a['step_s']['min']:.3g}-{a['step_s']['max']:.3g}", f"{100 * floor / a['step_s']['median']:.1f}%",
-                         s["ratio_episodes_per_s"]["median"] if arm == "rlhf" else ""])
+                         s[ratio]["median"] if ratio else ""])
     md = print_table("PPO throughput, rlhf-dist vs TRL (median over repeats)",
                      ["model", "params", "framework", "episodes/s", "gen tokens/s", "step s", "step s range",
                       "floor/step", "ratio rlhf/TRL"], rows)
-    write_result("ppo_vs_trl", {
+    write_result("ppo_vs_trl_whatif" if args.whatif else "ppo_vs_trl", {
         "args": vars(args), "threads": threads, "matmul_flops_per_s": rate, "fairness": FAIRNESS,
+        "whatif": WHATIF if args.whatif else None,
         "other_processes": other_cpu_users(), "results": results, "table_markdown": md,
     })
 

@@ -34,12 +34,13 @@ from bench.common import (  # noqa: E402
 
 def build_workers(settings: dict):
     from bench.arms import rlhf_config
-    from bench.hooks import patch_fixed_length
+    from bench.hooks import apply_whatif, patch_fixed_length
     from rlhf_dist.backends.train.dist import find_free_port
     from rlhf_dist.workers.inference import ReferenceWorker, RewardWorker, RolloutWorker
     from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
 
     patch_fixed_length()
+    apply_whatif(settings.get("patches", []))
     dirs = model_dirs(settings["size"])
     cfg = rlhf_config(settings, dirs, SCRATCH / "runs" / "profile")
     cfg_dict = cfg.model_dump(mode="json")
@@ -158,11 +159,18 @@ def main() -> None:
     ap.add_argument("--size", default="smollm2")
     ap.add_argument("--py-spy", action="store_true", help="also sample the run with py-spy (native frames)")
     ap.add_argument("--no-torch-profiler", action="store_true")
+    ap.add_argument("--patches", default="", help="what-if engine patches (bench/hooks.py), e.g. fused_adam,logits_to_keep")
+    ap.add_argument("--zero-stage", type=int, default=None)
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--wait-quiet", type=float, default=60.0)
     ap.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    settings = {**DEFAULTS, **PRESETS.get(args.size, {**PRESETS["tiny"], "size": args.size})}
+    settings = {**DEFAULTS, **PRESETS.get(args.size, {**PRESETS["tiny"], "size": args.size}),
+                "patches": [p for p in args.patches.split(",") if p]}
+    if args.zero_stage is not None:
+        settings["zero_stage"] = args.zero_stage
+    tag = args.size + "".join(f"_{p}" for p in settings["patches"]) + (
+        f"_zero{args.zero_stage}" if args.zero_stage is not None else "")
     if args.json:  # child (under py-spy): plain timings only
         setup_env(1)
         Path(args.json).write_text(json.dumps(run_step(settings, profile=False), default=str))
@@ -176,7 +184,9 @@ def main() -> None:
         raw = SCRATCH / f"profile_{args.size}.pyspy.txt"
         child_json = SCRATCH / f"profile_{args.size}.child.json"
         cmd = ["py-spy", "record", "--native", "-r", "40", "--format", "raw", "-o", str(raw), "--",
-               sys.executable, "-m", "bench.profile", "--size", args.size, "--json", str(child_json)]
+               sys.executable, "-m", "bench.profile", "--size", args.size, "--json", str(child_json),
+               "--patches", ",".join(settings["patches"])] + (
+                   ["--zero-stage", str(args.zero_stage)] if args.zero_stage is not None else [])
         subprocess.run([str(Path(sys.executable).parent / cmd[0]), *cmd[1:]], check=True, env=os.environ.copy(),
                        capture_output=True)
         spy = py_spy_summary(raw)
@@ -190,12 +200,12 @@ def main() -> None:
         floor = floors.get(name)
         top = ", ".join(f"{o['op']} {o['self_s']:.2f}s" for o in p["top_ops"][:3])
         rows.append([name, p["seconds"], f"{100 * floor / rate1 / p['seconds']:.0f}%" if floor else "", top])
-    md = print_table(f"One PPO step, roles in-process, 1 thread ({args.size})",
+    md = print_table(f"One PPO step, roles in-process, 1 thread ({tag})",
                      ["phase", "seconds", "floor/phase (1 thread)", "top torch ops (self CPU)"], rows)
     if spy:
         print_table("py-spy: hottest frames (self)", ["frame", "share"],
                     [[s["frame"][:110], f"{100 * s['share']:.1f}%"] for s in spy["self"]])
-    write_result(f"profile_{args.size}", {"settings": settings, "matmul_flops_per_s_1thread": rate1, "quiet": quiet,
+    write_result(f"profile_{tag}", {"settings": settings, "matmul_flops_per_s_1thread": rate1, "quiet": quiet,
                                           **result, "py_spy": spy, "table_markdown": md})
 
 

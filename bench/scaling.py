@@ -27,6 +27,13 @@ from bench.phases import breakdown  # noqa: E402
 from bench.ppo_vs_trl import PRESETS  # noqa: E402
 
 
+def _threads(s: dict) -> str:
+    """torch threads per actor (max(1, int(cpus_per_actor))), with per-role overrides."""
+    t = str(max(1, int(s["cpus_per_actor"])))
+    extra = ",".join(f"{r} {max(1, int(c))}" for r, c in s.get("role_cpus", {}).items())
+    return f"{t} ({extra})" if extra else t
+
+
 def point(base: dict, args, rate: float, facts: dict, **over) -> dict:
     settings = {**base, **over}
     quiet = wait_quiet(args.max_load, args.wait_quiet)
@@ -36,7 +43,8 @@ def point(base: dict, args, rate: float, facts: dict, **over) -> dict:
     flops = ppo_step_flops(facts, facts, settings["batch"], settings["max_prompt"], settings["response"],
                            settings["epochs"])
     floor = flops["total"] / rate
-    label = f"B={settings['batch']} engines={settings['engines']} policy_ranks={settings['policy_ranks']}"
+    label = (f"B={settings['batch']} engines={settings['engines']} policy_ranks={settings['policy_ranks']} "
+             f"critic_ranks={settings['critic_ranks']} zero={settings['zero_stage']} threads={_threads(settings)}")
     print(f"[scaling] {label}: step {step:.3f}s floor {floor:.4f}s ({100 * floor / step:.1f}%)", flush=True)
     return {"label": label, "settings": settings, "quiet": quiet, "step_s": step,
             "episodes_per_s": settings["batch"] / step, "flops": flops, "floor_s": floor,
@@ -66,14 +74,19 @@ def main() -> None:
     at = next((p for p in by_batch if p["settings"]["batch"] == args.at), None) or point(base, args, rate, facts, batch=args.at)
     layouts = [at,
                point(base, args, rate, facts, batch=args.at, engines=2),
-               point(base, args, rate, facts, batch=args.at, policy_ranks=2),
-               point(base, args, rate, facts, batch=args.at, engines=2, policy_ranks=2, critic_ranks=2)]
-    cols = ["B", "engines", "policy ranks", "critic ranks", "step s", "episodes/s", "floor s", "floor/step",
+               point(base, args, rate, facts, batch=args.at, policy_ranks=2, zero_stage=2),
+               point(base, args, rate, facts, batch=args.at, engines=2, policy_ranks=2, critic_ranks=2, zero_stage=2),
+               point(base, args, rate, facts, batch=args.at, zero_stage=2),  # ZeRO-2 on single ranks: its cost
+               # 2 torch threads for the rollout engine only (Ray CPUs are logical here)
+               point(base, args, rate, facts, batch=args.at, role_cpus={"rollout": 2.0}, local_cpus=4),
+               # 2 torch threads for every actor (12 logical CPUs on this 2-core box)
+               point(base, args, rate, facts, batch=args.at, cpus_per_actor=2.0, local_cpus=12)]
+    cols = ["B", "engines", "policy ranks", "critic ranks", "ZeRO", "threads/actor", "step s", "episodes/s", "floor s", "floor/step",
             "generation", "training", "sync", "driver overhead"]
 
     def row(p):
         s, sh = p["settings"], p["share"]
-        return [s["batch"], s["engines"], s["policy_ranks"], s["critic_ranks"], p["step_s"], p["episodes_per_s"],
+        return [s["batch"], s["engines"], s["policy_ranks"], s["critic_ranks"], s["zero_stage"], _threads(s), p["step_s"], p["episodes_per_s"],
                 p["floor_s"], f"{100 * p['floor_fraction']:.1f}%", f"{100 * sh['generation']:.0f}%",
                 f"{100 * sh['training']:.0f}%", f"{100 * sh['sync']:.0f}%", f"{100 * sh['driver_overhead']:.0f}%"]
 
@@ -97,12 +110,14 @@ def main() -> None:
     ax1.set_title(f"{args.size}: step time vs batch")
     ax1.grid(alpha=0.3)
     ax1.legend()
-    names = [f"e{p['settings']['engines']} p{p['settings']['policy_ranks']} c{p['settings']['critic_ranks']}"
+    names = [f"e{p['settings']['engines']}p{p['settings']['policy_ranks']}c{p['settings']['critic_ranks']}"
+             f"z{p['settings']['zero_stage']}t{_threads(p['settings']).replace(' (rollout ', 'r').rstrip(')')}"
              for p in layouts]
     ax2.bar(names, [p["step_s"] for p in layouts], label="measured step")
     ax2.bar(names, [p["floor_s"] for p in layouts], label="FLOP floor")
     ax2.set_ylabel("seconds per PPO step")
-    ax2.set_title(f"B={args.at}: engines (e) / policy (p) / critic (c) ranks")
+    ax2.set_title(f"B={args.at}: engines e, policy/critic ranks p/c, ZeRO z, threads t", fontsize=9)
+    ax2.tick_params(axis="x", labelrotation=30, labelsize=7)
     ax2.legend()
     save_png(fig, "scaling")
     write_result("scaling", {"args": vars(args), "threads": threads, "matmul_flops_per_s": rate, "model": facts,
