@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import SCRATCH, load, model_dirs, setup_env  # noqa: E402
+from bench.common import SCRATCH, device, load, model_dirs, setup_env  # noqa: E402
 
 DEFAULTS: dict[str, Any] = {
     "size": "tiny",
@@ -81,8 +81,13 @@ def rlhf_config(s: dict[str, Any], dirs: dict[str, Path], out_dir: Path):
         return {"backend": "deepspeed", "zero_stage": s["zero_stage"], "micro_batch_size": mb // ranks,
                 "global_batch_size": mb, "lr": s["lr"], "grad_clip": 1.0}
 
+    dev = device()
+
     def res(role: str, n: int) -> dict[str, Any]:
-        return {"num_actors": n, "cpus_per_actor": s["role_cpus"].get(role, s["cpus_per_actor"])}
+        out = {"num_actors": n, "cpus_per_actor": s["role_cpus"].get(role, s["cpus_per_actor"])}
+        if dev == "cuda":  # every role shares the GPU(s): colocated bundles, a fifth of a GPU per actor
+            out["gpus_per_actor"] = 0.2
+        return out
 
     data = {
         "run": {"name": "bench", "output_dir": str(out_dir), "seed": s["seed"]},
@@ -98,8 +103,9 @@ def rlhf_config(s: dict[str, Any], dirs: dict[str, Path], out_dir: Path):
             "policy_train": train(s["policy_ranks"]), "critic_train": train(s["critic_ranks"]),
         },
         "rollout": {"backend": s["backend"], "num_engines": s["engines"], "kv_cache_gib": 1,
+                    "gpu_memory_utilization": 0.25,
                     "sampling": {"max_new_tokens": s["response"], "temperature": 1.0}},
-        "cluster": {"local_num_cpus": s["local_cpus"] or os.cpu_count(), "policy": res("policy", s["policy_ranks"]),
+        "cluster": {"device": dev, "colocate": dev == "cuda", "local_num_cpus": s["local_cpus"] or os.cpu_count(), "policy": res("policy", s["policy_ranks"]),
                     "critic": res("critic", s["critic_ranks"]), "reference": res("reference", 1),
                     "reward": res("reward", 1), "rollout": res("rollout", s["engines"])},
         "tracking": {"progress": False, "tensorboard": False, "jsonl": True},
@@ -200,7 +206,7 @@ def run_trl(s: dict[str, Any]) -> dict[str, Any]:
         total_episodes=s["batch"] * total_steps, response_length=s["response"], temperature=1.0,
         stop_token=None, stop_token_id=None,  # fixed-length responses (TRL's default)
         learning_rate=s["lr"], adam_beta1=0.9, adam_beta2=0.95, max_grad_norm=1.0, kl_coef=0.05, kl_estimator="k1",
-        bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=False,
+        bf16=False, fp16=False, use_cpu=device() == "cpu", gradient_checkpointing=False,
         report_to="none", save_strategy="no", logging_steps=1, num_sample_generations=0,
         disable_tqdm=True, seed=s["seed"], dataloader_num_workers=0,
     )

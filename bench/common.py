@@ -23,6 +23,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 SCRATCH = REPO / "bench" / "out"
+_OUT = {"dir": RESULTS}  # where write_result / save_png write (quick runs: bench/out/quick-results)
+
+
+def quick_results() -> None:
+    """--quick runs are smoke runs: keep their results out of bench/results (the committed ones)."""
+    _OUT["dir"] = SCRATCH / "quick-results"
 
 # Quiet, offline, deterministic-ish libraries; set before torch/transformers/vllm are imported.
 BASE_ENV = {
@@ -58,6 +64,16 @@ def setup_env(threads: int | None = None) -> int:
 
 
 # ----------------------------------------------------------------------------- machine and load
+
+
+def device() -> str:
+    """'cuda' when a GPU is visible (or BENCH_DEVICE says so), else 'cpu'."""
+    forced = os.environ.get("BENCH_DEVICE")
+    if forced:
+        return forced
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load() -> list[float]:
@@ -103,6 +119,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "device": device(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     try:
@@ -146,19 +164,27 @@ def _vllm_version() -> str | None:
     return None
 
 
-def matmul_rate(threads: int | None = None, n: int = 1024, seconds: float = 1.5) -> float:
-    """The machine's measured fp32 matmul rate in FLOP/s (median of repeated n x n x n GEMMs)."""
+def matmul_rate(threads: int | None = None, n: int | None = None, seconds: float = 1.5) -> float:
+    """The machine's measured fp32 matmul rate in FLOP/s (median of repeated n x n x n GEMMs).
+
+    On a GPU: the GPU's fp32 rate (TF32 as torch is configured; off by default).
+    """
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dev = device()
+    n = n or (8192 if dev == "cuda" else 1024)
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
     for _ in range(3):
         a @ b
+    sync()
     rates, deadline = [], time.perf_counter() + seconds
     while time.perf_counter() < deadline or len(rates) < 5:
         t = time.perf_counter()
         a @ b
+        sync()
         rates.append(2 * n**3 / (time.perf_counter() - t))
     return float(statistics.median(rates))
 
@@ -323,8 +349,8 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    _OUT["dir"].mkdir(parents=True, exist_ok=True)
+    path = _OUT["dir"] / f"{name}.json"
     payload = {"benchmark": name, "machine": machine_info(), "load_after": load(), **payload}
     path.write_text(json.dumps(payload, indent=2, default=_json_default))
     print(f"[bench] wrote {path.relative_to(REPO)}")
@@ -363,8 +389,8 @@ def _scratch() -> Path:
 
 
 def save_png(fig, name: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.png"
+    _OUT["dir"].mkdir(parents=True, exist_ok=True)
+    path = _OUT["dir"] / f"{name}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     print(f"[bench] wrote {path.relative_to(REPO)}")
     return path

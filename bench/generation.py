@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
+    device, quick_results,
     arch_facts, forward_flops, matmul_rate, median, model_dirs, other_cpu_users, print_table, save_png, setup_env,
     spread, wait_quiet, write_result,
 )
@@ -33,7 +34,7 @@ def measure(size: str, batches: list[int], tokens: int, repeats: int, max_prompt
     import torch
 
     from bench.arms import prompt_texts
-    from bench.hooks import patch_fixed_length
+    from bench.hooks import apply_whatif, patch_fixed_length
     from rlhf_dist.backends.rollout import build_rollout_engine
     from rlhf_dist.backends.rollout import vllm_engine
     from rlhf_dist.config import RolloutConfig, SamplingConfig
@@ -41,6 +42,7 @@ def measure(size: str, batches: list[int], tokens: int, repeats: int, max_prompt
     from rlhf_dist.models import load_tokenizer
 
     patch_fixed_length()
+    apply_whatif(args.patches)
     dirs = model_dirs(size)
     tokenizer = load_tokenizer(dirs["policy"])
     texts = prompt_texts()
@@ -48,8 +50,9 @@ def measure(size: str, batches: list[int], tokens: int, repeats: int, max_prompt
     engines, startup = {}, {}
     for backend in ("vllm", "hf"):
         started = time.perf_counter()
-        engines[backend] = build_rollout_engine(dirs["policy"], RolloutConfig(backend=backend, kv_cache_gib=2), "cpu",
-                                                "float32", seed=0)
+        engines[backend] = build_rollout_engine(
+            dirs["policy"], RolloutConfig(backend=backend, kv_cache_gib=2, gpu_memory_utilization=0.4), device(),
+            "float32", seed=0)
         startup[backend] = time.perf_counter() - started
     sampling = SamplingConfig(max_new_tokens=tokens)
     for backend, engine in engines.items():  # warm-up at every batch size (allocations, kernel selection)
@@ -97,9 +100,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="default 3, quick 1")
     ap.add_argument("--max-prompt", type=int, default=48)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--patches", default="", help="what-if engine patches (bench/hooks.py), e.g. vllm_one_call; "
+                                                   "results go to generation_whatif.json")
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--wait-quiet", type=float, default=60.0)
     args = ap.parse_args()
+    if args.quick:
+        quick_results()
     args.tokens = args.tokens or (16 if args.quick else 32)
     args.repeats = args.repeats or (1 if args.quick else 3)
     threads = setup_env()
@@ -133,8 +140,9 @@ def main() -> None:
         ax.set_title(f"{size} ({res['params'] / 1e6:.1f}M params), {args.tokens} tokens")
         ax.grid(alpha=0.3)
         ax.legend()
-    save_png(fig, "generation")
-    write_result("generation", {"args": vars(args), "threads": threads, "matmul_flops_per_s": rate,
+    name = "generation_whatif" if args.patches else "generation"
+    save_png(fig, name)
+    write_result(name, {"args": vars(args), "threads": threads, "matmul_flops_per_s": rate,
                                 "other_processes": other_cpu_users(), "results": results, "table_markdown": md})
 
 

@@ -15,8 +15,12 @@ the benchmarks found worth making, applied to the installed engine so their effe
 measured before anyone changes rlhf_dist/. Each is described in bench/README.md.
 
 - fused_adam:      torch.optim.AdamW(..., fused=True) in the train engines (TRL's default optimiser).
+- ds_single_rank:  a DeepSpeed ZeRO-0 engine with ONE data-parallel rank skips the gradient "all-reduce"
+                   (DeepSpeed flattens every gradient into a bucket, all-reduces it over 1 rank, copies back).
 - logits_to_keep:  the policy/reference forwards compute logits for the response positions only.
 - sync_tied:       weight sync skips a tied lm_head (vLLM re-ties it; it is dropped on arrival).
+- vllm_one_call:   the vLLM engine submits a whole rollout batch per LLM.generate (scheduler budget
+                   16384 tokens / 256 sequences) instead of 2048 prompt tokens / 128 requests per call.
 - sync_numpy:      weight buckets travel as numpy arrays (Ray's zero-copy path) instead of pickled
                    torch tensors; the engine side wraps them back with torch.from_numpy.
 
@@ -55,6 +59,19 @@ def patch_fused_adam() -> None:
 
     deepspeed_engine.build_optimizer = build_optimizer
     torch_engine.build_optimizer = build_optimizer
+
+
+def patch_ds_single_rank() -> None:
+    from rlhf_dist.backends.train import deepspeed_engine
+
+    original = deepspeed_engine.DeepSpeedEngine.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.dp_size == 1 and self.zero_stage == 0:
+            self.ds_engine.enable_backward_allreduce = False  # nothing to average over one rank
+
+    deepspeed_engine.DeepSpeedEngine.__init__ = init
 
 
 def patch_logits_to_keep() -> None:
@@ -107,7 +124,23 @@ def patch_sync_numpy() -> None:
     inference.RolloutWorker.update_weights = update_weights
 
 
-WHATIF = {"fused_adam": patch_fused_adam, "logits_to_keep": patch_logits_to_keep, "sync_tied": patch_sync_tied,
+def patch_vllm_one_call() -> None:
+    from rlhf_dist.backends.rollout import vllm_engine
+
+    original = vllm_engine.VLLMEngine._engine_kwargs
+
+    def engine_kwargs(self, dtype, seed):
+        kwargs = original(self, dtype, seed)
+        # one scheduler step holds every prefill of a call: no split prefill, so no seeded-prefill crash
+        kwargs.update(max_num_batched_tokens=16384, max_num_seqs=256)
+        return kwargs
+
+    vllm_engine.VLLMEngine._engine_kwargs = engine_kwargs
+    vllm_engine.MAX_PREFILL_TOKENS_PER_CALL = 16384
+    vllm_engine.MAX_REQUESTS_PER_CALL = 256
+
+
+WHATIF = {"vllm_one_call": patch_vllm_one_call, "ds_single_rank": patch_ds_single_rank, "fused_adam": patch_fused_adam, "logits_to_keep": patch_logits_to_keep, "sync_tied": patch_sync_tied,
           "sync_numpy": patch_sync_numpy}
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
+    quick_results,
     SCRATCH, arch_facts, median, model_dirs, other_cpu_users, print_table, run_child, save_png, setup_env, spread,
     wait_quiet, write_result,
 )
@@ -112,6 +113,8 @@ def main() -> None:
     ap.add_argument("--sync-child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:
+        quick_results()
     if args.sync_child:
         setup_env()
         patches = [p for p in args.sync_patches.split(",") if p]

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.arms import DEFAULTS  # noqa: E402
 from bench.common import (  # noqa: E402
+    quick_results,
     arch_facts, matmul_rate, median, model_dirs, other_cpu_users, ppo_step_flops, print_table, run_child, setup_env,
     spread, wait_quiet, write_result,
 )
@@ -37,7 +38,7 @@ PRESETS = {
 QUICK = {"tiny": {"steps": 2}, "smollm2": {"steps": 1}}
 # --whatif: a third arm, rlhf-dist with the engine changes bench/README.md recommends (bench/hooks.py
 # patches, not in rlhf_dist/ yet) and 2 torch threads for the rollout engine (a config change).
-WHATIF = {"patches": ["fused_adam", "sync_tied", "sync_numpy"], "role_cpus": {"rollout": 2.0}, "local_cpus": 4}
+WHATIF = {"patches": ["fused_adam", "ds_single_rank", "sync_tied", "sync_numpy"], "role_cpus": {"rollout": 2.0}, "local_cpus": 4}
 LABELS = {"rlhf": "rlhf-dist", "trl": "TRL 1.12", "rlhf_whatif": "rlhf-dist + fixes (what-if)"}
 
 FAIRNESS = {
@@ -124,6 +125,8 @@ def main() -> None:
     ap.add_argument("--whatif", action="store_true",
                     help="add a third arm: rlhf-dist with the recommended engine fixes (writes ppo_vs_trl_whatif.json)")
     args = ap.parse_args()
+    if args.quick:
+        quick_results()
     args.repeats = args.repeats or (1 if args.quick else 3)
     threads = setup_env()
     rate = matmul_rate(threads)

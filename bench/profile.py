@@ -134,19 +134,27 @@ def run_step(settings: dict, profile: bool) -> dict:
 
 
 def py_spy_summary(raw: Path, n: int = 15) -> dict:
-    """Collapsed stacks -> the hottest leaf frames (self) and the hottest frames anywhere (inclusive)."""
-    self_c, incl_c, total = Counter(), Counter(), 0
+    """Collapsed stacks -> the hottest leaf frames (self) and the hottest frames anywhere (inclusive).
+
+    Only samples inside a timed phase count (model loading, warm-ups of the engines and shutdown
+    are left out): a stack must pass through `timed` in bench/profile.py.
+    """
+    self_c, incl_c, total, all_samples = Counter(), Counter(), 0, 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         c = int(count)
-        total += c
+        all_samples += c
         frames = stack.split(";")
+        if not any(".timed (" in f and "profile.py" in f for f in frames):
+            continue
+        total += c
         self_c[frames[-1]] += c
         for f in set(frames):
             incl_c[f] += c
-    return {"samples": total,
+    total = max(total, 1)
+    return {"samples": total, "samples_whole_process": all_samples,
             "self": [{"frame": f, "share": c / total} for f, c in self_c.most_common(n)],
             "inclusive": [{"frame": f, "share": c / total} for f, c in incl_c.most_common(3 * n)]}
 

@@ -27,6 +27,17 @@ def _when(res: dict) -> str:
             f"commit {m.get('git_commit', '?')}{' (engine modified)' if m.get('engine_dirty') else ''}")
 
 
+def _short(frame: str) -> str:
+    """A C++ TensorIterator frame cut to its kernel name (e.g. fill_kernel)."""
+    for marker in ("VectorizedLoop2d<", "loop_2d_from_1d<"):
+        if marker in frame:
+            inner = frame.split(marker, 1)[1]
+            for prefix in ("at::native::", "AVX2::", "(anonymous namespace)::"):
+                inner = inner.replace(prefix, "")
+            return inner.split("(")[0] + " (libtorch_cpu.so)"
+    return frame.replace("|", "/")[:90]
+
+
 def section() -> str:
     out = []
     if res := _load("ppo_vs_trl"):
@@ -40,9 +51,18 @@ def section() -> str:
                        f"{ratio['n']} A/B repeats; ratio rlhf-dist/TRL median {ratio['median']:.2f} "
                        f"(range {ratio['min']:.2f}-{ratio['max']:.2f})")
         out.append("")
+    if res := _load("ppo_vs_trl_whatif"):
+        w = res.get("whatif") or {}
+        out += ["#### What-if: rlhf-dist with the proposed engine fixes", "",
+                f"`python -m bench.ppo_vs_trl --sizes smollm2 --whatif`, measured {_when(res)}. Third arm = rlhf-dist "
+                f"with bench/hooks.py patches {w.get('patches')} and rollout threads {w.get('role_cpus')}; the three "
+                "arms alternate in one invocation.", "", res["table_markdown"], ""]
     if res := _load("generation"):
         out += ["### Generation", "", f"Measured {_when(res)}.", "", res["table_markdown"], "",
                 "![generation](results/generation.png)", ""]
+    if res := _load("generation_whatif"):
+        out += [f"What-if `--patches {res['args']['patches']}` (one LLM.generate per rollout batch), measured "
+                f"{_when(res)}:", "", res["table_markdown"], ""]
     if res := _load("phases"):
         out += ["### Phase breakdown", "", f"Measured {_when(res)}.", "", res["tables_markdown"]["phases"], "",
                 res["tables_markdown"]["sync"], "", "![phases](results/phases.png)", ""]
@@ -52,8 +72,14 @@ def section() -> str:
                 "![scaling](results/scaling.png)", ""]
     for name in sorted(p.stem for p in RESULTS.glob("profile_*.json")):
         res = _load(name)
-        out += [f"### Profile ({name.removeprefix('profile_')})", "", f"Measured {_when(res)}.", "",
+        out += [f"### Profile ({name.removeprefix('profile_')})", "", f"Measured {_when(res)}; settings "
+                f"zero_stage {res['settings']['zero_stage']}, patches {res['settings'].get('patches') or 'none'}.", "",
                 res["table_markdown"], ""]
+        if spy := res.get("py_spy"):
+            out += [f"py-spy, hottest frames inside the timed phases ({spy['samples']} samples at 40 Hz):", "",
+                    "| frame (self) | share |", "|---|---|"]
+            out += [f"| `{_short(s['frame'])}` | {100 * s['share']:.1f}% |" for s in spy["self"][:10]]
+            out.append("")
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (  # noqa: E402
+    quick_results,
     arch_facts, matmul_rate, median, model_dirs, other_cpu_users, ppo_step_flops, print_table, run_child, save_png,
     setup_env, wait_quiet, write_result,
 )
@@ -63,6 +64,8 @@ def main() -> None:
     ap.add_argument("--wait-quiet", type=float, default=60.0)
     ap.add_argument("--timeout", type=float, default=900.0)
     args = ap.parse_args()
+    if args.quick:
+        quick_results()
     batches = [int(b) for b in (args.batches or ("8,32" if args.quick else "8,16,32,64")).split(",")]
     threads = setup_env()
     rate = matmul_rate(threads)
@@ -72,15 +75,15 @@ def main() -> None:
             "steps": args.steps or (2 if args.quick else 3)}
     by_batch = [point(base, args, rate, facts, batch=b) for b in batches]
     at = next((p for p in by_batch if p["settings"]["batch"] == args.at), None) or point(base, args, rate, facts, batch=args.at)
-    layouts = [at,
-               point(base, args, rate, facts, batch=args.at, engines=2),
-               point(base, args, rate, facts, batch=args.at, policy_ranks=2, zero_stage=2),
-               point(base, args, rate, facts, batch=args.at, engines=2, policy_ranks=2, critic_ranks=2, zero_stage=2),
-               point(base, args, rate, facts, batch=args.at, zero_stage=2),  # ZeRO-2 on single ranks: its cost
-               # 2 torch threads for the rollout engine only (Ray CPUs are logical here)
-               point(base, args, rate, facts, batch=args.at, role_cpus={"rollout": 2.0}, local_cpus=4),
-               # 2 torch threads for every actor (12 logical CPUs on this 2-core box)
-               point(base, args, rate, facts, batch=args.at, cpus_per_actor=2.0, local_cpus=12)]
+    variants = [
+        {"engines": 2},
+        {"policy_ranks": 2, "zero_stage": 2},
+        {"engines": 2, "policy_ranks": 2, "critic_ranks": 2, "zero_stage": 2},
+        {"zero_stage": 2},  # ZeRO-2 on single ranks: its cost
+        {"role_cpus": {"rollout": 2.0}, "local_cpus": 4},  # 2 torch threads for the rollout engine (logical CPUs)
+        {"cpus_per_actor": 2.0, "local_cpus": 12},  # 2 torch threads for every actor (12 logical CPUs)
+    ]
+    layouts = [at] + [point(base, args, rate, facts, batch=args.at, **v) for v in variants[: 2 if args.quick else None]]
     cols = ["B", "engines", "policy ranks", "critic ranks", "ZeRO", "threads/actor", "step s", "episodes/s", "floor s", "floor/step",
             "generation", "training", "sync", "driver overhead"]
 
