@@ -223,6 +223,13 @@ def _check(plan: Plan) -> None:
                             f"{plan.hardware.gpu_mem_gib:g} GiB: raise it or rollout.tensor_parallel_size")
         elif (ro.kv_tokens or 0) < seq:
             problems.append(f"rollout: the KV cache holds {ro.kv_tokens} tokens, less than one sequence ({seq})")
+    for role, field_name, train in (("policy", "ppo.policy_train", cfg.ppo.policy_train),
+                                    ("critic", "ppo.critic_train", cfg.ppo.critic_train)):
+        one_rank = getattr(cfg.cluster, role).num_actors == 1
+        if role in plan.memory and one_rank and train.backend == "deepspeed" and train.zero_stage > 0 \
+                and not train.offload_optimizer:
+            plan.notes.append(f"{field_name}.zero_stage {train.zero_stage} on a one-rank group partitions nothing "
+                              "and costs time (gradient bucket copies): zero_stage 0 is faster unless you offload")
     for role in ("policy", "critic", "reference", "reward"):
         gpus = getattr(cfg.cluster, role).gpus_per_actor
         if role in plan.memory and gpus > 1:

@@ -25,6 +25,14 @@ class RoleResources(Strict):
     num_actors: int = Field(1, ge=1, le=65_536, description="Ray actors (ranks) for this role.")
     gpus_per_actor: float = Field(0.0, ge=0.0, le=64, description="GPUs reserved per actor (0 on CPU).")
     cpus_per_actor: float = Field(0.25, gt=0.0, le=1024, description="CPUs reserved per actor (fractions share cores).")
+    torch_threads: int | None = Field(
+        None, ge=1, le=1024, description="torch intra-op threads per actor. None: the whole CPUs of cpus_per_actor, "
+        "at least 1. Raise it for a role that runs while the others wait (the rollout engine generates alone); "
+        "roles that run at once on shared cores thrash with more threads than cores.")
+
+    def threads(self) -> int:
+        """torch threads an actor of this role uses."""
+        return self.torch_threads if self.torch_threads is not None else max(1, int(self.cpus_per_actor))
 
 
 class ClusterConfig(Strict):
@@ -82,6 +90,11 @@ class PPOConfig(Strict):
     policy_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5), description="Policy optimiser and engine.")
     critic_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5), description="Critic optimiser and engine.")
     max_nonfinite_updates: int = Field(3, ge=0, description="Abort (after a checkpoint) past this many skipped updates.")
+    old_logprobs: Literal["recompute", "rollout"] = Field(
+        "recompute", description="Where the PPO ratio's old log-probs come from: a policy forward after generation "
+        "('recompute': exact, one forward more per step), or the rollout engine's own log-probs of the sampled "
+        "tokens ('rollout': saves that forward; they equal the policy's up to the engine's numerics, e.g. bf16 "
+        "vLLM kernels, which makes the first epoch's ratio differ slightly from 1).")
 
 
 class SFTStageConfig(Strict):

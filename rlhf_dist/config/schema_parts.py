@@ -120,6 +120,8 @@ class SamplingConfig(Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(-1, ge=-1, description="Top-k sampling; -1 disables.")
     samples_per_prompt: int = Field(1, ge=1, le=1024, description="Responses sampled per prompt (>1 for GRPO/RLOO).")
+    ignore_eos: bool = Field(False, description="Every sample runs to max_new_tokens; stop tokens are ordinary "
+                             "tokens (not masked). Fixed-length rollouts, e.g. for throughput benchmarks.")
 
 
 class RolloutConfig(Strict):
@@ -129,6 +131,12 @@ class RolloutConfig(Strict):
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=0.98, description="vLLM GPU memory fraction (CUDA).")
     kv_cache_gib: int = Field(1, ge=1, le=4096, description="vLLM CPU KV cache size in GiB (CPU only).")
     enforce_eager: bool = Field(True, description="Disable CUDA graphs / compilation: faster start, slower decode.")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=64, le=1_048_576, description="vLLM scheduler token budget per step. None: 16384 on CPU (a "
+        "rollout batch's prompts prefill in one step), vLLM's own default on CUDA.")
+    max_num_seqs: int | None = Field(
+        None, ge=1, le=65_536, description="vLLM: most sequences decoded per step. None: 256 on CPU, vLLM's own "
+        "default on CUDA.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling parameters.")
     sync_backend: Literal["object_store", "nccl"] = Field(
         "object_store", description="Weight transport policy -> engines: Ray's object store (any device), or an NCCL "

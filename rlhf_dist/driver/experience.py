@@ -37,7 +37,7 @@ class Experience:
     sequences: torch.Tensor  # [B, P+R]
     attention_mask: torch.Tensor  # [B, P+R]
     action_mask: torch.Tensor  # [B, R]
-    old_logprobs: torch.Tensor  # [B, R] policy log-probs before this update (recomputed by the trainer)
+    old_logprobs: torch.Tensor  # [B, R] policy log-probs before the update (see ppo.old_logprobs)
     ref_logprobs: torch.Tensor  # [B, R] frozen reference log-probs
     values: torch.Tensor  # [B, R] critic values before the update (zeros without a critic)
     rewards: torch.Tensor  # [B, R] KL-shaped per-token rewards (score on the last token)

@@ -119,7 +119,7 @@ def ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_
         batch = generate(roles, [prompt_ids[i] for i in picked], [prompt_texts[i] for i in picked], tokenizer,
                          seed=cfg.run.seed * 100_003 + step)
     # 3. inference starts now (policy/ref log-probs [B, R], values [B, R]) and overlaps scoring
-    jobs = start_inference(roles, batch)
+    jobs = start_inference(roles, batch, recompute_old_logprobs=cfg.ppo.old_logprobs == "recompute")
     with timer("scoring"):
         scores, reward_parts = combine_rewards(  # [B]
             cfg.ppo.rewards, batch.prompts, batch.responses,

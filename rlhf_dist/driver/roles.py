@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,11 +126,15 @@ def _sharded_concat(group: ActorGroup, method: str, inputs: dict[str, torch.Tens
     return group.submit_sharded(method, shard(inputs, group.num_actors))
 
 
-def start_inference(roles: Roles, batch: RolloutBatch) -> dict[str, tuple[ActorGroup, list]]:
-    """Launch policy/reference log-probs and critic values concurrently; collect with finish_inference."""
+def start_inference(roles: Roles, batch: RolloutBatch,
+                    recompute_old_logprobs: bool) -> dict[str, tuple[ActorGroup, list]]:
+    """Launch policy/reference log-probs and critic values concurrently; collect with finish_inference.
+
+    Without recompute_old_logprobs (ppo.old_logprobs 'rollout') the engine's log-probs serve as the old ones."""
     inputs = batch.model_inputs()
-    jobs = {"old_logprobs": (roles.policy, _sharded_concat(roles.policy, "logprobs", inputs)),
-            "ref_logprobs": (roles.reference, _sharded_concat(roles.reference, "logprobs", inputs))}
+    jobs = {"ref_logprobs": (roles.reference, _sharded_concat(roles.reference, "logprobs", inputs))}
+    if recompute_old_logprobs:
+        jobs["old_logprobs"] = (roles.policy, _sharded_concat(roles.policy, "logprobs", inputs))
     if roles.critic is not None:
         jobs["values"] = (roles.critic, _sharded_concat(roles.critic, "values", inputs))
     return jobs
@@ -139,6 +142,7 @@ def start_inference(roles: Roles, batch: RolloutBatch) -> dict[str, tuple[ActorG
 
 def finish_inference(jobs: dict[str, tuple[ActorGroup, list]], batch: RolloutBatch) -> dict[str, torch.Tensor]:
     out = {name: torch.cat(group.collect(refs, name)) for name, (group, refs) in jobs.items()}
+    out.setdefault("old_logprobs", batch.rollout_logprobs)
     out.setdefault("values", torch.zeros_like(batch.action_mask))
     return out
 
@@ -152,15 +156,14 @@ def model_scores(roles: Roles, prompts: list[str], responses: list[str]) -> list
 
 
 def train(roles: Roles, experience: dict[str, torch.Tensor], step: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Policy and critic updates run concurrently; returns (stats, seconds per role)."""
-    started = time.perf_counter()
+    """Policy and critic updates run concurrently; returns (stats, seconds per role: its slowest rank's own time)."""
     jobs = {"policy": (roles.policy, roles.policy.submit_sharded("train_ppo", shard(experience, roles.policy.num_actors), step=step))}
     if roles.critic is not None:
         jobs["critic"] = (roles.critic, roles.critic.submit_sharded("train_ppo", shard(experience, roles.critic.num_actors), step=step))
     stats, seconds = {}, {}
     for role, (group, refs) in jobs.items():
         per_rank = group.collect(refs, "train_ppo")
-        seconds[f"{role}_train"] = time.perf_counter() - started
+        seconds[f"{role}_train"] = max(r.pop("seconds") for r in per_rank)
         for key in per_rank[0]:
             values = [r[key] for r in per_rank if key in r]
             stats[key] = sum(values) if key == "skipped_updates" else sum(values) / len(values)

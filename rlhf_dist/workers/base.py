@@ -34,9 +34,8 @@ class RoleWorker:
     def __init__(self, cfg: dict, role: str, rank: int, world_size: int):
         self.cfg = RLHFConfig.model_validate(cfg)
         self.role, self.rank, self.world_size = role, rank, world_size
-        cpus = getattr(self.cfg.cluster, role).cpus_per_actor
         # Several actors share a few cores on small machines: oversubscribed BLAS threads thrash.
-        threads = max(1, int(cpus))
+        threads = getattr(self.cfg.cluster, role).threads()
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         self.device = torch.device("cuda" if self.cfg.cluster.device == "cuda" else "cpu")

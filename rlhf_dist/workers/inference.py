@@ -8,6 +8,7 @@ from rlhf_dist.models import load_causal_lm, load_reward_model, load_tokenizer
 from rlhf_dist.models.forward import response_logprobs
 from rlhf_dist.models.reward_scoring import score_texts
 from rlhf_dist.workers.base import RoleWorker
+from rlhf_dist.workers.tensor_wire import WireTensor, tensors_from_wire
 
 
 class ReferenceWorker(RoleWorker):
@@ -52,8 +53,9 @@ class RolloutWorker(RoleWorker):
     def generate(self, prompt_ids: list[list[int]], seed: int):
         return self.engine.generate(prompt_ids, self.cfg.rollout.sampling, seed)
 
-    def update_weights(self, bucket: list[tuple[str, torch.Tensor]]) -> None:
-        self.engine.update_weights(bucket)
+    def update_weights(self, bucket: list[WireTensor]) -> None:
+        """One bucket from PolicyWorker.weight_bucket (numpy arrays, zero-copy from the object store)."""
+        self.engine.update_weights(tensors_from_wire(bucket))
 
     def reset_prefix_cache(self) -> None:
         self.engine.reset_prefix_cache()

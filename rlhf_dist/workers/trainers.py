@@ -7,6 +7,7 @@ boundary (one optimizer step per global mini-batch).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -18,6 +19,10 @@ from rlhf_dist.config.schema_parts import TrainConfig
 from rlhf_dist.models import load_causal_lm, load_critic, load_tokenizer, merge_lora
 from rlhf_dist.models.forward import response_logprobs, response_values
 from rlhf_dist.workers.base import RoleWorker
+from rlhf_dist.workers.tensor_wire import WireTensor, tensors_to_wire
+
+# The HF name of the output projection that tied-embedding models share with embed_tokens.
+TIED_LM_HEAD = "lm_head.weight"
 
 
 def _layer_of(name: str) -> str:
@@ -53,7 +58,9 @@ class TrainWorker(RoleWorker):
         raise NotImplementedError
 
     def train_ppo(self, shard: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-        """PPO epochs over this rank's shard; returns mean stats (skipped updates included)."""
+        """PPO epochs over this rank's shard; returns mean stats (skipped updates included) and
+        `seconds`, this rank's own training time (the driver collects groups one after another)."""
+        started = time.perf_counter()
         self.engine.train()
         shard = self.to_device(shard)
         n = shard["sequences"].shape[0]
@@ -70,6 +77,7 @@ class TrainWorker(RoleWorker):
                 rows.append(stats)
         out = _mean_stats(rows)
         out["skipped_updates"] = float(self.engine.skipped_updates - skipped_before)
+        out["seconds"] = time.perf_counter() - started
         return out
 
     def save_checkpoint(self, directory: str, tag: str) -> None:
@@ -84,6 +92,9 @@ class PolicyWorker(TrainWorker):
         self.train_cfg = self.cfg.ppo.policy_train
         self.model_dir = model_dir
         model = load_causal_lm(self.cfg.policy, model_dir, trainable=True)
+        # A tied lm_head is the embedding again: engines re-tie it, so weight sync leaves it out.
+        lm_head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+        self._tied_lm_head = lm_head is not None and lm_head.weight is embedding.weight
         self._build_engine(model, total_updates, self.cfg.policy.dtype)
         return sum(p.numel() for p in model.parameters())
 
@@ -123,6 +134,8 @@ class PolicyWorker(TrainWorker):
         self._buckets: list[list[tuple[str, torch.Tensor]]] = []
         if self.rank != 0:
             return []
+        if self._tied_lm_head:
+            state.pop(TIED_LM_HEAD, None)
         limit, current, size, layer = bucket_mb * 2**20, [], 0, None
         for name, tensor in state.items():
             nbytes = tensor.numel() * tensor.element_size()
@@ -138,8 +151,9 @@ class PolicyWorker(TrainWorker):
             self._buckets.append(current)
         return [sum(t.numel() * t.element_size() for _, t in b) for b in self._buckets]
 
-    def weight_bucket(self, index: int) -> list[tuple[str, torch.Tensor]]:
-        return self._buckets[index]
+    def weight_bucket(self, index: int) -> list[WireTensor]:
+        """Bucket `index` as numpy arrays (Ray's zero-copy path; see workers/tensor_wire.py)."""
+        return tensors_to_wire(self._buckets[index])
 
     # ---- NCCL weight sync (CUDA): rank 0 broadcasts buckets into the vLLM workers ----
     def weight_broadcast_rendezvous(self) -> tuple[str, int]:

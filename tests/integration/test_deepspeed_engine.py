@@ -266,6 +266,28 @@ def _single_main(out_dir: str) -> None:
         os._exit(1)
 
 
+def _zero0_single_main(out_dir: str) -> None:
+    """One rank at ZeRO-0 fp32: no gradient all-reduce, fused AdamW; 2 updates of 4 micro-batches."""
+    torch.set_num_threads(1)
+    out = Path(out_dir)
+    try:
+        from rlhf_dist.backends.train.deepspeed_engine import single_process_deepspeed_engine
+
+        engine = single_process_deepspeed_engine(_lm_model(0), _train_cfg(0, LM_LR), TOTAL_UPDATES)
+        results: dict = {"allreduce": engine.ds_engine.enable_backward_allreduce,
+                         "fused": [g["fused"] for g in engine.optimizer.param_groups], "grad_norms": []}
+        for _ in range(2):
+            for j in range(GLOBAL // MICRO):
+                engine.backward(_lm_loss(engine, j))
+                info = engine.step()
+            results["grad_norms"].append(info.grad_norm)
+        results["state"] = engine.full_state_dict()
+        torch.save(results, out / "rank0.pt")
+    except BaseException:
+        (out / "rank0.error").write_text(traceback.format_exc())
+        os._exit(1)
+
+
 def _spawn_ranks(out_dir: Path, timeout_s: float = 240.0, world: int = WORLD, target=None) -> list[dict]:
     import multiprocessing as mp
 
@@ -419,3 +441,11 @@ def test_single_process_engine_bf16_offload(tmp_path):
     assert res["losses"][0] > res["losses"][1] > res["losses"][2], res["losses"]
     assert {t.dtype for t in res["state"].values()} == {torch.bfloat16}
     assert set(res["state"]) == set(_lm_model(0).state_dict())
+
+
+def test_one_rank_zero0_skips_the_allreduce_and_matches_the_torch_engine(tmp_path):
+    (res,) = _spawn_ranks(tmp_path, timeout_s=120, world=1, target=_zero0_single_main)
+    assert res["allreduce"] is False and res["fused"] == [True]
+    ref_state, ref_norms = _reference_state(_lm_model, LM_LR, updates=2, value=False)
+    assert _max_diff(ref_state, res["state"]) < 1e-6
+    assert res["grad_norms"] == pytest.approx(ref_norms, rel=1e-5)

@@ -14,6 +14,7 @@ from rlhf_dist.config import load_config
 from rlhf_dist.driver.ppo import TrainingAborted
 from rlhf_dist.driver.rewards import RewardError
 from rlhf_dist.stages.ppo import run_ppo_stage
+from tests.integration.models import make_tied_tiny_llama
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -44,12 +45,18 @@ def test_ppo_zero2_vllm_learns_and_weights_reach_the_engine(tmp_path):
     assert len(lines) == 10 and "time/generation" in json.loads(lines[0])
 
 
-def test_ppo_zero3_policy_and_critic(tmp_path):
+def test_ppo_zero3_policy_and_critic_with_tied_embeddings(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    policy_dir = make_tied_tiny_llama(tmp_path / "tied-policy", seed=0)
     cfg = tiny_cfg(tmp_path, "ppo.steps=2", "ppo.policy_train.zero_stage=3", "ppo.critic_train.zero_stage=3",
-                   "checkpoint.every_steps=0")
+                   "checkpoint.every_steps=0", f"policy.path={policy_dir}")
     hist = run_ppo_stage(cfg).history
     assert max(m["rollout/logprob_abs_diff"] for m in hist) < 1e-4  # ZeRO-3 gather + sync arrived
     assert all(m["critic/loss"] > 0 for m in hist)
+    # the tied lm_head is not sent (parameters() counts the shared tensor once): fp32 bytes of the rest
+    unique_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(policy_dir).parameters())
+    assert all(m["sync/bytes"] == 4 * unique_params for m in hist)
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "rloo"])
@@ -62,6 +69,18 @@ def test_group_estimators_with_hf_rollout_colocated(tmp_path, estimator):
     assert end > start + 0.05, f"{estimator}: reward did not rise: {[round(m['reward/score_raw'], 3) for m in hist]}"
     assert "critic/loss" not in hist[0]  # group estimators need no critic
     assert max(m["rollout/logprob_abs_diff"] for m in hist) < 1e-4
+
+
+def test_rollout_logprobs_as_old_logprobs_train_like_recomputed_ones(tmp_path):
+    # The fp32 HF engine's log-probs equal the policy's to ~1e-6, so taking them instead of a policy
+    # forward (ppo.old_logprobs 'rollout') must give the same updates, step for step.
+    common = ["ppo.steps=2", "rollout.backend=hf", "checkpoint.every_steps=0"]
+    runs = {mode: run_ppo_stage(tiny_cfg(tmp_path / mode, *common, f"ppo.old_logprobs={mode}")).history
+            for mode in ("recompute", "rollout")}
+    for key in ("policy/loss", "policy/clipfrac", "critic/loss", "reward/score_raw", "kl/seq_k1"):
+        for a, b in zip(runs["recompute"], runs["rollout"]):
+            assert abs(a[key] - b[key]) < 1e-3, (key, a[key], b[key])
+    assert all(m["rollout/logprob_abs_diff"] == 0.0 for m in runs["rollout"])  # the engine's own, not recomputed
 
 
 def test_kill_and_resume_gives_identical_metrics(tmp_path):

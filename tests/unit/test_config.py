@@ -141,3 +141,11 @@ def test_cli_config_validate_and_schema(tmp_path, capsys):
 def test_cli_config_show_applies_overrides(capsys):
     assert main(["config", "show", "--config", "configs/tiny.yaml", "--ppo.kl.coef", "0.3"]) == 0
     assert "coef: 0.3" in capsys.readouterr().out
+
+
+def test_torch_threads_default_to_whole_reserved_cpus():
+    cfg = load_config(None, ["cluster.rollout.cpus_per_actor=0.25", "cluster.policy.cpus_per_actor=3.5",
+                             "cluster.critic.torch_threads=4"])
+    assert cfg.cluster.rollout.threads() == 1  # a fraction of a core still runs one thread
+    assert cfg.cluster.policy.threads() == 3
+    assert cfg.cluster.critic.threads() == 4  # explicit, independent of the 0.25 CPUs Ray reserves

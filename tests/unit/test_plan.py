@@ -207,3 +207,16 @@ def test_plan_cli_exit_codes(capsys):
     assert "DOES NOT FIT" in capsys.readouterr().out
     assert main(["plan", "configs/tiny.yaml", "--ppo.kl.coeff", "1"]) == 2  # typo: config error, no plan
     assert "did you mean 'coef'" in capsys.readouterr().err
+
+
+def test_one_rank_zero_partitions_nothing_note():
+    tiny = "nodes=1,cpus_per_node=2,ram_gib=8"
+    # tiny.yaml: policy on 2 ranks at ZeRO-2 (partitioned), critic on 1 rank at ZeRO-2 (nothing to partition)
+    cfg = load_config("configs/tiny.yaml")
+    notes = make_plan(cfg, parse_hardware(tiny, cfg)).notes
+    assert any(n.startswith("ppo.critic_train.zero_stage 2 on a one-rank group") for n in notes)
+    assert not any(n.startswith("ppo.policy_train.zero_stage") for n in notes)
+    cfg = load_config("configs/tiny.yaml", ["ppo.critic_train.zero_stage=0"])
+    assert not any("one-rank group" in n for n in make_plan(cfg, parse_hardware(tiny, cfg)).notes)
+    cfg = load_config("configs/tiny.yaml", ["ppo.critic_train.zero_stage=2", "ppo.critic_train.offload_optimizer=true"])
+    assert not any("one-rank group" in n for n in make_plan(cfg, parse_hardware(tiny, cfg)).notes)

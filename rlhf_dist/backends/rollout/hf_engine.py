@@ -83,7 +83,7 @@ class HFEngine(RolloutEngine):
             typical_p=1.0,
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
-            eos_token_id=self.stop_ids,
+            eos_token_id=None if sampling.ignore_eos else self.stop_ids,
             pad_token_id=self.pad_id,
         )
 
@@ -95,6 +95,7 @@ class HFEngine(RolloutEngine):
         n = sampling.samples_per_prompt
         rows = [p for p in prompt_ids for _ in range(n)]  # row r = prompt r // n
         gen_cfg = self._generation_config(sampling)
+        stop_ids = [] if sampling.ignore_eos else self.stop_ids
         starts = list(range(0, len(rows), ROWS_PER_CHUNK))
         samples: list[RolloutSample] = []
         for start, chunk_seed in zip(starts, request_seeds(seed, len(starts))):
@@ -102,11 +103,12 @@ class HFEngine(RolloutEngine):
             cuda_ids = [torch.cuda.current_device()] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda_ids):
                 torch.manual_seed(chunk_seed)
-                samples.extend(self._generate_chunk(rows[start : start + ROWS_PER_CHUNK], gen_cfg))
+                samples.extend(self._generate_chunk(rows[start : start + ROWS_PER_CHUNK], gen_cfg, stop_ids))
         return [samples[i * n : (i + 1) * n] for i in range(len(prompt_ids))]
 
-    def _generate_chunk(self, prompts: list[list[int]], gen_cfg: GenerationConfig) -> list[RolloutSample]:
-        """Left-pad [C][P_i] prompts to [C, P], sample, cut each row at its first eos."""
+    def _generate_chunk(self, prompts: list[list[int]], gen_cfg: GenerationConfig,
+                        stop_ids: list[int]) -> list[RolloutSample]:
+        """Left-pad [C][P_i] prompts to [C, P], sample, cut each row at its first stop id."""
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -122,7 +124,7 @@ class HFEngine(RolloutEngine):
         )
         token_logprobs = recorder.finish(sequences[:, -1]).cpu()  # [C, T]
         response = sequences[:, width:].cpu()  # [C, T]
-        stops = torch.tensor(self.stop_ids)
+        stops = torch.tensor(stop_ids, dtype=torch.long)
         samples = []
         for i, p in enumerate(prompts):
             is_stop = torch.isin(response[i], stops).nonzero()

@@ -63,12 +63,22 @@ def accumulation_steps(cfg: TrainConfig, dp_size: int) -> int:
     return cfg.global_batch_size // (cfg.micro_batch_size * dp_size)
 
 
+# Devices with a fused AdamW kernel in torch (one kernel over all tensors instead of ~10 ops each).
+_FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters (torch's, so DeepSpeed needs no op compilation on CPU)."""
+    """AdamW over trainable parameters (torch's, so DeepSpeed needs no op compilation on CPU).
+
+    Fused when every parameter is a float tensor on CPU or CUDA: the for-loop AdamW took 0.86 s
+    per step on a 135M model on one CPU thread, the fused one 0.17 s (bench/README.md).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters")
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+    fused = all(p.is_floating_point() and p.device.type in _FUSED_ADAM_DEVICES for p in params)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay,
+                             fused=fused or None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_updates: int):

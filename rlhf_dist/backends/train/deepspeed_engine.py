@@ -164,6 +164,10 @@ class DeepSpeedEngine(TrainEngine):
         ds_engine, ds_optimizer, _, ds_scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config
         )
+        if self.dp_size == 1 and cfg.zero_stage == 0:
+            # Nothing to average over one rank, yet DeepSpeed would flatten every gradient into
+            # a bucket, "all-reduce" it and copy it back each update (~10% of a 135M update on CPU).
+            ds_engine.enable_backward_allreduce = False
         self.ds_engine = ds_engine
         self.model = ds_engine  # forward like the original module; .module is the original
         self.optimizer = ds_optimizer  # DeepSpeed's wrapper (ZeRO) or the torch AdamW itself
