@@ -42,10 +42,11 @@ DEFAULTS: dict[str, Any] = {
     "policy_ranks": 1,
     "critic_ranks": 1,
     "zero_stage": 0,  # one rank per trainer by default: ZeRO partitions nothing there (and costs, see README)
-    "cpus_per_actor": 0.25,  # Ray CPUs per actor; torch threads per actor = max(1, int(this))
+    "cpus_per_actor": 0.25,  # Ray CPUs per actor; torch threads per actor = max(1, int(this)) unless role_threads
     "local_cpus": None,  # Ray logical CPUs (None = cores)
-    "role_cpus": {},  # per-role cpus_per_actor overrides, e.g. {"rollout": 2.0} (2 torch threads for the engine)
-    "fixed_length": True,
+    "role_threads": {},  # per-role cluster.<role>.torch_threads, e.g. {"rollout": 2}
+    "old_logprobs": "recompute",  # ppo.old_logprobs
+    "fixed_length": True,  # rollout.sampling.ignore_eos (TRL: stop_token=None)
     "patches": [],  # bench/hooks.py what-if engine patches (rlhf-dist arm only)
 }
 
@@ -84,7 +85,7 @@ def rlhf_config(s: dict[str, Any], dirs: dict[str, Path], out_dir: Path):
     dev = device()
 
     def res(role: str, n: int) -> dict[str, Any]:
-        out = {"num_actors": n, "cpus_per_actor": s["role_cpus"].get(role, s["cpus_per_actor"])}
+        out = {"num_actors": n, "cpus_per_actor": s["cpus_per_actor"], "torch_threads": s["role_threads"].get(role)}
         if dev == "cuda":  # every role shares the GPU(s): colocated bundles, a fifth of a GPU per actor
             out["gpus_per_actor"] = 0.2
         return out
@@ -100,11 +101,12 @@ def rlhf_config(s: dict[str, Any], dirs: dict[str, Path], out_dir: Path):
             "steps": s["warmup"] + s["steps"] + 1,  # stop_after ends one short: no final checkpoint/export
             "rollout_batch_size": s["batch"], "ppo_epochs": s["epochs"], "advantage": "gae",
             "rewards": [{"kind": "model"}], "kl": {"coef": 0.05, "estimator": "k1"}, "reward_clip": None,
+            "old_logprobs": s["old_logprobs"],
             "policy_train": train(s["policy_ranks"]), "critic_train": train(s["critic_ranks"]),
         },
         "rollout": {"backend": s["backend"], "num_engines": s["engines"], "kv_cache_gib": 1,
                     "gpu_memory_utilization": 0.25,
-                    "sampling": {"max_new_tokens": s["response"], "temperature": 1.0}},
+                    "sampling": {"max_new_tokens": s["response"], "temperature": 1.0, "ignore_eos": s["fixed_length"]}},
         "cluster": {"device": dev, "colocate": dev == "cuda", "local_num_cpus": s["local_cpus"] or os.cpu_count(), "policy": res("policy", s["policy_ranks"]),
                     "critic": res("critic", s["critic_ranks"]), "reference": res("reference", 1),
                     "reward": res("reward", 1), "rollout": res("rollout", s["engines"])},
@@ -129,7 +131,7 @@ def run_rlhf(s: dict[str, Any]) -> dict[str, Any]:
     shutil.rmtree(out_dir, ignore_errors=True)
     cfg = rlhf_config(s, dirs, out_dir)
     t0 = time.perf_counter()
-    start_ray(cfg.cluster.local_num_cpus, fixed_length=s["fixed_length"], patches=s["patches"])
+    start_ray(cfg.cluster.local_num_cpus, patches=s["patches"])
     ray_start = time.perf_counter() - t0
     wall0 = time.time()
     try:

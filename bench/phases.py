@@ -7,13 +7,13 @@ driver's per-step timings (`time/*` metrics) of the measured steps, median secon
 the step period. Step period = time between consecutive metric records, so it also holds what
 the driver does between two `ppo_step` calls. Driver overhead = period minus generation,
 scoring, inference, training and sync (it includes the driver's advantage math, which is also
-shown alone). `policy_train` / `critic_train` are the seconds until each group's result was
-collected (they run concurrently; `training` is the wall time of both).
+shown alone). `policy_train` / `critic_train` are each group's own training seconds (slowest
+rank; they run concurrently, `training` is the wall time of both).
 
 Part 2: the real sync path (`rlhf_dist.driver.roles.sync_weights`: policy rank 0 gathers and
 buckets, every rollout engine fetches each bucket from the object store and reloads it in place)
 timed on idle roles for models of growing size, with its two halves: gather+bucket
-(`prepare_weight_sync`) and transfer+reload.
+(`prepare_weight_sync`) and transfer+reload. Bytes are what is sent (a tied lm_head is not).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from bench.common import (  # noqa: E402
 )
 from bench.ppo_vs_trl import PRESETS, QUICK  # noqa: E402
 
-SYNC_WHATIF = "sync_tied,sync_numpy"  # bench/hooks.py: the sync fixes bench/README.md proposes
 PHASES = ["generation", "scoring", "inference", "advantages", "policy_train", "critic_train", "training", "sync"]
 
 
@@ -52,7 +51,7 @@ def breakdown(run: dict, warmup: int) -> dict:
     return {"per_step": rows, "median_s": med, "share": share}
 
 
-def sync_child(size: str, repeats: int, patches: list[str] | None = None) -> dict:
+def sync_child(size: str, repeats: int) -> dict:
     """Build idle roles (policy, reference, one vLLM engine) and time sync_weights."""
     import ray
 
@@ -68,7 +67,7 @@ def sync_child(size: str, repeats: int, patches: list[str] | None = None) -> dic
         "advantage": "reinforce_pp",
         "rewards": [type(cfg.ppo.rewards[0])(kind="function", function="rlhf_dist.eval.rules:lowercase_fraction_reward")],
     })})
-    start_ray(cfg.cluster.local_num_cpus, patches=patches)
+    start_ray(cfg.cluster.local_num_cpus)
     roles = build_roles(cfg, ModelDirs(policy=dirs["policy"], reward=None, critic_init=dirs["policy"]), total_updates=1)
     try:
         sync_weights(roles, cfg)  # warm-up
@@ -92,7 +91,7 @@ def sync_child(size: str, repeats: int, patches: list[str] | None = None) -> dic
         roles.shutdown()
         ray.shutdown()
     facts = arch_facts(dirs["policy"])
-    return {"size": size, "patches": patches or [], "params": facts["params_total"], "bytes": nbytes, "sync_s": total, "gather_s": gather,
+    return {"size": size, "params": facts["params_total"], "bytes": nbytes, "sync_s": total, "gather_s": gather,
             "transfer_reload_s": transfer}
 
 
@@ -102,10 +101,6 @@ def main() -> None:
     ap.add_argument("--sync-sizes", default=None,
                     help="sync sweep (default tiny,tiny256,tiny512,tiny1024,smollm2; quick: tiny,tiny512,smollm2)")
     ap.add_argument("--sync-repeats", type=int, default=3)
-    ap.add_argument("--sync-patches", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--sync-whatif-sizes", default=None,
-                    help="sizes re-timed with the proposed sync fixes (bench/hooks.py sync_tied,sync_numpy); "
-                         "default tiny512,smollm2 (quick: smollm2); '' for none")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--wait-quiet", type=float, default=60.0)
@@ -117,8 +112,7 @@ def main() -> None:
         quick_results()
     if args.sync_child:
         setup_env()
-        patches = [p for p in args.sync_patches.split(",") if p]
-        Path(args.json).write_text(json.dumps(sync_child(args.sync_child, args.sync_repeats, patches)))
+        Path(args.json).write_text(json.dumps(sync_child(args.sync_child, args.sync_repeats)))
         return
     sizes = (args.sizes or ("tiny" if args.quick else "tiny,smollm2")).split(",")
     sync_sizes = (args.sync_sizes or ("tiny,tiny512,smollm2" if args.quick else "tiny,tiny256,tiny512,tiny1024,smollm2")).split(",")
@@ -151,21 +145,13 @@ def main() -> None:
         wait_quiet(args.max_load, args.wait_quiet)
         sync[size] = run_child(["-m", "bench.phases", "--sync-child", size, "--sync-repeats", str(args.sync_repeats)],
                                timeout_s=args.timeout)
-    whatif_sizes = args.sync_whatif_sizes if args.sync_whatif_sizes is not None else (
-        "smollm2" if args.quick else "tiny512,smollm2")
-    sync_whatif = {}
-    for size in [s for s in whatif_sizes.split(",") if s]:
-        wait_quiet(args.max_load, args.wait_quiet)
-        sync_whatif[size] = run_child(["-m", "bench.phases", "--sync-child", size, "--sync-repeats", str(args.sync_repeats),
-                                       "--sync-patches", SYNC_WHATIF], timeout_s=args.timeout)
     srows = []
-    for label, group in (("", sync), (" (what-if fixes)", sync_whatif)):
-        for size, r in group.items():
-            t = median(r["sync_s"])
-            srows.append([size + label, f"{r['params'] / 1e6:.2f}M", f"{r['bytes'] / 2**20:.1f}", t,
-                          median(r["gather_s"]), median(r["transfer_reload_s"]), f"{r['bytes'] / t / 2**30:.2f}"])
+    for size, r in sync.items():
+        t = median(r["sync_s"])
+        srows.append([size, f"{r['params'] / 1e6:.2f}M", f"{r['bytes'] / 2**20:.1f}", t,
+                      median(r["gather_s"]), median(r["transfer_reload_s"]), f"{r['bytes'] / t / 2**30:.2f}"])
     tables["sync"] = print_table("Weight sync (policy -> 1 vLLM engine), median", [
-        "model", "params", "MiB (fp32)", "sync s", "gather+bucket s", "transfer+reload s", "GiB/s"], srows)
+        "model", "params", "MiB sent (fp32)", "sync s", "gather+bucket s", "transfer+reload s", "GiB/s"], srows)
 
     import matplotlib
 
@@ -188,20 +174,15 @@ def main() -> None:
     ax2.plot(mib, [median(sync[s]["transfer_reload_s"]) for s in sync], marker=".", label="transfer + reload")
     for s, x in zip(sync, mib):
         ax2.annotate(s, (x, median(sync[s]["sync_s"])), fontsize=7)
-    if sync_whatif:
-        wx = [sync[s]["bytes"] / 2**20 if s in sync else sync_whatif[s]["bytes"] / 2**20 for s in sync_whatif]
-        ax2.plot(wx, [median(sync_whatif[s]["sync_s"]) for s in sync_whatif], marker="x", linestyle="--",
-                 label=f"sync with what-if fixes ({SYNC_WHATIF})")
     ax2.set_xscale("log")
     ax2.set_yscale("log")
-    ax2.set_xlabel("policy weights (MiB, fp32)")
+    ax2.set_xlabel("weights sent (MiB, fp32)")
     ax2.set_ylabel("seconds")
     ax2.set_title("weight sync vs model size")
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)
     save_png(fig, "phases")
     write_result("phases", {"args": vars(args), "other_processes": other_cpu_users(), "runs": runs, "sync": sync,
-                            "sync_whatif": sync_whatif, "sync_whatif_patches": SYNC_WHATIF,
                             "tables_markdown": tables})
 
 

@@ -6,7 +6,7 @@ The role classes the actors host (RolloutWorker, RewardWorker, ReferenceWorker, 
 CriticWorker) are built directly, with the actors' thread setting (1 torch thread each), a
 world-size-1 gloo group and the ppo_vs_trl settings, and one PPO step is run phase by phase:
 generate, score, reference / policy / critic forwards, advantages, policy and critic updates,
-weight sync (gather + bucket, the object store's serialisation of the buckets, vLLM reload).
+weight sync (gather + bucket, what the object store does to the buckets, vLLM reload).
 Each phase reports its seconds and the top torch ops by self CPU time; the model FLOPs of the
 phase over the measured 1-thread matmul rate give its floor. With --py-spy the same run is
 sampled by py-spy (native frames) and the hottest Python/native functions are listed.
@@ -34,12 +34,11 @@ from bench.common import (  # noqa: E402
 
 def build_workers(settings: dict):
     from bench.arms import rlhf_config
-    from bench.hooks import apply_whatif, patch_fixed_length
+    from bench.hooks import apply_whatif
     from rlhf_dist.backends.train.dist import find_free_port
     from rlhf_dist.workers.inference import ReferenceWorker, RewardWorker, RolloutWorker
     from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
 
-    patch_fixed_length()
     apply_whatif(settings.get("patches", []))
     dirs = model_dirs(settings["size"])
     cfg = rlhf_config(settings, dirs, SCRATCH / "runs" / "profile")
@@ -56,6 +55,14 @@ def build_workers(settings: dict):
     reward.init_model(str(dirs["reward"]))
     rollout.init_model(str(dirs["policy"]))
     return cfg, dirs, {"policy": policy, "critic": critic, "reference": ref, "reward": reward, "rollout": rollout}
+
+
+def object_store_round_trip(bucket: list) -> list:
+    """What Ray does to a returned bucket: pickle 5 with out-of-band buffers, ONE copy of each buffer
+    into shared memory, and a zero-copy load on the receiving side."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(bucket, protocol=5, buffer_callback=buffers.append)
+    return pickle.loads(data, buffers=[bytearray(b.raw()) for b in buffers])
 
 
 def top_ops(prof, n: int = 8) -> list[dict]:
@@ -118,7 +125,7 @@ def run_step(settings: dict, profile: bool) -> dict:
     timed("critic train", lambda: w["critic"].train_ppo(shard(experience, 1)[0], step=1))
     sizes = timed("sync: gather+bucket", lambda: w["policy"].prepare_weight_sync(cfg.rollout.sync_bucket_mb))
     buckets = [w["policy"].weight_bucket(i) for i in range(len(sizes))]
-    timed("sync: serialise buckets", lambda: [pickle.loads(pickle.dumps(b, protocol=5)) for b in buckets])
+    timed("sync: object store round trip", lambda: [object_store_round_trip(b) for b in buckets])
 
     def reload():
         for b in buckets:
@@ -167,7 +174,7 @@ def main() -> None:
     ap.add_argument("--size", default="smollm2")
     ap.add_argument("--py-spy", action="store_true", help="also sample the run with py-spy (native frames)")
     ap.add_argument("--no-torch-profiler", action="store_true")
-    ap.add_argument("--patches", default="", help="what-if engine patches (bench/hooks.py), e.g. fused_adam,logits_to_keep")
+    ap.add_argument("--patches", default="", help="what-if engine patches (bench/hooks.py): logits_to_keep")
     ap.add_argument("--zero-stage", type=int, default=None)
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--wait-quiet", type=float, default=60.0)

@@ -44,25 +44,22 @@ def section() -> str:
         out += ["### PPO vs TRL", "", f"Measured {_when(res)}; fp32 matmul rate {res['matmul_flops_per_s'] / 1e9:.0f} "
                 "GFLOP/s (all cores). floor/step = model FLOPs of a step / that rate.", "", res["table_markdown"], ""]
         for name, r in res["results"].items():
-            s = r["settings"]
-            ratio = r["summary"]["ratio_episodes_per_s"]
-            out.append(f"- {name}: batch {s['batch']}, response {s['response']} tokens, {s['epochs']} PPO epoch(s) x "
-                       f"{s['minibatches']} mini-batches, {s['warmup']} warm-up + {s['steps']} measured steps per run, "
-                       f"{ratio['n']} A/B repeats; ratio rlhf-dist/TRL median {ratio['median']:.2f} "
-                       f"(range {ratio['min']:.2f}-{ratio['max']:.2f})")
+            s, summary = r["settings"], r["summary"]
+            ratio = summary["ratio_episodes_per_s"]
+            line = (f"- {name}: batch {s['batch']}, response {s['response']} tokens, {s['epochs']} PPO epoch(s) x "
+                    f"{s['minibatches']} mini-batches, {s['warmup']} warm-up + {s['steps']} measured steps per run, "
+                    f"{ratio['n']} repeats; ratio rlhf-dist/TRL median {ratio['median']:.2f} "
+                    f"(range {ratio['min']:.2f}-{ratio['max']:.2f})")
+            if tuned := summary.get("ratio_tuned_episodes_per_s"):
+                line += f", tuned/TRL {tuned['median']:.2f} ({tuned['min']:.2f}-{tuned['max']:.2f})"
+            out.append(line)
+        if tuned := res.get("tuned"):
+            out.append(f"- tuned = rlhf-dist with ppo.old_logprobs '{tuned['old_logprobs']}' and torch threads "
+                       f"{tuned['role_threads']} (config options); arms alternate A/B/C, then C/B/A")
         out.append("")
-    if res := _load("ppo_vs_trl_whatif"):
-        w = res.get("whatif") or {}
-        out += ["#### What-if: rlhf-dist with the proposed engine fixes", "",
-                f"`python -m bench.ppo_vs_trl --sizes smollm2 --whatif`, measured {_when(res)}. Third arm = rlhf-dist "
-                f"with bench/hooks.py patches {w.get('patches')} and rollout threads {w.get('role_cpus')}; the three "
-                "arms alternate in one invocation.", "", res["table_markdown"], ""]
     if res := _load("generation"):
         out += ["### Generation", "", f"Measured {_when(res)}.", "", res["table_markdown"], "",
                 "![generation](results/generation.png)", ""]
-    if res := _load("generation_whatif"):
-        out += [f"What-if `--patches {res['args']['patches']}` (one LLM.generate per rollout batch), measured "
-                f"{_when(res)}:", "", res["table_markdown"], ""]
     if res := _load("phases"):
         out += ["### Phase breakdown", "", f"Measured {_when(res)}.", "", res["tables_markdown"]["phases"], "",
                 res["tables_markdown"]["sync"], "", "![phases](results/phases.png)", ""]

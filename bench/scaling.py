@@ -29,9 +29,9 @@ from bench.ppo_vs_trl import PRESETS  # noqa: E402
 
 
 def _threads(s: dict) -> str:
-    """torch threads per actor (max(1, int(cpus_per_actor))), with per-role overrides."""
+    """torch threads per actor (max(1, int(cpus_per_actor))), with per-role torch_threads overrides."""
     t = str(max(1, int(s["cpus_per_actor"])))
-    extra = ",".join(f"{r} {max(1, int(c))}" for r, c in s.get("role_cpus", {}).items())
+    extra = ",".join(f"{r} {n}" for r, n in s["role_threads"].items())
     return f"{t} ({extra})" if extra else t
 
 
@@ -80,7 +80,7 @@ def main() -> None:
         {"policy_ranks": 2, "zero_stage": 2},
         {"engines": 2, "policy_ranks": 2, "critic_ranks": 2, "zero_stage": 2},
         {"zero_stage": 2},  # ZeRO-2 on single ranks: its cost
-        {"role_cpus": {"rollout": 2.0}, "local_cpus": 4},  # 2 torch threads for the rollout engine (logical CPUs)
+        {"role_threads": {"rollout": 2}},  # 2 torch threads for the rollout engine (cluster.rollout.torch_threads)
         {"cpus_per_actor": 2.0, "local_cpus": 12},  # 2 torch threads for every actor (12 logical CPUs)
     ]
     layouts = [at] + [point(base, args, rate, facts, batch=args.at, **v) for v in variants[: 2 if args.quick else None]]
