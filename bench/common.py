@@ -261,7 +261,8 @@ def ppo_step_flops(policy: dict[str, Any], reward: dict[str, Any], batch: int, p
     """Model FLOPs of one PPO step (GAE: policy, reference, critic and reward model all the size given).
 
     The same formula is used for both frameworks; `recompute_old_logprobs` adds the extra policy
-    forward that rlhf-dist runs (TRL takes the old log-probs from the generation logits).
+    forward that rlhf-dist runs with ppo.old_logprobs 'recompute' (its default). With 'rollout' it
+    takes the rollout engine's log-probs, as TRL takes them from its generation logits: pass False.
     """
     seq = prompt + response
     fwd_lm = forward_flops(policy, batch * seq, seq // 2)

@@ -102,8 +102,10 @@ def run_size(name: str, args) -> dict:
     prompt_width = {**DEFAULTS, **settings}["max_prompt"]
     summary = {}
     for arm, rows in runs.items():
+        # TRL takes its old log-probs from the generation logits; rlhf-dist per ppo.old_logprobs
+        recompute = arm != "trl" and rows[0]["settings"]["old_logprobs"] == "recompute"
         flops = ppo_step_flops(facts, facts, settings["batch"], prompt_width, settings["response"],
-                               settings["epochs"], recompute_old_logprobs=arm == "rlhf")
+                               settings["epochs"], recompute_old_logprobs=recompute)
         summary[arm] = {
             "episodes_per_s": spread([r["episodes_per_s"] for r in rows]),
             "tokens_per_s": spread([r["tokens_per_s"] for r in rows]),

@@ -6,7 +6,9 @@ The role classes the actors host (RolloutWorker, RewardWorker, ReferenceWorker, 
 CriticWorker) are built directly, with the actors' thread setting (1 torch thread each), a
 world-size-1 gloo group and the ppo_vs_trl settings, and one PPO step is run phase by phase:
 generate, score, reference / policy / critic forwards, advantages, policy and critic updates,
-weight sync (gather + bucket, what the object store does to the buckets, vLLM reload).
+weight sync (gather + bucket, what the object store does to the wire buckets, vLLM reload). Fixed-
+length responses come from the config (`rollout.sampling.ignore_eos`); `--patches` applies the
+what-if patches of bench/hooks.py (logits_to_keep).
 Each phase reports its seconds and the top torch ops by self CPU time; the model FLOPs of the
 phase over the measured 1-thread matmul rate give its floor. With --py-spy the same run is
 sampled by py-spy (native frames) and the hottest Python/native functions are listed.
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import subprocess
 import sys
 import time
@@ -58,11 +59,14 @@ def build_workers(settings: dict):
 
 
 def object_store_round_trip(bucket: list) -> list:
-    """What Ray does to a returned bucket: pickle 5 with out-of-band buffers, ONE copy of each buffer
-    into shared memory, and a zero-copy load on the receiving side."""
-    buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(bucket, protocol=5, buffer_callback=buffers.append)
-    return pickle.loads(data, buffers=[bytearray(b.raw()) for b in buffers])
+    """What Ray does to a returned wire bucket [(name, ndarray, dtype name)]: its cloudpickle at
+    protocol 5 with the arrays as out-of-band buffers, ONE copy of each buffer into shared memory,
+    and a zero-copy load on the receiving side (the arrays are views of that memory)."""
+    from ray import cloudpickle
+
+    buffers: list = []
+    data = cloudpickle.dumps(bucket, protocol=5, buffer_callback=buffers.append)
+    return cloudpickle.loads(data, buffers=[bytearray(b.raw()) for b in buffers])
 
 
 def top_ops(prof, n: int = 8) -> list[dict]:
@@ -107,9 +111,13 @@ def run_step(settings: dict, profile: bool) -> dict:
         print(f"[profile] {name:22s} {seconds:8.3f} s", flush=True)
         return out
 
-    sampling = cfg.rollout.sampling
+    sampling = cfg.rollout.sampling  # ignore_eos=True (bench.arms: fixed_length): every response is full length
+    assert sampling.ignore_eos
     samples = timed("generation", lambda: w["rollout"].generate(prompt_ids, seed=1))
     flat = [s for group in samples for s in group]
+    lengths = {len(s.response_ids) for s in flat}
+    if lengths != {sampling.max_new_tokens}:
+        raise RuntimeError(f"response lengths {sorted(lengths)} != fixed length {sampling.max_new_tokens}")
     seqs, attn, action, lps = pack_samples(flat, tokenizer.pad_token_id)
     responses = [tokenizer.decode(s.response_ids, skip_special_tokens=True) for s in flat]
     batch = RolloutBatch(seqs, attn, action, lps, texts, responses)
@@ -124,11 +132,12 @@ def run_step(settings: dict, profile: bool) -> dict:
     timed("policy train", lambda: w["policy"].train_ppo(shard(experience, 1)[0], step=1))
     timed("critic train", lambda: w["critic"].train_ppo(shard(experience, 1)[0], step=1))
     sizes = timed("sync: gather+bucket", lambda: w["policy"].prepare_weight_sync(cfg.rollout.sync_bucket_mb))
-    buckets = [w["policy"].weight_bucket(i) for i in range(len(sizes))]
-    timed("sync: object store round trip", lambda: [object_store_round_trip(b) for b in buckets])
+    # PolicyWorker.weight_bucket (numpy wire format) and the object store's round trip of it
+    received = timed("sync: serialise buckets",
+                     lambda: [object_store_round_trip(w["policy"].weight_bucket(i)) for i in range(len(sizes))])
 
-    def reload():
-        for b in buckets:
+    def reload():  # RolloutWorker.update_weights: wire -> torch views -> vLLM weight loaders
+        for b in received:
             w["rollout"].update_weights(b)
 
     timed("sync: vLLM reload", reload)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -81,6 +82,7 @@ def section() -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args()  # --help must not rewrite the README
     readme = REPO / "bench" / "README.md"
     text = readme.read_text()
     head, _, rest = text.partition(BEGIN)

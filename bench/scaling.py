@@ -29,9 +29,9 @@ from bench.ppo_vs_trl import PRESETS  # noqa: E402
 
 
 def _threads(s: dict) -> str:
-    """torch threads per actor (max(1, int(cpus_per_actor))), with per-role torch_threads overrides."""
+    """torch threads per actor (max(1, int(cpus_per_actor))), with the per-role torch_threads overrides."""
     t = str(max(1, int(s["cpus_per_actor"])))
-    extra = ",".join(f"{r} {n}" for r, n in s["role_threads"].items())
+    extra = ",".join(f"{r} {n}" for r, n in s.get("role_threads", {}).items() if n is not None)
     return f"{t} ({extra})" if extra else t
 
 
@@ -42,7 +42,7 @@ def point(base: dict, args, rate: float, facts: dict, **over) -> dict:
     br = breakdown(run, settings["warmup"])
     step = br["median_s"]["period"]
     flops = ppo_step_flops(facts, facts, settings["batch"], settings["max_prompt"], settings["response"],
-                           settings["epochs"])
+                           settings["epochs"], recompute_old_logprobs=settings["old_logprobs"] == "recompute")
     floor = flops["total"] / rate
     label = (f"B={settings['batch']} engines={settings['engines']} policy_ranks={settings['policy_ranks']} "
              f"critic_ranks={settings['critic_ranks']} zero={settings['zero_stage']} threads={_threads(settings)}")
