@@ -138,9 +138,10 @@ def trainer_memory(role: str, facts: ModelFacts, params: int, train: TrainConfig
     # from_pretrained builds the full model on the host first; offloaded states only exist after that
     mem.host_transient = {"load": max(0.0, b * params - (mem.host - PROCESS_HOST[device]))}
     if role == "policy":
-        # weight sync: full_state_dict() gathers every parameter on every rank, then copies it to the host
+        # weight sync: ZeRO-3 gathers every parameter on every rank; a host copy is made from the GPU
+        # or from the gathered weights (below ZeRO-3 on CPU the buckets are the weights themselves)
         mem.sync = b * params - mem.params if stage == 3 else 0.0
-        mem.host_transient["sync"] = b * params
+        mem.host_transient["sync"] = b * params if device == "cuda" or stage == 3 else 0.0
     if lora.enabled:
         mem.notes.append(f"LoRA r={lora.r}: {trainable / 1e6:.1f}M trainable parameters")
     return mem

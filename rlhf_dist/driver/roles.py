@@ -170,34 +170,57 @@ def train(roles: Roles, experience: dict[str, torch.Tensor], step: int) -> tuple
     return stats, seconds
 
 
+# Object-store sync: policy rank 0 serialises bucket i+1 into the store while the engines load bucket i
+# (at most this many buckets exist in the store at once).
+OBJECT_STORE_BUCKETS_IN_FLIGHT = 2
+
+
 def sync_weights(roles: Roles, cfg: RLHFConfig) -> int:
     """Policy rank 0 -> every rollout engine, bucket by bucket (buckets end at layer boundaries).
 
     The gather is a collective on all policy ranks (ZeRO-3 gathers once per sync, LoRA is merged).
-    object_store: each bucket is put once and fetched by every engine, never through the driver.
-    nccl (CUDA): rank 0 broadcasts each bucket GPU-to-GPU into the vLLM workers.
+    object_store: each bucket is put once and fetched by every engine, never through the driver;
+    two buckets are in flight, so putting one overlaps loading the previous one.
+    nccl (CUDA): rank 0 broadcasts each bucket GPU-to-GPU into the vLLM workers, one at a time.
     A bucket slower than rollout.sync_timeout_s fails the step. Returns the bytes sent.
     """
-    timeout = cfg.rollout.sync_timeout_s
     bucket_bytes = roles.policy.call("prepare_weight_sync", cfg.rollout.sync_bucket_mb)[0]
-    rank0, engines = roles.policy.actors[0], roles.rollout
-    if cfg.rollout.sync_backend == "nccl" and not roles.nccl_ready:
-        _init_nccl_sync(roles, cfg)
+    if cfg.rollout.sync_backend == "nccl":
+        if not roles.nccl_ready:
+            _init_nccl_sync(roles, cfg)
+        window, send = 1, _broadcast_bucket
+    else:
+        window, send = OBJECT_STORE_BUCKETS_IN_FLIGHT, _put_bucket
+    in_flight: list[tuple[int, list, list]] = []  # (bucket index, sender refs, engine refs)
     for i in range(len(bucket_bytes)):
-        if cfg.rollout.sync_backend == "nccl":
-            meta = roles.policy.collect([rank0.weight_bucket_meta.remote(i)], "weight_bucket_meta")[0]
-            futures = [actor.receive_weights.remote(meta) for actor in engines.actors]
-            sender = [rank0.broadcast_weight_bucket.remote(i)]
-        else:
-            bucket_ref = rank0.weight_bucket.remote(i)
-            futures, sender = [actor.update_weights.remote(bucket_ref) for actor in engines.actors], []
-        try:
-            roles.policy.collect(sender, "broadcast_weight_bucket", timeout_s=timeout)
-            engines.collect(futures, "update_weights", timeout_s=timeout)
-        except WorkerError as err:
-            raise WorkerError(f"weight sync bucket {i + 1}/{len(bucket_bytes)} failed: {err}") from None
+        in_flight.append((i, *send(roles, i)))
+        if len(in_flight) == window:
+            _await_bucket(roles, cfg, *in_flight.pop(0), len(bucket_bytes))
+    for pending in in_flight:
+        _await_bucket(roles, cfg, *pending, len(bucket_bytes))
     roles.policy.call("finish_weight_sync")
     return sum(bucket_bytes)
+
+
+def _put_bucket(roles: Roles, index: int) -> tuple[list, list]:
+    bucket_ref = roles.policy.actors[0].weight_bucket.remote(index)
+    return [], [actor.update_weights.remote(bucket_ref) for actor in roles.rollout.actors]
+
+
+def _broadcast_bucket(roles: Roles, index: int) -> tuple[list, list]:
+    rank0 = roles.policy.actors[0]
+    meta = roles.policy.collect([rank0.weight_bucket_meta.remote(index)], "weight_bucket_meta")[0]
+    futures = [actor.receive_weights.remote(meta) for actor in roles.rollout.actors]
+    return [rank0.broadcast_weight_bucket.remote(index)], futures
+
+
+def _await_bucket(roles: Roles, cfg: RLHFConfig, index: int, sender: list, futures: list, total: int) -> None:
+    timeout = cfg.rollout.sync_timeout_s
+    try:
+        roles.policy.collect(sender, "broadcast_weight_bucket", timeout_s=timeout)
+        roles.rollout.collect(futures, "update_weights", timeout_s=timeout)
+    except WorkerError as err:
+        raise WorkerError(f"weight sync bucket {index + 1}/{total} failed: {err}") from None
 
 
 def _init_nccl_sync(roles: Roles, cfg: RLHFConfig) -> None:

@@ -130,7 +130,7 @@ class PolicyWorker(TrainWorker):
         """Collective on all ranks: gather full weights (LoRA merged); rank 0 keeps them in buckets.
 
         Returns the byte size of each bucket (rank 0; [] elsewhere)."""
-        state = self._hf_state_dict()
+        state = self._hf_state_dict(copy=False)  # no training until finish_weight_sync
         self._buckets: list[list[tuple[str, torch.Tensor]]] = []
         if self.rank != 0:
             return []
@@ -175,13 +175,13 @@ class PolicyWorker(TrainWorker):
     def finish_weight_sync(self) -> None:
         self._buckets = []
 
-    def _hf_state_dict(self) -> dict[str, torch.Tensor]:
+    def _hf_state_dict(self, copy: bool = True) -> dict[str, torch.Tensor]:
         """HF-named full weights of the policy (what vLLM and save_pretrained expect)."""
         if not self.cfg.policy.lora.enabled:
-            return self.engine.full_state_dict()
+            return self.engine.full_state_dict(copy)
         from rlhf_dist.models.lora import merged_state_dict
 
-        return merged_state_dict(self.engine.full_state_dict(), self.cfg.policy.lora)
+        return merged_state_dict(self.engine.full_state_dict(copy), self.cfg.policy.lora)
 
     def export_hf(self, out_dir: str) -> str:
         """Rank 0 writes a plain HF dir of the current policy (LoRA merged). Collective."""

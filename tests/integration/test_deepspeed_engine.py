@@ -260,6 +260,10 @@ def _single_main(out_dir: str) -> None:
             results["losses"].append(sum(losses) / 2)
             assert info.applied and info.boundary
         results["state"] = engine.full_state_dict()
+        # weight sync's copy=False hands out the weights themselves; the default is a snapshot
+        params, live = dict(engine.module.named_parameters()), engine.full_state_dict(copy=False)
+        results["live_is_weights"] = all(live[n].data_ptr() == p.data_ptr() for n, p in params.items())
+        results["copy_is_weights"] = any(results["state"][n].data_ptr() == p.data_ptr() for n, p in params.items())
         torch.save(results, out / "rank0.pt")
     except BaseException:
         (out / "rank0.error").write_text(traceback.format_exc())
@@ -282,6 +286,10 @@ def _zero0_single_main(out_dir: str) -> None:
                 info = engine.step()
             results["grad_norms"].append(info.grad_norm)
         results["state"] = engine.full_state_dict()
+        # weight sync's copy=False hands out the weights themselves; the default is a snapshot
+        params, live = dict(engine.module.named_parameters()), engine.full_state_dict(copy=False)
+        results["live_is_weights"] = all(live[n].data_ptr() == p.data_ptr() for n, p in params.items())
+        results["copy_is_weights"] = any(results["state"][n].data_ptr() == p.data_ptr() for n, p in params.items())
         torch.save(results, out / "rank0.pt")
     except BaseException:
         (out / "rank0.error").write_text(traceback.format_exc())
@@ -446,6 +454,7 @@ def test_single_process_engine_bf16_offload(tmp_path):
 def test_one_rank_zero0_skips_the_allreduce_and_matches_the_torch_engine(tmp_path):
     (res,) = _spawn_ranks(tmp_path, timeout_s=120, world=1, target=_zero0_single_main)
     assert res["allreduce"] is False and res["fused"] == [True]
+    assert res["live_is_weights"] and not res["copy_is_weights"]
     ref_state, ref_norms = _reference_state(_lm_model, LM_LR, updates=2, value=False)
     assert _max_diff(ref_state, res["state"]) < 1e-6
     assert res["grad_norms"] == pytest.approx(ref_norms, rel=1e-5)

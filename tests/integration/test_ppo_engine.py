@@ -50,13 +50,15 @@ def test_ppo_zero3_policy_and_critic_with_tied_embeddings(tmp_path):
 
     policy_dir = make_tied_tiny_llama(tmp_path / "tied-policy", seed=0)
     cfg = tiny_cfg(tmp_path, "ppo.steps=2", "ppo.policy_train.zero_stage=3", "ppo.critic_train.zero_stage=3",
-                   "checkpoint.every_steps=0", f"policy.path={policy_dir}")
+                   "checkpoint.every_steps=0", f"policy.path={policy_dir}",
+                   "rollout.sync_bucket_mb=1")  # several buckets, two in flight at a time
     hist = run_ppo_stage(cfg).history
-    assert max(m["rollout/logprob_abs_diff"] for m in hist) < 1e-4  # ZeRO-3 gather + sync arrived
+    assert max(m["rollout/logprob_abs_diff"] for m in hist) < 1e-4  # ZeRO-3 gather + every bucket arrived
     assert all(m["critic/loss"] > 0 for m in hist)
     # the tied lm_head is not sent (parameters() counts the shared tensor once): fp32 bytes of the rest
     unique_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(policy_dir).parameters())
     assert all(m["sync/bytes"] == 4 * unique_params for m in hist)
+    assert 4 * unique_params > 2**20  # 1.2 MiB in 1 MiB buckets: at least 2 buckets
 
 
 @pytest.mark.parametrize("estimator", ["grpo", "rloo"])

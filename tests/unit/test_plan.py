@@ -84,6 +84,14 @@ def test_optimizer_offload_moves_states_and_fp32_grads_to_host():
     assert mem.sync == pytest.approx(2 * p - 2 * p / dp) and mem.host_transient["sync"] == 2 * p
 
 
+def test_cpu_weight_sync_below_zero3_needs_no_host_copy():
+    p = 10**8
+    for stage, extra in ((0, 0.0), (2, 0.0), (3, 4 * p)):
+        mem = trainer_memory("policy", facts8b(), p, TrainConfig(zero_stage=stage), "float32", 2, LoRAConfig(),
+                             SHAPE, False, lm_head=True, device="cpu")
+        assert mem.host_transient["sync"] == extra, stage
+
+
 def test_lora_trains_r_times_in_plus_out_per_linear():
     f = facts8b()
     per_layer = 8 * ((4096 + 4096) * 2 + (4096 + 1024) * 2 + (4096 + 14336) * 3)  # q,o / k,v / gate,up,down

@@ -49,8 +49,11 @@ class TrainEngine(ABC):
     def load_checkpoint(self, directory: Path, tag: str) -> None: ...
 
     @abstractmethod
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Complete (gathered) weights on every rank, for export and weight sync."""
+    def full_state_dict(self, copy: bool = True) -> dict[str, torch.Tensor]:
+        """Complete (gathered) weights on every rank, for export and weight sync.
+
+        copy=False may return the live weights (detached) where no gather is needed: valid until the
+        next update. Weight sync uses it: on SmolLM2 the copy was 0.4-1.3 s of page faults a sync."""
 
     def train(self) -> None:
         self.model.train()

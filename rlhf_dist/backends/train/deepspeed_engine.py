@@ -316,10 +316,12 @@ class DeepSpeedEngine(TrainEngine):
         self._window_poisoned = False
 
     # ------------------------------------------------------------------ weights
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """Complete weights on every rank: original state-dict names, detached CPU copies.
+    def full_state_dict(self, copy: bool = True) -> dict[str, torch.Tensor]:
+        """Complete weights on every rank: original state-dict names, detached, on the CPU.
 
-        Collective under ZeRO-3 (every rank must call it): all parameters are gathered once.
+        Collective under ZeRO-3 (every rank must call it): all parameters are gathered once, and
+        copied whatever `copy` says (the gathered storage is released on exit). Below ZeRO-3 every
+        rank holds the whole module: copy=False returns its CPU weights themselves.
         Tensors keep the training dtype of the module (bf16 when training in bf16).
         """
         module = self.module
@@ -327,8 +329,8 @@ class DeepSpeedEngine(TrainEngine):
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                return _cpu_copy(module.state_dict())
-        return _cpu_copy(module.state_dict())
+                return _on_cpu(module.state_dict(), copy=True)
+        return _on_cpu(module.state_dict(), copy)
 
     def train(self) -> None:
         self.ds_engine.train()
@@ -337,8 +339,8 @@ class DeepSpeedEngine(TrainEngine):
         self.ds_engine.eval()
 
 
-def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
+def _on_cpu(state: dict[str, torch.Tensor], copy: bool) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().to("cpu", copy=copy) for name, tensor in state.items()}
 
 
 def single_process_deepspeed_engine(

@@ -65,5 +65,5 @@ class TorchEngine(TrainEngine):
         self.micro_step = state["micro_step"]
         self.skipped_updates = state["skipped_updates"]
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach() for k, v in self.model.state_dict().items()}
+    def full_state_dict(self, copy: bool = True) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() if copy else v.detach() for k, v in self.model.state_dict().items()}
