@@ -164,10 +164,17 @@ def _vllm_version() -> str | None:
     return None
 
 
-def matmul_rate(threads: int | None = None, n: int | None = None, seconds: float = 1.5) -> float:
-    """The machine's measured fp32 matmul rate in FLOP/s (median of repeated n x n x n GEMMs).
+# The last matmul_rate() measurement per library, written into every result's JSON by write_result.
+MATMUL_RATES: dict[str, float] = {}
 
-    On a GPU: the GPU's fp32 rate (TF32 as torch is configured; off by default).
+
+def matmul_rate(threads: int | None = None, n: int | None = None, seconds: float = 1.5) -> float:
+    """The machine's measured fp32 matmul rate in FLOP/s: median of repeated n x n x n GEMMs, the
+    faster of torch's `mm` and oneDNN's (CPU).
+
+    On CPU torch's fp32 `mm` is MKL's sgemm, which on the AMD EPYC here ran at 45% of oneDNN's rate
+    (109 vs 240 GFLOP/s a thread); vLLM's CPU kernels are oneDNN, so a floor against MKL alone put
+    vLLM above 100%. On a GPU: the GPU's fp32 rate (TF32 as torch is configured; off by default).
     """
     import torch
 
@@ -177,13 +184,27 @@ def matmul_rate(threads: int | None = None, n: int | None = None, seconds: float
     n = n or (8192 if dev == "cuda" else 1024)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    MATMUL_RATES.clear()
+    MATMUL_RATES["torch_mm"] = _gemm_rate(lambda: a @ b, n, seconds, sync)
+    if dev == "cpu" and torch.backends.mkldnn.is_available():
+        from torch.utils.mkldnn import to_mkldnn
+
+        linear, x = to_mkldnn(torch.nn.Linear(n, n, bias=False).eval()), a.to_mkldnn()
+        with torch.no_grad():
+            MATMUL_RATES["onednn"] = _gemm_rate(lambda: linear(x), n, seconds, sync)
+    print("[bench] fp32 matmul GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in MATMUL_RATES.items())
+          + f" ({torch.get_num_threads()} threads); floors use the faster", flush=True)
+    return max(MATMUL_RATES.values())
+
+
+def _gemm_rate(gemm, n: int, seconds: float, sync) -> float:
     for _ in range(3):
-        a @ b
+        gemm()
     sync()
     rates, deadline = [], time.perf_counter() + seconds
     while time.perf_counter() < deadline or len(rates) < 5:
         t = time.perf_counter()
-        a @ b
+        gemm()
         sync()
         rates.append(2 * n**3 / (time.perf_counter() - t))
     return float(statistics.median(rates))
@@ -353,6 +374,8 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     _OUT["dir"].mkdir(parents=True, exist_ok=True)
     path = _OUT["dir"] / f"{name}.json"
     payload = {"benchmark": name, "machine": machine_info(), "load_after": load(), **payload}
+    if MATMUL_RATES:
+        payload["matmul_flops_per_s_by_library"] = dict(MATMUL_RATES)
     path.write_text(json.dumps(payload, indent=2, default=_json_default))
     print(f"[bench] wrote {path.relative_to(REPO)}")
     return path

@@ -39,11 +39,19 @@ def _short(frame: str) -> str:
     return frame.replace("|", "/")[:90]
 
 
+def _rate(res: dict) -> str:
+    """The fp32 matmul rate the floors use, and what each library reached (results since the oneDNN check)."""
+    text = f"fp32 matmul rate {res['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s"
+    if by_lib := res.get("matmul_flops_per_s_by_library"):
+        text += " (the faster of " + " / ".join(f"{k} {v / 1e9:.0f}" for k, v in by_lib.items()) + ")"
+    return text
+
+
 def section() -> str:
     out = []
     if res := _load("ppo_vs_trl"):
-        out += ["### PPO vs TRL", "", f"Measured {_when(res)}; fp32 matmul rate {res['matmul_flops_per_s'] / 1e9:.0f} "
-                "GFLOP/s (all cores). floor/step = model FLOPs of a step / that rate.", "", res["table_markdown"], ""]
+        out += ["### PPO vs TRL", "", f"Measured {_when(res)}; {_rate(res)} (all cores). "
+                "floor/step = model FLOPs of a step / that rate.", "", res["table_markdown"], ""]
         for name, r in res["results"].items():
             s, summary = r["settings"], r["summary"]
             ratio = summary["ratio_episodes_per_s"]
@@ -59,14 +67,13 @@ def section() -> str:
                        f"{tuned['role_threads']} (config options); arms alternate A/B/C, then C/B/A")
         out.append("")
     if res := _load("generation"):
-        out += ["### Generation", "", f"Measured {_when(res)}.", "", res["table_markdown"], "",
+        out += ["### Generation", "", f"Measured {_when(res)}; {_rate(res)}.", "", res["table_markdown"], "",
                 "![generation](results/generation.png)", ""]
     if res := _load("phases"):
         out += ["### Phase breakdown", "", f"Measured {_when(res)}.", "", res["tables_markdown"]["phases"], "",
                 res["tables_markdown"]["sync"], "", "![phases](results/phases.png)", ""]
     if res := _load("scaling"):
-        out += ["### Scaling", "", f"Measured {_when(res)}; fp32 matmul rate {res['matmul_flops_per_s'] / 1e9:.0f} "
-                "GFLOP/s.", "", res["tables_markdown"]["batch"], "", res["tables_markdown"]["layout"], "",
+        out += ["### Scaling", "", f"Measured {_when(res)}; {_rate(res)}.", "", res["tables_markdown"]["batch"], "", res["tables_markdown"]["layout"], "",
                 "![scaling](results/scaling.png)", ""]
     for name in sorted(p.stem for p in RESULTS.glob("profile_*.json")):
         res = _load(name)
