@@ -260,10 +260,6 @@ def _single_main(out_dir: str) -> None:
             results["losses"].append(sum(losses) / 2)
             assert info.applied and info.boundary
         results["state"] = engine.full_state_dict()
-        # weight sync's copy=False hands out the weights themselves; the default is a snapshot
-        params, live = dict(engine.module.named_parameters()), engine.full_state_dict(copy=False)
-        results["live_is_weights"] = all(live[n].data_ptr() == p.data_ptr() for n, p in params.items())
-        results["copy_is_weights"] = any(results["state"][n].data_ptr() == p.data_ptr() for n, p in params.items())
         torch.save(results, out / "rank0.pt")
     except BaseException:
         (out / "rank0.error").write_text(traceback.format_exc())
