@@ -176,6 +176,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     register_eval(sub, handlers, _add_config_arg, _load)
     from rlhf_dist.cluster.cli import register as register_cluster  # plan, submit, status, logs, stop
     register_cluster(sub, handlers, _add_config_arg, _load)
+    from rlhf_dist.feedback.cli import register as register_feedback  # serve, import, annotator, export, stats
+    register_feedback(sub, handlers, _add_config_arg, _load)
     return parser, handlers
 
 
@@ -186,11 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level.upper() != "DEBUG":
         import os
 
-        import transformers
-
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM warns on every CPU generate call
-
-        transformers.logging.set_verbosity_error()  # load reports for heads we replace on purpose
+        # load reports for heads we replace on purpose; read when transformers is first imported, so
+        # commands that never load a model (feedback, config) do not pay for importing it
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         return handlers[args.command](args, extra)
     except ConfigError as err:

@@ -175,4 +175,3 @@ class PipelineConfig(Strict):
     annotator_tie_margin: float = Field(
         0.0, ge=0.0, le=10.0, description="The simulated annotator calls a tie when the rule's scores differ by <= this.")
     pairs_per_round: int = Field(64, ge=1, le=1_000_000, description="Prompts sampled twice per round for new pairs.")
-    feedback_db: str | None = Field(None, description="SQLite feedback store; None = <run.output_dir>/feedback.sqlite.")

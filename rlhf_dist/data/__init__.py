@@ -22,6 +22,7 @@ from rlhf_dist.data.readers import UnreadableRow, iter_raw_rows, write_jsonl
 from rlhf_dist.data.records import (
     RECORD_MODELS,
     ABFeedback,
+    ComparisonPair,
     PreferencePair,
     PromptOnly,
     RankedList,
@@ -57,6 +58,7 @@ from rlhf_dist.data.validate import (
 
 __all__ = [
     "ABFeedback",
+    "ComparisonPair",
     "DataValidationError",
     "EncodeResult",
     "EncodedExample",

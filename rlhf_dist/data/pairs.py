@@ -61,10 +61,19 @@ def ab_to_pairs(
                 chosen=row.response_a if a_wins else row.response_b,
                 rejected=row.response_b if a_wins else row.response_a,
                 weight=row.confidence if confidence_as_weight else 1.0,
-                target=0.5 if row.preference == 2 else 1.0,
+                target=_ab_target(row),
             )
         )
     return result
+
+
+def _ab_target(row: ABFeedback) -> float:
+    """P(chosen preferred): 0.5 for a tie, the soft vote fraction when the row has one, else 1."""
+    if row.preference == 2:
+        return 0.5
+    if row.p_a is None:
+        return 1.0
+    return row.p_a if row.preference == 0 else 1.0 - row.p_a
 
 
 def ranked_to_pairs(rows: Sequence[RankedList]) -> list[PreferencePair]:

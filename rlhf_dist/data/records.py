@@ -76,6 +76,9 @@ class ABFeedback(_Record):
     preference: int
     confidence: Annotated[FiniteFloat, Field(ge=0, le=1)] = 1.0
     reasoning: StrictStr = ""
+    # Soft label from several votes: P(A preferred), ties counting half (`feedback export` with
+    # feedback.aggregate: soft). When set, it is the pair's BT target instead of 1.0.
+    p_a: Annotated[FiniteFloat, Field(ge=0, le=1)] | None = None
 
     @field_validator("preference", mode="before")
     @classmethod
@@ -83,6 +86,30 @@ class ABFeedback(_Record):
         # One explicit message for every bad value, bools included (True == 1).
         if type(value) is not int or value not in (0, 1, 2):
             raise ValueError(f"must be 0 (A), 1 (B) or 2 (tie), got {value!r}")
+        return value
+
+
+class ComparisonPair(_Record):
+    """An unlabelled pair for people to judge (`rlhf-dist feedback import`).
+
+    ``source_*`` say where each response came from (model dir or checkpoint id); ``gold`` is
+    the known answer (0 = A, 1 = B, 2 = tie) for quality-control pairs.
+    """
+
+    prompt: Text
+    response_a: Text
+    response_b: Text
+    source_a: StrictStr = ""
+    source_b: StrictStr = ""
+    sampling: dict[str, Any] | None = None
+    seed: Annotated[int, Field(strict=True)] | None = None
+    gold: int | None = None
+
+    @field_validator("gold", mode="before")
+    @classmethod
+    def _check_gold(cls, value: Any) -> int | None:
+        if value is not None and (type(value) is not int or value not in (0, 1, 2)):
+            raise ValueError(f"must be 0 (A), 1 (B), 2 (tie) or absent, got {value!r}")
         return value
 
 
@@ -124,7 +151,7 @@ class Rating(_Record):
     reward: FiniteFloat
 
 
-RecordKind = Literal["sft", "prompt", "pair", "ab", "ranked", "rating"]
+RecordKind = Literal["sft", "prompt", "pair", "ab", "ranked", "rating", "comparison"]
 
 RECORD_MODELS: dict[str, type[BaseModel]] = {
     "sft": SFTExample,
@@ -133,6 +160,7 @@ RECORD_MODELS: dict[str, type[BaseModel]] = {
     "ab": ABFeedback,
     "ranked": RankedList,
     "rating": Rating,
+    "comparison": ComparisonPair,
 }
 
 

@@ -1,82 +1,112 @@
-"""Durable A/B feedback in SQLite (one file, safe across processes and restarts).
+"""The seed API's feedback store, on the same database as the feedback service.
 
-Each row is validated with the same ABFeedback schema the data loaders use, so what is
-stored can always be turned into reward-model training pairs (`export_jsonl`).
+`add()` records an in-process judgement (the seed's `stage1_collect_feedback`, the simulated
+annotator) as a pair in campaign "round-<r>" with one vote, through the same tables, constraints
+and migrations that the HTTP API uses: one store, not two.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
+import uuid
 from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from rlhf_dist.data.readers import write_jsonl
 from rlhf_dist.data.records import ABFeedback
+from rlhf_dist.feedback.admin import get_or_create_campaign
+from rlhf_dist.feedback.db import open_database, transaction
+from rlhf_dist.feedback.tables import Annotator, Assignment, Campaign, Pair, Vote
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    prompt TEXT NOT NULL,
-    response_a TEXT NOT NULL,
-    response_b TEXT NOT NULL,
-    preference INTEGER NOT NULL CHECK (preference IN (0, 1, 2)),
-    confidence REAL NOT NULL CHECK (confidence >= 0 AND confidence <= 1),
-    reasoning TEXT NOT NULL DEFAULT '',
-    annotator TEXT NOT NULL DEFAULT 'human',
-    round INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL
-)
-"""
-COLUMNS = ("prompt", "response_a", "response_b", "preference", "confidence", "reasoning")
+CHOICE_OF = {0: "left", 1: "right", 2: "tie"}  # in-process votes "see" A on the left
+
+
+def round_campaign(round_index: int) -> str:
+    return f"round-{round_index}"
 
 
 class FeedbackStore:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute(SCHEMA)
+    def __init__(self, db_url: str):
+        self.url = db_url
+        self.sessions = open_database(db_url)
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=30)
+    @property
+    def where(self) -> str:
+        """The database, for messages (password hidden)."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def _annotator_id(self, session, name: str) -> int:  # noqa: ANN001 - Session
+        found = session.scalar(select(Annotator.id).where(Annotator.name == name))
+        if found is not None:
+            return found
+        annotator = Annotator(name=name, role="annotator", token_hash=None, created_at=time.time())
+        session.add(annotator)
+        session.flush()
+        return annotator.id
 
     def add(self, prompt: str, response_a: str, response_b: str, preference: int, confidence: float = 1.0,
             reasoning: str = "", annotator: str = "human", round_index: int = 0) -> int:
-        """Validate and store one judgement; returns its id. Bad input raises ValueError naming the field."""
+        """Validate and store one judgement; returns the vote's id. Bad input raises ValueError naming the field."""
         row = ABFeedback(prompt=prompt, response_a=response_a, response_b=response_b, preference=preference,
                          confidence=confidence, reasoning=reasoning)
-        with self._connect() as db:
-            cur = db.execute(
-                "INSERT INTO feedback (prompt, response_a, response_b, preference, confidence, reasoning, "
-                "annotator, round, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*(getattr(row, c) for c in COLUMNS), annotator, round_index, time.time()),
-            )
-            return int(cur.lastrowid)
+        now = time.time()
+        with transaction(self.sessions) as session:
+            campaign = get_or_create_campaign(session, round_campaign(round_index), "training", 1, round_index)
+            pair = Pair(campaign_id=campaign.id, prompt=row.prompt, response_a=row.response_a,
+                        response_b=row.response_b, source_a="", source_b="", priority=0.0, created_at=now)
+            session.add(pair)
+            session.flush()
+            annotator_id = self._annotator_id(session, annotator)
+            assignment = Assignment(pair_id=pair.id, annotator_id=annotator_id, slot=0, status="done",
+                                    left_is_a=True, leased_at=now, expires_at=now)
+            session.add(assignment)
+            session.flush()
+            vote = Vote(assignment_id=assignment.id, pair_id=pair.id, annotator_id=annotator_id,
+                        choice=CHOICE_OF[row.preference], left_is_a=True, preference=row.preference,
+                        confidence=row.confidence, reasoning=row.reasoning, seconds_spent=0.0,
+                        request_id=uuid.uuid4().hex, created_at=now)
+            session.add(vote)
+            session.flush()
+            return int(vote.id)
+
+    def _votes(self, round_index: int | None = None):  # noqa: ANN202 - a select
+        query = (select(Vote, Pair, Campaign, Annotator).join(Pair, Pair.id == Vote.pair_id)
+                 .join(Campaign, Campaign.id == Pair.campaign_id).join(Annotator, Annotator.id == Vote.annotator_id))
+        if round_index is not None:
+            query = query.where(Campaign.round_index == round_index)
+        return query.order_by(Vote.id)
 
     def records(self, round_index: int | None = None) -> list[ABFeedback]:
-        query = f"SELECT {', '.join(COLUMNS)} FROM feedback"
-        args: tuple = ()
-        if round_index is not None:
-            query, args = query + " WHERE round = ?", (round_index,)
-        with self._connect() as db:
-            rows = db.execute(query + " ORDER BY id", args).fetchall()
-        return [ABFeedback(**dict(zip(COLUMNS, r))) for r in rows]
+        """Every vote as an A/B row (votes from the service included), oldest first."""
+        with transaction(self.sessions) as session:
+            return [ABFeedback(prompt=p.prompt, response_a=p.response_a, response_b=p.response_b,
+                               preference=v.preference, confidence=v.confidence, reasoning=v.reasoning)
+                    for v, p, _c, _a in session.execute(self._votes(round_index)).tuples()]
 
     def __len__(self) -> int:
-        with self._connect() as db:
-            return int(db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+        with transaction(self.sessions) as session:
+            return int(session.scalar(select(func.count()).select_from(Vote)))
 
     def statistics(self) -> dict:
         """Counts per preference, mean confidence, and counts per round and annotator."""
-        with self._connect() as db:
-            total, mean_conf = db.execute("SELECT COUNT(*), AVG(confidence) FROM feedback").fetchone()
-            prefs = dict(db.execute("SELECT preference, COUNT(*) FROM feedback GROUP BY preference").fetchall())
-            rounds = dict(db.execute("SELECT round, COUNT(*) FROM feedback GROUP BY round").fetchall())
-            annotators = dict(db.execute("SELECT annotator, COUNT(*) FROM feedback GROUP BY annotator").fetchall())
+        prefs = {0: 0, 1: 0, 2: 0}
+        rounds: dict[str, int] = {}
+        annotators: dict[str, int] = {}
+        confidence = 0.0
+        with transaction(self.sessions) as session:
+            for vote, _pair, campaign, annotator in session.execute(self._votes()).tuples():
+                prefs[vote.preference] += 1
+                confidence += vote.confidence
+                if campaign.round_index is not None:
+                    rounds[str(campaign.round_index)] = rounds.get(str(campaign.round_index), 0) + 1
+                annotators[annotator.name] = annotators.get(annotator.name, 0) + 1
+        total = sum(prefs.values())
         return {
-            "total": int(total), "prefer_a": prefs.get(0, 0), "prefer_b": prefs.get(1, 0), "ties": prefs.get(2, 0),
-            "mean_confidence": float(mean_conf) if mean_conf is not None else None,
-            "per_round": {str(k): v for k, v in rounds.items()}, "per_annotator": annotators,
+            "total": total, "prefer_a": prefs[0], "prefer_b": prefs[1], "ties": prefs[2],
+            "mean_confidence": confidence / total if total else None,
+            "per_round": rounds, "per_annotator": annotators,
         }
 
     def export_jsonl(self, out_path: str | Path) -> Path:

@@ -1,0 +1,181 @@
+"""What admins do: annotators, campaigns, pair imports, statistics and versioned exports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from rlhf_dist.algo.agreement import krippendorff_alpha_nominal, pairwise_agreement
+from rlhf_dist.data.readers import write_jsonl
+from rlhf_dist.data.records import ABFeedback, ComparisonPair
+from rlhf_dist.feedback.aggregate import Aggregate, VoteRow, aggregate_votes
+from rlhf_dist.feedback.db import transaction
+from rlhf_dist.feedback.queue import FeedbackError, find_campaign
+from rlhf_dist.feedback.tables import Annotator, Campaign, Pair, Snapshot, Vote
+
+NAME_MAX = 200
+
+
+def hash_token(token: str) -> str:
+    # tokens are 256-bit random strings, so a plain sha256 cannot be brute-forced
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _check_name(field: str, name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > NAME_MAX or any(ch in name for ch in "\n\r\t"):
+        raise FeedbackError(422, field, f"must be 1-{NAME_MAX} characters on one line, got {name!r}")
+    return name
+
+
+def add_annotator(sessions: sessionmaker[Session], name: str, role: str = "annotator") -> str:
+    """Create an annotator; returns the token (stored only as its hash, so shown once)."""
+    name = _check_name("name", name)
+    if role not in ("admin", "annotator"):
+        raise FeedbackError(422, "role", f"must be 'admin' or 'annotator', got {role!r}")
+    token = secrets.token_urlsafe(32)
+    try:
+        with transaction(sessions) as session:
+            session.add(Annotator(name=name, role=role, token_hash=hash_token(token), created_at=time.time()))
+    except IntegrityError:
+        raise FeedbackError(409, "name", f"an annotator named {name!r} exists already") from None
+    return token
+
+
+def ensure_admin(sessions: sessionmaker[Session], token: str, name: str = "admin") -> None:
+    """Make `token` the token of admin `name` (the service's admin token from the environment)."""
+    with transaction(sessions) as session:
+        admin = session.scalar(select(Annotator).where(Annotator.name == name))
+        if admin is None:
+            session.add(Annotator(name=name, role="admin", token_hash=hash_token(token), created_at=time.time()))
+        else:
+            admin.role, admin.token_hash = "admin", hash_token(token)
+
+
+def annotator_for_token(sessions: sessionmaker[Session], token: str) -> Annotator | None:
+    with transaction(sessions) as session:
+        return session.scalar(select(Annotator).where(Annotator.token_hash == hash_token(token)))
+
+
+def get_or_create_campaign(session: Session, name: str, kind: str, overlap: int,
+                           round_index: int | None = None) -> Campaign:
+    name = _check_name("campaign", name)
+    if kind not in ("training", "evaluation"):
+        raise FeedbackError(422, "kind", f"must be 'training' or 'evaluation', got {kind!r}")
+    campaign = session.scalar(select(Campaign).where(Campaign.name == name))
+    if campaign is None:
+        campaign = Campaign(name=name, kind=kind, overlap=overlap, round_index=round_index, created_at=time.time())
+        session.add(campaign)
+        session.flush()
+    return campaign
+
+
+def add_pairs(sessions: sessionmaker[Session], campaign_name: str, pairs: Sequence[ComparisonPair],
+              kind: str = "training", overlap: int = 1) -> int:
+    """Add validated pairs to a campaign (created when missing), all or none; returns the count."""
+    now = time.time()
+    with transaction(sessions) as session:
+        campaign = get_or_create_campaign(session, campaign_name, kind, overlap)
+        session.add_all(Pair(campaign_id=campaign.id, prompt=p.prompt, response_a=p.response_a,
+                             response_b=p.response_b, source_a=p.source_a, source_b=p.source_b,
+                             sampling_json=json.dumps(p.sampling) if p.sampling is not None else None,
+                             seed=p.seed, gold=p.gold, priority=0.0, created_at=now) for p in pairs)
+    return len(pairs)
+
+
+def _votes_by_pair(session: Session, campaign: Campaign, max_vote_id: int | None = None) -> dict[int, list[Vote]]:
+    query = (select(Vote).join(Pair, Pair.id == Vote.pair_id).where(Pair.campaign_id == campaign.id)
+             .order_by(Vote.id))
+    if max_vote_id is not None:
+        query = query.where(Vote.id <= max_vote_id)
+    grouped: dict[int, list[Vote]] = defaultdict(list)
+    for vote in session.scalars(query):
+        grouped[vote.pair_id].append(vote)
+    return grouped
+
+
+def campaign_stats(session: Session, campaign: Campaign) -> dict:
+    """Progress, per-annotator counts, agreement between annotators and the left-position rate."""
+    pairs = session.scalar(select(func.count()).select_from(Pair).where(Pair.campaign_id == campaign.id))
+    by_pair = _votes_by_pair(session, campaign)
+    votes = [v for vs in by_pair.values() for v in vs]
+    names = {i: n for i, n in session.execute(select(Annotator.id, Annotator.name))}
+    per_annotator: dict[str, int] = defaultdict(int)
+    for vote in votes:
+        per_annotator[names[vote.annotator_id]] += 1
+    decisive = [v for v in votes if v.choice != "tie"]
+    units = [[v.preference for v in vs] for vs in by_pair.values()]
+    alpha = krippendorff_alpha_nominal(units)
+    agreement = pairwise_agreement(units)
+    return {
+        "campaign": campaign.name, "kind": campaign.kind, "overlap": campaign.overlap, "pairs": pairs,
+        "votes": len(votes), "votes_wanted": pairs * campaign.overlap,
+        "pairs_complete": sum(len(vs) >= campaign.overlap for vs in by_pair.values()),
+        "per_annotator": dict(sorted(per_annotator.items())),
+        "choices": {"A": sum(v.preference == 0 for v in votes), "B": sum(v.preference == 1 for v in votes),
+                    "tie": sum(v.preference == 2 for v in votes)},
+        "krippendorff_alpha": None if alpha is None else round(alpha, 4),
+        "pairwise_agreement": None if agreement is None else round(agreement, 4),
+        "left_rate": round(sum(v.choice == "left" for v in decisive) / len(decisive), 4) if decisive else None,
+        "decisive_votes": len(decisive),
+    }
+
+
+def all_stats(sessions: sessionmaker[Session], campaign_name: str | None = None) -> list[dict]:
+    with transaction(sessions) as session:
+        if campaign_name is not None:
+            return [campaign_stats(session, find_campaign(session, campaign_name))]
+        return [campaign_stats(session, c) for c in session.scalars(select(Campaign).order_by(Campaign.id))]
+
+
+def aggregated_rows(session: Session, campaign: Campaign, how: Aggregate,
+                    max_vote_id: int | None = None) -> tuple[list[ABFeedback], int]:
+    """One A/B row per voted pair (in pair order) and the number of votes behind them."""
+    by_pair = _votes_by_pair(session, campaign, max_vote_id)
+    pairs = {p.id: p for p in session.scalars(select(Pair).where(Pair.id.in_(list(by_pair))).order_by(Pair.id))}
+    rows = [aggregate_votes(pairs[pid].prompt, pairs[pid].response_a, pairs[pid].response_b,
+                            [VoteRow(v.preference, v.confidence, v.reasoning) for v in by_pair[pid]], how)
+            for pid in sorted(by_pair)]
+    return rows, sum(len(vs) for vs in by_pair.values())
+
+
+def export_snapshot(sessions: sessionmaker[Session], campaign_name: str, out_path: str | Path, how: Aggregate,
+                    version: int | None = None) -> dict:
+    """Write the campaign's votes as A/B JSONL (data.pairs_format: ab) and record it as a new version.
+
+    With `version`, re-export exactly the votes of that earlier snapshot (same rows, same sha256).
+    """
+    with transaction(sessions) as session:
+        campaign = find_campaign(session, campaign_name)
+        if version is not None:
+            snap = session.scalar(select(Snapshot).where(Snapshot.campaign_id == campaign.id,
+                                                         Snapshot.version == version))
+            if snap is None:
+                raise FeedbackError(404, "version", f"campaign {campaign_name!r} has no snapshot version {version}")
+            how, max_vote_id = snap.aggregate, snap.max_vote_id  # type: ignore[assignment]
+        else:
+            max_vote_id = session.scalar(select(func.max(Vote.id)).join(Pair, Pair.id == Vote.pair_id)
+                                         .where(Pair.campaign_id == campaign.id))
+            if max_vote_id is None:
+                raise FeedbackError(409, "campaign", f"campaign {campaign_name!r} has no votes yet: nothing to export")
+        rows, n_votes = aggregated_rows(session, campaign, how, max_vote_id)
+        path = write_jsonl(out_path, rows)
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        if version is None:
+            version = 1 + (session.scalar(select(func.max(Snapshot.version))
+                                          .where(Snapshot.campaign_id == campaign.id)) or 0)
+            session.add(Snapshot(campaign_id=campaign.id, version=version, max_vote_id=max_vote_id, aggregate=how,
+                                 n_votes=n_votes, n_rows=len(rows), sha256=digest, created_at=time.time()))
+    meta = {"campaign": campaign_name, "version": version, "aggregate": how, "votes": n_votes, "rows": len(rows),
+            "max_vote_id": max_vote_id, "sha256": digest, "path": str(path)}
+    Path(f"{path}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

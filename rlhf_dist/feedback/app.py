@@ -1,0 +1,217 @@
+"""The feedback service: a FastAPI app over the feedback database (served by uvicorn).
+
+    annotator page  GET /            admin page  GET /admin         OpenAPI docs  GET /docs
+    GET  /api/v1/tasks/next?campaign=NAME   -> {task_id, prompt, left, right, ...} | 204
+    POST /api/v1/votes {task_id, choice, confidence, reasoning, request_id} -> 201 (200: repeated request_id)
+Every /api route needs `Authorization: Bearer <token>`; admin routes need an admin's token.
+"""
+
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, text
+
+from rlhf_dist.config.schema_feedback import FeedbackConfig
+from rlhf_dist.data.records import ComparisonPair
+from rlhf_dist.data.validate import DataValidationError, load_records
+from rlhf_dist.feedback import admin, queue
+from rlhf_dist.feedback.db import open_database, transaction
+from rlhf_dist.feedback.queue import FeedbackError
+from rlhf_dist.feedback.security import GuardMiddleware, RateLimiter
+from rlhf_dist.feedback.tables import Annotator, Campaign, Pair, Vote
+
+STATIC = Path(__file__).parent / "static"
+IMPORT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+class VoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task_id: int = Field(..., strict=True, description="From GET /api/v1/tasks/next.")
+    choice: Literal["left", "right", "tie"] = Field(..., description="The response shown on the left, right, or a tie.")
+    confidence: float = Field(..., strict=True, ge=0.0, le=1.0, allow_inf_nan=False,
+                              description="How sure: the page sends 0.55 / 0.7 / 0.85 / 1.0 for negligibly / "
+                              "slightly / clearly / much better.")
+    reasoning: str = Field("", max_length=10_000, description="Why (optional).")
+    request_id: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
+                            description="Client-chosen id; retrying with the same id never adds a second vote.")
+
+
+class CampaignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., min_length=1, max_length=200)
+    kind: Literal["training", "evaluation"] = "training"
+    overlap: int | None = Field(None, ge=1, le=100, description="Votes per pair; None: feedback.overlap.")
+
+
+class AnnotatorIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., min_length=1, max_length=200)
+    role: Literal["admin", "annotator"] = "annotator"
+
+
+def create_app(cfg: FeedbackConfig, db_url: str) -> FastAPI:
+    sessions = open_database(db_url)
+    admin_token = os.environ.get(cfg.admin_token_env)
+    if admin_token:
+        admin.ensure_admin(sessions, admin_token)
+    limiter = RateLimiter(cfg.rate_limit_per_minute)
+    rng = random.Random()
+    app = FastAPI(title="rlhf-dist feedback service", version="1",
+                  description="People compare two responses; every vote lands exactly once.")
+    app.add_middleware(GuardMiddleware, max_body_bytes=cfg.max_body_kb * 1024,
+                       max_import_bytes=cfg.max_import_mb * 1024 * 1024)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(FeedbackError)
+    async def _feedback_error(_request: Request, err: FeedbackError) -> JSONResponse:
+        return JSONResponse({"error": err.message, "field": err.field}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path")) or "body"
+        return JSONResponse({"error": f"{field}: {first['msg']}", "field": field}, status_code=422)
+
+    def current_user(authorization: Annotated[str | None, Header()] = None) -> Annotator:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise FeedbackError(401, "authorization", "send 'Authorization: Bearer <token>'")
+        user = admin.annotator_for_token(sessions, token.strip())
+        if user is None:
+            raise FeedbackError(401, "authorization", "unknown token")
+        if not limiter.allow(user.token_hash or ""):
+            raise FeedbackError(429, "authorization", f"over {cfg.rate_limit_per_minute} requests a minute; slow down")
+        return user
+
+    def current_admin(user: Annotated[Annotator, Depends(current_user)]) -> Annotator:
+        if user.role != "admin":
+            raise FeedbackError(403, "authorization", f"{user.name!r} is an annotator; this needs an admin token")
+        return user
+
+    User = Annotated[Annotator, Depends(current_user)]
+    Admin = Annotated[Annotator, Depends(current_admin)]
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict:
+        with transaction(sessions) as session:
+            session.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def annotator_page() -> FileResponse:
+        return FileResponse(STATIC / "annotate.html")
+
+    @app.get("/admin", include_in_schema=False)
+    def admin_page() -> FileResponse:
+        return FileResponse(STATIC / "admin.html")
+
+    @app.get("/api/v1/me", tags=["annotators"])
+    def me(user: User) -> dict:
+        return {"name": user.name, "role": user.role}
+
+    @app.get("/api/v1/campaigns", tags=["annotators"])
+    def campaigns(_user: User) -> list[dict]:
+        with transaction(sessions) as session:
+            return [{"name": c.name, "kind": c.kind, "overlap": c.overlap}
+                    for c in session.scalars(select(Campaign).order_by(Campaign.id))]
+
+    @app.get("/api/v1/tasks/next", tags=["annotators"], responses={204: {"description": "Nothing left for you."}})
+    def next_task(user: User, campaign: Annotated[str, Query(min_length=1, max_length=200)]) -> Response:
+        task = queue.next_task(sessions, user.id, campaign, cfg.lease_seconds, rng)
+        if task is None:
+            return Response(status_code=204)
+        return JSONResponse({"task_id": task.task_id, "campaign": task.campaign, "prompt": task.prompt,
+                             "left": task.left, "right": task.right, "expires_at": task.expires_at,
+                             "progress": queue.progress(sessions, user.id, campaign)})
+
+    @app.post("/api/v1/votes", tags=["annotators"], status_code=201)
+    def vote(user: User, body: VoteIn) -> JSONResponse:
+        payload, created = queue.record_vote(sessions, user.id, body.task_id, body.choice, body.confidence,
+                                             body.reasoning, body.request_id)
+        return JSONResponse(payload, status_code=201 if created else 200)
+
+    @app.post("/api/v1/tasks/{task_id}/skip", tags=["annotators"])
+    def skip(user: User, task_id: int) -> dict:
+        queue.skip_task(sessions, user.id, task_id)
+        return {"task_id": task_id, "status": "skipped"}
+
+    @app.get("/api/v1/progress", tags=["annotators"])
+    def my_progress(user: User, campaign: Annotated[str, Query(min_length=1, max_length=200)]) -> dict:
+        return queue.progress(sessions, user.id, campaign)
+
+    @app.get("/api/v1/votes", tags=["annotators"])
+    def votes(user: User, annotator: str | None = None, campaign: str | None = None) -> list[dict]:
+        """Your own votes; an admin may read anyone's (`annotator=NAME`) or everyone's."""
+        if annotator is not None and annotator != user.name and user.role != "admin":
+            raise FeedbackError(403, "annotator", "only admins read other annotators' votes")
+        name = annotator if annotator is not None else (None if user.role == "admin" else user.name)
+        with transaction(sessions) as session:
+            query = select(Vote, Annotator.name).join(Annotator, Annotator.id == Vote.annotator_id)
+            if name is not None:
+                query = query.where(Annotator.name == name)
+            if campaign is not None:
+                camp = queue.find_campaign(session, campaign)
+                query = query.where(Vote.pair_id.in_(select(Pair.id).where(Pair.campaign_id == camp.id)))
+            return [{**queue.vote_payload(v), "annotator": n} for v, n in session.execute(query.order_by(Vote.id))]
+
+    register_admin_routes(app, sessions, cfg, Admin)
+    return app
+
+
+def register_admin_routes(app: FastAPI, sessions, cfg: FeedbackConfig, Admin) -> None:  # noqa: ANN001, N803
+    @app.post("/api/v1/annotators", tags=["admin"], status_code=201)
+    def add_annotator(_admin: Admin, body: AnnotatorIn) -> dict:
+        """Create an annotator; the token is in this response only (the service keeps its hash)."""
+        return {"name": body.name, "role": body.role, "token": admin.add_annotator(sessions, body.name, body.role)}
+
+    @app.post("/api/v1/campaigns", tags=["admin"], status_code=201)
+    def create_campaign(_admin: Admin, body: CampaignIn) -> dict:
+        overlap = body.overlap or cfg.overlap
+        with transaction(sessions) as session:
+            if session.scalar(select(Campaign).where(Campaign.name == body.name)) is not None:
+                raise FeedbackError(409, "name", f"a campaign named {body.name!r} exists already")
+            admin.get_or_create_campaign(session, body.name, body.kind, overlap)
+        return {"name": body.name, "kind": body.kind, "overlap": overlap}
+
+    @app.post("/api/v1/campaigns/{name}/import", tags=["admin"], status_code=201)
+    async def import_pairs(_admin: Admin, name: str, request: Request,
+                           filename: Annotated[str, Query(min_length=1, max_length=200)]) -> dict:
+        """Add pairs from an uploaded file (body = the file; JSONL, JSON, CSV or Parquet by `filename`)."""
+        suffix = Path(filename).suffix.lower()
+        if suffix not in IMPORT_SUFFIXES:
+            raise FeedbackError(422, "filename", f"{filename!r}: expected one of {', '.join(IMPORT_SUFFIXES)}")
+        body = await request.body()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(filename).name
+            path.write_bytes(body)
+            try:
+                rows = load_records(path, "comparison").records
+            except DataValidationError as err:
+                raise FeedbackError(422, "file", str(err).replace(str(path), filename)) from None
+        if not rows:
+            raise FeedbackError(422, "file", f"{filename}: no pairs in the file")
+        count = admin.add_pairs(sessions, name, rows, overlap=cfg.overlap)
+        return {"campaign": name, "added": count}
+
+    @app.get("/api/v1/stats", tags=["admin"])
+    def stats(_admin: Admin, campaign: str | None = None) -> list[dict]:
+        return admin.all_stats(sessions, campaign)
+
+    @app.post("/api/v1/campaigns/{name}/export", tags=["admin"])
+    def export(_admin: Admin, name: str, aggregate: Literal["majority", "soft"] | None = None) -> Response:
+        """A new versioned snapshot as A/B JSONL (`data.pairs_format: ab`); version and sha256 in the headers."""
+        with tempfile.TemporaryDirectory() as tmp:
+            meta = admin.export_snapshot(sessions, name, Path(tmp) / "export.jsonl", aggregate or cfg.aggregate)
+            content = Path(meta["path"]).read_bytes()
+        return Response(content, media_type="application/x-ndjson", headers={
+            "x-snapshot-version": str(meta["version"]), "x-snapshot-sha256": meta["sha256"],
+            "content-disposition": f'attachment; filename="{name}-v{meta["version"]}.jsonl"'})

@@ -1,0 +1,149 @@
+"""`rlhf-dist feedback ...`: serve the annotation service, import pairs, add annotators, export, stats.
+
+    rlhf-dist feedback serve -c configs/tiny.yaml --feedback.port 8765
+    rlhf-dist feedback import pairs.jsonl --campaign round-1
+    rlhf-dist feedback annotator add alice          # the token is the last line of stdout
+    rlhf-dist feedback export votes.jsonl --campaign round-1
+    rlhf-dist feedback stats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rlhf_dist.config import RLHFConfig
+from rlhf_dist.feedback.db import FeedbackDBError, db_url_of, open_database
+from rlhf_dist.feedback.queue import FeedbackError
+
+CLI_OPTION = {"campaign": "--campaign", "version": "--version", "name": "NAME", "role": "--role", "kind": "--kind"}
+
+
+def _sessions(cfg: RLHFConfig):  # noqa: ANN202 - sessionmaker
+    return open_database(db_url_of(cfg.feedback.db_url, cfg.run.output_dir))
+
+
+def cmd_serve(cfg: RLHFConfig, _args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rlhf_dist.feedback.app import create_app
+
+    fb = cfg.feedback
+    db_url = db_url_of(fb.db_url, cfg.run.output_dir)
+    app = create_app(fb, db_url)
+    print(f"feedback service: http://{fb.host}:{fb.port}/ (annotators), /admin, /docs; database {_shown(db_url)}",
+          flush=True)
+    uvicorn.run(app, host=fb.host, port=fb.port, log_level=fb.log_level, access_log=fb.log_level == "debug")
+    return 0
+
+
+def _shown(db_url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(db_url).render_as_string(hide_password=True)
+
+
+def cmd_import(cfg: RLHFConfig, args: argparse.Namespace) -> int:
+    from rlhf_dist.data.validate import load_records
+    from rlhf_dist.feedback.admin import add_pairs
+
+    if not Path(args.file).exists():
+        raise FeedbackError(2, "FILE", f"{args.file}: no such file")
+    loaded = load_records(args.file, "comparison", on_error=cfg.data.on_error)
+    if not loaded.records:
+        raise FeedbackError(2, "FILE", f"{args.file}: no pairs in the file")
+    added = add_pairs(_sessions(cfg), args.campaign, loaded.records, kind=args.kind, overlap=cfg.feedback.overlap)
+    skipped = f" ({len(loaded.errors)} bad rows skipped)" if loaded.errors else ""
+    print(f"added {added} pairs to campaign {args.campaign!r}{skipped}")
+    return 0
+
+
+def cmd_annotator(cfg: RLHFConfig, args: argparse.Namespace) -> int:
+    from rlhf_dist.feedback.admin import add_annotator
+
+    token = add_annotator(_sessions(cfg), args.name, args.role)
+    print(f"added {args.role} {args.name!r}; their token (shown once, keep it secret):")
+    print(token)
+    return 0
+
+
+def cmd_export(cfg: RLHFConfig, args: argparse.Namespace) -> int:
+    from rlhf_dist.feedback.admin import export_snapshot
+
+    meta = export_snapshot(_sessions(cfg), args.campaign, args.out, args.aggregate or cfg.feedback.aggregate,
+                           version=args.version)
+    print(f"snapshot v{meta['version']} of {meta['campaign']!r}: {meta['rows']} pairs from {meta['votes']} votes "
+          f"({meta['aggregate']}) -> {meta['path']} (sha256 {meta['sha256'][:12]}); "
+          f"train on it with: rlhf-dist rm --data.pairs_path {meta['path']} --data.pairs_format ab")
+    return 0
+
+
+def cmd_stats(cfg: RLHFConfig, args: argparse.Namespace) -> int:
+    from rlhf_dist.feedback.admin import all_stats
+
+    stats = all_stats(_sessions(cfg), args.campaign)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    if not stats:
+        print("no campaigns yet")
+    for s in stats:
+        left = "-" if s["left_rate"] is None else f"{100 * s['left_rate']:.1f}% of {s['decisive_votes']}"
+        print(f"{s['campaign']} ({s['kind']}, overlap {s['overlap']}): {s['votes']}/{s['votes_wanted']} votes, "
+              f"{s['pairs_complete']}/{s['pairs']} pairs complete; A {s['choices']['A']} B {s['choices']['B']} "
+              f"tie {s['choices']['tie']}; left chosen {left}; alpha {s['krippendorff_alpha']}, "
+              f"pairwise agreement {s['pairwise_agreement']}")
+        for name, count in s["per_annotator"].items():
+            print(f"  {name}: {count}")
+    return 0
+
+
+ACTIONS: dict[str, Callable[[RLHFConfig, argparse.Namespace], int]] = {
+    "serve": cmd_serve, "import": cmd_import, "annotator": cmd_annotator, "export": cmd_export, "stats": cmd_stats,
+}
+
+
+def register(sub, handlers: dict, add_config_arg: Callable, load: Callable) -> None:  # noqa: ANN001
+    p = sub.add_parser("feedback", help="the human-feedback service: serve, import, annotator add, export, stats",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("serve", help="run the web service (annotator page, admin page, API) with uvicorn")
+    add_config_arg(a)
+    a = actions.add_parser("import", help="add pairs to a campaign from JSONL/JSON/CSV/Parquet "
+                           "(columns prompt, response_a, response_b; optional source_a, source_b, sampling, seed, gold)")
+    a.add_argument("file", help="the pairs file")
+    a.add_argument("--campaign", required=True, help="campaign name (created when new)")
+    a.add_argument("--kind", choices=["training", "evaluation"], default="training", help="for a new campaign")
+    add_config_arg(a)
+    a = actions.add_parser("annotator", help="'annotator add NAME': create a login; prints the token last")
+    a.add_argument("verb", choices=["add"], help="add")
+    a.add_argument("name", help="the annotator's name")
+    a.add_argument("--role", choices=["annotator", "admin"], default="annotator", help="default: annotator")
+    add_config_arg(a)
+    a = actions.add_parser("export", help="write a campaign's votes as A/B JSONL for `rlhf-dist rm` (a new version)")
+    a.add_argument("out", help="output .jsonl (a .meta.json with version and sha256 is written beside it)")
+    a.add_argument("--campaign", required=True, help="campaign to export")
+    a.add_argument("--aggregate", choices=["majority", "soft"], help="default: feedback.aggregate")
+    a.add_argument("--version", type=int, help="re-export exactly the votes of this earlier snapshot")
+    add_config_arg(a)
+    a = actions.add_parser("stats", help="progress, per-annotator counts, agreement, left-position rate")
+    a.add_argument("--campaign", help="one campaign (default: all)")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    add_config_arg(a)
+
+    def handler(args: argparse.Namespace, extra: list[str]) -> int:
+        cfg = load(args, extra)
+        try:
+            return ACTIONS[args.action](cfg, args)
+        except FeedbackError as err:
+            where = CLI_OPTION.get(err.field, err.field)
+            print(f"rlhf-dist feedback {args.action}: {where}: {err.message}", file=sys.stderr)
+            return 2
+        except FeedbackDBError as err:
+            print(f"rlhf-dist feedback {args.action}: {err}", file=sys.stderr)
+            return 2
+
+    handlers["feedback"] = handler

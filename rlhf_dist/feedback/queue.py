@@ -1,0 +1,202 @@
+"""What annotators do: lease the next pair, vote on it, skip it. One transaction per call.
+
+The overlap limit and "nobody judges a pair twice" are database constraints (tables.py); the code
+here picks a free slot and lets a constraint violation send it to the next candidate, so two
+annotators asking at the same moment can never both take a pair's last slot.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from rlhf_dist.feedback.db import transaction
+from rlhf_dist.feedback.tables import Annotator, Assignment, Campaign, Pair, Vote
+
+CHOICES = {"left": 0, "right": 1, "tie": 2}
+CANDIDATES_PER_TRY = 8
+
+
+class FeedbackError(Exception):
+    """A request the service refuses: `status` is the HTTP code, `field` the input at fault."""
+
+    def __init__(self, status: int, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.status, self.field, self.message = status, field, message
+
+
+@dataclass(frozen=True)
+class Task:
+    task_id: int
+    campaign: str
+    prompt: str
+    left: str
+    right: str
+    expires_at: float
+
+
+def find_campaign(session: Session, name: str) -> Campaign:
+    campaign = session.scalar(select(Campaign).where(Campaign.name == name))
+    if campaign is None:
+        known = ", ".join(session.scalars(select(Campaign.name).order_by(Campaign.name))) or "none yet"
+        raise FeedbackError(404, "campaign", f"no campaign named {name!r} (known: {known})")
+    return campaign
+
+
+def _task(assignment: Assignment, pair: Pair, campaign: Campaign) -> Task:
+    left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
+    return Task(assignment.id, campaign.name, pair.prompt, left, right, assignment.expires_at)
+
+
+def _live(now: float):  # noqa: ANN202 - SQL expression
+    """An assignment that holds its slot: voted, or leased and not yet expired."""
+    return or_(Assignment.status == "done", and_(Assignment.status == "leased", Assignment.expires_at > now))
+
+
+def _candidate_pairs(session: Session, campaign: Campaign, annotator_id: int, now: float) -> list[int]:
+    """Pairs of the campaign with a free (or expired) slot that this annotator has never been handed."""
+    live_count = (select(func.count()).select_from(Assignment)
+                  .where(Assignment.pair_id == Pair.id, _live(now)).scalar_subquery())
+    mine = exists().where(Assignment.pair_id == Pair.id, Assignment.annotator_id == annotator_id)
+    query = (select(Pair.id).where(Pair.campaign_id == campaign.id, ~mine, live_count < campaign.overlap)
+             .order_by(Pair.priority.desc(), Pair.id).limit(CANDIDATES_PER_TRY))
+    if session.bind.dialect.name == "postgresql":  # concurrent claimers spread over different pairs
+        query = query.with_for_update(of=Pair, skip_locked=True)
+    return list(session.scalars(query))
+
+
+def _claim_slot(session: Session, pair_id: int, overlap: int, annotator_id: int, now: float,
+                lease_seconds: float, rng: random.Random) -> Assignment | None:
+    """Take a free slot of the pair, or one whose lease expired; None when another annotator won it."""
+    held = {a.slot: a for a in session.scalars(select(Assignment).where(Assignment.pair_id == pair_id,
+                                                                        Assignment.slot.is_not(None)))}
+    for slot in range(overlap):
+        current = held.get(slot)
+        if current is not None:
+            if current.status != "leased" or current.expires_at > now:
+                continue
+            # an expired lease: release it, only if nobody else did in the meantime
+            released = session.execute(
+                update(Assignment).where(Assignment.id == current.id, Assignment.status == "leased",
+                                         Assignment.expires_at <= now).values(status="expired", slot=None)
+            ).rowcount
+            if released != 1:
+                continue
+        assignment = Assignment(pair_id=pair_id, annotator_id=annotator_id, slot=slot, status="leased",
+                                left_is_a=rng.random() < 0.5, leased_at=now, expires_at=now + lease_seconds)
+        try:
+            with session.begin_nested():
+                session.add(assignment)
+            return assignment
+        except IntegrityError:  # someone took this slot between our read and our insert
+            continue
+    return None
+
+
+def next_task(sessions: sessionmaker[Session], annotator_id: int, campaign_name: str, lease_seconds: float,
+              rng: random.Random | None = None) -> Task | None:
+    """The annotator's current lease (renewed) or a newly leased pair; None when nothing is left for them."""
+    rng = rng or random.Random()
+    for _ in range(5):  # each pass re-reads the queue after losing races
+        with transaction(sessions) as session:
+            campaign = find_campaign(session, campaign_name)
+            now = time.time()
+            current = session.execute(
+                select(Assignment, Pair).join(Pair, Pair.id == Assignment.pair_id)
+                .where(Pair.campaign_id == campaign.id, Assignment.annotator_id == annotator_id,
+                       Assignment.status == "leased").order_by(Assignment.id).limit(1)
+            ).first()
+            if current is not None:  # a reload, or coming back after the lease ran out: same pair
+                assignment, pair = current
+                assignment.leased_at, assignment.expires_at = now, now + lease_seconds
+                return _task(assignment, pair, campaign)
+            candidates = _candidate_pairs(session, campaign, annotator_id, now)
+            if not candidates:
+                return None
+            for pair_id in candidates:
+                assignment = _claim_slot(session, pair_id, campaign.overlap, annotator_id, now, lease_seconds, rng)
+                if assignment is not None:
+                    return _task(assignment, session.get(Pair, pair_id), campaign)
+    return None
+
+
+def vote_payload(vote: Vote) -> dict:
+    return {"vote_id": vote.id, "task_id": vote.assignment_id, "choice": vote.choice, "confidence": vote.confidence,
+            "reasoning": vote.reasoning, "request_id": vote.request_id, "preference": vote.preference,
+            "left_is_a": vote.left_is_a, "seconds_spent": round(vote.seconds_spent, 3)}
+
+
+def _existing_vote(session: Session, annotator_id: int, request_id: str) -> Vote | None:
+    return session.scalar(select(Vote).where(Vote.annotator_id == annotator_id, Vote.request_id == request_id))
+
+
+def record_vote(sessions: sessionmaker[Session], annotator_id: int, task_id: int, choice: str, confidence: float,
+                reasoning: str, request_id: str) -> tuple[dict, bool]:
+    """Store one vote in one transaction; returns (vote, created). A repeated request_id returns the first vote."""
+    try:
+        with transaction(sessions) as session:
+            first = _existing_vote(session, annotator_id, request_id)
+            if first is not None:
+                return vote_payload(first), False
+            assignment = session.get(Assignment, task_id)
+            if assignment is None or assignment.annotator_id != annotator_id:
+                raise FeedbackError(404, "task_id", f"no task {task_id} is assigned to you")
+            now = time.time()
+            _check_lease(assignment, now)
+            done = session.execute(
+                update(Assignment).where(Assignment.id == task_id, Assignment.status == "leased",
+                                         Assignment.expires_at > now).values(status="done")
+            ).rowcount
+            if done != 1:
+                raise FeedbackError(409, "task_id", f"task {task_id} was closed by another request; fetch the next task")
+            preference = CHOICES[choice] if choice == "tie" or assignment.left_is_a else 1 - CHOICES[choice]
+            vote = Vote(assignment_id=task_id, pair_id=assignment.pair_id, annotator_id=annotator_id, choice=choice,
+                        left_is_a=assignment.left_is_a, preference=preference, confidence=confidence,
+                        reasoning=reasoning, seconds_spent=now - assignment.leased_at, request_id=request_id,
+                        created_at=now)
+            session.add(vote)
+            session.flush()
+            return vote_payload(vote), True
+    except IntegrityError:  # the same request_id raced itself: the other copy won
+        with transaction(sessions) as session:
+            first = _existing_vote(session, annotator_id, request_id)
+            if first is None:
+                raise FeedbackError(409, "task_id", f"you already voted on the pair of task {task_id}") from None
+            return vote_payload(first), False
+
+
+def _check_lease(assignment: Assignment, now: float) -> None:
+    if assignment.status == "done":
+        raise FeedbackError(409, "task_id", f"you already voted on task {assignment.id}")
+    if assignment.status in ("skipped", "expired"):
+        raise FeedbackError(409, "task_id", f"task {assignment.id} was {assignment.status}; fetch the next task")
+    if assignment.expires_at <= now:
+        raise FeedbackError(409, "task_id", f"the lease of task {assignment.id} expired {now - assignment.expires_at:.0f} s "
+                            "ago; fetch the next task")
+
+
+def skip_task(sessions: sessionmaker[Session], annotator_id: int, task_id: int) -> None:
+    """Give the pair back to the queue; this annotator will not be handed it again."""
+    with transaction(sessions) as session:
+        assignment = session.get(Assignment, task_id)
+        if assignment is None or assignment.annotator_id != annotator_id:
+            raise FeedbackError(404, "task_id", f"no task {task_id} is assigned to you")
+        if assignment.status != "leased":
+            raise FeedbackError(409, "task_id", f"task {task_id} is {assignment.status}, not open")
+        assignment.status, assignment.slot = "skipped", None
+
+
+def progress(sessions: sessionmaker[Session], annotator_id: int, campaign_name: str) -> dict:
+    """Votes by this annotator, votes collected and votes wanted in the campaign."""
+    with transaction(sessions) as session:
+        campaign = find_campaign(session, campaign_name)
+        in_campaign = Vote.pair_id.in_(select(Pair.id).where(Pair.campaign_id == campaign.id))
+        mine = session.scalar(select(func.count()).select_from(Vote).where(in_campaign, Vote.annotator_id == annotator_id))
+        votes = session.scalar(select(func.count()).select_from(Vote).where(in_campaign))
+        pairs = session.scalar(select(func.count()).select_from(Pair).where(Pair.campaign_id == campaign.id))
+    return {"yours": mine, "votes": votes, "wanted": pairs * campaign.overlap, "pairs": pairs}

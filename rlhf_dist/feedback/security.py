@@ -1,0 +1,102 @@
+"""Request guards of the feedback service: body size, per-token rate limit, security headers.
+
+Pure ASGI / plain classes so they run before FastAPI parses anything.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+Scope = dict
+Message = dict
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# The pages load their script and style from /static only: injected markup could not run code.
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+     b"object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+DOCS_PATHS = ("/docs", "/redoc")  # FastAPI's docs pages load their script from a CDN: no CSP there
+
+
+async def _json_error(send: Send, status: int, field: str, message: str) -> None:
+    body = json.dumps({"error": message, "field": field}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """413 for bodies over the limit (declared or streamed), and security headers on every response."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_import_bytes: int):
+        self.app, self.max_body, self.max_import = app, max_body_bytes, max_import_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_import if scope["path"].endswith("/import") else self.max_body
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _json_error(send, 413, "body", f"request body of {int(declared)} bytes is over the {limit}-byte limit")
+            return
+        seen = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if not scope["path"].startswith(DOCS_PATHS):
+                    message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, send_with_headers)
+        except _TooLarge:
+            if not started:
+                await _json_error(send, 413, "body", f"request body is over the {limit}-byte limit")
+
+
+class RateLimiter:
+    """A token bucket per key: `per_minute` requests a minute, bursts up to the same number."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        if self.per_minute <= 0:
+            return True
+        now = time.monotonic()
+        rate = self.per_minute / 60.0
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                return False
+            self._buckets[key] = (tokens - 1.0, now)
+            return True

@@ -1,0 +1,122 @@
+"""The feedback database: campaigns of pairs, leased assignments, votes, annotators, snapshots.
+
+Correctness lives in constraints, not in Python checks:
+- uq_assignment_slot: a pair has `overlap` slots (0..overlap-1) and each slot holds at most one
+  live assignment, so concurrent annotators can never push a pair past its overlap;
+- uq_assignment_annotator / uq_vote_annotator: nobody is handed, or votes on, the same pair twice;
+- uq_vote_request: a retried POST with the same request_id finds the first vote.
+The Alembic migration in migrations/versions/ creates exactly these tables.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Annotator(Base):
+    __tablename__ = "annotator"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(20), CheckConstraint("role IN ('admin', 'annotator')", name="ck_role"))
+    # sha256 of the token; NULL for in-process annotators (seed API, simulated) that never log in
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Campaign(Base):
+    __tablename__ = "campaign"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20), CheckConstraint("kind IN ('training', 'evaluation')", name="ck_kind"))
+    overlap: Mapped[int] = mapped_column(Integer, CheckConstraint("overlap >= 1", name="ck_overlap"))
+    round_index: Mapped[int | None] = mapped_column(Integer)  # pipeline round that made it, if any
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Pair(Base):
+    __tablename__ = "pair"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    response_a: Mapped[str] = mapped_column(Text)
+    response_b: Mapped[str] = mapped_column(Text)
+    source_a: Mapped[str] = mapped_column(Text, default="")  # model dir or checkpoint id
+    source_b: Mapped[str] = mapped_column(Text, default="")
+    sampling_json: Mapped[str | None] = mapped_column(Text)  # sampling settings, JSON
+    seed: Mapped[int | None] = mapped_column(Integer)
+    gold: Mapped[int | None] = mapped_column(Integer, CheckConstraint("gold IN (0, 1, 2)", name="ck_gold"))
+    priority: Mapped[float] = mapped_column(Float, default=0.0)  # higher is handed out first
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Assignment(Base):
+    """One pair leased to one annotator. status: leased -> done | skipped | expired (slot freed)."""
+
+    __tablename__ = "assignment"
+    __table_args__ = (
+        UniqueConstraint("pair_id", "slot", name="uq_assignment_slot"),
+        UniqueConstraint("pair_id", "annotator_id", name="uq_assignment_annotator"),
+        CheckConstraint("status IN ('leased', 'done', 'skipped', 'expired')", name="ck_status"),
+        # a live assignment (leased or done) holds a slot; a released one holds none
+        CheckConstraint("(slot IS NULL) = (status IN ('skipped', 'expired'))", name="ck_slot_status"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pair.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator.id"), index=True)
+    slot: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10))
+    left_is_a: Mapped[bool] = mapped_column(Boolean)  # which response the page showed on the left
+    leased_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class Vote(Base):
+    __tablename__ = "vote"
+    __table_args__ = (
+        UniqueConstraint("pair_id", "annotator_id", name="uq_vote_annotator"),
+        UniqueConstraint("annotator_id", "request_id", name="uq_vote_request"),
+        CheckConstraint("preference IN (0, 1, 2)", name="ck_preference"),
+        CheckConstraint("confidence >= 0 AND confidence <= 1", name="ck_confidence"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id"), unique=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pair.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator.id"), index=True)
+    choice: Mapped[str] = mapped_column(String(5))  # as clicked: left | right | tie
+    left_is_a: Mapped[bool] = mapped_column(Boolean)
+    preference: Mapped[int] = mapped_column(Integer)  # resolved: 0 = A, 1 = B, 2 = tie
+    confidence: Mapped[float] = mapped_column(Float)
+    reasoning: Mapped[str] = mapped_column(Text, default="")
+    seconds_spent: Mapped[float] = mapped_column(Float)
+    request_id: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Snapshot(Base):
+    """One `feedback export`: the votes up to max_vote_id of a campaign, aggregated."""
+
+    __tablename__ = "snapshot"
+    __table_args__ = (UniqueConstraint("campaign_id", "version", name="uq_snapshot_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    max_vote_id: Mapped[int] = mapped_column(Integer)
+    aggregate: Mapped[str] = mapped_column(String(20))
+    n_votes: Mapped[int] = mapped_column(Integer)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
