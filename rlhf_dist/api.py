@@ -7,7 +7,8 @@
     pipe.stage3_train_policy_with_ppo(num_epochs=4, batch_size=8)
     pipe.get_training_status()  # feedback_statistics, reward_model_metrics, ppo_metrics
 
-Feedback is stored durably in SQLite (pipeline.feedback_db, default <run>/feedback.sqlite);
+Feedback is stored durably in the feedback service's database (feedback.db_url, default a SQLite
+file <run>/feedback.sqlite; PostgreSQL for teams), the same one `rlhf-dist feedback serve` uses;
 PPO runs on the distributed engine (Ray actors, vLLM, DeepSpeed).
 """
 

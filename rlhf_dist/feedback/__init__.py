@@ -1,4 +1,4 @@
-"""Human (or simulated) A/B feedback: a durable SQLite store and a simulated annotator."""
+"""Human (and simulated) A/B feedback: the feedback service (app, database, CLI), the seed API's store, a simulated annotator."""
 
 from rlhf_dist.feedback.simulated import SimulatedAnnotator
 from rlhf_dist.feedback.store import FeedbackStore

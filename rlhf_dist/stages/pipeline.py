@@ -18,6 +18,7 @@ from pathlib import Path
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data.readers import write_jsonl
 from rlhf_dist.feedback import FeedbackStore, SimulatedAnnotator
+from rlhf_dist.feedback.db import db_url_of
 from rlhf_dist.models import resolve_model_path
 from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, write_json
 
@@ -46,7 +47,7 @@ def derive(cfg: RLHFConfig, output_dir: Path, **sections) -> RLHFConfig:
 
 
 def feedback_store(cfg: RLHFConfig) -> FeedbackStore:
-    return FeedbackStore(cfg.pipeline.feedback_db or Path(cfg.run.output_dir) / "feedback.sqlite")
+    return FeedbackStore(db_url_of(cfg.feedback.db_url, cfg.run.output_dir))
 
 
 def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackStore, round_index: int) -> int:
@@ -85,7 +86,7 @@ def export_feedback_split(store: FeedbackStore, out_dir: Path, eval_fraction: fl
         digest = hashlib.sha1(f"{row.prompt}\x00{row.response_a}\x00{row.response_b}".encode()).digest()
         (held_out if digest[0] < 256 * eval_fraction else train).append(row)
     if not train or not held_out:
-        raise ValueError(f"feedback store {store.path}: {len(train)} train / {len(held_out)} held-out rows; collect more")
+        raise ValueError(f"feedback store {store.where}: {len(train)} train / {len(held_out)} held-out rows; collect more")
     return write_jsonl(out_dir / "feedback_train.jsonl", train), write_jsonl(out_dir / "feedback_eval.jsonl", held_out)
 
 
@@ -97,9 +98,9 @@ def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Pa
     if round_index > 1 or cfg.pipeline.first_round_preferences == "policy_samples":
         if cfg.pipeline.annotator == "simulated":
             n = collect_round_feedback(cfg, policy_dir, store, round_index)
-            log.info("round %d: %d new simulated judgements stored in %s", round_index, n, store.path)
+            log.info("round %d: %d new simulated judgements stored in %s", round_index, n, store.where)
         if len(store) == 0:
-            raise ValueError(f"round {round_index}: the feedback store {store.path} is empty: collect feedback first")
+            raise ValueError(f"round {round_index}: the feedback store {store.where} is empty: collect feedback first")
         train_file, eval_file = export_feedback_split(store, round_dir)
         rm_cfg = derive(cfg, round_dir, data__pairs_path=str(train_file), data__eval_pairs_path=str(eval_file),
                         data__pairs_format="ab")
