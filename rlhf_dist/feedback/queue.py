@@ -65,9 +65,12 @@ def _candidate_pairs(session: Session, campaign: Campaign, annotator_id: int, no
     mine = exists().where(Assignment.pair_id == Pair.id, Assignment.annotator_id == annotator_id)
     query = (select(Pair.id).where(Pair.campaign_id == campaign.id, ~mine, live_count < campaign.overlap)
              .order_by(Pair.priority.desc(), Pair.id).limit(CANDIDATES_PER_TRY))
-    if session.bind.dialect.name == "postgresql":  # concurrent claimers spread over different pairs
-        query = query.with_for_update(of=Pair, skip_locked=True)
-    return list(session.scalars(query))
+    if session.bind.dialect.name != "postgresql":  # SQLite: BEGIN IMMEDIATE already serialises claimers
+        return list(session.scalars(query))
+    # concurrent claimers spread over different pairs; when every candidate is locked by someone
+    # else, wait for them rather than answer "nothing left" while slots may still be free
+    return (list(session.scalars(query.with_for_update(of=Pair, skip_locked=True)))
+            or list(session.scalars(query.with_for_update(of=Pair))))
 
 
 def _claim_slot(session: Session, pair_id: int, overlap: int, annotator_id: int, now: float,
