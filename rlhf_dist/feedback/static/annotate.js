@@ -84,6 +84,7 @@ async function login(event) {
   try {
     const me = await api("GET", "/api/v1/me");
     $("who").textContent = `${me.name} (${me.role})`;
+    showMessage("");
     const wanted = $("campaign").value.trim();
     if (wanted) return await start(wanted);
     const campaigns = await api("GET", "/api/v1/campaigns");
