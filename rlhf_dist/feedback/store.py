@@ -83,7 +83,7 @@ class FeedbackStore:
         with transaction(self.sessions) as session:
             return [ABFeedback(prompt=p.prompt, response_a=p.response_a, response_b=p.response_b,
                                preference=v.preference, confidence=v.confidence, reasoning=v.reasoning)
-                    for v, p, _c, _a in session.execute(self._votes(round_index)).tuples()]
+                    for v, p, _c, _a in session.execute(self._votes(round_index))]
 
     def __len__(self) -> int:
         with transaction(self.sessions) as session:
@@ -96,7 +96,7 @@ class FeedbackStore:
         annotators: dict[str, int] = {}
         confidence = 0.0
         with transaction(self.sessions) as session:
-            for vote, _pair, campaign, annotator in session.execute(self._votes()).tuples():
+            for vote, _pair, campaign, annotator in session.execute(self._votes()):
                 prefs[vote.preference] += 1
                 confidence += vote.confidence
                 if campaign.round_index is not None:

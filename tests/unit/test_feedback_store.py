@@ -1,0 +1,71 @@
+"""The feedback database without a server: migrations, constraints, the seed API's store."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from rlhf_dist.data.records import ComparisonPair
+from rlhf_dist.feedback import admin, queue
+from rlhf_dist.feedback.db import FeedbackDBError, open_database, transaction
+from rlhf_dist.feedback.store import FeedbackStore
+from rlhf_dist.feedback.tables import Assignment, Base
+
+
+def test_the_migration_creates_exactly_the_models(tmp_path):
+    sessions = open_database(f"sqlite:///{tmp_path / 'f.sqlite'}")
+    with sessions.kw["bind"].connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+    open_database(f"sqlite:///{tmp_path / 'f.sqlite'}")  # a second open is a no-op upgrade
+
+
+def test_a_slot_holds_one_live_assignment(tmp_path):
+    sessions = open_database(f"sqlite:///{tmp_path / 'f.sqlite'}")
+    admin.add_pairs(sessions, "c", [ComparisonPair(prompt="p", response_a="a", response_b="b")], overlap=2)
+    admin.add_annotator(sessions, "x")
+    admin.add_annotator(sessions, "y")
+    with pytest.raises(IntegrityError):  # the database itself refuses a second holder of slot 0
+        with transaction(sessions) as session:
+            for annotator_id in (1, 2):
+                session.add(Assignment(pair_id=1, annotator_id=annotator_id, slot=0, status="leased",
+                                       left_is_a=True, leased_at=0.0, expires_at=1e12))
+    with pytest.raises(IntegrityError):  # a released assignment holds no slot
+        with transaction(sessions) as session:
+            session.add(Assignment(pair_id=1, annotator_id=1, slot=1, status="skipped", left_is_a=True,
+                                   leased_at=0.0, expires_at=1e12))
+    with transaction(sessions) as session:
+        assert session.scalars(select(Assignment)).all() == []
+
+
+def test_seed_store_shares_the_service_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'f.sqlite'}"
+    store = FeedbackStore(url)
+    store.add("Review.", "Lovely!", "Awful.", 0, 0.9, "kind", round_index=1)
+    store.add("Tie?", "same", "same too", 2, 0.4, annotator="simulated", round_index=2)
+    with pytest.raises(ValueError, match="preference"):
+        store.add("p", "a", "b", 3)
+    assert len(store) == 2
+    stats = store.statistics()
+    assert (stats["prefer_a"], stats["ties"], stats["per_round"]) == (1, 1, {"1": 1, "2": 1})
+    assert [r.preference for r in store.records(round_index=2)] == [2]
+
+    sessions = open_database(url)  # the service sees the seed API's votes, and the other way round
+    assert {s["campaign"]: s["votes"] for s in admin.all_stats(sessions)} == {"round-1": 1, "round-2": 1}
+    admin.add_pairs(sessions, "web", [ComparisonPair(prompt="w", response_a="a", response_b="b")])
+    alice = admin.annotator_for_token(sessions, admin.add_annotator(sessions, "alice"))
+    task = queue.next_task(sessions, alice.id, "web", 60)
+    queue.record_vote(sessions, alice.id, task.task_id, "tie", 0.55, "", "r1")
+    assert len(FeedbackStore(url)) == 3
+
+
+def test_bad_database_urls_are_one_clear_error(tmp_path):
+    with pytest.raises(FeedbackDBError, match="feedback.db_url"):
+        open_database("mysql://x@localhost/db")
+    with pytest.raises(FeedbackDBError, match="cannot parse"):
+        open_database("::nonsense::")
+    with pytest.raises(FeedbackDBError, match="cannot open"):
+        open_database("postgresql+psycopg://nobody@127.0.0.1:1/none", retries=1)
