@@ -88,7 +88,9 @@ def add_pairs(sessions: sessionmaker[Session], campaign_name: str, pairs: Sequen
         session.add_all(Pair(campaign_id=campaign.id, prompt=p.prompt, response_a=p.response_a,
                              response_b=p.response_b, source_a=p.source_a, source_b=p.source_b,
                              sampling_json=json.dumps(p.sampling) if p.sampling is not None else None,
-                             seed=p.seed, gold=p.gold, priority=0.0, created_at=now) for p in pairs)
+                             seed=p.seed, gold=p.gold, queue_rank=0.0, votes_done=0, complete=False,
+                             created_at=now)
+                        for p in pairs)
     return len(pairs)
 
 

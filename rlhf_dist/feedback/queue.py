@@ -63,8 +63,9 @@ def _candidate_pairs(session: Session, campaign: Campaign, annotator_id: int, no
     live_count = (select(func.count()).select_from(Assignment)
                   .where(Assignment.pair_id == Pair.id, _live(now)).scalar_subquery())
     mine = exists().where(Assignment.pair_id == Pair.id, Assignment.annotator_id == annotator_id)
-    query = (select(Pair.id).where(Pair.campaign_id == campaign.id, ~mine, live_count < campaign.overlap)
-             .order_by(Pair.priority.desc(), Pair.id).limit(CANDIDATES_PER_TRY))
+    query = (select(Pair.id).where(Pair.campaign_id == campaign.id, Pair.complete == False, ~mine,  # noqa: E712
+                                   live_count < campaign.overlap)
+             .order_by(Pair.queue_rank, Pair.id).limit(CANDIDATES_PER_TRY))
     if session.bind.dialect.name != "postgresql":  # SQLite: BEGIN IMMEDIATE already serialises claimers
         return list(session.scalars(query))
     # concurrent claimers spread over different pairs; when every candidate is locked by someone
@@ -163,6 +164,10 @@ def record_vote(sessions: sessionmaker[Session], annotator_id: int, task_id: int
                         reasoning=reasoning, seconds_spent=now - assignment.leased_at, request_id=request_id,
                         created_at=now)
             session.add(vote)
+            overlap = session.scalar(select(Campaign.overlap).join(Pair, Pair.campaign_id == Campaign.id)
+                                     .where(Pair.id == assignment.pair_id))
+            session.execute(update(Pair).where(Pair.id == assignment.pair_id).values(
+                votes_done=Pair.votes_done + 1, complete=Pair.votes_done + 1 >= overlap))
             session.flush()
             return vote_payload(vote), True
     except IntegrityError:  # the same request_id raced itself: the other copy won

@@ -55,7 +55,8 @@ class FeedbackStore:
         with transaction(self.sessions) as session:
             campaign = get_or_create_campaign(session, round_campaign(round_index), "training", 1, round_index)
             pair = Pair(campaign_id=campaign.id, prompt=row.prompt, response_a=row.response_a,
-                        response_b=row.response_b, source_a="", source_b="", priority=0.0, created_at=now)
+                        response_b=row.response_b, source_a="", source_b="", queue_rank=0.0, votes_done=1,
+                        complete=True, created_at=now)
             session.add(pair)
             session.flush()
             annotator_id = self._annotator_id(session, annotator)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Float,
+    Index,
     ForeignKey,
     Integer,
     String,
@@ -49,6 +50,7 @@ class Campaign(Base):
 
 class Pair(Base):
     __tablename__ = "pair"
+    __table_args__ = (Index("ix_pair_queue", "campaign_id", "complete", "queue_rank", "id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), index=True)
     prompt: Mapped[str] = mapped_column(Text)
@@ -59,7 +61,11 @@ class Pair(Base):
     sampling_json: Mapped[str | None] = mapped_column(Text)  # sampling settings, JSON
     seed: Mapped[int | None] = mapped_column(Integer)
     gold: Mapped[int | None] = mapped_column(Integer, CheckConstraint("gold IN (0, 1, 2)", name="ck_gold"))
-    priority: Mapped[float] = mapped_column(Float, default=0.0)  # higher is handed out first
+    queue_rank: Mapped[float] = mapped_column(Float, default=0.0)  # lower is handed out first
+    # votes so far and whether that reaches the campaign's overlap, kept in step with the vote table
+    # in the same transaction: the queue walks ix_pair_queue over open pairs only, in hand-out order
+    votes_done: Mapped[int] = mapped_column(Integer, default=0)
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
 
 

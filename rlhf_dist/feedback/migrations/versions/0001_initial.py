@@ -44,8 +44,11 @@ def upgrade() -> None:
         sa.Column("sampling_json", sa.Text),
         sa.Column("seed", sa.Integer),
         sa.Column("gold", sa.Integer, sa.CheckConstraint("gold IN (0, 1, 2)", name="ck_gold")),
-        sa.Column("priority", sa.Float, nullable=False),
+        sa.Column("queue_rank", sa.Float, nullable=False),
+        sa.Column("votes_done", sa.Integer, nullable=False),
+        sa.Column("complete", sa.Boolean, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
+        sa.Index("ix_pair_queue", "campaign_id", "complete", "queue_rank", "id"),
     )
     op.create_table(
         "assignment",

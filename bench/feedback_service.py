@@ -1,0 +1,167 @@
+"""Feedback service throughput and latency: `tasks/next` + `votes` at 1, 10 and 50 concurrent annotators.
+
+    .venv/bin/python -m bench.feedback_service [--clients 1,10,50] [--seconds 10] [--dbs sqlite,postgresql]
+
+One real server (`rlhf-dist feedback serve`, uvicorn, one process) per database; the clients are
+asyncio httpx clients in this process, each with its own annotator token, each looping
+GET /api/v1/tasks/next -> POST /api/v1/votes. Per level: 1 s warm-up, then `--seconds` measured;
+votes/s counts 201s in the measured window; p50/p95 are over every call in it. Goal: p95 < 50 ms at
+50 clients on this 2-core machine (the clients share the 2 cores with the server).
+Writes bench/results/feedback_service.json and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.common import SCRATCH, load, print_table, save_png, wait_quiet, write_result
+
+PAIRS_PER_LEVEL = 30_000
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+async def _client(base: str, token: str, campaign: str, stop_at: float, measure_from: float, out: dict) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            r = await http.get("/api/v1/tasks/next", params={"campaign": campaign})
+            t1 = time.perf_counter()
+            if r.status_code != 200:
+                out["statuses"].append(r.status_code)
+                break
+            task = r.json()
+            v = await http.post("/api/v1/votes", json={"task_id": task["task_id"], "choice": "left",
+                                                       "confidence": 0.85, "request_id": uuid.uuid4().hex})
+            t2 = time.perf_counter()
+            out["statuses"].append(v.status_code)
+            if t0 >= measure_from:
+                out["next"].append(t1 - t0)
+                out["vote"].append(t2 - t1)
+                out["cycle"].append(t2 - t0)
+                out["votes"] += v.status_code == 201
+
+
+def measure_level(base: str, tokens: list[str], campaign: str, seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"next": [], "vote": [], "cycle": [], "votes": 0, "statuses": []}
+    start = time.perf_counter()
+    measure_from, stop_at = start + 1.0, start + 1.0 + seconds
+
+    async def run_all() -> None:
+        await asyncio.gather(*(_client(base, t, campaign, stop_at, measure_from, out) for t in tokens))
+
+    asyncio.run(run_all())
+    calls = out["next"] + out["vote"]
+    return {
+        "clients": len(tokens), "seconds": seconds, "votes": out["votes"], "votes_per_s": out["votes"] / seconds,
+        "p50_ms": 1000 * _pct(calls, 0.5), "p95_ms": 1000 * _pct(calls, 0.95),
+        "next_p50_ms": 1000 * _pct(out["next"], 0.5), "next_p95_ms": 1000 * _pct(out["next"], 0.95),
+        "vote_p50_ms": 1000 * _pct(out["vote"], 0.5), "vote_p95_ms": 1000 * _pct(out["vote"], 0.95),
+        "cycle_p95_ms": 1000 * _pct(out["cycle"], 0.95),
+        "mean_call_ms": 1000 * statistics.fmean(calls) if calls else float("nan"),
+        "server_errors": sum(s >= 500 for s in out["statuses"]),
+        "non_2xx": sorted({s for s in out["statuses"] if s >= 300}),
+    }
+
+
+def run_db(kind: str, db_url: str, levels: list[int], seconds: float, max_load: float) -> list[dict[str, Any]]:
+    from rlhf_dist.data.records import ComparisonPair
+    from rlhf_dist.feedback import admin
+    from rlhf_dist.feedback.db import open_database
+    from rlhf_dist.feedback.local import FeedbackServerProcess
+
+    sessions = open_database(db_url)
+    tokens = [admin.add_annotator(sessions, f"bench-{i}") for i in range(max(levels))]
+    for n in levels:
+        pairs = [ComparisonPair(prompt=f"Prompt {i} for {n} clients.", response_a=f"Response A {i} " * 8,
+                                response_b=f"Response B {i} " * 8) for i in range(PAIRS_PER_LEVEL)]
+        admin.add_pairs(sessions, f"bench-{n}", pairs, overlap=1)
+    server = FeedbackServerProcess(db_url, SCRATCH, admin_token=uuid.uuid4().hex, rate_limit_per_minute=0).start()
+    rows = []
+    try:
+        for n in levels:
+            quiet = wait_quiet(max_load=max_load, max_wait_s=60)
+            row = {"db": kind, **measure_level(server.url, tokens[:n], f"bench-{n}", seconds), **quiet,
+                   "load_after": load()}
+            print(f"[bench] {kind} {n} clients: {row['votes_per_s']:.0f} votes/s, p50 {row['p50_ms']:.1f} ms, "
+                  f"p95 {row['p95_ms']:.1f} ms")
+            rows.append(row)
+    finally:
+        server.stop()
+    return rows
+
+
+def plot(rows: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for db in sorted({r["db"] for r in rows}):
+        mine = [r for r in rows if r["db"] == db]
+        left.plot([r["clients"] for r in mine], [r["votes_per_s"] for r in mine], marker="o", label=db)
+        right.plot([r["clients"] for r in mine], [r["p95_ms"] for r in mine], marker="o", label=f"{db} p95")
+        right.plot([r["clients"] for r in mine], [r["p50_ms"] for r in mine], marker=".", ls="--", label=f"{db} p50")
+    right.axhline(50, color="grey", lw=0.8, ls=":", label="goal p95 50 ms")
+    left.set(xlabel="concurrent annotators", ylabel="votes / s", title="throughput", xscale="log")
+    right.set(xlabel="concurrent annotators", ylabel="ms per call", title="latency (next + vote calls)",
+              xscale="log")
+    left.legend()
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    save_png(fig, "feedback_service")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", default="1,10,50", help="concurrency levels (comma-separated)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level")
+    parser.add_argument("--dbs", default="sqlite,postgresql", help="databases to measure")
+    parser.add_argument("--max-load", type=float, default=1.5, help="wait for this 1-min load before a level")
+    args = parser.parse_args()
+    levels = [int(x) for x in args.clients.split(",")]
+    rows: list[dict[str, Any]] = []
+    for kind in args.dbs.split(","):
+        if kind == "sqlite":
+            path = SCRATCH / f"feedback-bench-{uuid.uuid4().hex[:8]}.sqlite"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows += run_db(kind, f"sqlite:///{path}", levels, args.seconds, args.max_load)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        elif kind == "postgresql":
+            from rlhf_dist.feedback.local import LocalPostgres
+
+            pg = LocalPostgres().start()
+            try:
+                rows += run_db(kind, pg.new_database(), levels, args.seconds, args.max_load)
+            finally:
+                pg.stop()
+        else:
+            parser.error(f"--dbs: unknown database {kind!r} (sqlite, postgresql)")
+    print_table("feedback service: tasks/next + votes", ["db", "clients", "votes/s", "p50 ms", "p95 ms",
+                                                          "next p95", "vote p95", "5xx"],
+                [[r["db"], r["clients"], r["votes_per_s"], r["p50_ms"], r["p95_ms"], r["next_p95_ms"],
+                  r["vote_p95_ms"], r["server_errors"]] for r in rows])
+    goal = {r["db"]: r["p95_ms"] < 50 for r in rows if r["clients"] == 50}
+    write_result("feedback_service", {"settings": {"levels": levels, "seconds": args.seconds,
+                                                   "pairs_per_level": PAIRS_PER_LEVEL, "server": "uvicorn, 1 process"},
+                                      "results": rows, "goal_p95_under_50ms_at_50_clients": goal})
+    plot(rows)
+
+
+if __name__ == "__main__":
+    main()
