@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
 import time
 import uuid
@@ -32,7 +33,8 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-async def _client(base: str, token: str, campaign: str, stop_at: float, measure_from: float, out: dict) -> None:
+async def _client(base: str, token: str, campaign: str, stop_at: float, measure_from: float, out: dict,
+                  think_s: float) -> None:
     import httpx
 
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
@@ -53,20 +55,23 @@ async def _client(base: str, token: str, campaign: str, stop_at: float, measure_
                 out["vote"].append(t2 - t1)
                 out["cycle"].append(t2 - t0)
                 out["votes"] += v.status_code == 201
+            if think_s:  # a person reading the next pair; jittered so clients do not march in step
+                await asyncio.sleep(think_s * (0.5 + random.random()))
 
 
-def measure_level(base: str, tokens: list[str], campaign: str, seconds: float) -> dict[str, Any]:
+def measure_level(base: str, tokens: list[str], campaign: str, seconds: float, think_s: float) -> dict[str, Any]:
     out: dict[str, Any] = {"next": [], "vote": [], "cycle": [], "votes": 0, "statuses": []}
     start = time.perf_counter()
-    measure_from, stop_at = start + 1.0, start + 1.0 + seconds
+    warmup = max(1.0, 2.0 * think_s)  # past the first requests, which all clients send at once
+    measure_from, stop_at = start + warmup, start + warmup + seconds
 
     async def run_all() -> None:
-        await asyncio.gather(*(_client(base, t, campaign, stop_at, measure_from, out) for t in tokens))
+        await asyncio.gather(*(_client(base, t, campaign, stop_at, measure_from, out, think_s) for t in tokens))
 
     asyncio.run(run_all())
     calls = out["next"] + out["vote"]
     return {
-        "clients": len(tokens), "seconds": seconds, "votes": out["votes"], "votes_per_s": out["votes"] / seconds,
+        "clients": len(tokens), "think_s": think_s, "seconds": seconds, "votes": out["votes"], "votes_per_s": out["votes"] / seconds,
         "p50_ms": 1000 * _pct(calls, 0.5), "p95_ms": 1000 * _pct(calls, 0.95),
         "next_p50_ms": 1000 * _pct(out["next"], 0.5), "next_p95_ms": 1000 * _pct(out["next"], 0.95),
         "vote_p50_ms": 1000 * _pct(out["vote"], 0.5), "vote_p95_ms": 1000 * _pct(out["vote"], 0.95),
@@ -77,7 +82,8 @@ def measure_level(base: str, tokens: list[str], campaign: str, seconds: float) -
     }
 
 
-def run_db(kind: str, db_url: str, levels: list[int], seconds: float, max_load: float) -> list[dict[str, Any]]:
+def run_db(kind: str, db_url: str, levels: list[int], seconds: float, max_load: float,
+           thinks: list[float]) -> list[dict[str, Any]]:
     from rlhf_dist.data.records import ComparisonPair
     from rlhf_dist.feedback import admin
     from rlhf_dist.feedback.db import open_database
@@ -85,20 +91,22 @@ def run_db(kind: str, db_url: str, levels: list[int], seconds: float, max_load: 
 
     sessions = open_database(db_url)
     tokens = [admin.add_annotator(sessions, f"bench-{i}") for i in range(max(levels))]
-    for n in levels:
-        pairs = [ComparisonPair(prompt=f"Prompt {i} for {n} clients.", response_a=f"Response A {i} " * 8,
-                                response_b=f"Response B {i} " * 8) for i in range(PAIRS_PER_LEVEL)]
-        admin.add_pairs(sessions, f"bench-{n}", pairs, overlap=1)
+    for think in thinks:
+        for n in levels:
+            pairs = [ComparisonPair(prompt=f"Prompt {i} for {n} clients.", response_a=f"Response A {i} " * 8,
+                                    response_b=f"Response B {i} " * 8) for i in range(PAIRS_PER_LEVEL)]
+            admin.add_pairs(sessions, f"bench-{think}-{n}", pairs, overlap=1)
     server = FeedbackServerProcess(db_url, SCRATCH, admin_token=uuid.uuid4().hex, rate_limit_per_minute=0).start()
     rows = []
     try:
-        for n in levels:
-            quiet = wait_quiet(max_load=max_load, max_wait_s=60)
-            row = {"db": kind, **measure_level(server.url, tokens[:n], f"bench-{n}", seconds), **quiet,
-                   "load_after": load()}
-            print(f"[bench] {kind} {n} clients: {row['votes_per_s']:.0f} votes/s, p50 {row['p50_ms']:.1f} ms, "
-                  f"p95 {row['p95_ms']:.1f} ms")
-            rows.append(row)
+        for think in thinks:
+            for n in levels:
+                quiet = wait_quiet(max_load=max_load, max_wait_s=60)
+                row = {"db": kind, **measure_level(server.url, tokens[:n], f"bench-{think}-{n}", seconds, think),
+                       **quiet, "load_after": load()}
+                print(f"[bench] {kind} {n} clients, think {think} s: {row['votes_per_s']:.0f} votes/s, "
+                      f"p50 {row['p50_ms']:.1f} ms, p95 {row['p95_ms']:.1f} ms")
+                rows.append(row)
     finally:
         server.stop()
     return rows
@@ -111,8 +119,9 @@ def plot(rows: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for db in sorted({r["db"] for r in rows}):
-        mine = [r for r in rows if r["db"] == db]
+    for db, think in sorted({(r["db"], r["think_s"]) for r in rows}):
+        mine = [r for r in rows if r["db"] == db and r["think_s"] == think]
+        db = f"{db}, think {think:g} s"
         left.plot([r["clients"] for r in mine], [r["votes_per_s"] for r in mine], marker="o", label=db)
         right.plot([r["clients"] for r in mine], [r["p95_ms"] for r in mine], marker="o", label=f"{db} p95")
         right.plot([r["clients"] for r in mine], [r["p50_ms"] for r in mine], marker=".", ls="--", label=f"{db} p50")
@@ -131,15 +140,19 @@ def main() -> None:
     parser.add_argument("--clients", default="1,10,50", help="concurrency levels (comma-separated)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level")
     parser.add_argument("--dbs", default="sqlite,postgresql", help="databases to measure")
+    parser.add_argument("--think", default="0,1,5", help="seconds each client waits between votes (comma-separated): "
+                        "0 = back-to-back requests (the service's capacity), 1 = one vote a second per client "
+                        "(still far faster than people read two responses), 5 = closer to people (yet 2-6x faster)")
     parser.add_argument("--max-load", type=float, default=1.5, help="wait for this 1-min load before a level")
     args = parser.parse_args()
     levels = [int(x) for x in args.clients.split(",")]
+    thinks = [float(x) for x in args.think.split(",")]
     rows: list[dict[str, Any]] = []
     for kind in args.dbs.split(","):
         if kind == "sqlite":
             path = SCRATCH / f"feedback-bench-{uuid.uuid4().hex[:8]}.sqlite"
             path.parent.mkdir(parents=True, exist_ok=True)
-            rows += run_db(kind, f"sqlite:///{path}", levels, args.seconds, args.max_load)
+            rows += run_db(kind, f"sqlite:///{path}", levels, args.seconds, args.max_load, thinks)
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         elif kind == "postgresql":
@@ -147,17 +160,17 @@ def main() -> None:
 
             pg = LocalPostgres().start()
             try:
-                rows += run_db(kind, pg.new_database(), levels, args.seconds, args.max_load)
+                rows += run_db(kind, pg.new_database(), levels, args.seconds, args.max_load, thinks)
             finally:
                 pg.stop()
         else:
             parser.error(f"--dbs: unknown database {kind!r} (sqlite, postgresql)")
-    print_table("feedback service: tasks/next + votes", ["db", "clients", "votes/s", "p50 ms", "p95 ms",
-                                                          "next p95", "vote p95", "5xx"],
-                [[r["db"], r["clients"], r["votes_per_s"], r["p50_ms"], r["p95_ms"], r["next_p95_ms"],
+    print_table("feedback service: tasks/next + votes", ["db", "think s", "clients", "votes/s", "p50 ms",
+                                                          "p95 ms", "next p95", "vote p95", "5xx"],
+                [[r["db"], r["think_s"], r["clients"], r["votes_per_s"], r["p50_ms"], r["p95_ms"], r["next_p95_ms"],
                   r["vote_p95_ms"], r["server_errors"]] for r in rows])
-    goal = {r["db"]: r["p95_ms"] < 50 for r in rows if r["clients"] == 50}
-    write_result("feedback_service", {"settings": {"levels": levels, "seconds": args.seconds,
+    goal = {f"{r['db']}, think {r['think_s']:g} s": r["p95_ms"] < 50 for r in rows if r["clients"] == 50}
+    write_result("feedback_service", {"settings": {"levels": levels, "think_s": thinks, "seconds": args.seconds,
                                                    "pairs_per_level": PAIRS_PER_LEVEL, "server": "uvicorn, 1 process"},
                                       "results": rows, "goal_p95_under_50ms_at_50_clients": goal})
     plot(rows)

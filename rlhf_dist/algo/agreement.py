@@ -44,3 +44,38 @@ def pairwise_agreement(units: Sequence[Sequence[Hashable]]) -> float | None:
         total += m * (m - 1) // 2
         agree += sum(c * (c - 1) // 2 for c in counts.values())
     return agree / total if total else None
+
+
+def bootstrap_win_rate(scores_per_item: Sequence[Sequence[float]], n_boot: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float, float]:
+    """Win rate (mean of per-vote scores: win 1, tie 0.5, loss 0) and a percentile bootstrap CI.
+
+    Items (pairs), not votes, are resampled, so several votes on one pair count as one cluster.
+    """
+    import random
+
+    items = [list(s) for s in scores_per_item if len(s)]
+    if not items:
+        raise ValueError("bootstrap_win_rate needs at least one vote")
+    totals = [(sum(s), len(s)) for s in items]
+    point = sum(t for t, _ in totals) / sum(n for _, n in totals)
+    rng = random.Random(seed)
+    rates = []
+    for _ in range(n_boot):
+        draw = [totals[rng.randrange(len(totals))] for _ in totals]
+        rates.append(sum(t for t, _ in draw) / sum(n for _, n in draw))
+    rates.sort()
+    lo = rates[int((1 - level) / 2 * (n_boot - 1))]
+    hi = rates[int((1 + level) / 2 * (n_boot - 1))]
+    return point, lo, hi
+
+
+def binomial_two_sided_p(successes: int, trials: int, p: float = 0.5) -> float:
+    """Exact two-sided binomial test: P(an outcome at most as likely as `successes` | p)."""
+    from math import comb
+
+    if trials == 0:
+        return 1.0
+    probs = [comb(trials, k) * p**k * (1 - p) ** (trials - k) for k in range(trials + 1)]
+    observed = probs[successes]
+    return min(1.0, sum(q for q in probs if q <= observed * (1 + 1e-9)))

@@ -9,6 +9,20 @@ from pydantic import Field
 from rlhf_dist.config.schema_parts import Strict
 
 
+class SimulatedAnnotatorsConfig(Strict):
+    """Rule-based stand-ins for people: in-process (`feedback.source: simulated`) or HTTP clients of the
+    service (`service-simulated`), judging by a rule the reward model never sees."""
+
+    rule: Literal["sentiment", "length", "lowercase"] = Field("sentiment", description="What the simulated "
+                                                               "annotators prefer.")
+    count: int = Field(3, ge=1, le=1000, description="Simulated annotators (HTTP clients) in service-simulated mode.")
+    noise: float = Field(0.0, ge=0.0, le=0.5, description="Probability an annotator flips a decisive label.")
+    tie_margin: float = Field(0.0, ge=0.0, le=10.0, description="Rule scores this close (or closer) are a tie.")
+    tie_rate: float = Field(0.0, ge=0.0, le=1.0, description="Probability an annotator answers 'tie' whatever it sees.")
+    position_bias: float = Field(0.0, ge=0.0, le=1.0, description="Probability an annotator picks the response on "
+                                 "the left whatever it says (service-simulated: the page's sides are random).")
+
+
 class FeedbackConfig(Strict):
     host: str = Field("127.0.0.1", min_length=1, description="Address `rlhf-dist feedback serve` listens on "
                       "(127.0.0.1: this machine only; 0.0.0.0: every interface, put TLS in front).")
@@ -32,3 +46,23 @@ class FeedbackConfig(Strict):
         "majority choice (equal A and B counts make a tie), or a soft target p_a = (votes A + ties / 2) / votes.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="uvicorn's log level for `feedback serve`.")
+    source: Literal["simulated", "store", "service", "service-simulated"] = Field(
+        "simulated", description="Where a pipeline round's preference labels come from: 'simulated' (a rule "
+        "annotator in the trainer's process), 'store' (whatever is already in the feedback database, e.g. from "
+        "the seed API), 'service' (pairs from the current policy go to a campaign; the round waits for people's "
+        "votes), 'service-simulated' (as 'service', with the service started on loopback and simulated "
+        "annotators voting through its HTTP API).")
+    votes_per_round: int | None = Field(None, ge=1, le=10_000_000, description="Votes a service round waits for. "
+                                        "None: every pair of the round's campaign times its overlap.")
+    wait_timeout_s: float = Field(86_400.0, gt=0, description="A service round that has not collected its votes by "
+                                  "then fails (restart the pipeline to keep waiting: the pairs are kept).")
+    selection: Literal["random", "uncertainty", "disagreement"] = Field(
+        "random", description="Which generated pairs people see first: in generation order ('random'), those the "
+        "current reward model is least sure about (P(A>B) nearest 0.5), or those an ensemble of reward heads "
+        "disagrees on most.")
+    human_eval_prompts: int = Field(0, ge=0, le=1_000_000, description="After the last round of a service "
+                                    "pipeline: a blind evaluation campaign on this many held-out prompts (the "
+                                    "aligned policy against the starting one); 0 = none. `rlhf-dist eval --human` "
+                                    "does the same by hand.")
+    simulated: SimulatedAnnotatorsConfig = Field(default_factory=SimulatedAnnotatorsConfig,
+                                                 description="Simulated annotators for tests and demos.")

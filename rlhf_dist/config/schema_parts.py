@@ -164,14 +164,7 @@ class PipelineConfig(Strict):
     rounds: int = Field(1, ge=1, le=100, description="RLHF rounds: round 1 = SFT -> RM -> PPO; later rounds collect new "
                         "preferences on the current policy's samples, retrain the RM and run PPO again.")
     run_sft: bool = Field(True, description="Run SFT before the first reward model / PPO.")
-    annotator: Literal["simulated", "store"] = Field(
-        "simulated", description="Where round 2+ preferences come from: a simulated annotator, or the feedback store "
-        "(people label the exported pairs through the API / seed RLHFPipeline.stage1_collect_feedback).")
     first_round_preferences: Literal["data", "policy_samples"] = Field(
         "data", description="Round 1 reward-model data: the configured preference files, or pairs sampled from the "
-        "starting policy and labelled by the annotator (as later rounds are).")
-    annotator_rule: Literal["sentiment", "length", "lowercase"] = Field("sentiment", description="The simulated annotator's rule.")
-    annotator_noise: float = Field(0.0, ge=0.0, le=0.5, description="Probability the simulated annotator flips a label.")
-    annotator_tie_margin: float = Field(
-        0.0, ge=0.0, le=10.0, description="The simulated annotator calls a tie when the rule's scores differ by <= this.")
+        "starting policy and labelled as later rounds are (feedback.source).")
     pairs_per_round: int = Field(64, ge=1, le=1_000_000, description="Prompts sampled twice per round for new pairs.")

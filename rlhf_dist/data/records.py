@@ -104,6 +104,9 @@ class ComparisonPair(_Record):
     sampling: dict[str, Any] | None = None
     seed: Annotated[int, Field(strict=True)] | None = None
     gold: int | None = None
+    # per-token log-probs of each response under the policy that sampled it (`feedback generate`)
+    logprobs_a: list[FiniteFloat] | None = None
+    logprobs_b: list[FiniteFloat] | None = None
 
     @field_validator("gold", mode="before")
     @classmethod

@@ -40,6 +40,41 @@ def _default_reward_dir(run_dir: Path) -> Path | None:
     return path if (path / HEAD_META).is_file() else None
 
 
+def cmd_human_eval(args: argparse.Namespace, cfg: RLHFConfig) -> int:
+    """--human: create a blind evaluation campaign, or (--report CAMPAIGN) compute its win rate."""
+    from rlhf_dist.eval.human import create_human_eval_campaign, human_eval_report
+    from rlhf_dist.feedback.db import db_url_of, open_database
+    from rlhf_dist.feedback.queue import FeedbackError
+    from rlhf_dist.models import resolve_model_path
+
+    run_dir = Path(cfg.run.output_dir)
+    try:
+        sessions = open_database(db_url_of(cfg.feedback.db_url, run_dir))
+        if args.report:
+            report = human_eval_report(sessions, args.report, seed=cfg.eval.seed)
+            print(json.dumps(report, indent=2))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "human_evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+            print(f"win rate {report['win_rate']:.3f} (95% CI {report['ci_low']:.3f}-{report['ci_high']:.3f}, "
+                  f"{report['votes']} votes); seed target > {report['target']:.2f}: "
+                  f"{'met' if report['meets_target'] else 'not met'}; saved to {run_dir / 'human_evaluation.json'}")
+            return 0
+        policy = Path(args.policy) if args.policy else run_dir / "policy"
+        baseline = Path(args.baseline) if args.baseline else resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
+        for flag, path in (("--policy", policy), ("--baseline", baseline)):
+            if not (path / "config.json").is_file():
+                return _fail(f"eval --human: {flag}: no model at {path}")
+        campaign = args.campaign or f"{cfg.run.name}-human-eval"
+        n = create_human_eval_campaign(cfg, sessions, campaign, policy, baseline,
+                                       cfg.feedback.human_eval_prompts or cfg.eval.num_prompts)
+    except FeedbackError as err:
+        return _fail(f"eval --human: --{'report' if args.report else 'campaign'}: {err.message}")
+    print(f"evaluation campaign {campaign!r}: {n} blind pairs (policy vs baseline, sides shuffled per annotator). "
+          f"Serve it with `rlhf-dist feedback serve`, annotators open /?campaign={campaign}; then "
+          f"`rlhf-dist eval --human --report {campaign}`.")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace, cfg: RLHFConfig) -> int:
     from rlhf_dist.eval.evaluate import evaluate_policy
     from rlhf_dist.eval.report import write_report
@@ -92,7 +127,13 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[[argpa
     p.add_argument("--reward-model", help="trained reward model dir (default <run>/reward_model when present)")
     p.add_argument("--no-reward-model", action="store_true", help="skip RM reward and RM accuracy")
     p.add_argument("--no-report", action="store_true", help="do not (re)write <run>/report afterwards")
-    handlers["eval"] = lambda args, extra: cmd_eval(args, load_cfg(args, extra))
+    p.add_argument("--human", action="store_true", help="human evaluation: create a blind campaign of --policy "
+                   "against --baseline on feedback.human_eval_prompts (else eval.num_prompts) held-out prompts")
+    p.add_argument("--baseline", help="with --human: the model to beat (default: the resolved policy.path)")
+    p.add_argument("--campaign", help="with --human: the new campaign's name (default <run.name>-human-eval)")
+    p.add_argument("--report", metavar="CAMPAIGN", help="with --human: win rate (ties half), bootstrap 95%% CI and "
+                   "vote count of an evaluation campaign; saved to <run>/human_evaluation.json")
+    handlers["eval"] = lambda args, extra: (cmd_human_eval if args.human else cmd_eval)(args, load_cfg(args, extra))
 
     p = sub.add_parser("report", help="plots + Markdown/HTML summary of a run into <run>/report")
     add_config_arg(p)

@@ -51,14 +51,14 @@ def add_annotator(sessions: sessionmaker[Session], name: str, role: str = "annot
     return token
 
 
-def ensure_admin(sessions: sessionmaker[Session], token: str, name: str = "admin") -> None:
-    """Make `token` the token of admin `name` (the service's admin token from the environment)."""
+def ensure_annotator(sessions: sessionmaker[Session], name: str, token: str, role: str = "annotator") -> None:
+    """Create `name`, or give it this token and role (the admin token from the environment, simulated annotators)."""
     with transaction(sessions) as session:
-        admin = session.scalar(select(Annotator).where(Annotator.name == name))
-        if admin is None:
-            session.add(Annotator(name=name, role="admin", token_hash=hash_token(token), created_at=time.time()))
+        user = session.scalar(select(Annotator).where(Annotator.name == name))
+        if user is None:
+            session.add(Annotator(name=name, role=role, token_hash=hash_token(token), created_at=time.time()))
         else:
-            admin.role, admin.token_hash = "admin", hash_token(token)
+            user.role, user.token_hash = role, hash_token(token)
 
 
 def annotator_for_token(sessions: sessionmaker[Session], token: str) -> Annotator | None:
@@ -79,18 +79,27 @@ def get_or_create_campaign(session: Session, name: str, kind: str, overlap: int,
     return campaign
 
 
+def _logprobs_json(pair: ComparisonPair) -> str | None:
+    if pair.logprobs_a is None and pair.logprobs_b is None:
+        return None
+    return json.dumps({"a": pair.logprobs_a, "b": pair.logprobs_b})
+
+
 def add_pairs(sessions: sessionmaker[Session], campaign_name: str, pairs: Sequence[ComparisonPair],
-              kind: str = "training", overlap: int = 1) -> int:
-    """Add validated pairs to a campaign (created when missing), all or none; returns the count."""
+              kind: str = "training", overlap: int = 1, ranks: Sequence[float] | None = None) -> int:
+    """Add validated pairs to a campaign (created when missing), all or none; returns the count.
+
+    ranks: each pair's queue_rank (lower is handed out first; active selection sets it), default 0.
+    """
     now = time.time()
     with transaction(sessions) as session:
         campaign = get_or_create_campaign(session, campaign_name, kind, overlap)
         session.add_all(Pair(campaign_id=campaign.id, prompt=p.prompt, response_a=p.response_a,
                              response_b=p.response_b, source_a=p.source_a, source_b=p.source_b,
                              sampling_json=json.dumps(p.sampling) if p.sampling is not None else None,
-                             seed=p.seed, gold=p.gold, queue_rank=0.0, votes_done=0, complete=False,
-                             created_at=now)
-                        for p in pairs)
+                             seed=p.seed, gold=p.gold, logprobs_json=_logprobs_json(p), queue_rank=rank,
+                             votes_done=0, complete=False, created_at=now)
+                        for p, rank in zip(pairs, ranks or [0.0] * len(pairs)))
     return len(pairs)
 
 

@@ -26,7 +26,7 @@ from rlhf_dist.data.validate import DataValidationError, load_records
 from rlhf_dist.feedback import admin, queue
 from rlhf_dist.feedback.db import open_database, transaction
 from rlhf_dist.feedback.queue import FeedbackError
-from rlhf_dist.feedback.security import GuardMiddleware, RateLimiter
+from rlhf_dist.feedback.security import GuardMiddleware, RateLimiter, TTLCache
 from rlhf_dist.feedback.tables import Annotator, Campaign, Pair, Vote
 
 STATIC = Path(__file__).parent / "static"
@@ -62,7 +62,7 @@ def create_app(cfg: FeedbackConfig, db_url: str) -> FastAPI:
     sessions = open_database(db_url)
     admin_token = os.environ.get(cfg.admin_token_env)
     if admin_token:
-        admin.ensure_admin(sessions, admin_token)
+        admin.ensure_annotator(sessions, "admin", admin_token, role="admin")
     limiter = RateLimiter(cfg.rate_limit_per_minute)
     rng = random.Random()
     app = FastAPI(title="rlhf-dist feedback service", version="1",
@@ -81,11 +81,14 @@ def create_app(cfg: FeedbackConfig, db_url: str) -> FastAPI:
         field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path")) or "body"
         return JSONResponse({"error": f"{field}: {first['msg']}", "field": field}, status_code=422)
 
+    users = TTLCache(seconds=10.0)  # token -> annotator: one lookup per token, not one per request
+    totals = TTLCache(seconds=2.0)  # campaign -> vote counts: a scan of its pairs
+
     def current_user(authorization: Annotated[str | None, Header()] = None) -> Annotator:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise FeedbackError(401, "authorization", "send 'Authorization: Bearer <token>'")
-        user = admin.annotator_for_token(sessions, token.strip())
+        user = users.get(token.strip(), lambda t: admin.annotator_for_token(sessions, t))
         if user is None:
             raise FeedbackError(401, "authorization", "unknown token")
         if not limiter.allow(user.token_hash or ""):
@@ -131,7 +134,7 @@ def create_app(cfg: FeedbackConfig, db_url: str) -> FastAPI:
             return Response(status_code=204)
         return JSONResponse({"task_id": task.task_id, "campaign": task.campaign, "prompt": task.prompt,
                              "left": task.left, "right": task.right, "expires_at": task.expires_at,
-                             "progress": queue.progress(sessions, user.id, campaign)})
+                             "progress": progress(user, campaign)})
 
     @app.post("/api/v1/votes", tags=["annotators"], status_code=201)
     def vote(user: User, body: VoteIn) -> JSONResponse:
@@ -144,9 +147,14 @@ def create_app(cfg: FeedbackConfig, db_url: str) -> FastAPI:
         queue.skip_task(sessions, user.id, task_id)
         return {"task_id": task_id, "status": "skipped"}
 
+    def progress(user: Annotator, campaign: str) -> dict:
+        return {**totals.get(campaign, lambda c: queue.campaign_totals(sessions, c)),
+                "yours": queue.votes_by(sessions, user.id, campaign)}
+
     @app.get("/api/v1/progress", tags=["annotators"])
     def my_progress(user: User, campaign: Annotated[str, Query(min_length=1, max_length=200)]) -> dict:
-        return queue.progress(sessions, user.id, campaign)
+        """Votes collected and wanted in the campaign (refreshed every 2 s) and yours."""
+        return progress(user, campaign)
 
     @app.get("/api/v1/votes", tags=["annotators"])
     def votes(user: User, annotator: str | None = None, campaign: str | None = None) -> list[dict]:

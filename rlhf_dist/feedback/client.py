@@ -65,8 +65,8 @@ class HTTPAnnotator:
         return True
 
     def work(self, idle_wait_s: float = 0.0, deadline_s: float = 600.0, max_votes: int | None = None,
-             retry_connection_s: float = 0.0) -> AnnotatorRun:
-        """Vote until nothing is left (after waiting up to idle_wait_s for expired leases), or the limits.
+             retry_connection_s: float = 0.0, stop: Callable[[], bool] | None = None) -> AnnotatorRun:
+        """Vote until nothing is left (after waiting up to idle_wait_s for expired leases), a limit, or stop().
 
         With retry_connection_s, a refused or dropped connection is retried for that long (a restarting
         server); an unanswered vote is sent again with the same request_id.
@@ -74,7 +74,8 @@ class HTTPAnnotator:
         end = time.monotonic() + deadline_s
         idle_since: float | None = None
         down_since: float | None = None
-        while time.monotonic() < end and (max_votes is None or len(self.run.acked_vote_ids) < max_votes):
+        while (time.monotonic() < end and (max_votes is None or len(self.run.acked_vote_ids) < max_votes)
+               and not (stop and stop())):
             try:
                 worked = self.vote_once()
                 down_since = None

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -22,6 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLite has one writer at a time. Threads of one process queue on this lock (FIFO-ish, no sleep);
+# other processes (a CLI next to the server) still meet SQLite's busy timeout, which sleeps and retries.
+_SQLITE_WRITE_LOCKS: dict[str, threading.RLock] = {}
 
 
 class FeedbackDBError(ValueError):
@@ -59,6 +63,7 @@ def make_engine(db_url: str) -> Engine:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, pool_size=20, max_overflow=40, pool_timeout=60)
         _sqlite_setup(engine)
+        _SQLITE_WRITE_LOCKS.setdefault(str(engine.url), threading.RLock())
         return engine
     if url.get_backend_name() != "postgresql":
         raise FeedbackDBError(f"feedback.db_url: {db_url!r}: only sqlite:/// and postgresql+psycopg:// are supported")
@@ -96,7 +101,9 @@ def open_database(db_url: str, retries: int = 3) -> sessionmaker[Session]:
 @contextmanager
 def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back when it raises."""
-    with sessions() as session, session.begin():
+    bind = sessions.kw["bind"]
+    lock = _SQLITE_WRITE_LOCKS.get(str(bind.url)) if bind.dialect.name == "sqlite" else None
+    with lock or nullcontext(), sessions() as session, session.begin():
         yield session
 
 

@@ -157,18 +157,9 @@ def record_vote(sessions: sessionmaker[Session], annotator_id: int, task_id: int
                                          Assignment.expires_at > now).values(status="done")
             ).rowcount
             if done != 1:
-                raise FeedbackError(409, "task_id", f"task {task_id} was closed by another request; fetch the next task")
-            preference = CHOICES[choice] if choice == "tie" or assignment.left_is_a else 1 - CHOICES[choice]
-            vote = Vote(assignment_id=task_id, pair_id=assignment.pair_id, annotator_id=annotator_id, choice=choice,
-                        left_is_a=assignment.left_is_a, preference=preference, confidence=confidence,
-                        reasoning=reasoning, seconds_spent=now - assignment.leased_at, request_id=request_id,
-                        created_at=now)
-            session.add(vote)
-            overlap = session.scalar(select(Campaign.overlap).join(Pair, Pair.campaign_id == Campaign.id)
-                                     .where(Pair.id == assignment.pair_id))
-            session.execute(update(Pair).where(Pair.id == assignment.pair_id).values(
-                votes_done=Pair.votes_done + 1, complete=Pair.votes_done + 1 >= overlap))
-            session.flush()
+                raise FeedbackError(409, "task_id", f"task {task_id} was closed by another request; "
+                                    "fetch the next task")
+            vote = _insert_vote(session, assignment, choice, confidence, reasoning, request_id, now)
             return vote_payload(vote), True
     except IntegrityError:  # the same request_id raced itself: the other copy won
         with transaction(sessions) as session:
@@ -176,6 +167,25 @@ def record_vote(sessions: sessionmaker[Session], annotator_id: int, task_id: int
             if first is None:
                 raise FeedbackError(409, "task_id", f"you already voted on the pair of task {task_id}") from None
             return vote_payload(first), False
+
+
+def _insert_vote(session: Session, assignment: Assignment, choice: str, confidence: float, reasoning: str,
+                 request_id: str, now: float) -> Vote:
+    """The vote row, and the pair's vote count (and complete flag) in the same transaction."""
+    campaign_id, overlap = session.execute(
+        select(Campaign.id, Campaign.overlap).join(Pair, Pair.campaign_id == Campaign.id)
+        .where(Pair.id == assignment.pair_id)).one()
+    # "left"/"right" as clicked -> A/B through the side the page showed A on
+    preference = CHOICES[choice] if choice == "tie" or assignment.left_is_a else 1 - CHOICES[choice]
+    vote = Vote(assignment_id=assignment.id, pair_id=assignment.pair_id, annotator_id=assignment.annotator_id,
+                campaign_id=campaign_id, choice=choice, left_is_a=assignment.left_is_a, preference=preference,
+                confidence=confidence, reasoning=reasoning, seconds_spent=now - assignment.leased_at,
+                request_id=request_id, created_at=now)
+    session.add(vote)
+    session.execute(update(Pair).where(Pair.id == assignment.pair_id).values(
+        votes_done=Pair.votes_done + 1, complete=Pair.votes_done + 1 >= overlap))
+    session.flush()
+    return vote
 
 
 def _check_lease(assignment: Assignment, now: float) -> None:
@@ -199,12 +209,18 @@ def skip_task(sessions: sessionmaker[Session], annotator_id: int, task_id: int) 
         assignment.status, assignment.slot = "skipped", None
 
 
-def progress(sessions: sessionmaker[Session], annotator_id: int, campaign_name: str) -> dict:
-    """Votes by this annotator, votes collected and votes wanted in the campaign."""
+def campaign_totals(sessions: sessionmaker[Session], campaign_name: str) -> dict:
+    """Votes collected, votes wanted and pairs of a campaign (a scan of its pairs: cache it)."""
     with transaction(sessions) as session:
         campaign = find_campaign(session, campaign_name)
-        in_campaign = Vote.pair_id.in_(select(Pair.id).where(Pair.campaign_id == campaign.id))
-        mine = session.scalar(select(func.count()).select_from(Vote).where(in_campaign, Vote.annotator_id == annotator_id))
-        votes = session.scalar(select(func.count()).select_from(Vote).where(in_campaign))
-        pairs = session.scalar(select(func.count()).select_from(Pair).where(Pair.campaign_id == campaign.id))
-    return {"yours": mine, "votes": votes, "wanted": pairs * campaign.overlap, "pairs": pairs}
+        pairs, votes = session.execute(select(func.count(), func.coalesce(func.sum(Pair.votes_done), 0))
+                                       .where(Pair.campaign_id == campaign.id)).one()
+    return {"votes": int(votes), "wanted": int(pairs) * campaign.overlap, "pairs": int(pairs)}
+
+
+def votes_by(sessions: sessionmaker[Session], annotator_id: int, campaign_name: str) -> int:
+    """This annotator's votes in the campaign (an index range: cheap on every task)."""
+    with transaction(sessions) as session:
+        campaign = find_campaign(session, campaign_name)
+        return int(session.scalar(select(func.count()).select_from(Vote)
+                                  .where(Vote.campaign_id == campaign.id, Vote.annotator_id == annotator_id)))

@@ -100,3 +100,26 @@ class RateLimiter:
                 return False
             self._buckets[key] = (tokens - 1.0, now)
             return True
+
+
+class TTLCache:
+    """A small thread-safe cache whose entries live `seconds`; None results are not cached."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._items: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key, compute):  # noqa: ANN001, ANN201 - any key, any value
+        now = time.monotonic()
+        with self._lock:
+            hit = self._items.get(key)
+        if hit is not None and now - hit[0] < self.seconds:
+            return hit[1]
+        value = compute(key)
+        if value is not None:
+            with self._lock:
+                if len(self._items) > 10_000:  # bounded: drop everything rather than grow
+                    self._items.clear()
+                self._items[key] = (now, value)
+        return value

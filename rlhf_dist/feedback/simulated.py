@@ -40,3 +40,25 @@ class SimulatedAnnotator:
             preference = 1 - preference
         confidence = 0.5 + 0.5 * math.tanh(4 * abs(diff))
         return preference, round(confidence, 3), f"{self.rule}: A {a:.2f} vs B {b:.2f}" + (" (noisy)" if flipped else "")
+
+
+def http_judge(rule: str, noise: float, tie_margin: float, tie_rate: float, position_bias: float,
+               seed: int) -> Callable[[str, str, str], tuple[str, float]]:
+    """A judge for HTTPAnnotator: the rule annotator plus a tie rate and a bias towards the left side.
+
+    position_bias: probability of answering 'left' whatever the texts say; tie_rate: probability of
+    answering 'tie'. Otherwise the rule decides (with `noise` flips), as SimulatedAnnotator does.
+    """
+    annotator = SimulatedAnnotator(rule, noise, tie_margin, seed)
+    rng = random.Random(seed + 7919)
+
+    def judge(prompt: str, left: str, right: str) -> tuple[str, float]:
+        draw = rng.random()
+        if draw < tie_rate:
+            return "tie", 0.55
+        if draw < tie_rate + position_bias:
+            return "left", 0.7
+        preference, confidence, _reason = annotator.judge(prompt, left, right)
+        return ("left", "right", "tie")[preference], confidence
+
+    return judge

@@ -60,6 +60,7 @@ class Pair(Base):
     source_b: Mapped[str] = mapped_column(Text, default="")
     sampling_json: Mapped[str | None] = mapped_column(Text)  # sampling settings, JSON
     seed: Mapped[int | None] = mapped_column(Integer)
+    logprobs_json: Mapped[str | None] = mapped_column(Text)  # {"a": [...], "b": [...]} per-token log-probs
     gold: Mapped[int | None] = mapped_column(Integer, CheckConstraint("gold IN (0, 1, 2)", name="ck_gold"))
     queue_rank: Mapped[float] = mapped_column(Float, default=0.0)  # lower is handed out first
     # votes so far and whether that reaches the campaign's overlap, kept in step with the vote table
@@ -97,11 +98,13 @@ class Vote(Base):
         UniqueConstraint("annotator_id", "request_id", name="uq_vote_request"),
         CheckConstraint("preference IN (0, 1, 2)", name="ck_preference"),
         CheckConstraint("confidence >= 0 AND confidence <= 1", name="ck_confidence"),
+        Index("ix_vote_campaign_annotator", "campaign_id", "annotator_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     assignment_id: Mapped[int] = mapped_column(ForeignKey("assignment.id"), unique=True)
     pair_id: Mapped[int] = mapped_column(ForeignKey("pair.id", ondelete="CASCADE"), index=True)
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotator.id"), index=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))  # the pair's, copied
     choice: Mapped[str] = mapped_column(String(5))  # as clicked: left | right | tie
     left_is_a: Mapped[bool] = mapped_column(Boolean)
     preference: Mapped[int] = mapped_column(Integer)  # resolved: 0 = A, 1 = B, 2 = tie

@@ -34,3 +34,32 @@ def score_texts(
         mask = pad_sequences([[1] * len(c) for c in chunk], 0).to(device)
         scores += model(ids, mask).float().cpu().tolist()
     return scores
+
+
+@torch.no_grad()
+def pooled_features(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: list[str],
+    responses: list[str],
+    max_length: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """[N, H] backbone features pooled as the reward model pools its scores (its head is linear in them).
+
+    Extra reward heads on these features (active selection's ensembles) score exactly as a head would.
+    """
+    from rlhf_dist.models.scalar_head import pool_hidden
+
+    encoded = [encode_prompt_response(tokenizer, p, r, max_length, "left_prompt").input_ids
+               for p, r in zip(prompts, responses)]
+    chunks = []
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        ids = pad_sequences(chunk, tokenizer.pad_token_id).to(device)
+        mask = pad_sequences([[1] * len(c) for c in chunk], 0).to(device)
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = model.backbone(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+        chunks.append(pool_hidden(hidden.float(), mask, model.pooling).cpu())
+    return torch.cat(chunks) if chunks else torch.zeros(0, model.config.hidden_size)

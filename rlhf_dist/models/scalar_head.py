@@ -39,6 +39,15 @@ def pool_scores(token_scores: torch.Tensor, attention_mask: torch.Tensor, poolin
     return (token_scores * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """[B, T, H] hidden states -> [B, H], pooled as pool_scores pools per-token scores."""
+    if pooling == "last":
+        idx, _ = last_valid_index(attention_mask)
+        return hidden[torch.arange(hidden.shape[0]), idx.clamp(min=0)]
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 class ScalarHeadModel(nn.Module):
     """Backbone + Linear(hidden, 1)."""
 

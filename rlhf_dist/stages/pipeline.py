@@ -1,8 +1,9 @@
 """All stages in order (`rlhf-dist pipeline CONFIG`), with iterative rounds.
 
     round 1:  [SFT] -> reward model on the configured preferences -> PPO
-    round r:  sample two responses per prompt with the current policy -> preferences from the
-              simulated annotator or the feedback store (SQLite) -> retrain the RM on all
+    round r:  sample two responses per prompt with the current policy -> preferences from
+              feedback.source (a simulated annotator in-process, the feedback database, or people /
+              simulated annotators voting through the feedback service) -> retrain the RM on all
               feedback so far -> PPO again from the current policy
     end:      held-out evaluation (judge != training RM) -> report -> summary.json
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data.readers import write_jsonl
+from rlhf_dist.data.records import ABFeedback
 from rlhf_dist.feedback import FeedbackStore, SimulatedAnnotator
 from rlhf_dist.feedback.db import db_url_of
 from rlhf_dist.models import resolve_model_path
@@ -50,58 +52,70 @@ def feedback_store(cfg: RLHFConfig) -> FeedbackStore:
     return FeedbackStore(db_url_of(cfg.feedback.db_url, cfg.run.output_dir))
 
 
-def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackStore, round_index: int) -> int:
-    """Two samples per prompt from the current policy, judged by the simulated annotator, stored."""
-    from rlhf_dist.backends.rollout import build_rollout_engine
+def round_prompts(cfg: RLHFConfig) -> list[str]:
     from rlhf_dist.data import load_records
-    from rlhf_dist.data.tokenize import encode_prompt
-    from rlhf_dist.models import load_tokenizer
 
     prompts = [r.prompt for r in load_records(resolve_data_files(cfg).prompts, "prompt", on_error="skip").records]
-    prompts = prompts[: cfg.pipeline.pairs_per_round]
-    tokenizer = load_tokenizer(policy_dir)
-    sampling = cfg.rollout.sampling.model_copy(update={"samples_per_prompt": 2})
-    engine = build_rollout_engine(policy_dir, cfg.rollout, cfg.cluster.device, cfg.policy.dtype, cfg.run.seed)
-    try:
-        ids = [encode_prompt(tokenizer, p, cfg.data.max_prompt_length) for p in prompts]
-        samples = engine.generate(ids, sampling, seed=cfg.run.seed * 31 + round_index)
-    finally:
-        engine.shutdown()
-    pc = cfg.pipeline
-    annotator = SimulatedAnnotator(pc.annotator_rule, pc.annotator_noise, pc.annotator_tie_margin, seed=cfg.run.seed + round_index)
-    added = 0
-    for prompt, (a, b) in zip(prompts, samples):
-        text_a = tokenizer.decode(a.response_ids, skip_special_tokens=True).strip() or "(empty)"
-        text_b = tokenizer.decode(b.response_ids, skip_special_tokens=True).strip() or "(empty)"
-        preference, confidence, reasoning = annotator.judge(prompt, text_a, text_b)
-        store.add(prompt, text_a, text_b, preference, confidence, reasoning, annotator="simulated", round_index=round_index)
-        added += 1
-    return added
+    return prompts[: cfg.pipeline.pairs_per_round]
 
 
-def export_feedback_split(store: FeedbackStore, out_dir: Path, eval_fraction: float = 0.2) -> tuple[Path, Path]:
-    """All stored feedback as A/B JSONL, split train / held-out by a hash of each row (stable across rounds)."""
+def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackStore, round_index: int) -> int:
+    """Two samples per prompt from the current policy, judged in-process by the simulated annotator, stored."""
+    from rlhf_dist.feedback.generate import sample_pairs
+
+    pairs = sample_pairs(cfg, policy_dir, round_prompts(cfg), seed=cfg.run.seed * 31 + round_index)
+    sim = cfg.feedback.simulated
+    annotator = SimulatedAnnotator(sim.rule, sim.noise, sim.tie_margin, seed=cfg.run.seed + round_index)
+    for pair in pairs:
+        preference, confidence, reasoning = annotator.judge(pair.prompt, pair.response_a, pair.response_b)
+        store.add(pair.prompt, pair.response_a, pair.response_b, preference, confidence, reasoning,
+                  annotator="simulated", round_index=round_index)
+    return len(pairs)
+
+
+def split_feedback(rows: list[ABFeedback], out_dir: Path, eval_fraction: float = 0.2) -> tuple[Path, Path]:
+    """A/B rows as train / held-out JSONL, split by a hash of each row (stable across rounds)."""
     train, held_out = [], []
-    for row in store.records():
+    for row in rows:
         digest = hashlib.sha1(f"{row.prompt}\x00{row.response_a}\x00{row.response_b}".encode()).digest()
         (held_out if digest[0] < 256 * eval_fraction else train).append(row)
     if not train or not held_out:
-        raise ValueError(f"feedback store {store.where}: {len(train)} train / {len(held_out)} held-out rows; collect more")
+        raise ValueError(f"{len(rows)} feedback rows give {len(train)} train / {len(held_out)} held-out rows; "
+                         "collect more")
     return write_jsonl(out_dir / "feedback_train.jsonl", train), write_jsonl(out_dir / "feedback_eval.jsonl", held_out)
 
 
-def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Path, store: FeedbackStore) -> RoundResult:
+def round_preferences(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Path, store: FeedbackStore,
+                      snapshots: list[Path], reward_dir: Path | None) -> tuple[Path, Path]:
+    """This round's labels from feedback.source; train/held-out files over all feedback so far."""
+    source = cfg.feedback.source
+    if source in ("service", "service-simulated"):
+        from rlhf_dist.data import load_records
+        from rlhf_dist.stages.feedback_rounds import collect_service_round
+
+        earlier = [row for path in snapshots for row in load_records(path, "ab").records]
+        snapshots.append(collect_service_round(cfg, round_index, round_dir, policy_dir, round_prompts(cfg),
+                                               reward_dir, earlier))
+        rows = earlier + load_records(snapshots[-1], "ab").records
+        log.info("round %d: reward model trains on %d snapshot(s), %d rows", round_index, len(snapshots), len(rows))
+        return split_feedback(rows, round_dir)
+    if source == "simulated":
+        n = collect_round_feedback(cfg, policy_dir, store, round_index)
+        log.info("round %d: %d new simulated judgements stored in %s", round_index, n, store.where)
+    if len(store) == 0:
+        raise ValueError(f"round {round_index}: the feedback store {store.where} is empty: collect feedback first")
+    return split_feedback(store.records(), round_dir)
+
+
+def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Path, store: FeedbackStore,
+              snapshots: list[Path], reward_dir: Path | None) -> RoundResult:
     from rlhf_dist.stages.ppo import run_ppo_stage
     from rlhf_dist.stages.reward import train_reward_model
 
     rm_cfg = derive(cfg, round_dir)
     if round_index > 1 or cfg.pipeline.first_round_preferences == "policy_samples":
-        if cfg.pipeline.annotator == "simulated":
-            n = collect_round_feedback(cfg, policy_dir, store, round_index)
-            log.info("round %d: %d new simulated judgements stored in %s", round_index, n, store.where)
-        if len(store) == 0:
-            raise ValueError(f"round {round_index}: the feedback store {store.where} is empty: collect feedback first")
-        train_file, eval_file = export_feedback_split(store, round_dir)
+        train_file, eval_file = round_preferences(cfg, round_index, round_dir, policy_dir, store, snapshots,
+                                                  reward_dir)
         rm_cfg = derive(cfg, round_dir, data__pairs_path=str(train_file), data__eval_pairs_path=str(eval_file),
                         data__pairs_format="ab")
     rm = train_reward_model(rm_cfg)
@@ -121,13 +135,20 @@ def run_pipeline(cfg: RLHFConfig) -> dict:
 
         policy_dir = train_sft(cfg).model_dir
     start_policy = policy_dir  # what PPO starts from: the baseline for the win rate
-    rounds = []
+    rounds: list[RoundResult] = []
+    snapshots: list[Path] = []  # service rounds' vote snapshots: each round's RM trains on all of them
     for r in range(1, cfg.pipeline.rounds + 1):
         round_dir = run_dir if r == 1 else run_dir / f"round{r}"
-        rounds.append(run_round(cfg, r, round_dir, policy_dir, store))
+        previous_rm = rounds[-1].reward_dir if rounds else None
+        rounds.append(run_round(cfg, r, round_dir, policy_dir, store, snapshots, previous_rm))
         policy_dir = rounds[-1].policy_dir
     summary = finish(cfg, run_dir, policy_dir, start_policy, rounds[-1], started)
     summary["feedback"] = store.statistics()
+    if cfg.feedback.human_eval_prompts and cfg.feedback.source in ("service", "service-simulated"):
+        from rlhf_dist.stages.feedback_rounds import run_human_evaluation
+
+        summary["human_evaluation"] = run_human_evaluation(cfg, run_dir, policy_dir, start_policy)
+    summary["feedback_snapshots"] = [str(p) for p in snapshots]
     write_json(run_dir / "summary.json", summary)
     return summary
 

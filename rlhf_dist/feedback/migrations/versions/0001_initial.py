@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("source_b", sa.Text, nullable=False),
         sa.Column("sampling_json", sa.Text),
         sa.Column("seed", sa.Integer),
+        sa.Column("logprobs_json", sa.Text),
         sa.Column("gold", sa.Integer, sa.CheckConstraint("gold IN (0, 1, 2)", name="ck_gold")),
         sa.Column("queue_rank", sa.Float, nullable=False),
         sa.Column("votes_done", sa.Integer, nullable=False),
@@ -71,6 +72,7 @@ def upgrade() -> None:
         sa.Column("assignment_id", sa.Integer, sa.ForeignKey("assignment.id"), nullable=False, unique=True),
         sa.Column("pair_id", sa.Integer, sa.ForeignKey("pair.id", ondelete="CASCADE"), nullable=False, index=True),
         sa.Column("annotator_id", sa.Integer, sa.ForeignKey("annotator.id"), nullable=False, index=True),
+        sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaign.id", ondelete="CASCADE"), nullable=False),
         sa.Column("choice", sa.String(5), nullable=False),
         sa.Column("left_is_a", sa.Boolean, nullable=False),
         sa.Column("preference", sa.Integer, nullable=False),
@@ -83,6 +85,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("annotator_id", "request_id", name="uq_vote_request"),
         sa.CheckConstraint("preference IN (0, 1, 2)", name="ck_preference"),
         sa.CheckConstraint("confidence >= 0 AND confidence <= 1", name="ck_confidence"),
+        sa.Index("ix_vote_campaign_annotator", "campaign_id", "annotator_id"),
     )
     op.create_table(
         "snapshot",

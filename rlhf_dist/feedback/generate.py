@@ -1,0 +1,66 @@
+"""Pairs from a policy for people to judge: two samples per prompt from the project's rollout engine.
+
+Every pair records what made it: the policy dir and a hash of its weights, the sampling settings,
+the seed, and each response's per-token log-probs (`rlhf-dist feedback generate`, service rounds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from rlhf_dist.config import RLHFConfig
+from rlhf_dist.data.records import ComparisonPair
+
+log = logging.getLogger(__name__)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model")
+
+
+def policy_fingerprint(model_dir: str | Path) -> str:
+    """sha256 over the model dir's weight, config and tokenizer files (names and bytes), 16 hex digits."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES):
+        digest.update(str(path.relative_to(model_dir)).encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def sample_responses(cfg: RLHFConfig, model_dir: str | Path, prompts: Sequence[str], seed: int,
+                     per_prompt: int) -> tuple[list[list[tuple[str, list[float]]]], dict]:
+    """per_prompt (text, per-token log-probs) samples for each prompt, and the sampling settings used."""
+    from rlhf_dist.backends.rollout import build_rollout_engine
+    from rlhf_dist.data.tokenize import encode_prompt
+    from rlhf_dist.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    sampling = cfg.rollout.sampling.model_copy(update={"samples_per_prompt": per_prompt})
+    settings = {**sampling.model_dump(), "backend": cfg.rollout.backend, "dtype": cfg.policy.dtype}
+    engine = build_rollout_engine(model_dir, cfg.rollout, cfg.cluster.device, cfg.policy.dtype, seed)
+    try:
+        ids = [encode_prompt(tokenizer, p, cfg.data.max_prompt_length) for p in prompts]
+        samples = engine.generate(ids, sampling, seed=seed)
+    finally:
+        engine.shutdown()
+    texts = [[(tokenizer.decode(s.response_ids, skip_special_tokens=True).strip() or "(empty)",
+               [float(x) for x in s.logprobs]) for s in group] for group in samples]
+    return texts, settings
+
+
+def model_source(model_dir: str | Path) -> str:
+    """How a pair records where a response came from: the model dir and a hash of its files."""
+    return f"{Path(model_dir).resolve()}@{policy_fingerprint(model_dir)}"
+
+
+def sample_pairs(cfg: RLHFConfig, policy_dir: str | Path, prompts: Sequence[str], seed: int) -> list[ComparisonPair]:
+    """Two responses per prompt from the policy at policy_dir (cfg.rollout's engine and sampling)."""
+    texts, settings = sample_responses(cfg, policy_dir, prompts, seed, per_prompt=2)
+    source = model_source(policy_dir)
+    pairs = [ComparisonPair(prompt=prompt, response_a=a, response_b=b, source_a=source, source_b=source,
+                            sampling=settings, seed=seed, logprobs_a=lp_a, logprobs_b=lp_b)
+             for prompt, ((a, lp_a), (b, lp_b)) in zip(prompts, texts)]
+    log.info("sampled %d pairs from %s", len(pairs), source)
+    return pairs
