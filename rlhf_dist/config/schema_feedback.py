@@ -64,5 +64,14 @@ class FeedbackConfig(Strict):
                                     "pipeline: a blind evaluation campaign on this many held-out prompts (the "
                                     "aligned policy against the starting one); 0 = none. `rlhf-dist eval --human` "
                                     "does the same by hand.")
+    gold_path: str | None = Field(None, description="Quality-control pairs with known answers (the import format "
+                                  "with a 'gold' column: 0 = A, 1 = B, 2 = tie), mixed into generated campaigns.")
+    gold_rate: float = Field(0.0, ge=0.0, le=0.5, description="Gold pairs added to a generated campaign, as a "
+                             "fraction of its generated pairs (needs gold_path).")
+    min_reliability: float = Field(0.0, ge=0.0, le=1.0, description="Annotators whose reliability (gold accuracy, "
+                                   "else agreement with the others' majority) is below this are flagged.")
+    unreliable: Literal["keep", "downweight", "drop"] = Field(
+        "keep", description="What an export does with flagged annotators' votes: keep them, scale their confidence "
+        "by their reliability (a BT weight with data.confidence_as_weight), or drop them.")
     simulated: SimulatedAnnotatorsConfig = Field(default_factory=SimulatedAnnotatorsConfig,
                                                  description="Simulated annotators for tests and demos.")

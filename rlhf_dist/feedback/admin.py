@@ -19,10 +19,12 @@ from rlhf_dist.data.readers import write_jsonl
 from rlhf_dist.data.records import ABFeedback, ComparisonPair
 from rlhf_dist.feedback.aggregate import Aggregate, VoteRow, aggregate_votes
 from rlhf_dist.feedback.db import transaction
+from rlhf_dist.feedback.quality import VoteFact, annotator_quality, position_bias
 from rlhf_dist.feedback.queue import FeedbackError, find_campaign
 from rlhf_dist.feedback.tables import Annotator, Campaign, Pair, Snapshot, Vote
 
 NAME_MAX = 200
+Quality = tuple[float, str]  # (feedback.min_reliability, feedback.unreliable)
 
 
 def hash_token(token: str) -> str:
@@ -114,53 +116,75 @@ def _votes_by_pair(session: Session, campaign: Campaign, max_vote_id: int | None
     return grouped
 
 
-def campaign_stats(session: Session, campaign: Campaign) -> dict:
-    """Progress, per-annotator counts, agreement between annotators and the left-position rate."""
+def _facts(session: Session, by_pair: dict[int, list[Vote]]) -> list[VoteFact]:
+    names = {i: n for i, n in session.execute(select(Annotator.id, Annotator.name))}
+    gold = {i: g for i, g in session.execute(select(Pair.id, Pair.gold).where(Pair.id.in_(list(by_pair))))}
+    return [VoteFact(names[v.annotator_id], v.pair_id, v.preference, v.choice, gold[v.pair_id])
+            for vs in by_pair.values() for v in vs]
+
+
+def campaign_stats(session: Session, campaign: Campaign, min_reliability: float = 0.0) -> dict:
+    """Progress, per-annotator quality, agreement between annotators and position bias."""
     pairs = session.scalar(select(func.count()).select_from(Pair).where(Pair.campaign_id == campaign.id))
     by_pair = _votes_by_pair(session, campaign)
     votes = [v for vs in by_pair.values() for v in vs]
-    names = {i: n for i, n in session.execute(select(Annotator.id, Annotator.name))}
-    per_annotator: dict[str, int] = defaultdict(int)
-    for vote in votes:
-        per_annotator[names[vote.annotator_id]] += 1
-    decisive = [v for v in votes if v.choice != "tie"]
+    facts = _facts(session, by_pair)
+    quality = annotator_quality(facts, min_reliability)
     units = [[v.preference for v in vs] for vs in by_pair.values()]
     alpha = krippendorff_alpha_nominal(units)
     agreement = pairwise_agreement(units)
+    bias = position_bias(facts)
     return {
         "campaign": campaign.name, "kind": campaign.kind, "overlap": campaign.overlap, "pairs": pairs,
         "votes": len(votes), "votes_wanted": pairs * campaign.overlap,
         "pairs_complete": sum(len(vs) >= campaign.overlap for vs in by_pair.values()),
-        "per_annotator": dict(sorted(per_annotator.items())),
+        "per_annotator": {name: q["votes"] for name, q in quality.items()},
+        "annotators": quality,
+        "flagged": [name for name, q in quality.items() if q["flagged"]],
         "choices": {"A": sum(v.preference == 0 for v in votes), "B": sum(v.preference == 1 for v in votes),
                     "tie": sum(v.preference == 2 for v in votes)},
         "krippendorff_alpha": None if alpha is None else round(alpha, 4),
         "pairwise_agreement": None if agreement is None else round(agreement, 4),
-        "left_rate": round(sum(v.choice == "left" for v in decisive) / len(decisive), 4) if decisive else None,
-        "decisive_votes": len(decisive),
+        "left_rate": bias["left_rate"], "decisive_votes": bias["decisive_votes"],
+        "left_binomial_p": bias["binomial_p"],
     }
 
 
-def all_stats(sessions: sessionmaker[Session], campaign_name: str | None = None) -> list[dict]:
+def all_stats(sessions: sessionmaker[Session], campaign_name: str | None = None,
+              min_reliability: float = 0.0) -> list[dict]:
     with transaction(sessions) as session:
         if campaign_name is not None:
-            return [campaign_stats(session, find_campaign(session, campaign_name))]
-        return [campaign_stats(session, c) for c in session.scalars(select(Campaign).order_by(Campaign.id))]
+            return [campaign_stats(session, find_campaign(session, campaign_name), min_reliability)]
+        return [campaign_stats(session, c, min_reliability)
+                for c in session.scalars(select(Campaign).order_by(Campaign.id))]
 
 
-def aggregated_rows(session: Session, campaign: Campaign, how: Aggregate,
-                    max_vote_id: int | None = None) -> tuple[list[ABFeedback], int]:
-    """One A/B row per voted pair (in pair order) and the number of votes behind them."""
+def aggregated_rows(session: Session, campaign: Campaign, how: Aggregate, max_vote_id: int | None = None,
+                    quality: Quality | None = None) -> tuple[list[ABFeedback], int]:
+    """One A/B row per voted pair (in pair order) and the number of votes behind them.
+
+    quality: (min_reliability, keep | downweight | drop) for flagged annotators' votes, judged on the
+    same votes (so a versioned re-export gives the same rows).
+    """
     by_pair = _votes_by_pair(session, campaign, max_vote_id)
-    pairs = {p.id: p for p in session.scalars(select(Pair).where(Pair.id.in_(list(by_pair))).order_by(Pair.id))}
+    weight: dict[str, float] = {}
+    names = {i: n for i, n in session.execute(select(Annotator.id, Annotator.name))}
+    if quality is not None and quality[1] != "keep":
+        for name, q in annotator_quality(_facts(session, by_pair), quality[0]).items():
+            if q["flagged"]:
+                weight[name] = 0.0 if quality[1] == "drop" else q["reliability"]
+    kept = {pid: [v for v in vs if weight.get(names[v.annotator_id], 1.0) > 0] for pid, vs in by_pair.items()}
+    kept = {pid: vs for pid, vs in kept.items() if vs}
+    pairs = {p.id: p for p in session.scalars(select(Pair).where(Pair.id.in_(list(kept))).order_by(Pair.id))}
     rows = [aggregate_votes(pairs[pid].prompt, pairs[pid].response_a, pairs[pid].response_b,
-                            [VoteRow(v.preference, v.confidence, v.reasoning) for v in by_pair[pid]], how)
-            for pid in sorted(by_pair)]
-    return rows, sum(len(vs) for vs in by_pair.values())
+                            [VoteRow(v.preference, v.confidence * weight.get(names[v.annotator_id], 1.0), v.reasoning)
+                             for v in kept[pid]], how)
+            for pid in sorted(kept)]
+    return rows, sum(len(vs) for vs in kept.values())
 
 
 def export_snapshot(sessions: sessionmaker[Session], campaign_name: str, out_path: str | Path, how: Aggregate,
-                    version: int | None = None) -> dict:
+                    version: int | None = None, quality: Quality | None = None) -> dict:
     """Write the campaign's votes as A/B JSONL (data.pairs_format: ab) and record it as a new version.
 
     With `version`, re-export exactly the votes of that earlier snapshot (same rows, same sha256).
@@ -178,7 +202,7 @@ def export_snapshot(sessions: sessionmaker[Session], campaign_name: str, out_pat
                                          .where(Pair.campaign_id == campaign.id))
             if max_vote_id is None:
                 raise FeedbackError(409, "campaign", f"campaign {campaign_name!r} has no votes yet: nothing to export")
-        rows, n_votes = aggregated_rows(session, campaign, how, max_vote_id)
+        rows, n_votes = aggregated_rows(session, campaign, how, max_vote_id, quality)
         path = write_jsonl(out_path, rows)
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         if version is None:
@@ -187,6 +211,7 @@ def export_snapshot(sessions: sessionmaker[Session], campaign_name: str, out_pat
             session.add(Snapshot(campaign_id=campaign.id, version=version, max_vote_id=max_vote_id, aggregate=how,
                                  n_votes=n_votes, n_rows=len(rows), sha256=digest, created_at=time.time()))
     meta = {"campaign": campaign_name, "version": version, "aggregate": how, "votes": n_votes, "rows": len(rows),
+            "unreliable": None if quality is None else {"min_reliability": quality[0], "policy": quality[1]},
             "max_vote_id": max_vote_id, "sha256": digest, "path": str(path)}
     Path(f"{path}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

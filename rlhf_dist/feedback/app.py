@@ -212,13 +212,14 @@ def register_admin_routes(app: FastAPI, sessions, cfg: FeedbackConfig, Admin) ->
 
     @app.get("/api/v1/stats", tags=["admin"])
     def stats(_admin: Admin, campaign: str | None = None) -> list[dict]:
-        return admin.all_stats(sessions, campaign)
+        return admin.all_stats(sessions, campaign, cfg.min_reliability)
 
     @app.post("/api/v1/campaigns/{name}/export", tags=["admin"])
     def export(_admin: Admin, name: str, aggregate: Literal["majority", "soft"] | None = None) -> Response:
         """A new versioned snapshot as A/B JSONL (`data.pairs_format: ab`); version and sha256 in the headers."""
         with tempfile.TemporaryDirectory() as tmp:
-            meta = admin.export_snapshot(sessions, name, Path(tmp) / "export.jsonl", aggregate or cfg.aggregate)
+            meta = admin.export_snapshot(sessions, name, Path(tmp) / "export.jsonl", aggregate or cfg.aggregate,
+                                         quality=(cfg.min_reliability, cfg.unreliable))
             content = Path(meta["path"]).read_bytes()
         return Response(content, media_type="application/x-ndjson", headers={
             "x-snapshot-version": str(meta["version"]), "x-snapshot-sha256": meta["sha256"],

@@ -1,6 +1,7 @@
 """`rlhf-dist feedback ...`: serve the annotation service, import pairs, add annotators, export, stats.
 
     rlhf-dist feedback serve -c configs/tiny.yaml --feedback.port 8765
+    rlhf-dist feedback generate --policy runs/tiny/policy --prompts prompts.jsonl --campaign round-2
     rlhf-dist feedback import pairs.jsonl --campaign round-1
     rlhf-dist feedback annotator add alice          # the token is the last line of stdout
     rlhf-dist feedback export votes.jsonl --campaign round-1
@@ -19,7 +20,8 @@ from rlhf_dist.config import RLHFConfig
 from rlhf_dist.feedback.db import FeedbackDBError, db_url_of, open_database
 from rlhf_dist.feedback.queue import FeedbackError
 
-CLI_OPTION = {"campaign": "--campaign", "version": "--version", "name": "NAME", "role": "--role", "kind": "--kind"}
+CLI_OPTION = {"campaign": "--campaign", "version": "--version", "name": "NAME", "role": "--role", "kind": "--kind",
+              "FILE": "FILE"}
 
 
 def _sessions(cfg: RLHFConfig):  # noqa: ANN202 - sessionmaker
@@ -73,8 +75,9 @@ def cmd_annotator(cfg: RLHFConfig, args: argparse.Namespace) -> int:
 def cmd_export(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     from rlhf_dist.feedback.admin import export_snapshot
 
-    meta = export_snapshot(_sessions(cfg), args.campaign, args.out, args.aggregate or cfg.feedback.aggregate,
-                           version=args.version)
+    fb = cfg.feedback
+    meta = export_snapshot(_sessions(cfg), args.campaign, args.out, args.aggregate or fb.aggregate,
+                           version=args.version, quality=(fb.min_reliability, fb.unreliable))
     print(f"snapshot v{meta['version']} of {meta['campaign']!r}: {meta['rows']} pairs from {meta['votes']} votes "
           f"({meta['aggregate']}) -> {meta['path']} (sha256 {meta['sha256'][:12]}); "
           f"train on it with: rlhf-dist rm --data.pairs_path {meta['path']} --data.pairs_format ab")
@@ -84,7 +87,7 @@ def cmd_export(cfg: RLHFConfig, args: argparse.Namespace) -> int:
 def cmd_stats(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     from rlhf_dist.feedback.admin import all_stats
 
-    stats = all_stats(_sessions(cfg), args.campaign)
+    stats = all_stats(_sessions(cfg), args.campaign, cfg.feedback.min_reliability)
     if args.json:
         print(json.dumps(stats, indent=2))
         return 0
@@ -96,12 +99,40 @@ def cmd_stats(cfg: RLHFConfig, args: argparse.Namespace) -> int:
               f"{s['pairs_complete']}/{s['pairs']} pairs complete; A {s['choices']['A']} B {s['choices']['B']} "
               f"tie {s['choices']['tie']}; left chosen {left}; alpha {s['krippendorff_alpha']}, "
               f"pairwise agreement {s['pairwise_agreement']}")
-        for name, count in s["per_annotator"].items():
-            print(f"  {name}: {count}")
+        if s["left_binomial_p"] is not None and s["decisive_votes"]:
+            print(f"  position bias: left chosen {left}, binomial p = {s['left_binomial_p']:.4g}")
+        for name, q in s["annotators"].items():
+            print(f"  {name}: {q['votes']} votes; gold accuracy {q['gold_accuracy']} ({q['gold_votes']} gold); "
+                  f"agreement with the others' majority {q['majority_agreement']}; left rate {q['left_rate']}"
+                  + ("  FLAGGED (reliability below feedback.min_reliability)" if q["flagged"] else ""))
+    return 0
+
+
+def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace) -> int:
+    from rlhf_dist.data.validate import load_records
+    from rlhf_dist.feedback.admin import add_pairs
+    from rlhf_dist.feedback.generate import sample_pairs
+    from rlhf_dist.feedback.selection import selection_ranks
+
+    for flag, path in (("--policy", Path(args.policy) / "config.json"), ("--prompts", Path(args.prompts))):
+        if not path.exists():
+            raise FeedbackError(2, flag, f"{path.parent if flag == '--policy' else path}: not found")
+    if cfg.feedback.selection != "random" and args.reward_model is None:
+        raise FeedbackError(2, "--reward-model", f"feedback.selection={cfg.feedback.selection} ranks pairs with a "
+                            "trained reward model: pass --reward-model DIR (or --feedback.selection random)")
+    sessions = _sessions(cfg)
+    prompts = [r.prompt for r in load_records(args.prompts, "prompt", on_error=cfg.data.on_error).records]
+    prompts = prompts[: args.limit] if args.limit else prompts
+    pairs = sample_pairs(cfg, args.policy, prompts, seed=cfg.run.seed if args.seed is None else args.seed)
+    ranks = selection_ranks(cfg, pairs, Path(args.reward_model) if args.reward_model else None)
+    added = add_pairs(sessions, args.campaign, pairs, kind=args.kind, overlap=cfg.feedback.overlap, ranks=ranks)
+    print(f"added {added} pairs sampled from {args.policy} to campaign {args.campaign!r} "
+          f"(selection: {cfg.feedback.selection}); serve them with `rlhf-dist feedback serve`")
     return 0
 
 
 ACTIONS: dict[str, Callable[[RLHFConfig, argparse.Namespace], int]] = {
+    "generate": cmd_generate,
     "serve": cmd_serve, "import": cmd_import, "annotator": cmd_annotator, "export": cmd_export, "stats": cmd_stats,
 }
 
@@ -117,6 +148,16 @@ def register(sub, handlers: dict, add_config_arg: Callable, load: Callable) -> N
     a.add_argument("file", help="the pairs file")
     a.add_argument("--campaign", required=True, help="campaign name (created when new)")
     a.add_argument("--kind", choices=["training", "evaluation"], default="training", help="for a new campaign")
+    add_config_arg(a)
+    a = actions.add_parser("generate", help="sample two responses per prompt from a policy into a campaign "
+                           "(rollout engine; records the policy hash, sampling, seed and log-probs)")
+    a.add_argument("--policy", required=True, help="policy HF dir (e.g. runs/tiny/policy)")
+    a.add_argument("--prompts", required=True, help="prompts file (JSONL/JSON/CSV/Parquet with a 'prompt' column)")
+    a.add_argument("--campaign", required=True, help="campaign name (created when new)")
+    a.add_argument("--kind", choices=["training", "evaluation"], default="training", help="for a new campaign")
+    a.add_argument("--limit", type=int, help="only the first N prompts")
+    a.add_argument("--seed", type=int, help="sampling seed (default run.seed)")
+    a.add_argument("--reward-model", help="trained reward model dir, for feedback.selection uncertainty/disagreement")
     add_config_arg(a)
     a = actions.add_parser("annotator", help="'annotator add NAME': create a login; prints the token last")
     a.add_argument("verb", choices=["add"], help="add")

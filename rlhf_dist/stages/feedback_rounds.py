@@ -11,6 +11,7 @@ through its HTTP API, the path people take in a browser.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import threading
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.data.records import ABFeedback
+from rlhf_dist.data.records import ABFeedback, ComparisonPair
 from rlhf_dist.feedback import admin, queue
 from rlhf_dist.feedback.db import db_url_of, open_database, transaction
 from rlhf_dist.feedback.queue import FeedbackError
@@ -53,7 +54,27 @@ def ensure_round_pairs(cfg: RLHFConfig, sessions: sessionmaker[Session], campaig
 
     pairs = sample_pairs(cfg, policy_dir, prompts, seed)
     ranks = selection_ranks(cfg, pairs, reward_dir, labelled)
-    return admin.add_pairs(sessions, campaign, pairs, "training", cfg.feedback.overlap, ranks)
+    gold = gold_pairs(cfg, len(pairs), seed)
+    if gold:  # spread through the queue, so every annotator meets some
+        rng = random.Random(seed)
+        ranks = list(ranks) + [rng.choice(ranks) for _ in gold]
+        log.info("campaign %s: %d gold pairs from %s mixed in", campaign, len(gold), cfg.feedback.gold_path)
+    return admin.add_pairs(sessions, campaign, pairs + gold, "training", cfg.feedback.overlap, ranks)
+
+
+def gold_pairs(cfg: RLHFConfig, n_generated: int, seed: int) -> list[ComparisonPair]:
+    """round(feedback.gold_rate * n) pairs with known answers from feedback.gold_path (seeded draw)."""
+    fb = cfg.feedback
+    if not fb.gold_path or fb.gold_rate == 0:
+        return []
+    from rlhf_dist.data import load_records
+
+    rows = [r for r in load_records(fb.gold_path, "comparison", on_error=cfg.data.on_error).records
+            if r.gold is not None]
+    if not rows:
+        raise ValueError(f"feedback.gold_path: {fb.gold_path} has no rows with a 'gold' answer")
+    k = round(fb.gold_rate * n_generated)
+    return random.Random(seed).sample(rows, min(k, len(rows)))
 
 
 def wait_for_votes(sessions: sessionmaker[Session], campaign: str, target: int, timeout_s: float,
@@ -136,7 +157,7 @@ def collect_service_round(cfg: RLHFConfig, round_index: int, round_dir: Path, po
              "annotators open /?campaign=%s)", round_index, target, campaign, campaign)
     collect_votes(cfg, db_url, campaign, target, round_dir)
     meta = admin.export_snapshot(sessions, campaign, round_dir / "feedback" / f"{campaign}.jsonl",
-                                 cfg.feedback.aggregate)
+                                 cfg.feedback.aggregate, quality=(cfg.feedback.min_reliability, cfg.feedback.unreliable))
     log.info("round %d: snapshot v%d of %s: %d pairs from %d votes", round_index, meta["version"], campaign,
              meta["rows"], meta["votes"])
     return Path(meta["path"])

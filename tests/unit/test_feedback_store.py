@@ -69,3 +69,31 @@ def test_bad_database_urls_are_one_clear_error(tmp_path):
         open_database("::nonsense::")
     with pytest.raises(FeedbackDBError, match="cannot open"):
         open_database("postgresql+psycopg://nobody@127.0.0.1:1/none", retries=1)
+
+
+def test_flagged_annotators_are_dropped_or_downweighted_in_exports(tmp_path):
+    import json
+
+    sessions = open_database(f"sqlite:///{tmp_path / 'f.sqlite'}")
+    gold = [ComparisonPair(prompt=f"g{i}", response_a="good", response_b="bad", gold=0) for i in range(4)]
+    admin.add_pairs(sessions, "qc", gold, overlap=3)
+    ids = {n: admin.annotator_for_token(sessions, admin.add_annotator(sessions, n)).id for n in ("ok1", "ok2", "bad")}
+    for name, annotator_id in ids.items():
+        for i in range(4):
+            task = queue.next_task(sessions, annotator_id, "qc", 60)
+            correct = name != "bad" or i == 0  # "bad" is right on 1 of 4 gold pairs
+            side = "left" if task.left == "good" else "right"
+            choice = side if correct else ("right" if side == "left" else "left")
+            queue.record_vote(sessions, annotator_id, task.task_id, choice, 0.8, "", f"{name}-{i}")
+    stats = admin.all_stats(sessions, "qc", min_reliability=0.5)[0]
+    assert stats["flagged"] == ["bad"] and stats["annotators"]["bad"]["gold_accuracy"] == 0.25
+    assert stats["annotators"]["ok1"]["gold_accuracy"] == 1.0
+
+    def export(policy: str) -> list[dict]:
+        meta = admin.export_snapshot(sessions, "qc", tmp_path / f"{policy}.jsonl", "soft", quality=(0.5, policy))
+        return [json.loads(line) for line in open(meta["path"])]
+
+    kept, dropped, weighted = export("keep"), export("drop"), export("downweight")
+    assert [r["p_a"] for r in kept] == pytest.approx([1.0] + [2 / 3] * 3)  # bad's 3 wrong votes count
+    assert [r["p_a"] for r in dropped] == [1.0] * 4  # only ok1 and ok2 remain
+    assert [r["confidence"] for r in weighted][1:] == pytest.approx([(0.8 + 0.8 + 0.8 * 0.25) / 3] * 3)

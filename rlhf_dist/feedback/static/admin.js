@@ -18,9 +18,12 @@ async function refresh() {
     cell(row, s.campaign); cell(row, s.kind); cell(row, s.pairs);
     cell(row, `${s.votes} / ${s.votes_wanted}`); cell(row, s.pairs_complete);
     cell(row, `${s.choices.A} / ${s.choices.B} / ${s.choices.tie}`);
-    cell(row, s.left_rate === null ? null : `${(100 * s.left_rate).toFixed(1)}% of ${s.decisive_votes}`);
+    cell(row, s.left_rate === null ? null :
+      `${(100 * s.left_rate).toFixed(1)}% of ${s.decisive_votes} (binomial p ${s.left_binomial_p})`);
     cell(row, `${s.krippendorff_alpha ?? "–"}, ${s.pairwise_agreement ?? "–"}`);
-    cell(row, Object.entries(s.per_annotator).map(([n, c]) => `${n}: ${c}`).join(", "));
+    cell(row, Object.entries(s.annotators).map(([n, q]) =>
+      `${n}: ${q.votes}` + (q.reliability === null ? "" : ` (reliability ${q.reliability})`) +
+      (q.flagged ? " FLAGGED" : "")).join(", "));
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = "Export";
