@@ -116,6 +116,22 @@ def cmd_kl_sweep(args: argparse.Namespace, cfg: RLHFConfig) -> int:
     return 0
 
 
+def cmd_active_selection(args: argparse.Namespace, cfg: RLHFConfig) -> int:
+    from rlhf_dist.eval.active_selection import active_selection_experiment
+
+    for flag, value in (("--seeds", args.seeds), ("--budget", args.budget), ("--batch", args.batch)):
+        if value < 1:
+            return _fail(f"experiment active-selection: {flag}: must be >= 1, got {value}")
+    result = active_selection_experiment(cfg, Path(args.out), args.backbone, args.seeds, budget=args.budget,
+                                         batch=args.batch)
+    for name, s in result["strategies"].items():
+        print(f"{name:<13} votes to {result['target_accuracy']:.3f}: {s['votes_to_target']}  "
+              f"accuracy after {args.budget}: {s['final_accuracy']:.3f}")
+    print(f"uncertainty / random votes: {result['uncertainty_vs_random_votes']} (goal <= 0.7); "
+          f"wrote {Path(args.out) / 'active_selection.json'} and .png")
+    return 0
+
+
 def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[[argparse.ArgumentParser], None],
              load_cfg: LoadCfg) -> None:
     """Add the eval / report / experiment subcommands to rlhf-dist's subparsers."""
@@ -148,4 +164,13 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[[argpa
     k.add_argument("--coefs", type=_parse_coefs, default=[0.0, 0.001, 0.02, 0.5],
                    help="comma-separated KL coefficients (default 0,0.001,0.02,0.5; 0 = no KL penalty)")
     k.add_argument("--out", help="output directory (default <run>/kl_sweep)")
-    handlers["experiment"] = lambda args, extra: cmd_kl_sweep(args, load_cfg(args, extra))
+    k = kinds.add_parser("active-selection", help="held-out RM accuracy vs votes for random / uncertainty / "
+                         "disagreement selection, with simulated annotators")
+    add_config_arg(k)
+    k.add_argument("--backbone", default="builtin:minilm-l6", help="frozen reward-model encoder (default MiniLM-L6)")
+    k.add_argument("--seeds", type=int, default=5, help="repeats averaged per strategy (default 5)")
+    k.add_argument("--budget", type=int, default=600, help="votes per run (default 600)")
+    k.add_argument("--batch", type=int, default=20, help="votes between two refits (default 20)")
+    k.add_argument("--out", default="bench/results", help="where active_selection.json/.png go (default bench/results)")
+    handlers["experiment"] = lambda args, extra: (cmd_active_selection if args.experiment == "active-selection"
+                                                  else cmd_kl_sweep)(args, load_cfg(args, extra))
