@@ -26,7 +26,7 @@ def test_disagreement_ranks_the_disputed_pair_first():
     diff = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     probs = ensemble_probabilities(heads, diff)  # pair 1: sigmoid(1), sigmoid(-1); pair 2: 0.5, 0.5
     s = 1 / (1 + math.exp(-1))
-    assert probs.tolist() == pytest.approx([[s, 0.5], [1 - s, 0.5]])
+    assert probs.flatten().tolist() == pytest.approx([s, 0.5, 1 - s, 0.5])
     rank = disagreement_rank(heads, diff)
     assert rank.tolist() == pytest.approx([-(s - 0.5), 0.0])  # population std of {s, 1 - s} is s - 0.5
     assert rank.argsort().tolist() == [0, 1]
