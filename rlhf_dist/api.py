@@ -5,7 +5,9 @@
     pipe.stage1_collect_feedback("Review the cafe.", "Lovely place!", "Awful.", preference=0, confidence=0.9)
     pipe.stage2_train_reward_model(num_epochs=2, batch_size=8)
     pipe.stage3_train_policy_with_ppo(num_epochs=4, batch_size=8)
-    pipe.get_training_status()  # feedback_statistics, reward_model_metrics, ppo_metrics
+    pipe.get_training_status()  # feedback_statistics, reward_model_metrics, ppo_metrics, human_evaluation
+    url = pipe.start_feedback_service()          # people vote in a browser, into the same store
+    pipe.generate_feedback_pairs("round-2")      # pairs from the current policy for them to judge
 
 Feedback is stored durably in the feedback service's database (feedback.db_url, default a SQLite
 file <run>/feedback.sqlite; PostgreSQL for teams), the same one `rlhf-dist feedback serve` uses;
@@ -34,6 +36,8 @@ class RLHFPipeline:
         self.policy_dir: Path | None = None
         self.reward_model_metrics: dict = {}
         self.ppo_metrics: dict = {}
+        self.human_evaluation: dict | None = None  # human_evaluation_report(), next to the seed's > 70% target
+        self._service = None  # a FeedbackServerProcess from start_feedback_service()
 
     def stage1_collect_feedback(self, prompt: str, response_a: str, response_b: str, preference: int,
                                 confidence: float = 1.0, reasoning: str = "") -> int:
@@ -81,9 +85,49 @@ class RLHFPipeline:
                             "policy_dir": str(result.policy_dir)}
         return self.ppo_metrics
 
+    def start_feedback_service(self, log_dir: str | Path | None = None) -> str:
+        """Serve the feedback database on a free loopback port (people vote in a browser); returns the URL.
+
+        The service writes the same database as stage1_collect_feedback; stop it with stop_feedback_service().
+        """
+        import secrets
+
+        from rlhf_dist.feedback.local import FeedbackServerProcess
+
+        if self._service is None:
+            self._service = FeedbackServerProcess(
+                self.store.url, Path(log_dir or self.run_dir), admin_token=secrets.token_urlsafe(32),
+                lease_seconds=self.cfg.feedback.lease_seconds).start()
+        return self._service.url
+
+    def stop_feedback_service(self) -> None:
+        if self._service is not None:
+            self._service.stop()
+            self._service = None
+
+    def generate_feedback_pairs(self, campaign: str, prompts: list[str] | None = None) -> int:
+        """Two samples per prompt from the current policy (after stage 3, else the configured one) into a
+        campaign people then judge; prompts default to pipeline.pairs_per_round training prompts."""
+        from rlhf_dist.feedback.admin import add_pairs
+        from rlhf_dist.feedback.generate import sample_pairs
+        from rlhf_dist.models import resolve_model_path
+        from rlhf_dist.stages.pipeline import round_prompts
+
+        policy = self.policy_dir or resolve_model_path(self.cfg.policy.path, seed=self.cfg.run.seed)
+        pairs = sample_pairs(self.cfg, policy, prompts or round_prompts(self.cfg), seed=self.cfg.run.seed)
+        return add_pairs(self.store.sessions, campaign, pairs, overlap=self.cfg.feedback.overlap)
+
+    def human_evaluation_report(self, campaign: str) -> dict:
+        """Win rate (ties half), bootstrap 95% CI and votes of an evaluation campaign; kept in the status."""
+        from rlhf_dist.eval.human import human_eval_report
+
+        self.human_evaluation = human_eval_report(self.store.sessions, campaign, seed=self.cfg.eval.seed)
+        return self.human_evaluation
+
     def get_training_status(self) -> dict:
         return {
             "feedback_statistics": self.store.statistics(),
             "reward_model_metrics": self.reward_model_metrics,
             "ppo_metrics": self.ppo_metrics,
+            "human_evaluation": self.human_evaluation,
         }

@@ -8,6 +8,8 @@ import pytest
 
 from rlhf_dist import RLHFPipeline
 from rlhf_dist.config import load_config
+from rlhf_dist.feedback import admin
+from rlhf_dist.feedback.client import HTTPAnnotator
 from rlhf_dist.stages.pipeline import run_pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -67,3 +69,16 @@ def test_seed_api_collect_train_rm_then_ppo(tmp_path):
     assert status["ppo_metrics"]["steps"] == 2 == ppo["steps"]
     # durable: a new pipeline object on the same run dir sees the same feedback
     assert len(RLHFPipeline("configs/tiny.yaml", TINY + [f"run.output_dir={tmp_path}"]).store) == 25
+
+    # people in the loop: pairs from the PPO policy, judged through the service, in the same store
+    url = pipe.start_feedback_service()
+    try:
+        assert pipe.generate_feedback_pairs("round-2", prompts=[f"Review cafe {i}." for i in range(4)]) == 4
+        token = admin.add_annotator(pipe.store.sessions, "person")
+        votes = HTTPAnnotator(url, token, "round-2", lambda _p, left, right: ("left", 0.7)).work()
+    finally:
+        pipe.stop_feedback_service()
+    assert len(votes.acked_vote_ids) == 4 and len(pipe.store) == 29
+    report = pipe.human_evaluation_report("round-2")
+    assert report["votes"] == 4 and report["ci_low"] <= report["win_rate"] <= report["ci_high"]
+    assert pipe.get_training_status()["human_evaluation"] == report
