@@ -136,3 +136,13 @@ def calibration(chosen: Tensor, rejected: Tensor, n_bins: int = 10) -> dict[str,
         "bin_count": [int(x) for x in count.tolist()],
         "bin_edges": [0.5 + k * width for k in range(n_bins + 1)],
     }
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion (95% with z = 1.96); (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)

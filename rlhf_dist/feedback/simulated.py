@@ -21,15 +21,21 @@ RULES: dict[str, Callable[[str], float]] = {
 
 
 class SimulatedAnnotator:
-    def __init__(self, rule: str = "sentiment", noise: float = 0.0, tie_margin: float = 0.0, seed: int = 0):
+    def __init__(self, rule: str = "sentiment", noise: float = 0.0, tie_margin: float = 0.0, seed: int = 0,
+                 tie_rate: float = 0.0):
         if rule not in RULES:
             raise ValueError(f"unknown annotator rule '{rule}' (known: {', '.join(RULES)})")
         self.rule, self.score = rule, RULES[rule]
-        self.noise, self.tie_margin = noise, tie_margin
+        self.noise, self.tie_margin, self.tie_rate = noise, tie_margin, tie_rate
         self.rng = random.Random(seed)
 
     def judge(self, prompt: str, response_a: str, response_b: str) -> tuple[int, float, str]:
-        """(preference 0=A/1=B/2=tie, confidence in [0.5, 1], reasoning)."""
+        """(preference 0=A/1=B/2=tie, confidence in [0.5, 1], reasoning).
+
+        A tie when the rule's scores are within tie_margin, or (probability tie_rate) whatever they are.
+        """
+        if self.tie_rate and self.rng.random() < self.tie_rate:
+            return 2, 0.55, f"{self.rule}: answered tie (tie rate {self.tie_rate})"
         a, b = self.score(response_a), self.score(response_b)
         diff = a - b
         if abs(diff) <= self.tie_margin:

@@ -65,7 +65,8 @@ def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackSto
 
     pairs = sample_pairs(cfg, policy_dir, round_prompts(cfg), seed=cfg.run.seed * 31 + round_index)
     sim = cfg.feedback.simulated
-    annotator = SimulatedAnnotator(sim.rule, sim.noise, sim.tie_margin, seed=cfg.run.seed + round_index)
+    annotator = SimulatedAnnotator(sim.rule, sim.noise, sim.tie_margin, seed=cfg.run.seed + round_index,
+                                   tie_rate=sim.tie_rate)
     for pair in pairs:
         preference, confidence, reasoning = annotator.judge(pair.prompt, pair.response_a, pair.response_b)
         store.add(pair.prompt, pair.response_a, pair.response_b, preference, confidence, reasoning,
@@ -153,6 +154,16 @@ def run_pipeline(cfg: RLHFConfig) -> dict:
     return summary
 
 
+def _accuracy_ci(metrics: dict) -> list[float] | None:
+    """Wilson 95% interval of the RM's held-out accuracy: how much the figure can be trusted."""
+    from rlhf_dist.algo.metrics import wilson_interval
+
+    n, acc = metrics.get("n_pairs"), metrics.get("accuracy")
+    if not n or acc is None:
+        return None
+    return [round(x, 4) for x in wilson_interval(acc * n, n)]
+
+
 def finish(cfg: RLHFConfig, run_dir: Path, policy_dir: Path, start_policy: Path, last: RoundResult,
            started: float) -> dict:
     """Held-out evaluation, report, summary."""
@@ -164,6 +175,7 @@ def finish(cfg: RLHFConfig, run_dir: Path, policy_dir: Path, start_policy: Path,
         # held-out accuracy of the last round's RM on the data it was validated on (for rounds trained on
         # annotated policy samples: a held-out fifth of that feedback); eval's figure is on data.eval_pairs
         "rm_accuracy": last.rm_metrics.get("accuracy"),
+        "rm_accuracy_ci95": _accuracy_ci(last.rm_metrics), "rm_eval_pairs": last.rm_metrics.get("n_pairs"),
         "rm_accuracy_eval_pairs": ev.get("rm_accuracy"),
         "win_rate": ev["win_rate"], "kl": ev["kl"], "wall_seconds": round(time.time() - started, 1),
         "judge": cfg.eval.judge, "eval": ev, "policy_dir": str(policy_dir), "start_policy_dir": str(start_policy),

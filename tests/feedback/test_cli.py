@@ -84,3 +84,36 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
     assert "feedback.db_url" in r.stderr and "Traceback" not in r.stderr
     r = cli("feedback", "serve", *db, "--feedback.port", "99999", expect=2)
     assert "feedback.port" in r.stderr
+
+
+def test_generate_pairs_from_a_policy_records_what_made_them(tmp_path, tiny_llama_dir):
+    from sqlalchemy import select
+
+    from rlhf_dist.feedback.db import open_database, transaction
+    from rlhf_dist.feedback.generate import policy_fingerprint
+    from rlhf_dist.feedback.tables import Pair
+
+    db_url = f"sqlite:///{tmp_path / 'fb.sqlite'}"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Tell me about item {i}."}) + "\n" for i in range(5)))
+    common = ["-c", "configs/tiny.yaml", "--feedback.db_url", db_url, "--rollout.backend", "hf",
+              "--rollout.sampling.max_new_tokens", "6"]
+    out = cli("feedback", "generate", "--policy", str(tiny_llama_dir), "--prompts", str(prompts),
+              "--campaign", "gen", "--limit", "4", "--seed", "7", *common).stdout
+    assert "added 4 pairs" in out
+    with transaction(open_database(db_url)) as session:
+        pairs = list(session.scalars(select(Pair)))
+    assert len(pairs) == 4
+    source = f"{tiny_llama_dir.resolve()}@{policy_fingerprint(tiny_llama_dir)}"
+    for pair in pairs:
+        assert pair.source_a == pair.source_b == source and pair.seed == 7
+        assert json.loads(pair.sampling_json)["max_new_tokens"] == 6
+        logprobs = json.loads(pair.logprobs_json)
+        assert 1 <= len(logprobs["a"]) <= 6 and all(lp <= 0 for lp in logprobs["a"] + logprobs["b"])
+
+    r = cli("feedback", "generate", "--policy", str(tmp_path / "nope"), "--prompts", str(prompts),
+            "--campaign", "gen", *common, expect=2)
+    assert r.stderr.strip().splitlines()[-1].startswith("rlhf-dist feedback generate: --policy:")
+    r = cli("feedback", "generate", "--policy", str(tiny_llama_dir), "--prompts", str(prompts), "--campaign", "g2",
+            "--feedback.selection", "uncertainty", *common, expect=2)
+    assert "--reward-model" in r.stderr

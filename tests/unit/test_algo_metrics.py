@@ -76,3 +76,14 @@ def test_calibration_perfectly_calibrated_is_zero():
     out = calibration(torch.tensor([ln3, ln3, ln3, -ln3]), torch.zeros(4))
     assert out["ece"] == pytest.approx(0.0, abs=1e-6)  # float32 inputs
     assert sum(out["bin_count"]) == 4 and len(out["bin_count"]) == 10
+
+
+def test_wilson_interval_hand_computed():
+    from rlhf_dist.algo.metrics import wilson_interval
+
+    # p = 0.85, n = 60, z = 1.96: centre = (0.85 + 1.9208/60) / (1 + 3.8416/60) = 0.88201 / 1.06403 = 0.82893;
+    # half = 1.96 * sqrt(0.1275/60 + 3.8416/14400) / 1.06403 = 1.96 * 0.048885 / 1.06403 = 0.090051
+    lo, hi = wilson_interval(51, 60)
+    assert (lo, hi) == (pytest.approx(0.73888, abs=1e-4), pytest.approx(0.91898, abs=1e-4))
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    assert wilson_interval(10, 10)[1] == 1.0
