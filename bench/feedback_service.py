@@ -71,7 +71,8 @@ def measure_level(base: str, tokens: list[str], campaign: str, seconds: float, t
     asyncio.run(run_all())
     calls = out["next"] + out["vote"]
     return {
-        "clients": len(tokens), "think_s": think_s, "seconds": seconds, "votes": out["votes"], "votes_per_s": out["votes"] / seconds,
+        "clients": len(tokens), "think_s": think_s, "seconds": seconds, "votes": out["votes"],
+        "votes_per_s": out["votes"] / seconds,
         "p50_ms": 1000 * _pct(calls, 0.5), "p95_ms": 1000 * _pct(calls, 0.95),
         "next_p50_ms": 1000 * _pct(out["next"], 0.5), "next_p95_ms": 1000 * _pct(out["next"], 0.95),
         "vote_p50_ms": 1000 * _pct(out["vote"], 0.5), "vote_p95_ms": 1000 * _pct(out["vote"], 0.95),

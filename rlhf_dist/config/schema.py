@@ -163,7 +163,8 @@ class RLHFConfig(Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing and resume.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation (`rlhf-dist eval`).")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="The full pipeline and its rounds.")
-    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="The human-feedback service and its database.")
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig,
+                                     description="The human-feedback service and its database.")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "RLHFConfig":

@@ -1,4 +1,7 @@
-"""Human (and simulated) A/B feedback: the feedback service (app, database, CLI), the seed API's store, a simulated annotator."""
+"""Human (and simulated) A/B feedback.
+
+The feedback service (app, database, CLI), the seed API's store, and simulated annotators.
+"""
 
 from rlhf_dist.feedback.simulated import SimulatedAnnotator
 from rlhf_dist.feedback.store import FeedbackStore

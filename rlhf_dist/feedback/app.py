@@ -59,17 +59,26 @@ class AnnotatorIn(BaseModel):
 
 
 def create_app(cfg: FeedbackConfig, db_url: str) -> FastAPI:
+    """The service over db_url (migrated on start); the admin token comes from cfg.admin_token_env."""
     sessions = open_database(db_url)
     admin_token = os.environ.get(cfg.admin_token_env)
     if admin_token:
         admin.ensure_annotator(sessions, "admin", admin_token, role="admin")
-    limiter = RateLimiter(cfg.rate_limit_per_minute)
-    rng = random.Random()
     app = FastAPI(title="rlhf-dist feedback service", version="1",
                   description="People compare two responses; every vote lands exactly once.")
     app.add_middleware(GuardMiddleware, max_body_bytes=cfg.max_body_kb * 1024,
                        max_import_bytes=cfg.max_import_mb * 1024 * 1024)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    _add_error_handlers(app)
+    user_dep, admin_dep = _auth_dependencies(sessions, cfg)
+    register_annotator_routes(app, sessions, cfg, user_dep)
+    register_admin_routes(app, sessions, cfg, admin_dep)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal is JSON {"error": ..., "field": ...}: the field names the input at fault."""
 
     @app.exception_handler(FeedbackError)
     async def _feedback_error(_request: Request, err: FeedbackError) -> JSONResponse:
@@ -81,8 +90,11 @@ def create_app(cfg: FeedbackConfig, db_url: str) -> FastAPI:
         field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path")) or "body"
         return JSONResponse({"error": f"{field}: {first['msg']}", "field": field}, status_code=422)
 
+
+def _auth_dependencies(sessions, cfg: FeedbackConfig):  # noqa: ANN001, ANN202 - FastAPI dependency types
+    """Bearer-token user and admin dependencies, with the per-token rate limit."""
+    limiter = RateLimiter(cfg.rate_limit_per_minute)
     users = TTLCache(seconds=10.0)  # token -> annotator: one lookup per token, not one per request
-    totals = TTLCache(seconds=2.0)  # campaign -> vote counts: a scan of its pairs
 
     def current_user(authorization: Annotated[str | None, Header()] = None) -> Annotator:
         scheme, _, token = (authorization or "").partition(" ")
@@ -100,8 +112,13 @@ def create_app(cfg: FeedbackConfig, db_url: str) -> FastAPI:
             raise FeedbackError(403, "authorization", f"{user.name!r} is an annotator; this needs an admin token")
         return user
 
-    User = Annotated[Annotator, Depends(current_user)]
-    Admin = Annotated[Annotator, Depends(current_admin)]
+    return Annotated[Annotator, Depends(current_user)], Annotated[Annotator, Depends(current_admin)]
+
+
+def register_annotator_routes(app: FastAPI, sessions, cfg: FeedbackConfig, User) -> None:  # noqa: ANN001, N803
+    """The pages, health check and the annotators' API (tasks, votes, skips, progress, own votes)."""
+    rng = random.Random()
+    totals = TTLCache(seconds=2.0)  # campaign -> vote counts: a scan of its pairs
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict:
@@ -170,9 +187,6 @@ def create_app(cfg: FeedbackConfig, db_url: str) -> FastAPI:
                 camp = queue.find_campaign(session, campaign)
                 query = query.where(Vote.pair_id.in_(select(Pair.id).where(Pair.campaign_id == camp.id)))
             return [{**queue.vote_payload(v), "annotator": n} for v, n in session.execute(query.order_by(Vote.id))]
-
-    register_admin_routes(app, sessions, cfg, Admin)
-    return app
 
 
 def register_admin_routes(app: FastAPI, sessions, cfg: FeedbackConfig, Admin) -> None:  # noqa: ANN001, N803

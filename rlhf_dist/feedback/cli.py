@@ -144,7 +144,8 @@ def register(sub, handlers: dict, add_config_arg: Callable, load: Callable) -> N
     a = actions.add_parser("serve", help="run the web service (annotator page, admin page, API) with uvicorn")
     add_config_arg(a)
     a = actions.add_parser("import", help="add pairs to a campaign from JSONL/JSON/CSV/Parquet "
-                           "(columns prompt, response_a, response_b; optional source_a, source_b, sampling, seed, gold)")
+                           "(columns prompt, response_a, response_b; optional source_a, source_b, sampling, seed, "
+                           "gold)")
     a.add_argument("file", help="the pairs file")
     a.add_argument("--campaign", required=True, help="campaign name (created when new)")
     a.add_argument("--kind", choices=["training", "evaluation"], default="training", help="for a new campaign")

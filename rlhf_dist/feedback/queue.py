@@ -194,7 +194,8 @@ def _check_lease(assignment: Assignment, now: float) -> None:
     if assignment.status in ("skipped", "expired"):
         raise FeedbackError(409, "task_id", f"task {assignment.id} was {assignment.status}; fetch the next task")
     if assignment.expires_at <= now:
-        raise FeedbackError(409, "task_id", f"the lease of task {assignment.id} expired {now - assignment.expires_at:.0f} s "
+        raise FeedbackError(409, "task_id", f"the lease of task {assignment.id} expired "
+                            f"{now - assignment.expires_at:.0f} s "
                             "ago; fetch the next task")
 
 

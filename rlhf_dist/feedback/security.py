@@ -51,7 +51,8 @@ class GuardMiddleware:
         limit = self.max_import if scope["path"].endswith("/import") else self.max_body
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _json_error(send, 413, "body", f"request body of {int(declared)} bytes is over the {limit}-byte limit")
+            await _json_error(send, 413, "body",
+                              f"request body of {int(declared)} bytes is over the {limit}-byte limit")
             return
         seen = 0
         started = False

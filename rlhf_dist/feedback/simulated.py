@@ -45,7 +45,8 @@ class SimulatedAnnotator:
         if flipped:
             preference = 1 - preference
         confidence = 0.5 + 0.5 * math.tanh(4 * abs(diff))
-        return preference, round(confidence, 3), f"{self.rule}: A {a:.2f} vs B {b:.2f}" + (" (noisy)" if flipped else "")
+        reason = f"{self.rule}: A {a:.2f} vs B {b:.2f}" + (" (noisy)" if flipped else "")
+        return preference, round(confidence, 3), reason
 
 
 def http_judge(rule: str, noise: float, tie_margin: float, tie_rate: float, position_bias: float,

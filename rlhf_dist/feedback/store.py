@@ -64,7 +64,8 @@ class FeedbackStore:
                                     left_is_a=True, leased_at=now, expires_at=now)
             session.add(assignment)
             session.flush()
-            vote = Vote(assignment_id=assignment.id, pair_id=pair.id, annotator_id=annotator_id, campaign_id=campaign.id,
+            vote = Vote(assignment_id=assignment.id, pair_id=pair.id, annotator_id=annotator_id,
+                        campaign_id=campaign.id,
                         choice=CHOICE_OF[row.preference], left_is_a=True, preference=row.preference,
                         confidence=row.confidence, reasoning=row.reasoning, seconds_spent=0.0,
                         request_id=uuid.uuid4().hex, created_at=now)

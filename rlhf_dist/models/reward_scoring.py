@@ -7,9 +7,24 @@ response and eos, left-truncated to `max_length`, tokenised with the reward mode
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from rlhf_dist.data.tokenize import encode_prompt_response, pad_sequences
+
+
+def _padded_batches(tokenizer, prompts: list[str], responses: list[str], max_length: int,
+                    device: torch.device | str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(ids [b, T], mask [b, T]) right-padded chunks of the formatted (prompt, response) pairs."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    encoded = [encode_prompt_response(tokenizer, p, r, max_length, "left_prompt").input_ids
+               for p, r in zip(prompts, responses)]
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start : start + batch_size]
+        yield (pad_sequences(chunk, tokenizer.pad_token_id).to(device),
+               pad_sequences([[1] * len(c) for c in chunk], 0).to(device))
 
 
 @torch.no_grad()
@@ -23,15 +38,8 @@ def score_texts(
     batch_size: int = 16,
 ) -> list[float]:
     """One scalar per (prompt, response): `model(ids [b, T], mask [b, T]) -> [b]` over right-padded chunks."""
-    if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    encoded = [encode_prompt_response(tokenizer, p, r, max_length, "left_prompt").input_ids
-               for p, r in zip(prompts, responses)]
     scores: list[float] = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        ids = pad_sequences(chunk, tokenizer.pad_token_id).to(device)
-        mask = pad_sequences([[1] * len(c) for c in chunk], 0).to(device)
+    for ids, mask in _padded_batches(tokenizer, prompts, responses, max_length, device, batch_size):
         scores += model(ids, mask).float().cpu().tolist()
     return scores
 
@@ -52,13 +60,8 @@ def pooled_features(
     """
     from rlhf_dist.models.scalar_head import pool_hidden
 
-    encoded = [encode_prompt_response(tokenizer, p, r, max_length, "left_prompt").input_ids
-               for p, r in zip(prompts, responses)]
     chunks = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start : start + batch_size]
-        ids = pad_sequences(chunk, tokenizer.pad_token_id).to(device)
-        mask = pad_sequences([[1] * len(c) for c in chunk], 0).to(device)
+    for ids, mask in _padded_batches(tokenizer, prompts, responses, max_length, device, batch_size):
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         hidden = model.backbone(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
         chunks.append(pool_hidden(hidden.float(), mask, model.pooling).cpu())

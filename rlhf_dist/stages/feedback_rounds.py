@@ -156,8 +156,9 @@ def collect_service_round(cfg: RLHFConfig, round_index: int, round_dir: Path, po
     log.info("round %d: waiting for %d votes on campaign %s (serve it: rlhf-dist feedback serve; "
              "annotators open /?campaign=%s)", round_index, target, campaign, campaign)
     collect_votes(cfg, db_url, campaign, target, round_dir)
-    meta = admin.export_snapshot(sessions, campaign, round_dir / "feedback" / f"{campaign}.jsonl",
-                                 cfg.feedback.aggregate, quality=(cfg.feedback.min_reliability, cfg.feedback.unreliable))
+    fb = cfg.feedback
+    meta = admin.export_snapshot(sessions, campaign, round_dir / "feedback" / f"{campaign}.jsonl", fb.aggregate,
+                                 quality=(fb.min_reliability, fb.unreliable))
     log.info("round %d: snapshot v%d of %s: %d pairs from %d votes", round_index, meta["version"], campaign,
              meta["rows"], meta["votes"])
     return Path(meta["path"])

@@ -174,7 +174,8 @@ def test_text_is_stored_verbatim_and_the_docs_are_served(db_url, serve):
 def test_admin_import_errors_name_file_line_and_field(db_url, serve):
     server = serve(db_url)
     admin = server.client()
-    body = '{"prompt": "ok", "response_a": "a", "response_b": "b"}\n{"prompt": 3, "response_a": "a", "response_b": "b"}\n'
+    body = ('{"prompt": "ok", "response_a": "a", "response_b": "b"}\n'
+            '{"prompt": 3, "response_a": "a", "response_b": "b"}\n')
     r = admin.post("/api/v1/campaigns/c9/import", params={"filename": "mine.jsonl"}, content=body)
     assert r.status_code == 422 and "mine.jsonl:2: prompt" in r.json()["error"]
     r = admin.post("/api/v1/campaigns/c9/import", params={"filename": "mine.txt"}, content=body)

@@ -17,7 +17,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 PAIRS = [
-    {"prompt": "Greet the user.", "response_a": "Hello! How can I help?", "response_b": "<script>alert('xss')</script>"},
+    {"prompt": "Greet the user.", "response_a": "Hello! How can I help?",
+     "response_b": "<script>alert('xss')</script>"},
     {"prompt": "Describe the cafe.", "response_a": "<img src=x onerror=alert('img')> Lovely.",
      "response_b": "A quiet place with good coffee.\n" * 40},
     {"prompt": "Say goodbye.", "response_a": "Goodbye, take care!", "response_b": "bye"},
