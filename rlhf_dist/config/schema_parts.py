@@ -168,3 +168,6 @@ class PipelineConfig(Strict):
         "data", description="Round 1 reward-model data: the configured preference files, or pairs sampled from the "
         "starting policy and labelled as later rounds are (feedback.source).")
     pairs_per_round: int = Field(64, ge=1, le=1_000_000, description="Prompts sampled twice per round for new pairs.")
+    min_decisive_pairs: int = Field(
+        0, ge=0, le=10_000_000, description="feedback.source simulated: sample the round's prompts again (new seeds, "
+        "at most 4 passes) until the annotator has called at least this many pairs A or B, not a tie.")

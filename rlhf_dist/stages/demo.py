@@ -30,7 +30,9 @@ def run_demo(cfg: RLHFConfig | None = None) -> int:
     ok = (summary["rm_accuracy"] >= TARGETS["rm_accuracy"] and summary["win_rate"] >= TARGETS["win_rate"]
           and summary["kl"] <= TARGETS["kl_max"])
     print("\n=== rlhf-dist demo ===")
-    print(f"reward model held-out accuracy {summary['rm_accuracy']:.3f}   (target >= {TARGETS['rm_accuracy']})")
+    ci = summary.get("rm_accuracy_ci95") or [float("nan"), float("nan")]
+    print(f"reward model held-out accuracy {summary['rm_accuracy']:.3f}   (target >= {TARGETS['rm_accuracy']}; "
+          f"95% CI {ci[0]:.3f}-{ci[1]:.3f} over {summary.get('rm_eval_pairs')} held-out pairs)")
     print(f"win rate vs starting policy    {summary['win_rate']:.3f}   (target >= {TARGETS['win_rate']}, "
           f"judge: {summary['judge']}, held-out prompts)")
     print(f"KL to reference (nats/seq)     {summary['kl']:.3f}   (bound <= {TARGETS['kl_max']})")

@@ -25,6 +25,7 @@ from rlhf_dist.models import resolve_model_path
 from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, write_json
 
 log = logging.getLogger(__name__)
+MAX_PASSES = 4  # passes over a round's prompts while collecting pipeline.min_decisive_pairs
 
 
 @dataclass
@@ -60,18 +61,28 @@ def round_prompts(cfg: RLHFConfig) -> list[str]:
 
 
 def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackStore, round_index: int) -> int:
-    """Two samples per prompt from the current policy, judged in-process by the simulated annotator, stored."""
+    """Two samples per prompt from the current policy, judged in-process by the simulated annotator, stored.
+
+    Passes over the round's prompts repeat (new sampling seeds) until pipeline.min_decisive_pairs pairs
+    were judged A or B, at most MAX_PASSES times: a rule that often calls a tie leaves few pairs to learn from.
+    """
     from rlhf_dist.feedback.generate import sample_pairs
 
-    pairs = sample_pairs(cfg, policy_dir, round_prompts(cfg), seed=cfg.run.seed * 31 + round_index)
     sim = cfg.feedback.simulated
     annotator = SimulatedAnnotator(sim.rule, sim.noise, sim.tie_margin, seed=cfg.run.seed + round_index,
                                    tie_rate=sim.tie_rate)
-    for pair in pairs:
-        preference, confidence, reasoning = annotator.judge(pair.prompt, pair.response_a, pair.response_b)
-        store.add(pair.prompt, pair.response_a, pair.response_b, preference, confidence, reasoning,
-                  annotator="simulated", round_index=round_index)
-    return len(pairs)
+    prompts, added, decisive = round_prompts(cfg), 0, 0
+    for attempt in range(MAX_PASSES):
+        seed = cfg.run.seed * 31 + round_index + 1000 * attempt
+        for pair in sample_pairs(cfg, policy_dir, prompts, seed=seed):
+            preference, confidence, reasoning = annotator.judge(pair.prompt, pair.response_a, pair.response_b)
+            store.add(pair.prompt, pair.response_a, pair.response_b, preference, confidence, reasoning,
+                      annotator="simulated", round_index=round_index)
+            added, decisive = added + 1, decisive + (preference != 2)
+        if decisive >= cfg.pipeline.min_decisive_pairs:
+            break
+    log.info("round %d: %d pairs judged, %d decisive (%d ties)", round_index, added, decisive, added - decisive)
+    return added
 
 
 def split_feedback(rows: list[ABFeedback], out_dir: Path, eval_fraction: float = 0.2) -> tuple[Path, Path]:
