@@ -79,6 +79,9 @@ class HTTPAnnotator:
             try:
                 worked = self.vote_once()
                 down_since = None
+            except httpx.HTTPStatusError:  # e.g. 429 or a 5xx on tasks/next: counted in statuses; back off
+                time.sleep(0.5)
+                continue
             except httpx.TransportError:
                 self.run.connection_errors += 1
                 down_since = down_since or time.monotonic()

@@ -86,7 +86,17 @@ def test_ranked_needs_two_non_blank_responses():
 
 def test_unknown_field_forbidden_and_kind_map():
     assert _error_fields(SFTExample, prompt="p", response="r", extra="x") == [("extra",)]
-    assert set(RECORD_MODELS) == {"sft", "prompt", "pair", "ab", "ranked", "rating"}
+    assert set(RECORD_MODELS) == {"sft", "prompt", "pair", "ab", "ranked", "rating", "comparison"}
     assert model_for("ranked") is RankedList
     with pytest.raises(ValueError, match="unknown record kind 'pairs'"):
         model_for("pairs")
+
+
+def test_comparison_pair_gold_and_logprobs():
+    from rlhf_dist.data.records import ComparisonPair
+
+    pair = ComparisonPair(prompt="p", response_a="a", response_b="b", gold=1, logprobs_a=[-0.5], seed=3)
+    assert (pair.gold, pair.logprobs_a, pair.logprobs_b) == (1, [-0.5], None)
+    assert _error_fields(ComparisonPair, prompt="p", response_a="a", response_b="b", gold=3) == [("gold",)]
+    assert _error_fields(ComparisonPair, prompt="p", response_a="a", response_b="b", gold=True) == [("gold",)]
+    assert _error_fields(ComparisonPair, prompt="p", response_a="a", response_b="b", seed="7") == [("seed",)]
