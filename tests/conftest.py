@@ -17,3 +17,17 @@ def tiny_llama_dir(tmp_path_factory):
     from rlhf_dist.models.tiny import make_tiny_model_dir
 
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"), arch="llama", seed=0)
+
+
+# Fast tiers first, so a unit failure shows in seconds, not after the 17-minute integration tier.
+_TIER = {"unit": 0, "feedback": 1, "integration": 3, "e2e": 4}
+
+
+def _tier(item: pytest.Item) -> int:
+    parts = item.path.parts
+    top = parts[parts.index("tests") + 1] if "tests" in parts and parts.index("tests") + 1 < len(parts) else ""
+    return _TIER.get(top, 2)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_tier)  # stable: file and test order inside a tier are kept
