@@ -17,12 +17,24 @@ import sys
 from collections.abc import Callable
 
 from rlhf_dist.config import ConfigError, RLHFConfig, config_to_yaml, load_config
+from rlhf_dist.config.cli_args import add_config_arg, claim_config, join_dotted_overrides
 from rlhf_dist.data.validate import DataValidationError
 
 EPILOG = (
     "Any option of the config schema can be overridden as --section.key VALUE "
     "(see `rlhf-dist config schema --markdown` or docs/config-reference.md)."
 )
+# The schema options each stage's --help lists (with their defaults); every other one works too.
+STAGE_KEYS = {
+    "sft": ["sft.epochs", "sft.train.lr", "sft.train.global_batch_size", "data.sft_path", "policy.path",
+            "run.output_dir"],
+    "rm": ["reward.epochs", "reward.train.lr", "data.pairs_path", "data.eval_pairs_path", "reward_model.path",
+           "run.output_dir"],
+    "ppo": ["ppo.steps", "ppo.rollout_batch_size", "ppo.advantage", "ppo.kl.coef", "ppo.entropy_coef",
+            "rollout.num_engines", "policy.path", "cluster.device", "run.output_dir"],
+    "pipeline": ["pipeline.rounds", "pipeline.run_sft", "feedback.source", "reward.epochs", "ppo.steps",
+                 "ppo.kl.coef", "eval.judge", "policy.path", "run.output_dir"],
+}
 
 
 def split_overrides(extra: list[str]) -> list[str]:
@@ -131,10 +143,6 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return run_demo(demo_config(split_overrides(extra)))
 
 
-def _add_config_arg(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    parser.add_argument("--config", "-c", required=required, help="YAML config (configs/*.yaml); defaults if omitted.")
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     parser = argparse.ArgumentParser(
         prog="rlhf-dist", description="Distributed RLHF: SFT, reward model, PPO on Ray + vLLM + DeepSpeed.",
@@ -144,46 +152,56 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers: dict[str, Callable] = {}
 
-    p = sub.add_parser("config", help="show, validate or export the config schema", epilog=EPILOG)
+    p = sub.add_parser("config", help="show, validate or export the config schema")
     p.add_argument("action", choices=["show", "validate", "schema"],
                    help="show: resolved YAML; validate: check only; schema: JSON Schema of every option")
     p.add_argument("--markdown", action="store_true", help="with 'schema': a Markdown reference table instead")
-    _add_config_arg(p)
+    add_config_arg(p)
     handlers["config"] = cmd_config
 
-    p = sub.add_parser("sft", help="supervised fine-tuning on (prompt, response) data", epilog=EPILOG)
-    _add_config_arg(p)
+    p = sub.add_parser("sft", help="supervised fine-tuning on (prompt, response) data",
+                       description="Supervised fine-tuning on (prompt, response) data.")
+    add_config_arg(p, STAGE_KEYS["sft"])
     handlers["sft"] = cmd_sft
 
-    p = sub.add_parser("rm", help="train the Bradley-Terry reward model", epilog=EPILOG)
-    _add_config_arg(p)
+    p = sub.add_parser("rm", help="train the Bradley-Terry reward model",
+                       description="Train the Bradley-Terry reward model.")
+    add_config_arg(p, STAGE_KEYS["rm"])
     handlers["rm"] = cmd_rm
 
-    p = sub.add_parser("ppo", help="PPO on the distributed engine (Ray actors, vLLM, DeepSpeed)", epilog=EPILOG)
-    _add_config_arg(p)
+    p = sub.add_parser("ppo", help="PPO on the distributed engine (Ray actors, vLLM, DeepSpeed)",
+                       description="PPO on the distributed engine (Ray actors, vLLM, DeepSpeed).")
+    add_config_arg(p, STAGE_KEYS["ppo"])
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
     handlers["ppo"] = cmd_ppo
 
     p = sub.add_parser("pipeline", help="all stages: SFT -> reward model -> PPO (rounds) -> eval -> report",
-                       epilog=EPILOG)
-    _add_config_arg(p)
+                       description="All stages: SFT -> reward model -> PPO (rounds) -> eval -> report.")
+    add_config_arg(p, STAGE_KEYS["pipeline"])
     handlers["pipeline"] = cmd_pipeline
 
-    p = sub.add_parser("demo", help="run the embedded default job (CPU, local)", epilog=EPILOG)
-    _add_config_arg(p)
+    from rlhf_dist.stages.demo import demo_config
+
+    p = sub.add_parser("demo", help="run the embedded default job (CPU, local)",
+                       description="The full pipeline (what `make demo` runs), on the embedded demo preset unless "
+                       "a config is given; exit 1 when a target (RM accuracy, win rate, KL bound) is missed.")
+    add_config_arg(p, STAGE_KEYS["pipeline"], cfg=demo_config(),
+                   defaults="the embedded preset rlhf_dist/config/presets/demo.yaml: SmolLM2-135M-Instruct "
+                   "policy (LoRA), MiniLM reward model, simulated annotator, outputs in runs/demo")
     handlers["demo"] = cmd_demo
     from rlhf_dist.eval.cli import register as register_eval  # eval, report, experiment kl-sweep
-    register_eval(sub, handlers, _add_config_arg, _load)
+    register_eval(sub, handlers, add_config_arg, _load)
     from rlhf_dist.cluster.cli import register as register_cluster  # plan, submit, status, logs, stop
-    register_cluster(sub, handlers, _add_config_arg, _load)
+    register_cluster(sub, handlers, add_config_arg, _load)
     from rlhf_dist.feedback.cli import register as register_feedback  # serve, import, annotator, export, stats
-    register_feedback(sub, handlers, _add_config_arg, _load)
+    register_feedback(sub, handlers, add_config_arg, _load)
     return parser, handlers
 
 
 def main(argv: list[str] | None = None) -> int:
     parser, handlers = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(join_dotted_overrides(sys.argv[1:] if argv is None else argv))
+    extra = claim_config(parser, args, extra)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.log_level.upper() != "DEBUG":
         import os

@@ -4,7 +4,7 @@
     rlhf-dist submit configs/tiny.yaml --address http://HEAD:8265 --ppo.steps 2
     rlhf-dist status JOB_ID | logs JOB_ID [--follow] | stop JOB_ID   (all take --address)
 
-Wired into rlhf_dist/cli.py by `register(sub, handlers, _add_config_arg, _load)`.
+Wired into rlhf_dist/cli.py by `register(sub, handlers, add_config_arg, _load)`.
 """
 
 from __future__ import annotations
@@ -24,19 +24,8 @@ CLUSTER_HELP = ("hardware to plan for: KEY=VALUE,... with nodes, gpus_per_node, 
                 "(CPU default: this machine; CUDA default: nodes=1,gpus_per_node=8,gpu_mem_gib=80)")
 
 
-def _reclaim_config(args: argparse.Namespace, extra: list[str]) -> list[str]:
-    """Accept CONFIG as a positional. With --config also given, argparse put the first override's
-    value into the positional slot: hand it back to the option that lost it."""
-    positional, args.config_pos = args.config_pos, None
-    if positional is None:
-        return extra
-    if args.config is None:
-        args.config = positional
-        return extra
-    for i, item in enumerate(extra):
-        if item.startswith("--") and "=" not in item and (i + 1 == len(extra) or extra[i + 1].startswith("--")):
-            return extra[: i + 1] + [positional] + extra[i + 1 :]
-    raise SystemExit(f"rlhf-dist: unexpected argument '{positional}' (CONFIG given twice?)")
+PLAN_KEYS = ["cluster.device", "cluster.colocate", "rollout.num_engines", "rollout.tensor_parallel_size",
+             "ppo.policy_train.zero_stage", "policy.path"]
 
 
 def _add_address(p: argparse.ArgumentParser) -> None:
@@ -53,7 +42,6 @@ def cmd_plan(load_cfg: Callable) -> Handler:
         from rlhf_dist.cluster.plan import make_plan
         from rlhf_dist.cluster.render import plan_to_dict, render_plan
 
-        extra = _reclaim_config(args, extra)
         cfg = load_cfg(args, extra)
         try:
             plan = make_plan(cfg, parse_hardware(args.cluster, cfg))
@@ -73,7 +61,6 @@ def cmd_submit(load_cfg: Callable) -> Handler:
         from rlhf_dist.cli import split_overrides
         from rlhf_dist.cluster import submit as sub
 
-        extra = _reclaim_config(args, extra)
         cfg = load_cfg(args, extra)  # a typo fails here, before anything reaches the cluster
         if args.cluster:
             from rlhf_dist.cluster.placement import PlanError, parse_hardware
@@ -176,12 +163,10 @@ def _stop(client, args: argparse.Namespace) -> int:
 
 def register(sub, handlers: dict[str, Callable], add_config_arg: Callable, load_cfg: Callable) -> None:
     """Add plan/submit/status/logs/stop to the `rlhf-dist` subparsers `sub`; handlers go into `handlers`."""
-    epilog = "Any config option can be overridden as --section.key VALUE."
     p = sub.add_parser("plan", help="placement, parallel sizes and per-device memory of a config; starts nothing",
                        description="Validate the config and print its actor groups, placement, data-parallel sizes "
-                       "and a per-device memory estimate; exit 1 when it does not fit the hardware.", epilog=epilog)
-    p.add_argument("config_pos", nargs="?", metavar="CONFIG", help="YAML config (same as --config)")
-    add_config_arg(p)
+                       "and a per-device memory estimate; exit 1 when it does not fit the hardware.")
+    add_config_arg(p, PLAN_KEYS)
     p.add_argument("--cluster", metavar="SPEC", help=CLUSTER_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable plan (bytes)")
     handlers["plan"] = cmd_plan(load_cfg)
@@ -189,10 +174,8 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable, load_
     p = sub.add_parser("submit", help="validate locally, then run a stage as a Ray job on a remote cluster",
                        description="Validate the config here, upload the working dir (no weights, checkpoints, "
                        "outputs, .git or virtualenvs), run the stage as a Ray job, stream its logs. Exit code: "
-                       "0 SUCCEEDED, 1 FAILED, 5 STOPPED, 2 invalid config, 4 cluster unreachable or auth refused.",
-                       epilog=epilog)
-    p.add_argument("config_pos", nargs="?", metavar="CONFIG", help="YAML config inside the working dir")
-    add_config_arg(p)
+                       "0 SUCCEEDED, 1 FAILED, 5 STOPPED, 2 invalid config, 4 cluster unreachable or auth refused.")
+    add_config_arg(p, ["ppo.steps", "cluster.device", "cluster.address", "run.output_dir"])
     _add_address(p)
     p.add_argument("--stage", choices=["ppo", "rm", "sft", "pipeline", "demo"], default="ppo",
                    help="the rlhf-dist command the job runs (default ppo)")

@@ -132,11 +132,13 @@ def cmd_active_selection(args: argparse.Namespace, cfg: RLHFConfig) -> int:
     return 0
 
 
-def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[[argparse.ArgumentParser], None],
+def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[..., None],
              load_cfg: LoadCfg) -> None:
     """Add the eval / report / experiment subcommands to rlhf-dist's subparsers."""
-    p = sub.add_parser("eval", help="held-out eval: reward, KL, perplexity, win rate vs the starting policy")
-    add_config_arg(p)
+    p = sub.add_parser("eval", help="held-out eval: reward, KL, perplexity, win rate vs the starting policy",
+                       description="Held-out evaluation of <run>/policy against the starting policy: RM reward, "
+                       "KL, perplexity, judge win rate; written to <run>/eval.json and the report.")
+    add_config_arg(p, ["eval.judge", "eval.num_prompts", "eval.seed", "data.eval_prompts_path", "run.output_dir"])
     p.add_argument("--policy", help="policy HF dir (default <run>/policy)")
     p.add_argument("--reference", help="starting policy HF dir (default: the resolved policy.path; pass <run>/sft "
                    "when PPO started from the SFT model)")
@@ -151,22 +153,25 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[[argpa
                    "vote count of an evaluation campaign; saved to <run>/human_evaluation.json")
     handlers["eval"] = lambda args, extra: (cmd_human_eval if args.human else cmd_eval)(args, load_cfg(args, extra))
 
-    p = sub.add_parser("report", help="plots + Markdown/HTML summary of a run into <run>/report")
-    add_config_arg(p)
+    p = sub.add_parser("report", help="plots + Markdown/HTML summary of a run into <run>/report",
+                       description="Plots and a Markdown/HTML summary of a finished (or partial) run, written to "
+                       "<run>/report; the run is --run-dir, else run.output_dir of the config.")
+    add_config_arg(p, ["run.output_dir"])
     p.add_argument("--run-dir", help="run directory (default: run.output_dir of the config)")
     handlers["report"] = lambda args, extra: cmd_report(args, None if args.run_dir and not extra and not args.config
                                                         else load_cfg(args, extra))
 
     p = sub.add_parser("experiment", help="seed experiments (kl-sweep: reward hacking vs the KL penalty)")
     kinds = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
-    k = kinds.add_parser("kl-sweep", help="length-rewarded PPO once per KL coefficient; reward and KL curves")
-    add_config_arg(k)
+    k = kinds.add_parser("kl-sweep", help="length-rewarded PPO once per KL coefficient; reward and KL curves",
+                         description="Length-rewarded PPO once per KL coefficient; reward and KL curves.")
+    add_config_arg(k, ["ppo.steps", "ppo.rollout_batch_size", "policy.path", "run.output_dir"])
     k.add_argument("--coefs", type=_parse_coefs, default=[0.0, 0.001, 0.02, 0.5],
                    help="comma-separated KL coefficients (default 0,0.001,0.02,0.5; 0 = no KL penalty)")
     k.add_argument("--out", help="output directory (default <run>/kl_sweep)")
     k = kinds.add_parser("active-selection", help="held-out RM accuracy vs votes for random / uncertainty / "
                          "disagreement selection, with simulated annotators")
-    add_config_arg(k)
+    add_config_arg(k, ["feedback.simulated.rule", "feedback.simulated.noise", "data.demo_size", "run.seed"])
     k.add_argument("--backbone", default="builtin:minilm-l6", help="frozen reward-model encoder (default MiniLM-L6)")
     k.add_argument("--seeds", type=int, default=5, help="repeats averaged per strategy (default 5)")
     k.add_argument("--budget", type=int, default=600, help="votes per run (default 600)")

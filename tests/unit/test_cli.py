@@ -1,0 +1,111 @@
+"""CLI shape: every command that takes a config accepts it as CONFIG or -c/--config, and says so in --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlhf_dist.cli import _load, build_parser, main
+from rlhf_dist.config.cli_args import claim_config, join_dotted_overrides
+
+TINY = "configs/tiny.yaml"
+REPO = Path(__file__).resolve().parents[2]
+# Every subcommand that reads a config, with the other arguments it needs to parse.
+COMMANDS = {
+    "config show": ["config", "show"],
+    "config validate": ["config", "validate"],
+    "sft": ["sft"], "rm": ["rm"], "ppo": ["ppo"], "pipeline": ["pipeline"], "demo": ["demo"],
+    "eval": ["eval"], "report": ["report"],
+    "experiment kl-sweep": ["experiment", "kl-sweep"],
+    "experiment active-selection": ["experiment", "active-selection"],
+    "plan": ["plan"], "submit": ["submit"],
+    "feedback serve": ["feedback", "serve"],
+    "feedback import": ["feedback", "import", "pairs.jsonl", "--campaign", "r1"],
+    "feedback generate": ["feedback", "generate", "--policy", "p", "--prompts", "q.jsonl", "--campaign", "r1"],
+    "feedback annotator": ["feedback", "annotator", "add", "alice"],
+    "feedback export": ["feedback", "export", "votes.jsonl", "--campaign", "r1"],
+    "feedback stats": ["feedback", "stats"],
+}
+NO_CONFIG = {"status", "logs", "stop"}  # talk to a cluster by job id only
+FORMS = {
+    "positional first": lambda cmd: cmd + [TINY, "--ppo.steps", "3"],
+    "positional last": lambda cmd: cmd + ["--ppo.steps", "3", TINY],
+    "-c": lambda cmd: cmd + ["-c", TINY, "--ppo.steps", "3"],
+    "--config=": lambda cmd: cmd + ["--ppo.steps=3", f"--config={TINY}"],
+    "both, same file": lambda cmd: cmd + [TINY, "--config", f"./{TINY}", "--ppo.steps", "3"],
+}
+
+
+def parse(argv: list[str]):
+    parser, _ = build_parser()
+    args, extra = parser.parse_known_args(join_dotted_overrides(argv))
+    return args, claim_config(parser, args, extra)  # what main() does
+
+
+def test_every_config_command_is_covered():
+    parser, handlers = build_parser()
+    assert set(handlers) - NO_CONFIG == {c.split()[0] for c in COMMANDS}
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_config_positional_or_option_parse_the_same(command, form):
+    args, extra = parse(FORMS[form](COMMANDS[command]))
+    assert Path(args.config).resolve() == Path(TINY).resolve()
+    cfg = _load(args, extra)
+    assert cfg.run.name == "tiny" and cfg.ppo.steps == 3  # the file and the override, whatever the order
+
+
+def test_no_config_means_defaults_and_overrides_still_apply():
+    args, extra = parse(["ppo", "--ppo.steps", "4"])
+    assert args.config is None and _load(args, extra).ppo.steps == 4
+
+
+@pytest.mark.parametrize("command", ["ppo", "plan", "feedback stats", "config validate"])
+def test_two_different_configs_is_one_error_line(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(COMMANDS[command] + [TINY, "-c", "configs/llama8b-1node-8gpu.yaml"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rlhf-dist: config given twice: 'configs/tiny.yaml' and 'configs/llama8b-1node-8gpu.yaml' "
+                   "(pass one, as CONFIG or as -c/--config)"]
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_help_names_main_options_defaults_and_reference(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(COMMANDS[command][:2 if command.startswith(("config", "experiment", "feedback")) else 1] + ["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "[CONFIG]" in out and "-c CONFIG, --config CONFIG" in out
+    assert "without a config:" in out and "docs/config-reference.md" in out and "rlhf-dist config schema" in out
+
+
+def test_stage_help_lists_options_with_their_defaults(capsys):
+    for argv, expected in ((["ppo", "--help"], ["--ppo.kl.coef", "[0.05]", "the schema defaults", "[runs/rlhf]"]),
+                           (["demo", "--help"], ["presets/demo.yaml", "[builtin:smollm2-135m-instruct]",
+                                                 "[runs/demo]", "[12]"])):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert all(text in out for text in expected), (argv, out)
+
+
+def test_override_value_is_not_taken_for_config():
+    assert join_dotted_overrides(["plan", "--ppo.steps", "2", "c.yaml", "--cluster", "nodes=1", "--a.b=1"]) == [
+        "plan", "--ppo.steps=2", "c.yaml", "--cluster", "nodes=1", "--a.b=1"]
+
+
+def test_cli_process_positional_and_conflict():
+    """Two real processes: the entry point end to end (CLI start costs seconds, so only these)."""
+    run = [sys.executable, "-m", "rlhf_dist.cli"]
+    ok = subprocess.run(run + ["config", "show", TINY, "--ppo.kl.coef", "0.3"], cwd=REPO, capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "coef: 0.3" in ok.stdout and "name: tiny" in ok.stdout
+    bad = subprocess.run(run + ["rm", TINY, "--config", "configs/llama8b-1node-8gpu.yaml"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
