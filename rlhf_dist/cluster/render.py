@@ -8,11 +8,14 @@ from rlhf_dist.cluster.memory import GIB, MIB, Memory
 from rlhf_dist.cluster.plan import DeviceLoad, Plan, group_loads
 
 
+CELL = 11  # memory table column: fits "1051.3 GiB" and a space
+
+
 def fmt(nbytes: float) -> str:
-    """GiB with one decimal; MiB below 0.1 GiB (tiny CPU models)."""
+    """A size with its unit: GiB with one decimal, MiB below 0.1 GiB (tiny CPU models), '-' for none."""
     if nbytes == 0:
         return "-"
-    return f"{nbytes / GIB:.1f}" if abs(nbytes) >= 0.1 * GIB else f"{nbytes / MIB:.1f}M"
+    return f"{nbytes / GIB:.1f} GiB" if abs(nbytes) >= 0.1 * GIB else f"{nbytes / MIB:.1f} MiB"
 
 
 def _placement_lines(plan: Plan) -> list[str]:
@@ -30,19 +33,17 @@ def _placement_lines(plan: Plan) -> list[str]:
 
 
 def _memory_lines(plan: Plan) -> list[str]:
-    head = (f"  {'role':<10}{'params':>8}{'grads':>8}{'optim':>8}{'act-train':>10}{'act-infer':>10}"
-            f"{'sync':>7}{'vllm-w':>8}{'kv':>8}{'ctx':>6}{'peak':>8}{'host':>8}")
+    names = ("params", "grads", "optim", "act-train", "act-infer", "sync", "vllm-w", "kv", "ctx", "peak", "host")
+    head = f"  {'role':<10}" + "".join(f"{n:>{CELL}}" for n in names)
     lines = [head]
     for role in ("policy", "critic", "reference", "reward", "rollout"):
         m: Memory | None = plan.memory.get(role)
         if m is None:
             continue
         act = m.activations
-        lines.append(
-            f"  {role:<10}{fmt(m.params):>8}{fmt(m.grads):>8}{fmt(m.optimizer):>8}{fmt(act.get('train', 0)):>10}"
-            f"{fmt(act.get('inference', 0)):>10}{fmt(m.sync):>7}{fmt(m.vllm_weights):>8}{fmt(m.kv_cache):>8}"
-            f"{fmt(m.context):>6}{fmt(m.peak):>8}{fmt(m.host):>8}"
-        )
+        values = (m.params, m.grads, m.optimizer, act.get("train", 0), act.get("inference", 0), m.sync,
+                  m.vllm_weights, m.kv_cache, m.context, m.peak, m.host)
+        lines.append(f"  {role:<10}" + "".join(f"{fmt(v):>{CELL}}" for v in values))
     return lines
 
 
@@ -53,7 +54,7 @@ def _load_lines(loads: list[DeviceLoad]) -> list[str]:
         who = " + ".join(f"{r}{f' x{c}' if c > 1 else ''}" for r, c in roles.items()) or "nothing"
         cap = ""
         if load.capacity != float("inf"):
-            cap = f" / {fmt(load.capacity)} GiB ({100 * load.peak / load.capacity:.0f}%)"
+            cap = f" / {fmt(load.capacity)} ({100 * load.peak / load.capacity:.0f}%)"
         extra = f" + {fmt(load.peak - load.resident)} during {load.phase}" if load.peak > load.resident else ""
         lines.append(f"  {label:<26} {fmt(load.resident)} resident{extra} = {fmt(load.peak)}{cap}  [{who}]")
     return lines
@@ -71,7 +72,7 @@ def render_plan(plan: Plan, config_name: str = "") -> str:
         lines.append(f"  {info.role:<10} {info.actors:>3} x {per:<15} {info.model}")
         lines.append(f"  {'':<10} {'':>3}   {'':<15} {info.parallel}")
     lines += ["", "placement groups (bundles -> nodes)"] + _placement_lines(plan)
-    lines += ["", "memory per actor, GiB (a TP engine: per device; peak = resident + worst phase)"]
+    lines += ["", "memory per actor (a TP engine: per device; peak = resident + worst phase; host = its process RAM)"]
     lines += _memory_lines(plan)
     unit = "GPU" if cfg.cluster.device == "cuda" else "node RAM (the models live in RAM on CPU)"
     lines += ["", f"per {unit}"] + _load_lines(plan.devices)
