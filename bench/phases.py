@@ -78,12 +78,11 @@ def sync_child(size: str, repeats: int) -> dict:
             total.append(time.perf_counter() - started)
             # the same calls as sync_weights, timed in halves
             started = time.perf_counter()
-            sizes = roles.policy.call("prepare_weight_sync", cfg.rollout.sync_bucket_mb)[0]
+            sizes = roles.policy.prepare_weight_sync(cfg.rollout.sync_bucket_mb)
             mid = time.perf_counter()
             for i in range(len(sizes)):
-                ref = roles.policy.actors[0].weight_bucket.remote(i)
-                roles.rollout.collect([a.update_weights.remote(ref) for a in roles.rollout.actors], "update_weights")
-            roles.policy.call("finish_weight_sync")
+                roles.rollout.update_weights(roles.policy.weight_bucket(i)).result()
+            roles.policy.finish_weight_sync()
             end = time.perf_counter()
             gather.append(mid - started)
             transfer.append(end - mid)

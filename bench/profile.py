@@ -36,7 +36,7 @@ from bench.common import (  # noqa: E402
 def build_workers(settings: dict):
     from bench.arms import rlhf_config
     from bench.hooks import apply_whatif
-    from rlhf_dist.backends.train.dist import find_free_port
+    from rlhf_dist.utils import free_port
     from rlhf_dist.workers.inference import ReferenceWorker, RewardWorker, RolloutWorker
     from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
 
@@ -45,7 +45,7 @@ def build_workers(settings: dict):
     cfg = rlhf_config(settings, dirs, SCRATCH / "runs" / "profile")
     cfg_dict = cfg.model_dump(mode="json")
     policy = PolicyWorker(cfg_dict, "policy", 0, 1)
-    policy.init_distributed("127.0.0.1", find_free_port())  # one gloo group, shared by both trainers
+    policy.init_distributed("127.0.0.1", free_port())  # one gloo group, shared by both trainers
     critic = CriticWorker(cfg_dict, "critic", 0, 1)
     ref = ReferenceWorker(cfg_dict, "reference", 0, 1)
     reward = RewardWorker(cfg_dict, "reward", 0, 1)
@@ -85,7 +85,7 @@ def run_step(settings: dict, profile: bool) -> dict:
     from bench.arms import prompt_texts
     from rlhf_dist.algo import RunningMeanStd
     from rlhf_dist.data.tokenize import encode_prompt
-    from rlhf_dist.driver.experience import RolloutBatch, pack_samples, shard
+    from rlhf_dist.data.experience import InferenceOutputs, RolloutBatch, pack_samples
     from rlhf_dist.driver.shaping import make_experience
     from rlhf_dist.models import load_tokenizer
 
@@ -118,19 +118,17 @@ def run_step(settings: dict, profile: bool) -> dict:
     lengths = {len(s.response_ids) for s in flat}
     if lengths != {sampling.max_new_tokens}:
         raise RuntimeError(f"response lengths {sorted(lengths)} != fixed length {sampling.max_new_tokens}")
-    seqs, attn, action, lps = pack_samples(flat, tokenizer.pad_token_id)
+    inputs, lps = pack_samples(flat, tokenizer.pad_token_id)
     responses = [tokenizer.decode(s.response_ids, skip_special_tokens=True) for s in flat]
-    batch = RolloutBatch(seqs, attn, action, lps, texts, responses)
-    inputs = batch.model_inputs()
+    batch = RolloutBatch(inputs, lps, texts, responses)
     scores = timed("scoring (reward model)", lambda: w["reward"].score(texts, responses))
     ref_lp = timed("reference logprobs", lambda: w["reference"].logprobs(inputs))
     old_lp = timed("policy logprobs", lambda: w["policy"].logprobs(inputs))
     values = timed("critic values", lambda: w["critic"].values(inputs))
-    exp, _ = make_experience(cfg.ppo, batch, {"old_logprobs": old_lp, "ref_logprobs": ref_lp, "values": values},
+    exp, _ = make_experience(cfg.ppo, batch, InferenceOutputs(old_lp, ref_lp, values),
                              torch.tensor(scores), 0.05, RunningMeanStd(), 1)
-    experience = exp.as_dict()
-    timed("policy train", lambda: w["policy"].train_ppo(shard(experience, 1)[0], step=1))
-    timed("critic train", lambda: w["critic"].train_ppo(shard(experience, 1)[0], step=1))
+    timed("policy train", lambda: w["policy"].train_ppo(exp, step=1))
+    timed("critic train", lambda: w["critic"].train_ppo(exp, step=1))
     sizes = timed("sync: gather+bucket", lambda: w["policy"].prepare_weight_sync(cfg.rollout.sync_bucket_mb))
     # PolicyWorker.weight_bucket (numpy wire format) and the object store's round trip of it
     received = timed("sync: serialise buckets",
@@ -143,7 +141,7 @@ def run_step(settings: dict, profile: bool) -> dict:
     timed("sync: vLLM reload", reload)
     w["rollout"].engine.shutdown()
     facts = arch_facts(dirs["policy"])
-    seq = seqs.shape[1]
+    seq = inputs.sequences.shape[1]
     return {"phases": phases, "sync_bytes": sum(sizes), "facts": facts, "seq_len": seq,
             "flops": {"forward_lm": forward_flops(facts, settings["batch"] * seq, seq // 2),
                       "forward_value": forward_flops(facts, settings["batch"] * seq, seq // 2, lm_head=False)}}

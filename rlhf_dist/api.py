@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig, load_config
+from rlhf_dist.config.roles import needs_reward_model
 from rlhf_dist.stages.pipeline import derive, feedback_store
 
 
@@ -75,7 +76,7 @@ class RLHFPipeline:
             micro = _largest_divisor_at_most(max(1, n_samples // dp), getattr(ppo, role).micro_batch_size)
             updates[f"ppo__{role}__global_batch_size"] = n_samples if n_samples % (micro * dp) == 0 else math.lcm(micro * dp, n_samples)
             updates[f"ppo__{role}__micro_batch_size"] = micro
-        if self.reward_model_dir is None and any(s.kind == "model" for s in ppo.rewards):
+        if self.reward_model_dir is None and needs_reward_model(self.cfg):
             raise ValueError("no reward model yet: call stage2_train_reward_model first")
         cfg = derive(self.cfg, self.run_dir, **updates)
         result = run_ppo_stage(cfg, policy_dir=self.policy_dir, reward_dir=self.reward_model_dir)

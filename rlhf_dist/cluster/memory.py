@@ -35,7 +35,6 @@ ZERO3_MAX_LIVE_PARAMS = 1_000_000_000  # deepspeed_engine.py: stage3_max_live_pa
 VLLM_BATCHED_TOKENS = 8192  # vLLM's profile run: max_num_batched_tokens
 VLLM_MAX_SEQS = 256  # vLLM default max_num_seqs: logits of one decode step
 VLLM_CUDA_GRAPHS = 1.0 * GIB  # captured graphs when enforce_eager is false
-REWARD_CHUNK = 16  # RewardWorker.score scores 16 sequences at a time
 
 
 @dataclass

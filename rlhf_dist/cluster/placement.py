@@ -1,6 +1,6 @@
 """Placement groups and bundles as rlhf_dist/workers/group.py makes them, laid on nodes and devices.
 
-    groups = make_groups(cfg)                 # one group per role, or one shared (cluster.colocate)
+    groups = make_groups(cfg)                 # one group per active role, or one shared (cluster.colocate)
     layout = place(groups, hardware)          # bundle -> node (first fit, PACK), actor -> devices
 
 Ray's PACK strategy puts a group's bundles on as few nodes as it can; first fit in group order
@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field
 
 from rlhf_dist.config import RLHFConfig
+from rlhf_dist.config.roles import placement_layout, resources
 
-ROLES = ("policy", "critic", "reference", "reward", "rollout")  # creation order in workers/group.py
 EPS = 1e-9
 
 
@@ -77,31 +77,12 @@ class Bundle:
     devices: list[int] = field(default_factory=list)  # GPU indices on its node
 
 
-def actor_counts(cfg: RLHFConfig) -> dict[str, int]:
-    counts = {role: getattr(cfg.cluster, role).num_actors for role in ROLES}
-    counts["rollout"] = cfg.rollout.num_engines
-    return counts
-
-
-def make_groups(cfg: RLHFConfig, active: set[str]) -> dict[str, list[Bundle]]:
-    """Placement groups exactly as create_placements builds them; only `active` roles get actors."""
-    cl, counts = cfg.cluster, actor_counts(cfg)
-    res = {role: getattr(cl, role) for role in ROLES}
-    if cl.colocate:
-        bundles = []
-        for i in range(max(counts.values())):
-            members = [r for r in ROLES if i < counts[r]]
-            bundle = Bundle("colocated", i, sum(res[r].cpus_per_actor for r in members),
-                            sum(res[r].gpus_per_actor for r in members))
-            bundle.actors = [(r, i, res[r].gpus_per_actor) for r in members if r in active]
-            bundles.append(bundle)
-        return {"colocated": bundles}
-    groups = {}
-    for role in ROLES:  # every role's group is reserved, even one that gets no actor
-        groups[role] = [Bundle(role, i, res[role].cpus_per_actor, res[role].gpus_per_actor,
-                               [(role, i, res[role].gpus_per_actor)] if role in active else [])
-                        for i in range(counts[role])]
-    return groups
+def make_groups(cfg: RLHFConfig) -> dict[str, list[Bundle]]:
+    """Placement groups exactly as workers/group.py creates them (config/roles.py placement_layout)."""
+    return {name: [Bundle(name, i, spec.cpu, spec.gpu,
+                          [(role, rank, resources(cfg, role).gpus_per_actor) for role, rank in spec.actors])
+                   for i, spec in enumerate(specs)]
+            for name, specs in placement_layout(cfg).items()}
 
 
 def _fits(free: dict[str, float], bundle: Bundle, hw: Hardware) -> bool:

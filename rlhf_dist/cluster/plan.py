@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 
 from rlhf_dist.cluster.facts import FactsError, ModelFacts, model_facts
 from rlhf_dist.cluster.memory import (
-    GIB, REWARD_CHUNK, Memory, Shape, inference_memory, rollout_memory, trainer_memory,
+    GIB, Memory, Shape, inference_memory, rollout_memory, trainer_memory,
 )
-from rlhf_dist.cluster.placement import ROLES, Bundle, Hardware, PlanError, actor_devices, make_groups, place
+from rlhf_dist.cluster.placement import Bundle, Hardware, PlanError, actor_devices, make_groups, place
+from rlhf_dist.config.roles import (
+    ROLES, active_roles, actor_count, critic_dtype, critic_starts_from_reward, inference_chunk_size, resources,
+)
 from rlhf_dist.config import RLHFConfig
 
 NODE_BASE_HOST = 1.5 * GIB  # Ray's daemons (GCS, raylet, dashboard) and the driver, per node
@@ -62,21 +65,10 @@ class Plan:
         return not self.problems
 
 
-def active_roles(cfg: RLHFConfig) -> set[str]:
-    """Roles that get actors (driver/roles.py build_roles): critic for GAE, reward for a 'model' source."""
-    active = {"policy", "reference", "rollout"}
-    if cfg.ppo.advantage == "gae":
-        active.add("critic")
-    if any(src.kind == "model" for src in cfg.ppo.rewards):
-        active.add("reward")
-    return active
-
-
 def _role_facts(cfg: RLHFConfig, active: set[str]) -> dict[str, ModelFacts]:
     policy = model_facts(cfg.policy, "policy.path")
     reward = model_facts(cfg.reward_model, "reward_model.path") if "reward" in active else None
-    # stages/ppo.py: the critic starts from the trained reward model when there is one, else the policy
-    critic = reward if (cfg.critic.init_from == "reward" and reward is not None) else policy
+    critic = reward if (critic_starts_from_reward(cfg) and reward is not None) else policy
     out = {"policy": policy, "reference": policy, "rollout": policy, "critic": critic}
     if reward is not None:
         out["reward"] = reward
@@ -93,19 +85,20 @@ def role_memory(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str],
                                  cfg.cluster.policy.num_actors, cfg.policy.lora, shape,
                                  cfg.policy.gradient_checkpointing, lm_head=True, device=device),
         "reference": inference_memory("reference", pf, pf.num_params, cfg.policy.dtype,
-                                      2 * ppo.policy_train.micro_batch_size, shape, lm_head=True, device=device),
+                                      inference_chunk_size(cfg), shape, lm_head=True, device=device),
         "rollout": rollout_memory(pf, pf.num_params, cfg.rollout, cfg.policy.dtype, device,
                                   hw.gpu_mem_gib * GIB, shape),
     }
     if "critic" in active:
-        cf = facts["critic"]  # CriticWorker trains in reward_model.dtype, without gradient checkpointing
-        out["critic"] = trainer_memory("critic", cf, cf.backbone_params, ppo.critic_train, cfg.reward_model.dtype,
+        cf = facts["critic"]  # CriticWorker trains in critic_dtype(cfg), without gradient checkpointing
+        out["critic"] = trainer_memory("critic", cf, cf.backbone_params, ppo.critic_train, critic_dtype(cfg),
                                        cfg.cluster.critic.num_actors, cfg.critic.lora, shape, False,
                                        lm_head=False, device=device)
     if "reward" in active:
         rf = facts["reward"]
         rm_shape = Shape(min(data.max_length, shape.seq), 1)
-        out["reward"] = inference_memory("reward", rf, rf.backbone_params, cfg.reward_model.dtype, REWARD_CHUNK,
+        out["reward"] = inference_memory("reward", rf, rf.backbone_params, cfg.reward_model.dtype,
+                                         cfg.reward_model.score_batch_size,
                                          rm_shape, lm_head=False, device=device)
     return out
 
@@ -115,14 +108,13 @@ def _plural(n: int, word: str) -> str:
 
 
 def _role_infos(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str]) -> list[RoleInfo]:
-    ppo, cl = cfg.ppo, cfg.cluster
+    ppo = cfg.ppo
     samples = ppo.rollout_batch_size * cfg.rollout.sampling.samples_per_prompt
     infos = []
     for role in ROLES:
-        res = getattr(cl, role)
-        n = cfg.rollout.num_engines if role == "rollout" else res.num_actors
+        res, n = resources(cfg, role), actor_count(cfg, role)
         if role not in active:
-            infos.append(RoleInfo(role, n, res.gpus_per_actor, res.cpus_per_actor, "-", "reserved, no actor "
+            infos.append(RoleInfo(role, 0, 0.0, 0.0, "-", "not used, nothing reserved "
                                   f"({'advantage is not gae' if role == 'critic' else 'no model reward source'})"))
             continue
         f = facts[role]
@@ -142,7 +134,7 @@ def _role_infos(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str])
             parallel = (f"{n} {cfg.rollout.backend} engine{'s' if n > 1 else ''} x TP {tp}: "
                         f"{samples} samples/step, ~{-(-samples // n)} per engine")
         else:
-            chunk = 2 * ppo.policy_train.micro_batch_size if role == "reference" else REWARD_CHUNK
+            chunk = inference_chunk_size(cfg) if role == "reference" else cfg.reward_model.score_batch_size
             parallel = f"data-parallel {n} (full replica each): {samples} sequences/step, chunks of {chunk}"
         infos.append(RoleInfo(role, n, res.gpus_per_actor, res.cpus_per_actor, model, parallel))
     return infos
@@ -252,12 +244,12 @@ def make_plan(cfg: RLHFConfig, hw: Hardware) -> Plan:
     """The placement and memory plan of `cfg`'s PPO stage on `hw`; `plan.problems` lists what does not fit."""
     if cfg.cluster.device == "cuda" and hw.gpus_per_node < 1:
         raise PlanError("cluster.device is 'cuda': give the GPUs with --cluster gpus_per_node=N")
-    active = {"policy", "reference", "rollout"} | active_roles(cfg)
+    active = set(active_roles(cfg))
     try:
         facts = _role_facts(cfg, active)
     except FactsError as err:
         raise PlanError(str(err)) from None
-    groups = make_groups(cfg, active)
+    groups = make_groups(cfg)
     plan = Plan(cfg, hw, _role_infos(cfg, facts, active), groups, role_memory(cfg, facts, active, hw))
     plan.problems += place(groups, hw, cfg.cluster.device)
     _arch_checks(plan, facts)

@@ -9,6 +9,7 @@ from rlhf_dist.config.schema import (
     PPOConfig,
     RewardSource,
     RLHFConfig,
+    ActorResources,
     RoleResources,
     RunConfig,
     TrackingConfig,
@@ -25,7 +26,7 @@ from rlhf_dist.config.schema_parts import (
 )
 
 __all__ = [
-    "CheckpointConfig", "ClusterConfig", "ConfigError", "CriticConfig", "DataConfig", "EvalConfig", "KLConfig", "LoRAConfig",
+    "ActorResources", "CheckpointConfig", "ClusterConfig", "ConfigError", "CriticConfig", "DataConfig", "EvalConfig", "KLConfig", "LoRAConfig",
     "ModelConfig", "PPOConfig", "RLHFConfig", "RewardModelConfig", "RewardSource", "RoleResources", "RolloutConfig",
     "RunConfig", "SamplingConfig", "TrackingConfig", "TrainConfig", "apply_overrides", "build_config",
     "config_to_yaml", "load_config", "read_yaml",

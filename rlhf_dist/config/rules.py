@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rlhf_dist.config.roles import ROLES, resources
+
 if TYPE_CHECKING:
     from rlhf_dist.config.schema import RLHFConfig
     from rlhf_dist.config.schema_parts import TrainConfig
@@ -27,17 +29,12 @@ def _check_engine(name: str, train: "TrainConfig") -> None:
 
 def _check_devices(cfg: "RLHFConfig") -> None:
     cl = cfg.cluster
-    roles = {"policy": cl.policy, "critic": cl.critic, "reference": cl.reference, "reward": cl.reward, "rollout": cl.rollout}
-    for role, res in roles.items():
+    for role in ROLES:
+        res = resources(cfg, role)
         if cl.device == "cpu" and res.gpus_per_actor > 0:
             raise ValueError(f"cluster.{role}.gpus_per_actor is {res.gpus_per_actor} but cluster.device is 'cpu'")
         if cl.device == "cuda" and res.gpus_per_actor == 0:
             raise ValueError(f"cluster.{role}.gpus_per_actor must be > 0 when cluster.device is 'cuda'")
-    if cl.rollout.num_actors != cfg.rollout.num_engines:
-        raise ValueError(
-            f"cluster.rollout.num_actors ({cl.rollout.num_actors}) must equal rollout.num_engines "
-            f"({cfg.rollout.num_engines}): one actor per engine"
-        )
     if cfg.rollout.sync_backend == "nccl" and (cl.device != "cuda" or cfg.rollout.backend != "vllm"):
         raise ValueError("rollout.sync_backend 'nccl' needs cluster.device 'cuda' and rollout.backend 'vllm'")
     if cl.device == "cpu" and cfg.rollout.tensor_parallel_size > 1:

@@ -22,8 +22,9 @@ from rlhf_dist.config.schema_parts import (
 )
 
 
-class RoleResources(Strict):
-    num_actors: int = Field(1, ge=1, le=65_536, description="Ray actors (ranks) for this role.")
+class ActorResources(Strict):
+    """What each actor of a role reserves."""
+
     gpus_per_actor: float = Field(0.0, ge=0.0, le=64, description="GPUs reserved per actor (0 on CPU).")
     cpus_per_actor: float = Field(0.25, gt=0.0, le=1024, description="CPUs reserved per actor (fractions share cores).")
     torch_threads: int | None = Field(
@@ -36,6 +37,10 @@ class RoleResources(Strict):
         return self.torch_threads if self.torch_threads is not None else max(1, int(self.cpus_per_actor))
 
 
+class RoleResources(ActorResources):
+    num_actors: int = Field(1, ge=1, le=65_536, description="Ray actors (ranks) for this role.")
+
+
 class ClusterConfig(Strict):
     device: Literal["cpu", "cuda"] = Field("cpu", description="Where models run.")
     address: str | None = Field(
@@ -45,12 +50,17 @@ class ClusterConfig(Strict):
     colocate: bool = Field(
         False, description="Place all roles in one placement group sharing devices (vs one group per role)."
     )
-    policy: RoleResources = Field(default_factory=RoleResources, description="The policy model (also the frozen reference's starting point).")
-    critic: RoleResources = Field(default_factory=RoleResources, description="The critic (value head) and what it starts from.")
-    reference: RoleResources = Field(default_factory=RoleResources, description="Frozen reference group.")
-    reward: RoleResources = Field(default_factory=RoleResources, description="Stage 2: reward-model training.")
-    rollout: RoleResources = Field(default_factory=RoleResources, description="Per rollout engine.")
+    policy: RoleResources = Field(default_factory=RoleResources, description="The policy's data-parallel training group.")
+    critic: RoleResources = Field(default_factory=RoleResources, description="The critic's training group (GAE only).")
+    reference: RoleResources = Field(default_factory=RoleResources, description="Frozen reference (KL penalty) group.")
+    reward: RoleResources = Field(default_factory=RoleResources, description="Reward-model scoring actors (a 'model' reward source only).")
+    rollout: ActorResources = Field(
+        default_factory=ActorResources,
+        description="Each rollout engine's actor; how many there are is rollout.num_engines.")
     dead_actor_timeout_s: float = Field(900.0, gt=0, description="A remote call slower than this is a dead actor.")
+    placement_timeout_s: float = Field(
+        120.0, gt=0, description="How long to wait for Ray to reserve the placement groups before failing "
+        "(a cluster that lacks the resources never schedules them).")
 
 
 class KLConfig(Strict):
@@ -91,6 +101,9 @@ class PPOConfig(Strict):
     policy_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5), description="Policy optimiser and engine.")
     critic_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5), description="Critic optimiser and engine.")
     max_nonfinite_updates: int = Field(3, ge=0, description="Abort (after a checkpoint) past this many skipped updates.")
+    inference_chunk_size: int | None = Field(
+        None, ge=1, le=65_536, description="Sequences per forward pass when the reference and policy compute log-probs "
+        "and the critic values (bounds activation memory). None: 2 x ppo.policy_train.micro_batch_size.")
     old_logprobs: Literal["recompute", "rollout"] = Field(
         "recompute", description="Where the PPO ratio's old log-probs come from: a policy forward after generation "
         "('recompute': exact, one forward more per step), or the rollout engine's own log-probs of the sampled "

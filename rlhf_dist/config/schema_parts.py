@@ -79,12 +79,18 @@ class RewardModelConfig(ModelConfig):
     pooling: Literal["last", "mean"] = Field(
         "last", description="How the per-token head outputs become one score: last valid token or mean."
     )
+    score_batch_size: int = Field(
+        16, ge=1, le=65_536, description="(prompt, response) texts scored per forward pass by the reward actors "
+        "and by `rlhf-dist eval` (bounds activation memory).")
 
 
 class CriticConfig(Strict):
     init_from: Literal["reward", "policy"] = Field(
         "reward", description="Backbone the critic's value head starts from."
     )
+    dtype: Dtype | None = Field(
+        None, description="Parameter dtype of the critic. None: that of the model it starts from "
+        "(reward_model.dtype when it starts from the trained reward model, else policy.dtype).")
     lora: LoRAConfig = Field(default_factory=LoRAConfig, description="LoRA adapters (peft).")
 
 
@@ -143,6 +149,9 @@ class RolloutConfig(Strict):
         "broadcast from policy rank 0 into the vLLM workers (CUDA, vllm backend).")
     sync_bucket_mb: int = Field(256, ge=1, le=65_536, description="Weight-sync bucket size in MiB.")
     sync_timeout_s: float = Field(600.0, gt=0, description="A weight sync slower than this fails the step.")
+    sync_buckets_in_flight: int = Field(
+        2, ge=1, le=64, description="Object-store sync: buckets in the store at once. 2 lets policy rank 0 put "
+        "bucket i+1 while the engines load bucket i; more costs host memory, 1 serialises the two.")
 
 
 class TrainConfig(Strict):

@@ -14,9 +14,13 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rlhf_dist.driver.state import DriverState
-from rlhf_dist.stages.common import write_json
+from rlhf_dist.utils import write_json
+
+if TYPE_CHECKING:
+    from rlhf_dist.workers.role_groups import TrainerGroup
 
 log = logging.getLogger(__name__)
 TAG = "state"
@@ -27,15 +31,14 @@ class CheckpointManager:
         self.root = Path(run_dir) / "checkpoints"
         self.keep_last = keep_last
 
-    def save(self, state: DriverState, trainers: dict) -> Path:
-        """trainers: {"policy": ActorGroup, "critic": ActorGroup | None}; every rank writes its part."""
+    def save(self, state: DriverState, trainers: dict[str, TrainerGroup]) -> Path:
+        """trainers: {"policy": group, "critic": group (GAE only)}; every rank writes its part."""
         name = f"step_{state.step:06d}"
         tmp, final = self.root / f"{name}.tmp", self.root / name
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for role, group in trainers.items():
-            if group is not None:
-                group.call("save_checkpoint", str(tmp / role), TAG)
+            group.save_checkpoint(tmp / role, TAG)
         write_json(tmp / "driver_state.json", state.to_json())
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -52,10 +55,9 @@ class CheckpointManager:
         path = self.root / tracker.read_text().strip()
         return path if (path / "driver_state.json").is_file() else None
 
-    def load(self, path: Path, trainers: dict) -> DriverState:
+    def load(self, path: Path, trainers: dict[str, TrainerGroup]) -> DriverState:
         for role, group in trainers.items():
-            if group is not None:
-                group.call("load_checkpoint", str(path / role), TAG)
+            group.load_checkpoint(path / role, TAG)
         state = DriverState(**json.loads((path / "driver_state.json").read_text()))
         log.info("resumed from %s (step %d)", path, state.step)
         return state

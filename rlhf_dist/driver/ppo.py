@@ -30,8 +30,10 @@ from rlhf_dist.driver.roles import (
 from rlhf_dist.driver.shaping import make_experience
 from rlhf_dist.driver.state import DriverState, PromptSampler, rng_state, set_rng_state
 from rlhf_dist.models import load_tokenizer
-from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, seed_everything, write_json
+from rlhf_dist.utils import prepare_run_dir, seed_everything, write_json
+from rlhf_dist.data.files import resolve_data_files
 from rlhf_dist.tracking import MetricsLogger
+from rlhf_dist.tracking.console import ppo_step_line, ppo_timing_table, say
 from rlhf_dist.tracking.timing import PhaseTimer
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> 
                 state.kl_controller, state.reward_norm, state.rng = kl_ctl.state_dict(), reward_norm.state_dict(), rng_state()
                 tracker.log(metrics, step=step, phase="ppo")
                 tracker.advance(status=_status_line(metrics))
+                tracker.print(ppo_step_line(step, last, metrics, tracker.progress.eta()))
                 result.history.append({"step": step, **metrics})
                 if state.skipped_updates > ppo.max_nonfinite_updates:
                     ckpt.save(state, roles.trainers())
@@ -100,8 +103,9 @@ def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> 
                 if (every and step % every == 0) or step == ppo.steps:
                     ckpt.save(state, roles.trainers())
         if state.step == ppo.steps:
-            result.policy_dir = Path(roles.policy.call("export_hf", str(run_dir / "policy"))[0])
+            result.policy_dir = roles.policy.export_hf(run_dir / "policy")
         write_json(run_dir / "ppo_metrics.json", {"history": result.history})
+        say(ppo_timing_table(result.history))
         return result
     finally:
         roles.shutdown()
@@ -132,14 +136,13 @@ def ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_
         experience, exp_stats = make_experience(cfg.ppo, batch, inference, scores, kl_ctl.coef, reward_norm, group_size)
     # 5. policy and critic updates (concurrent groups)
     with timer("training"):
-        train_stats, train_seconds = train(roles, experience.as_dict(), step)
+        train_stats, train_seconds = train(roles, experience, step)
     # 6. new policy weights -> rollout engines
     with timer("sync"):
         synced_bytes = sync_weights(roles, cfg)
-    kl_ctl.update(exp_stats["kl/seq_k1"], n_steps=batch.sequences.shape[0])
+    kl_ctl.update(exp_stats["kl/seq_k1"], n_steps=len(batch))
     return {
         **exp_stats, **reward_parts, **train_stats,
-        "train/skipped_updates": train_stats.get("skipped_updates", 0.0),
         **{f"time/{k}": v for k, v in train_seconds.items()},
         "sync/bytes": float(synced_bytes),
         **timer.summary(),

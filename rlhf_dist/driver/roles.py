@@ -6,33 +6,46 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import ray
 import torch
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.driver.experience import RolloutBatch, pack_samples, shard
-from rlhf_dist.workers.group import ActorGroup, Placement, WorkerError, create_placements, remove_placements
-from rlhf_dist.workers.inference import ReferenceWorker, RewardWorker, RolloutWorker
-from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
+from rlhf_dist.config.roles import actor_count, needs_critic, needs_reward_model
+from rlhf_dist.data.experience import Experience, InferenceOutputs, RolloutBatch, pack_samples
+from rlhf_dist.tracking.quiet import QUIET_ENV, is_verbose
+from rlhf_dist.workers.group import ActorGroup, Pending, Placement, WorkerError, create_placements, remove_placements
+from rlhf_dist.workers.role_groups import (
+    CriticGroup, PolicyGroup, ReferenceGroup, RewardGroup, RolloutGroup, TrainerGroup,
+)
 
 log = logging.getLogger(__name__)
+G = TypeVar("G", bound=ActorGroup)
 
 # Environment every actor gets: in-process vLLM engines (fast start, tensors pass directly).
-WORKER_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "ERROR",
-              "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+# Library quieting (tracking/quiet.py QUIET_ENV) is read at import, before an actor's own redirection runs.
+WORKER_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
 
 
 def start_ray(cfg: RLHFConfig) -> bool:
     """Connect to cfg.cluster.address, or start a private local cluster. Returns True if we started it."""
     if ray.is_initialized():
         return False
-    env = {"env_vars": {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith("RLHF_DIST_")}}}
+    verbose = is_verbose()
+    quiet_env = {} if verbose else QUIET_ENV
+    env = {"env_vars": {**WORKER_ENV, **quiet_env,
+                        **{k: v for k, v in os.environ.items() if k.startswith("RLHF_DIST_")}}}
+    # Actors write to <run>/logs/<role>-<rank>.log (workers/base.py); log_to_driver stays on so a crash
+    # before that redirection still shows. Ray's own INFO/WARNING lines only with --verbose.
+    quiet = {} if verbose else {"logging_level": logging.ERROR}
+    if not verbose:
+        log.info("worker logs: %s/<role>-<rank>.log (--verbose shows them here)", Path(cfg.run.output_dir) / "logs")
     if cfg.cluster.address:
-        ray.init(address=cfg.cluster.address, runtime_env=env, log_to_driver=True)
+        ray.init(address=cfg.cluster.address, runtime_env=env, log_to_driver=True, **quiet)
         return False
     ray.init(address="local", num_cpus=cfg.cluster.local_num_cpus or os.cpu_count(), include_dashboard=False,
-             runtime_env=env, log_to_driver=True)
+             runtime_env=env, log_to_driver=True, **quiet)
     return True
 
 
@@ -45,16 +58,16 @@ class ModelDirs:
 
 @dataclass
 class Roles:
-    policy: ActorGroup
-    reference: ActorGroup
-    rollout: ActorGroup
-    critic: ActorGroup | None  # only for GAE
-    reward: ActorGroup | None  # only with a 'model' reward source
+    policy: PolicyGroup
+    reference: ReferenceGroup
+    rollout: RolloutGroup
+    critic: CriticGroup | None  # only for GAE (config/roles.py needs_critic)
+    reward: RewardGroup | None  # only with a 'model' reward source (config/roles.py needs_reward_model)
     placements: dict[str, Placement]
     nccl_ready: bool = False  # the NCCL weight-sync group exists (rollout.sync_backend nccl)
 
-    def trainers(self) -> dict:
-        return {"policy": self.policy, "critic": self.critic}
+    def trainers(self) -> dict[str, TrainerGroup]:
+        return {"policy": self.policy, **({"critic": self.critic} if self.critic is not None else {})}
 
     def shutdown(self) -> None:
         for group in (self.policy, self.reference, self.rollout, self.critic, self.reward):
@@ -64,11 +77,34 @@ class Roles:
 
 
 def build_roles(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int) -> Roles:
-    """Create all actor groups, then load every model in parallel. On failure nothing is left behind."""
+    """Create the actor groups of the roles this run uses, then load every model in parallel.
+
+    On failure nothing is left behind."""
+    if needs_reward_model(cfg) and dirs.reward is None:
+        raise ValueError("ppo.rewards has a 'model' source but no trained reward model was given")
     placements = create_placements(cfg)
     groups: list[ActorGroup] = []
+
+    def made(group: G) -> G:
+        groups.append(group)
+        return group
+
     try:
-        return _build_groups(cfg, dirs, total_updates, placements, groups)
+        policy = made(PolicyGroup(cfg, placements["policy"], actor_count(cfg, "policy")))
+        reference = made(ReferenceGroup(cfg, placements["reference"], actor_count(cfg, "reference")))
+        rollout = made(RolloutGroup(cfg, placements["rollout"], actor_count(cfg, "rollout")))
+        critic = made(CriticGroup(cfg, placements["critic"], actor_count(cfg, "critic"))) if needs_critic(cfg) else None
+        reward = (made(RewardGroup(cfg, placements["reward"], actor_count(cfg, "reward")))
+                  if needs_reward_model(cfg) else None)
+        loading = [policy.init_model(dirs.policy, total_updates), reference.init_model(dirs.policy),
+                   rollout.init_model(dirs.policy)]
+        if critic is not None:
+            loading.append(critic.init_model(dirs.critic_init, total_updates))
+        if reward is not None:
+            loading.append(reward.init_model(dirs.reward))
+        for pending in loading:
+            pending.result()
+        return Roles(policy, reference, rollout, critic, reward, placements)
     except BaseException:
         for group in groups:
             group.kill()
@@ -76,103 +112,65 @@ def build_roles(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int) -> Roles:
         raise
 
 
-def _build_groups(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int, placements: dict[str, Placement],
-                  groups: list[ActorGroup]) -> Roles:
-    cl = cfg.cluster
-    needs_rm = any(src.kind == "model" for src in cfg.ppo.rewards)
-    if needs_rm and dirs.reward is None:
-        raise ValueError("ppo.rewards has a 'model' source but no trained reward model was given")
-
-    def group(role: str, worker_cls: type, n: int, distributed: bool) -> ActorGroup:
-        groups.append(ActorGroup(role, worker_cls, cfg, placements[role], n, distributed))
-        return groups[-1]
-
-    policy = group("policy", PolicyWorker, cl.policy.num_actors, True)
-    reference = group("reference", ReferenceWorker, cl.reference.num_actors, False)
-    rollout = group("rollout", RolloutWorker, cfg.rollout.num_engines, False)
-    critic = group("critic", CriticWorker, cl.critic.num_actors, True) if cfg.ppo.advantage == "gae" else None
-    reward = group("reward", RewardWorker, cl.reward.num_actors, False) if needs_rm else None
-    futures = [
-        (policy, policy.submit("init_model", str(dirs.policy), total_updates)),
-        (reference, reference.submit("init_model", str(dirs.policy))),
-        (rollout, rollout.submit("init_model", str(dirs.policy))),
-    ]
-    if critic is not None:
-        futures.append((critic, critic.submit("init_model", str(dirs.critic_init), total_updates)))
-    if reward is not None:
-        futures.append((reward, reward.submit("init_model", str(dirs.reward))))
-    for g, refs in futures:
-        g.collect(refs, "init_model")
-    return Roles(policy, reference, rollout, critic, reward, placements)
-
-
 def generate(roles: Roles, prompt_ids: list[list[int]], prompt_texts: list[str], tokenizer, seed: int) -> RolloutBatch:
     """Spread prompts over the engines (contiguous chunks), keep order; samples of a prompt adjacent."""
-    engines = roles.rollout
-    chunks = [c.tolist() for c in torch.tensor_split(torch.arange(len(prompt_ids)), engines.num_actors)]
-    futures = [actor.generate.remote([prompt_ids[i] for i in idx], seed * 1_009 + rank)
-               for rank, (actor, idx) in enumerate(zip(engines.actors, chunks))]
-    per_prompt = [s for part in engines.collect(futures, "generate") for s in part]
+    per_prompt = roles.rollout.generate(prompt_ids, seed).result()
     samples, prompts = [], []
     for text, group in zip(prompt_texts, per_prompt):
         samples += group
         prompts += [text] * len(group)
-    sequences, attention, action, logprobs = pack_samples(samples, tokenizer.pad_token_id)
+    inputs, logprobs = pack_samples(samples, tokenizer.pad_token_id)
     responses = [tokenizer.decode(s.response_ids, skip_special_tokens=True) for s in samples]
-    return RolloutBatch(sequences, attention, action, logprobs, prompts, responses)
+    return RolloutBatch(inputs, logprobs, prompts, responses)
 
 
-def _sharded_concat(group: ActorGroup, method: str, inputs: dict[str, torch.Tensor]) -> list:
-    return group.submit_sharded(method, shard(inputs, group.num_actors))
+@dataclass
+class InferenceJobs:
+    """The inference phase, started (see start_inference)."""
+
+    ref_logprobs: Pending[torch.Tensor]
+    old_logprobs: Pending[torch.Tensor] | None  # None: the engine's log-probs are the old ones
+    values: Pending[torch.Tensor] | None  # None without a critic
 
 
-def start_inference(roles: Roles, batch: RolloutBatch,
-                    recompute_old_logprobs: bool) -> dict[str, tuple[ActorGroup, list]]:
-    """Launch policy/reference log-probs and critic values concurrently; collect with finish_inference.
+def start_inference(roles: Roles, batch: RolloutBatch, recompute_old_logprobs: bool) -> InferenceJobs:
+    """Launch reference/policy log-probs and critic values concurrently; collect with finish_inference.
 
     Without recompute_old_logprobs (ppo.old_logprobs 'rollout') the engine's log-probs serve as the old ones."""
-    inputs = batch.model_inputs()
-    jobs = {"ref_logprobs": (roles.reference, _sharded_concat(roles.reference, "logprobs", inputs))}
-    if recompute_old_logprobs:
-        jobs["old_logprobs"] = (roles.policy, _sharded_concat(roles.policy, "logprobs", inputs))
-    if roles.critic is not None:
-        jobs["values"] = (roles.critic, _sharded_concat(roles.critic, "values", inputs))
-    return jobs
+    return InferenceJobs(
+        ref_logprobs=roles.reference.logprobs(batch.inputs),
+        old_logprobs=roles.policy.logprobs(batch.inputs) if recompute_old_logprobs else None,
+        values=roles.critic.values(batch.inputs) if roles.critic is not None else None,
+    )
 
 
-def finish_inference(jobs: dict[str, tuple[ActorGroup, list]], batch: RolloutBatch) -> dict[str, torch.Tensor]:
-    out = {name: torch.cat(group.collect(refs, name)) for name, (group, refs) in jobs.items()}
-    out.setdefault("old_logprobs", batch.rollout_logprobs)
-    out.setdefault("values", torch.zeros_like(batch.action_mask))
-    return out
+def finish_inference(jobs: InferenceJobs, batch: RolloutBatch) -> InferenceOutputs:
+    ref_logprobs = jobs.ref_logprobs.result()  # [B, R]
+    old_logprobs = jobs.old_logprobs.result() if jobs.old_logprobs is not None else batch.rollout_logprobs
+    values = jobs.values.result() if jobs.values is not None else torch.zeros_like(batch.inputs.action_mask)
+    return InferenceOutputs(old_logprobs, ref_logprobs, values)
 
 
 def model_scores(roles: Roles, prompts: list[str], responses: list[str]) -> list[float]:
-    group = roles.reward
-    chunks = [c.tolist() for c in torch.tensor_split(torch.arange(len(prompts)), group.num_actors)]
-    futures = [actor.score.remote([prompts[i] for i in idx], [responses[i] for i in idx])
-               for actor, idx in zip(group.actors, chunks)]
-    return [x for part in group.collect(futures, "score") for x in part]
+    return roles.reward.score(prompts, responses).result()
 
 
-def train(roles: Roles, experience: dict[str, torch.Tensor], step: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Policy and critic updates run concurrently; returns (stats, seconds per role: its slowest rank's own time)."""
-    jobs = {"policy": (roles.policy, roles.policy.submit_sharded("train_ppo", shard(experience, roles.policy.num_actors), step=step))}
-    if roles.critic is not None:
-        jobs["critic"] = (roles.critic, roles.critic.submit_sharded("train_ppo", shard(experience, roles.critic.num_actors), step=step))
+def train(roles: Roles, experience: Experience, step: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Policy and critic updates run concurrently; returns (stats, seconds per role: its slowest rank's own time).
+
+    Stats keep their role prefix (policy/..., critic/...) and are averaged over ranks. Skipped updates are
+    per group, not summed over ranks: DeepSpeed skips a step on every rank at once."""
+    running = {role: group.train(experience, step) for role, group in roles.trainers().items()}
     stats, seconds = {}, {}
-    for role, (group, refs) in jobs.items():
-        per_rank = group.collect(refs, "train_ppo")
-        seconds[f"{role}_train"] = max(r.pop("seconds") for r in per_rank)
-        for key in per_rank[0]:
-            values = [r[key] for r in per_rank if key in r]
-            stats[key] = sum(values) if key == "skipped_updates" else sum(values) / len(values)
+    for role, pending in running.items():
+        per_rank = pending.result()
+        seconds[f"{role}_train"] = max(r.seconds for r in per_rank)
+        for key in per_rank[0].stats:
+            values = [r.stats[key] for r in per_rank if key in r.stats]
+            stats[key] = sum(values) / len(values)
+        stats[f"{role}/skipped_updates"] = float(max(r.skipped_updates for r in per_rank))
+    stats["train/skipped_updates"] = sum(stats[f"{role}/skipped_updates"] for role in running)
     return stats, seconds
-
-
-# Object-store sync: policy rank 0 serialises bucket i+1 into the store while the engines load bucket i
-# (at most this many buckets exist in the store at once).
-OBJECT_STORE_BUCKETS_IN_FLIGHT = 2
 
 
 def sync_weights(roles: Roles, cfg: RLHFConfig) -> int:
@@ -180,45 +178,42 @@ def sync_weights(roles: Roles, cfg: RLHFConfig) -> int:
 
     The gather is a collective on all policy ranks (ZeRO-3 gathers once per sync, LoRA is merged).
     object_store: each bucket is put once and fetched by every engine, never through the driver;
-    two buckets are in flight, so putting one overlaps loading the previous one.
-    nccl (CUDA): rank 0 broadcasts each bucket GPU-to-GPU into the vLLM workers, one at a time.
-    A bucket slower than rollout.sync_timeout_s fails the step. Returns the bytes sent.
+    rollout.sync_buckets_in_flight buckets are in the store at once, so putting one overlaps loading
+    the previous one. nccl (CUDA): rank 0 broadcasts each bucket GPU-to-GPU into the vLLM workers,
+    one at a time. A bucket slower than rollout.sync_timeout_s fails the step. Returns the bytes sent.
     """
-    bucket_bytes = roles.policy.call("prepare_weight_sync", cfg.rollout.sync_bucket_mb)[0]
+    bucket_bytes = roles.policy.prepare_weight_sync(cfg.rollout.sync_bucket_mb)
     if cfg.rollout.sync_backend == "nccl":
         if not roles.nccl_ready:
             _init_nccl_sync(roles, cfg)
         window, send = 1, _broadcast_bucket
     else:
-        window, send = OBJECT_STORE_BUCKETS_IN_FLIGHT, _put_bucket
-    in_flight: list[tuple[int, list, list]] = []  # (bucket index, sender refs, engine refs)
+        window, send = cfg.rollout.sync_buckets_in_flight, _put_bucket
+    in_flight: list[tuple[int, list[Pending[None]]]] = []  # (bucket index, calls that must finish)
     for i in range(len(bucket_bytes)):
-        in_flight.append((i, *send(roles, i)))
+        in_flight.append((i, send(roles, i)))
         if len(in_flight) == window:
-            _await_bucket(roles, cfg, *in_flight.pop(0), len(bucket_bytes))
+            _await_bucket(cfg, *in_flight.pop(0), len(bucket_bytes))
     for pending in in_flight:
-        _await_bucket(roles, cfg, *pending, len(bucket_bytes))
-    roles.policy.call("finish_weight_sync")
+        _await_bucket(cfg, *pending, len(bucket_bytes))
+    roles.policy.finish_weight_sync()
     return sum(bucket_bytes)
 
 
-def _put_bucket(roles: Roles, index: int) -> tuple[list, list]:
-    bucket_ref = roles.policy.actors[0].weight_bucket.remote(index)
-    return [], [actor.update_weights.remote(bucket_ref) for actor in roles.rollout.actors]
+def _put_bucket(roles: Roles, index: int) -> list[Pending[None]]:
+    return [roles.rollout.update_weights(roles.policy.weight_bucket(index))]
 
 
-def _broadcast_bucket(roles: Roles, index: int) -> tuple[list, list]:
-    rank0 = roles.policy.actors[0]
-    meta = roles.policy.collect([rank0.weight_bucket_meta.remote(index)], "weight_bucket_meta")[0]
-    futures = [actor.receive_weights.remote(meta) for actor in roles.rollout.actors]
-    return [rank0.broadcast_weight_bucket.remote(index)], futures
+def _broadcast_bucket(roles: Roles, index: int) -> list[Pending[None]]:
+    meta = roles.policy.weight_bucket_meta(index)
+    receiving = roles.rollout.receive_weights(meta)
+    return [roles.policy.broadcast_weight_bucket(index), receiving]
 
 
-def _await_bucket(roles: Roles, cfg: RLHFConfig, index: int, sender: list, futures: list, total: int) -> None:
-    timeout = cfg.rollout.sync_timeout_s
+def _await_bucket(cfg: RLHFConfig, index: int, calls: list[Pending[None]], total: int) -> None:
     try:
-        roles.policy.collect(sender, "broadcast_weight_bucket", timeout_s=timeout)
-        roles.rollout.collect(futures, "update_weights", timeout_s=timeout)
+        for pending in calls:
+            pending.result(timeout_s=cfg.rollout.sync_timeout_s)
     except WorkerError as err:
         raise WorkerError(f"weight sync bucket {index + 1}/{total} failed: {err}") from None
 
@@ -227,10 +222,8 @@ def _init_nccl_sync(roles: Roles, cfg: RLHFConfig) -> None:
     """One NCCL group: policy rank 0 is rank 0; engine e's TP workers follow. All join at once."""
     tp = cfg.rollout.tensor_parallel_size
     world = 1 + tp * roles.rollout.num_actors
-    rank0 = roles.policy.actors[0]
-    host, port = roles.policy.collect([rank0.weight_broadcast_rendezvous.remote()], "rendezvous")[0]
-    joins = [actor.init_weight_broadcast.remote(host, port, 1 + e * tp, world)
-             for e, actor in enumerate(roles.rollout.actors)]
-    roles.policy.collect([rank0.init_weight_broadcast.remote(host, port, world)], "init_weight_broadcast")
-    roles.rollout.collect(joins, "init_weight_broadcast")
+    host, port = roles.policy.weight_broadcast_rendezvous()
+    joins = roles.rollout.init_weight_broadcast(host, port, tp, world)
+    roles.policy.init_weight_broadcast(host, port, world).result()
+    joins.result()
     roles.nccl_ready = True

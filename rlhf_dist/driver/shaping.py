@@ -18,20 +18,20 @@ from rlhf_dist.algo import (
     rloo_advantages,
 )
 from rlhf_dist.config import PPOConfig
-from rlhf_dist.driver.experience import Experience, RolloutBatch
+from rlhf_dist.data.experience import Experience, InferenceOutputs, RolloutBatch
 
 
 def make_experience(
-    cfg: PPOConfig, batch: RolloutBatch, inference: dict[str, torch.Tensor], raw_scores: torch.Tensor,
+    cfg: PPOConfig, batch: RolloutBatch, inference: InferenceOutputs, raw_scores: torch.Tensor,
     kl_coef: float, reward_norm: RunningMeanStd, group_size: int,
 ) -> tuple[Experience, dict[str, float]]:
     """Scores [B] + log-probs/values [B, R] -> Experience with advantages and returns [B, R]."""
-    mask = batch.action_mask  # [B, R]
+    mask = batch.inputs.action_mask  # [B, R]
     scores = clip_rewards(raw_scores, cfg.reward_clip)  # [B]
     if cfg.reward_normalize:
         reward_norm.update(scores)
         scores = reward_norm.normalize(scores)
-    old_lp, ref_lp, values = inference["old_logprobs"], inference["ref_logprobs"], inference["values"]
+    old_lp, ref_lp, values = inference.old_logprobs, inference.ref_logprobs, inference.values  # [B, R] each
     rewards, kl = kl_penalized_rewards(scores, old_lp, ref_lp, mask, kl_coef, cfg.kl.estimator)  # [B, R] each
     if cfg.advantage == "gae":
         advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
@@ -47,7 +47,7 @@ def make_experience(
                    else rloo_advantages(seq_reward, group_size))
         advantages = broadcast_sequence_advantages(per_seq, mask)
         returns = advantages
-    exp = Experience(batch.sequences, batch.attention_mask, mask, old_lp, ref_lp, values, rewards,
+    exp = Experience(batch.inputs.sequences, batch.inputs.attention_mask, mask, old_lp, ref_lp, values, rewards,
                      advantages, returns, scores)
     seq_kl = masked_sum(old_lp - ref_lp, mask, dim=1)  # [B] k1 summed over the response
     stats = {

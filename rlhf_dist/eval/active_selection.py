@@ -25,7 +25,7 @@ import torch
 from rlhf_dist.algo.selection import disagreement_rank, ensemble_probabilities, fit_bt_heads, uncertainty_rank
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data.demo import MILD_NEGATIVE, MILD_POSITIVE, NEGATIVE, POSITIVE, _prompt, _response, sentiment_score
-from rlhf_dist.stages.common import write_json
+from rlhf_dist.utils import write_json
 
 log = logging.getLogger(__name__)
 STRATEGIES = ("random", "uncertainty", "disagreement")

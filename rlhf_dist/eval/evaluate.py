@@ -28,12 +28,13 @@ from rlhf_dist.backends.rollout.base import RolloutSample
 from rlhf_dist.backends.rollout.hf_engine import HFEngine
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data import encode_prompt, load_records
-from rlhf_dist.driver.experience import pack_samples
+from rlhf_dist.data.experience import pack_samples
 from rlhf_dist.eval.judges import judge_scores, trained_on_judge
 from rlhf_dist.models import load_reward_model, load_tokenizer
-from rlhf_dist.models.forward import response_logprobs
+from rlhf_dist.models.forward import chunked_response_logprobs
 from rlhf_dist.models.reward_scoring import score_texts
-from rlhf_dist.stages.common import resolve_data_files, write_json
+from rlhf_dist.utils import write_json
+from rlhf_dist.data.files import load_encoded_pairs, resolve_data_files
 from rlhf_dist.tracking import MetricsLogger, read_metrics
 
 log = logging.getLogger(__name__)
@@ -56,22 +57,6 @@ def _sample(engine: HFEngine, cfg: RLHFConfig, prompt_ids: list[list[int]]) -> l
     return [group[0] for group in engine.generate(prompt_ids, sampling, seed=cfg.eval.seed)]
 
 
-@torch.no_grad()
-def _teacher_forced(model, batch: tuple[torch.Tensor, ...], batch_size: int, device: torch.device,
-                    with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs [B, R] (and entropy [B, R]) of the packed responses under `model`, in chunks."""
-    sequences, attention, action = batch[:3]
-    width, logprobs, entropy = action.shape[1], [], []
-    for start in range(0, sequences.shape[0], batch_size):
-        seqs = sequences[start : start + batch_size].to(device)
-        mask = attention[start : start + batch_size].to(device)
-        lp, ent = response_logprobs(model, seqs, mask, width, with_entropy=with_entropy)
-        logprobs.append(lp.float().cpu())
-        if ent is not None:
-            entropy.append(ent.float().cpu())
-    return torch.cat(logprobs), (torch.cat(entropy) if entropy else None)
-
-
 def _check_same_tokenizer(policy_tok, reference_dir: Path, prompt: str) -> None:
     ref_tok = load_tokenizer(reference_dir)
     if len(ref_tok) != len(policy_tok) or encode_prompt(ref_tok, prompt) != encode_prompt(policy_tok, prompt):
@@ -82,7 +67,7 @@ def _check_same_tokenizer(policy_tok, reference_dir: Path, prompt: str) -> None:
 def _reward_metrics(cfg: RLHFConfig, reward_dir: Path, prompts: list[str], policy_texts: list[str],
                     start_texts: list[str], device: torch.device) -> dict:
     """RM scores of both response sets, and the RM's held-out pair accuracy."""
-    from rlhf_dist.stages.reward import _load_encoded, evaluate_reward_model
+    from rlhf_dist.stages.reward import evaluate_reward_model
 
     model = load_reward_model(cfg.reward_model, reward_dir, trainable=False).to(device)
     tokenizer = load_tokenizer(reward_dir, cfg.reward_model.trust_remote_code)
@@ -90,20 +75,20 @@ def _reward_metrics(cfg: RLHFConfig, reward_dir: Path, prompts: list[str], polic
     policy = score_texts(model, tokenizer, prompts, policy_texts, max_len, device, bs)
     start = score_texts(model, tokenizer, prompts, start_texts, max_len, device, bs)
     files = resolve_data_files(cfg)
-    pairs = _load_encoded(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")
+    pairs = load_encoded_pairs(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")
     # evaluate_reward_model collates on the CPU: run it there
     acc = evaluate_reward_model(model.cpu(), pairs, tokenizer.pad_token_id, bs)
     return {"reward_mean": sum(policy) / len(policy), "reward_mean_start": sum(start) / len(start),
             "rm_accuracy": acc["accuracy"], "rm_kendall_tau": acc["kendall_tau"], "rm_eval_pairs": acc["n_pairs"]}
 
 
-def _policy_metrics(policy: HFEngine, reference: HFEngine, samples: list[RolloutSample], cfg: RLHFConfig,
-                    device: torch.device) -> dict:
+def _policy_metrics(policy: HFEngine, reference: HFEngine, samples: list[RolloutSample], cfg: RLHFConfig) -> dict:
     """KL to the reference, perplexities, entropy and length on the policy's own samples."""
-    batch = pack_samples(samples, policy.pad_id)
-    mask = batch[2]  # [B, R] 1 on response tokens
-    pol_lp, entropy = _teacher_forced(policy.model, batch, cfg.eval.batch_size, device, with_entropy=True)
-    ref_lp, _ = _teacher_forced(reference.model, batch, cfg.eval.batch_size, device)
+    inputs, _ = pack_samples(samples, policy.pad_id)
+    mask, width, chunk = inputs.action_mask, inputs.response_width, cfg.eval.batch_size  # mask [B, R]
+    pol_lp, entropy = chunked_response_logprobs(policy.model, inputs.sequences, inputs.attention_mask, width, chunk,
+                                                with_entropy=True)
+    ref_lp, _ = chunked_response_logprobs(reference.model, inputs.sequences, inputs.attention_mask, width, chunk)
     return {
         "kl": float(masked_sum(pol_lp - ref_lp, mask, dim=1).mean()),
         "perplexity_policy": float(torch.exp(masked_mean(-pol_lp, mask))),
@@ -144,7 +129,7 @@ def evaluate_policy(cfg: RLHFConfig, policy_dir: str | Path, reference_dir: str 
     reference = HFEngine(reference_dir, cfg.rollout, cfg.cluster.device, cfg.policy.dtype, cfg.eval.seed)
     try:
         policy_samples, start_samples = _sample(policy, cfg, prompt_ids), _sample(reference, cfg, prompt_ids)
-        metrics = _policy_metrics(policy, reference, policy_samples, cfg, device)
+        metrics = _policy_metrics(policy, reference, policy_samples, cfg)
     finally:
         policy.shutdown()
         reference.shutdown()

@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from rlhf_dist.config import RLHFConfig, build_config  # noqa: E402
 from rlhf_dist.eval.report import write_report  # noqa: E402
-from rlhf_dist.stages.common import write_json  # noqa: E402
+from rlhf_dist.utils import write_json  # noqa: E402
 
 log = logging.getLogger(__name__)
 LENGTH_REWARD = "rlhf_dist.eval.rules:length_reward"

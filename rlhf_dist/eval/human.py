@@ -29,7 +29,7 @@ POLICY_SCORE = {0: 1.0, 2: 0.5, 1: 0.0}  # preference (0 = A = policy) -> the po
 
 def eval_prompts(cfg: RLHFConfig, n: int) -> list[str]:
     from rlhf_dist.data import load_records
-    from rlhf_dist.stages.common import resolve_data_files
+    from rlhf_dist.data.files import resolve_data_files
 
     rows = load_records(resolve_data_files(cfg).eval_prompts, "prompt", on_error="skip").records
     return [r.prompt for r in rows[:n]]

@@ -43,3 +43,23 @@ def response_values(critic, sequences: torch.Tensor, attention_mask: torch.Tenso
     """V(s_t) for each response token: the critic's score at the position before it, [B, R]."""
     scores = critic(sequences, attention_mask, per_token=True)  # [B, L]
     return scores[:, -response_width - 1 : -1]
+
+
+@torch.no_grad()
+def chunked_response_logprobs(
+    model, sequences: torch.Tensor, attention_mask: torch.Tensor, response_width: int, chunk_size: int,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """response_logprobs over [B, L] in chunks of `chunk_size` rows (bounded activation memory).
+
+    Inputs may live anywhere; each chunk moves to the model's device. Returns float32 CPU tensors [B, R]."""
+    device = next(model.parameters()).device
+    logprobs, entropy = [], []
+    for start in range(0, sequences.shape[0], chunk_size):
+        seqs = sequences[start : start + chunk_size].to(device)
+        mask = attention_mask[start : start + chunk_size].to(device)
+        lp, ent = response_logprobs(model, seqs, mask, response_width, with_entropy=with_entropy)
+        logprobs.append(lp.float().cpu())
+        if ent is not None:
+            entropy.append(ent.float().cpu())
+    return torch.cat(logprobs), (torch.cat(entropy) if entropy else None)

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig
+from rlhf_dist.config.roles import critic_starts_from_reward, needs_reward_model
 from rlhf_dist.driver.ppo import PPOResult, run_ppo
 from rlhf_dist.driver.roles import ModelDirs
 from rlhf_dist.models import resolve_model_path
@@ -33,9 +34,8 @@ def _trained_reward_dir(cfg: RLHFConfig) -> Path:
 
 def resolve_model_dirs(cfg: RLHFConfig, policy_dir: Path | None = None, reward_dir: Path | None = None) -> ModelDirs:
     policy = policy_dir or resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
-    needs_rm = any(src.kind == "model" for src in cfg.ppo.rewards)
-    reward = reward_dir or (_trained_reward_dir(cfg) if needs_rm else None)
-    critic_init = reward if (cfg.critic.init_from == "reward" and reward is not None) else policy
+    reward = reward_dir or (_trained_reward_dir(cfg) if needs_reward_model(cfg) else None)
+    critic_init = reward if (critic_starts_from_reward(cfg) and reward is not None) else policy
     return ModelDirs(policy=Path(policy), reward=Path(reward) if reward else None, critic_init=Path(critic_init))
 
 

@@ -19,9 +19,11 @@ import torch
 from rlhf_dist.algo import bradley_terry_loss, calibration, kendall_tau, pairwise_accuracy, reward_margin_stats
 from rlhf_dist.backends.train import TrainEngine
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.data import collate_pairs, encode_pair_dataset, load_preference_pairs
+from rlhf_dist.data import collate_pairs
+from rlhf_dist.data.files import load_encoded_pairs
 from rlhf_dist.models import ScalarHeadModel, load_reward_model, load_tokenizer, resolve_model_path
-from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, seed_everything, write_json
+from rlhf_dist.utils import prepare_run_dir, seed_everything, write_json
+from rlhf_dist.data.files import resolve_data_files
 from rlhf_dist.stages.loop import build_single_process_engine, train_epochs, updates_per_epoch
 from rlhf_dist.tracking import MetricsLogger
 
@@ -36,23 +38,6 @@ class RewardTrainResult:
     @property
     def final_metrics(self) -> dict:
         return self.history[-1] if self.history else {}
-
-
-def _load_encoded(cfg: RLHFConfig, tokenizer, path: Path, fmt: str, what: str) -> list:
-    d = cfg.data
-    ab_opts = dict(tie_policy=d.tie_policy, min_confidence=d.min_confidence, confidence_as_weight=d.confidence_as_weight)
-    pairs, report = load_preference_pairs(
-        path, fmt, on_error=d.on_error, min_gap=d.rating_min_gap if fmt == "rating" else 0.0,
-        **(ab_opts if fmt == "ab" else {}),
-    )
-    log.info("%s %s: %s", what, path, report.summary())
-    encoded = encode_pair_dataset(tokenizer, pairs, d.max_length, d.truncation, d.on_error)
-    log.info("%s: %s", what, encoded.summary())
-    for err in encoded.errors[:20]:
-        log.warning("%s: %s", what, err)
-    if not encoded.examples:
-        raise ValueError(f"{what}: no usable preference pairs in {path}")
-    return encoded.examples
 
 
 def score_pairs(model: ScalarHeadModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,8 +91,8 @@ def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> R
     files = resolve_data_files(cfg)
     model_dir = Path(init_dir) if init_dir else resolve_model_path(cfg.reward_model.path, seed=cfg.run.seed)
     tokenizer = load_tokenizer(model_dir, cfg.reward_model.trust_remote_code)
-    train_set = _load_encoded(cfg, tokenizer, files.pairs, files.pairs_format, "train pairs")
-    eval_set = _load_encoded(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")
+    train_set = load_encoded_pairs(cfg, tokenizer, files.pairs, files.pairs_format, "train pairs")
+    eval_set = load_encoded_pairs(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")
     model = load_reward_model(cfg.reward_model, model_dir, trainable=True)
     tcfg, epochs, pad_id = cfg.reward.train, cfg.reward.epochs, tokenizer.pad_token_id
     total_updates = updates_per_epoch(len(train_set), tcfg) * epochs

@@ -17,7 +17,8 @@ import torch
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data import collate_sft, encode_sft_dataset, load_records
 from rlhf_dist.models import load_causal_lm, load_tokenizer, merge_lora, resolve_model_path
-from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, seed_everything, write_json
+from rlhf_dist.utils import prepare_run_dir, seed_everything, write_json
+from rlhf_dist.data.files import resolve_data_files
 from rlhf_dist.stages.loop import build_single_process_engine, train_epochs, updates_per_epoch
 from rlhf_dist.tracking import MetricsLogger
 

@@ -8,12 +8,14 @@ joins one torch.distributed group (gloo on CPU, NCCL on GPU) for DeepSpeed.
 from __future__ import annotations
 
 import os
-import socket
+from pathlib import Path
 
 import torch
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.stages.common import seed_everything
+from rlhf_dist.config.roles import resources
+from rlhf_dist.utils import free_port, seed_everything
+from rlhf_dist.tracking.quiet import redirect_worker_output
 
 
 def node_ip() -> str:
@@ -22,20 +24,17 @@ def node_ip() -> str:
     return ray.util.get_node_ip_address()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
 class RoleWorker:
     """Base of all role actors. `rank`/`world_size` are the rank inside this role's group."""
 
     def __init__(self, cfg: dict, role: str, rank: int, world_size: int):
         self.cfg = RLHFConfig.model_validate(cfg)
         self.role, self.rank, self.world_size = role, rank, world_size
+        # Everything this actor prints (C++ warnings, tqdm bars, library logs) goes to its own file, so
+        # Ray forwards nothing to the driver's console; exceptions still return as WorkerError.
+        self.log_path = redirect_worker_output(Path(self.cfg.run.output_dir) / "logs" / f"{role}-{rank}.log")
         # Several actors share a few cores on small machines: oversubscribed BLAS threads thrash.
-        threads = getattr(self.cfg.cluster, role).threads()
+        threads = resources(self.cfg, role).threads()
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         self.device = torch.device("cuda" if self.cfg.cluster.device == "cuda" else "cpu")
@@ -44,7 +43,7 @@ class RoleWorker:
 
     def rendezvous(self) -> tuple[str, int]:
         """(address, port) for this group's torch.distributed store (called on rank 0)."""
-        return node_ip(), free_port()
+        return node_ip(), free_port("")  # any interface: ranks on other nodes connect to it
 
     def init_distributed(self, master_addr: str, master_port: int) -> None:
         """Join this role's process group (a collective: every rank calls it together)."""
@@ -57,6 +56,3 @@ class RoleWorker:
 
     def ping(self) -> str:
         return f"{self.role}[{self.rank}] ok"
-
-    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -1,8 +1,11 @@
 """Actor groups: N ranks of one role placed on Ray, called together, failing loudly.
 
-    group = ActorGroup("policy", PolicyWorker, cfg, placement)
-    group.call("init_model", model_dir)              # same args on every rank
-    group.call_sharded("train_ppo", shards, step=3)  # one shard per rank
+    group = ActorGroup("policy", PolicyWorker, cfg, placement, num_actors)
+    group.each("init_model", lambda a: a.init_model.remote(model_dir)).result()      # every rank
+    group.sharded("train", lambda a, s: a.train_ppo.remote(s, 3), shards).result()  # shard i on rank i
+
+The typed role groups in workers/role_groups.py wrap these, so the driver calls
+`policy.logprobs(inputs)` and never names a remote method by a string.
 
 A remote call that raises, or an actor that dies or stops answering within
 cluster.dead_actor_timeout_s, raises WorkerError naming the role and rank.
@@ -12,7 +15,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -20,9 +24,10 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlhf_dist.config import RLHFConfig
+from rlhf_dist.config.roles import COLOCATED, active_roles, placement_layout, resources
 
 log = logging.getLogger(__name__)
-ROLES = ("policy", "critic", "reference", "reward", "rollout")
+T = TypeVar("T")
 
 
 class WorkerError(RuntimeError):
@@ -37,49 +42,48 @@ class Placement:
     first_bundle: int = 0
 
 
-def create_placements(cfg: RLHFConfig, timeout_s: float = 120.0) -> dict[str, Placement]:
-    """One placement group per role (disaggregated) or one shared by all roles (colocated)."""
-    cl = cfg.cluster
-    resources = {role: getattr(cl, role) for role in ROLES}
-    counts = {role: res.num_actors for role, res in resources.items()}
-    counts["rollout"] = cfg.rollout.num_engines
-    if cl.colocate:
-        # Rank i of every role shares bundle i; a bundle holds the sum of what they reserve.
-        n = max(counts.values())
-        bundles = []
-        for i in range(n):
-            cpu = sum(resources[r].cpus_per_actor for r in ROLES if i < counts[r])
-            gpu = sum(resources[r].gpus_per_actor for r in ROLES if i < counts[r])
-            bundles.append({"CPU": cpu, **({"GPU": gpu} if gpu else {})})
-        pg = placement_group(bundles, strategy="PACK")
-        _wait_ready(pg, "colocated", timeout_s)
-        return {role: Placement(pg) for role in ROLES}
-    out = {}
-    for role in ROLES:
-        res = resources[role]
-        bundle = {"CPU": res.cpus_per_actor, **({"GPU": res.gpus_per_actor} if res.gpus_per_actor else {})}
-        pg = placement_group([dict(bundle) for _ in range(counts[role])], strategy="PACK")
-        out[role] = Placement(pg)
-        try:
-            _wait_ready(pg, role, timeout_s)
-        except WorkerError:
-            remove_placements(out)  # give back what was reserved before failing
-            raise
-    return out
+def create_placements(cfg: RLHFConfig) -> dict[str, Placement]:
+    """One placement group per active role (disaggregated) or one shared by all roles (colocated).
+
+    The bundles come from config/roles.py placement_layout, the same function `rlhf-dist plan` lays out."""
+    layout = placement_layout(cfg)
+    groups: dict[str, PlacementGroup] = {}
+    try:
+        for name, specs in layout.items():
+            groups[name] = placement_group([spec.ray_bundle() for spec in specs], strategy="PACK")
+            _wait_ready(groups[name], name, cfg.cluster.placement_timeout_s)
+    except BaseException:
+        for pg in groups.values():  # give back what was reserved before failing
+            remove_placement_group(pg)
+        raise
+    if COLOCATED in groups:
+        return {role: Placement(groups[COLOCATED]) for role in active_roles(cfg)}
+    return {role: Placement(pg) for role, pg in groups.items()}
 
 
-def _wait_ready(pg: PlacementGroup, what: str, timeout_s: float = 120.0) -> None:
+def _wait_ready(pg: PlacementGroup, what: str, timeout_s: float) -> None:
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
         raise WorkerError(
             f"placement group for {what} could not be scheduled in {timeout_s:.0f}s: the cluster lacks the "
-            f"resources asked for ({pg.bundle_specs}); run `rlhf-dist plan` or lower cluster.*.cpus/gpus_per_actor"
+            f"resources asked for ({pg.bundle_specs}); run `rlhf-dist plan`, lower cluster.*.cpus/gpus_per_actor "
+            "or raise cluster.placement_timeout_s"
         )
 
 
 def remove_placements(placements: dict[str, Placement]) -> None:
     for pg in {id(p.group): p.group for p in placements.values()}.values():
         remove_placement_group(pg)
+
+
+class Pending(Generic[T]):
+    """A call started on some ranks of a group; `result()` waits (with the group's deadline) and gathers."""
+
+    def __init__(self, group: ActorGroup, refs: list, what: str, gather: Callable[[list], T]):
+        self.group, self.refs, self.what, self.gather = group, refs, what, gather
+
+    def result(self, timeout_s: float | None = None) -> T:
+        return self.gather(self.group.collect(self.refs, self.what, timeout_s))
 
 
 class ActorGroup:
@@ -89,7 +93,7 @@ class ActorGroup:
                  distributed: bool = True):
         self.role, self.cfg, self.num_actors = role, cfg, num_actors
         self.timeout_s = cfg.cluster.dead_actor_timeout_s
-        res = getattr(cfg.cluster, role)
+        res = resources(cfg, role)
         remote_cls = ray.remote(num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor)(worker_cls)
         cfg_dict = cfg.model_dump(mode="json")
 
@@ -102,10 +106,10 @@ class ActorGroup:
         self.actors = [make(rank) for rank in range(num_actors)]
         if distributed:
             # Rank 0 picks the rendezvous on its own node; all ranks then join together.
-            addr, port = self._get([self.actors[0].rendezvous.remote()], "rendezvous")[0]
-            self.call("init_distributed", addr, port)
+            addr, port = self.on_rank0("rendezvous", lambda a: a.rendezvous.remote()).result()
+            self.each("init_distributed", lambda a: a.init_distributed.remote(addr, port)).result()
 
-    def _get(self, refs: list, method: str, timeout_s: float | None = None) -> list[Any]:
+    def collect(self, refs: list, method: str, timeout_s: float | None = None) -> list[Any]:
         """ray.get with a deadline; errors name role, rank and method."""
         timeout_s = timeout_s or self.timeout_s
         out = []
@@ -121,23 +125,23 @@ class ActorGroup:
                 raise WorkerError(f"{self.role} rank {rank} failed in '{method}': {err.cause!r}") from err
         return out
 
-    def submit(self, method: str, *args, **kwargs) -> list:
-        """Start `method` on every rank; returns the futures (collect with `collect`)."""
-        return [getattr(actor, method).remote(*args, **kwargs) for actor in self.actors]
+    def each(self, what: str, call: Callable[[Any], Any], gather: Callable[[list], T] = list) -> Pending[T]:
+        """Start `call(actor)` on every rank (e.g. `lambda a: a.init_model.remote(path)`)."""
+        return Pending(self, [call(actor) for actor in self.actors], what, gather)
 
-    def submit_sharded(self, method: str, shards: list, **kwargs) -> list:
+    def sharded(self, what: str, call: Callable[[Any, Any], Any], shards: list,
+                gather: Callable[[list], T] = list) -> Pending[T]:
+        """Start `call(actor, shard)` with shard i on rank i."""
         if len(shards) != self.num_actors:
             raise ValueError(f"{self.role}: {len(shards)} shards for {self.num_actors} ranks")
-        return [getattr(actor, method).remote(shard, **kwargs) for actor, shard in zip(self.actors, shards)]
+        return Pending(self, [call(actor, shard) for actor, shard in zip(self.actors, shards)], what, gather)
 
-    def collect(self, futures: list, method: str, timeout_s: float | None = None) -> list[Any]:
-        return self._get(futures, method, timeout_s)
+    def on_rank0(self, what: str, call: Callable[[Any], Any]) -> Pending[Any]:
+        """Start `call(rank 0's actor)`; the result is rank 0's answer."""
+        return Pending(self, [call(self.actors[0])], what, lambda answers: answers[0])
 
-    def call(self, method: str, *args, **kwargs) -> list[Any]:
-        return self.collect(self.submit(method, *args, **kwargs), method)
-
-    def call_sharded(self, method: str, shards: list, **kwargs) -> list[Any]:
-        return self.collect(self.submit_sharded(method, shards, **kwargs), method)
+    def ping(self) -> list[str]:
+        return self.each("ping", lambda a: a.ping.remote()).result()
 
     def kill(self) -> None:
         for actor in self.actors:

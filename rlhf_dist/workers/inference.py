@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from rlhf_dist.config.roles import inference_chunk_size
+from rlhf_dist.data.experience import ModelInputs
 from rlhf_dist.models import load_causal_lm, load_reward_model, load_tokenizer
-from rlhf_dist.models.forward import response_logprobs
+from rlhf_dist.models.forward import chunked_response_logprobs
 from rlhf_dist.models.reward_scoring import score_texts
 from rlhf_dist.workers.base import RoleWorker
 from rlhf_dist.workers.tensor_wire import WireTensor, tensors_from_wire
@@ -17,15 +19,10 @@ class ReferenceWorker(RoleWorker):
     def init_model(self, model_dir: str) -> None:
         self.model = load_causal_lm(self.cfg.policy, model_dir, trainable=False).to(self.device)
 
-    @torch.no_grad()
-    def logprobs(self, shard: dict[str, torch.Tensor]) -> torch.Tensor:
+    def logprobs(self, inputs: ModelInputs) -> torch.Tensor:
         """[B, R] log-probs of the response tokens under the reference."""
-        shard = self.to_device(shard)
-        size, out = self.cfg.ppo.policy_train.micro_batch_size * 2, []
-        for start in range(0, shard["sequences"].shape[0], size):
-            seqs, mask = shard["sequences"][start : start + size], shard["attention_mask"][start : start + size]
-            out.append(response_logprobs(self.model, seqs, mask, shard["action_mask"].shape[1])[0])
-        return torch.cat(out).float().cpu()
+        return chunked_response_logprobs(self.model, inputs.sequences, inputs.attention_mask, inputs.response_width,
+                                         inference_chunk_size(self.cfg))[0]
 
 
 class RewardWorker(RoleWorker):
@@ -37,7 +34,8 @@ class RewardWorker(RoleWorker):
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         """One scalar per (prompt, response), formatted exactly like the RM's training pairs."""
-        return score_texts(self.model, self.tokenizer, prompts, responses, self.cfg.data.max_length, self.device)
+        return score_texts(self.model, self.tokenizer, prompts, responses, self.cfg.data.max_length, self.device,
+                           self.cfg.reward_model.score_batch_size)
 
 
 class RolloutWorker(RoleWorker):

@@ -8,6 +8,7 @@ boundary (one optimizer step per global mini-batch).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -15,9 +16,11 @@ import torch
 from rlhf_dist.algo import masked_mean, ppo_policy_loss, value_loss
 from rlhf_dist.backends.train.base import TrainEngine
 from rlhf_dist.backends.train.factory import build_train_engine
+from rlhf_dist.config.roles import critic_dtype, inference_chunk_size
 from rlhf_dist.config.schema_parts import TrainConfig
+from rlhf_dist.data.experience import Experience, ModelInputs, TrainStats
 from rlhf_dist.models import load_causal_lm, load_critic, load_tokenizer, merge_lora
-from rlhf_dist.models.forward import response_logprobs, response_values
+from rlhf_dist.models.forward import chunked_response_logprobs, response_logprobs, response_values
 from rlhf_dist.workers.base import RoleWorker
 from rlhf_dist.workers.tensor_wire import WireTensor, tensors_to_wire
 
@@ -34,10 +37,9 @@ def _layer_of(name: str) -> str:
     return name
 
 
-def _micro_batches(batch: dict[str, torch.Tensor], size: int, order: torch.Tensor):
+def _micro_batches(batch: Experience, size: int, order: torch.Tensor) -> Iterator[Experience]:
     for start in range(0, len(order), size):
-        idx = order[start : start + size]
-        yield {k: v[idx] for k, v in batch.items()}
+        yield batch.select(order[start : start + size])
 
 
 def _mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -54,16 +56,16 @@ class TrainWorker(RoleWorker):
     def _build_engine(self, model: torch.nn.Module, total_updates: int, dtype: str) -> None:
         self.engine = build_train_engine(model, self.train_cfg, total_updates, dtype, self.world_size, self.device.type)
 
-    def _loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def train_ppo(self, shard: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-        """PPO epochs over this rank's shard; returns mean stats (skipped updates included) and
-        `seconds`, this rank's own training time (the driver collects groups one after another)."""
+    def train_ppo(self, shard: Experience, step: int) -> TrainStats:
+        """PPO epochs over this rank's shard; returns mean stats, skipped updates and this rank's own
+        training time (the driver collects groups one after another)."""
         started = time.perf_counter()
         self.engine.train()
-        shard = self.to_device(shard)
-        n = shard["sequences"].shape[0]
+        shard = shard.to(self.device)
+        n = len(shard)
         gen = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + step * 7919 + self.rank)
         rows, skipped_before = [], self.engine.skipped_updates
         for _ in range(self.cfg.ppo.ppo_epochs):
@@ -73,12 +75,10 @@ class TrainWorker(RoleWorker):
                 self.engine.backward(loss)
                 info = self.engine.step()
                 if info.boundary and info.grad_norm is not None:
-                    stats["grad_norm"] = info.grad_norm
+                    stats[f"{self.role}/grad_norm"] = info.grad_norm
                 rows.append(stats)
-        out = _mean_stats(rows)
-        out["skipped_updates"] = float(self.engine.skipped_updates - skipped_before)
-        out["seconds"] = time.perf_counter() - started
-        return out
+        return TrainStats(_mean_stats(rows), self.engine.skipped_updates - skipped_before,
+                          time.perf_counter() - started)
 
     def save_checkpoint(self, directory: str, tag: str) -> None:
         self.engine.save_checkpoint(Path(directory), tag)
@@ -98,30 +98,24 @@ class PolicyWorker(TrainWorker):
         self._build_engine(model, total_updates, self.cfg.policy.dtype)
         return sum(p.numel() for p in model.parameters())
 
-    @torch.no_grad()
-    def logprobs(self, shard: dict[str, torch.Tensor]) -> torch.Tensor:
+    def logprobs(self, inputs: ModelInputs) -> torch.Tensor:
         """Log-probs of the response tokens under the current policy: [B, R]."""
         self.engine.eval()
-        shard = self.to_device(shard)
-        out = []
-        size = self.train_cfg.micro_batch_size * 2
-        for start in range(0, shard["sequences"].shape[0], size):
-            seqs, mask = shard["sequences"][start : start + size], shard["attention_mask"][start : start + size]
-            out.append(response_logprobs(self.engine.model, seqs, mask, shard["action_mask"].shape[1])[0])
-        return torch.cat(out).float().cpu()
+        return chunked_response_logprobs(self.engine.model, inputs.sequences, inputs.attention_mask,
+                                         inputs.response_width, inference_chunk_size(self.cfg))[0]
 
-    def _loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         ppo = self.cfg.ppo
-        width = mb["action_mask"].shape[1]
-        logprobs, entropy = response_logprobs(self.engine.model, mb["sequences"], mb["attention_mask"], width,
-                                              with_entropy=ppo.entropy_coef > 0)
-        loss, stats = ppo_policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mb["action_mask"],
+        # entropy is always measured (a report panel and a collapse signal); it enters the loss only with a coef
+        logprobs, entropy = response_logprobs(self.engine.model, mb.sequences, mb.attention_mask, mb.response_width,
+                                              with_entropy=True)
+        loss, stats = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask,
                                       ppo.clip_eps, ppo.dual_clip)
         out = {f"policy/{k}": float(v) for k, v in stats.items()}
-        if entropy is not None:
-            ent = masked_mean(entropy, mb["action_mask"])
+        ent = masked_mean(entropy, mb.action_mask)
+        if ppo.entropy_coef > 0:
             loss = loss - ppo.entropy_coef * ent
-            out["policy/entropy"] = float(ent)
+        out["policy/entropy"] = float(ent.detach())
         out["policy/loss"] = float(loss.detach())
         return loss, out
 
@@ -197,22 +191,24 @@ class PolicyWorker(TrainWorker):
 class CriticWorker(TrainWorker):
     def init_model(self, init_dir: str, total_updates: int) -> int:
         self.train_cfg = self.cfg.ppo.critic_train
-        model = load_critic(self.cfg.critic, init_dir, dtype=self.cfg.reward_model.dtype)
-        self._build_engine(model, total_updates, self.cfg.reward_model.dtype)
+        dtype = critic_dtype(self.cfg)
+        model = load_critic(self.cfg.critic, init_dir, dtype=dtype)
+        self._build_engine(model, total_updates, dtype)
         return sum(p.numel() for p in model.parameters())
 
     @torch.no_grad()
-    def values(self, shard: dict[str, torch.Tensor]) -> torch.Tensor:
+    def values(self, inputs: ModelInputs) -> torch.Tensor:
         """V(s_t) for each response token: [B, R]."""
         self.engine.eval()
-        shard = self.to_device(shard)
-        width = shard["action_mask"].shape[1]
-        return response_values(self.engine.model, shard["sequences"], shard["attention_mask"], width).float().cpu()
+        inputs, size, out = inputs.to(self.device), inference_chunk_size(self.cfg), []
+        for start in range(0, len(inputs), size):
+            chunk = inputs.select(slice(start, start + size))
+            out.append(response_values(self.engine.model, chunk.sequences, chunk.attention_mask, chunk.response_width))
+        return torch.cat(out).float().cpu()
 
-    def _loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        width = mb["action_mask"].shape[1]
-        values = response_values(self.engine.model, mb["sequences"], mb["attention_mask"], width)
-        loss, stats = value_loss(values, mb["values"], mb["returns"], mb["action_mask"], self.cfg.ppo.value_clip)
+    def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
+        values = response_values(self.engine.model, mb.sequences, mb.attention_mask, mb.response_width)
+        loss, stats = value_loss(values, mb.values, mb.returns, mb.action_mask, self.cfg.ppo.value_clip)
         out = {f"critic/{k}": float(v) for k, v in stats.items()}
         out["critic/loss"] = float(loss.detach())
         return loss, out

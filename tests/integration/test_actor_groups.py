@@ -6,8 +6,8 @@ import pytest
 import ray
 
 from rlhf_dist.config import load_config
-from rlhf_dist.workers.group import ActorGroup, WorkerError, create_placements, remove_placements
-from rlhf_dist.workers.inference import ReferenceWorker
+from rlhf_dist.workers.group import WorkerError, create_placements, remove_placements
+from rlhf_dist.workers.role_groups import ReferenceGroup
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -16,28 +16,28 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 def reference_group():
     cfg = load_config("configs/tiny.yaml", ["cluster.reference.num_actors=2", "cluster.dead_actor_timeout_s=20"])
     placements = create_placements(cfg)
-    group = ActorGroup("reference", ReferenceWorker, cfg, placements["reference"], 2, distributed=False)
+    group = ReferenceGroup(cfg, placements["reference"], 2)
     yield group
     group.kill()
     remove_placements(placements)
 
 
 def test_group_calls_every_rank(reference_group):
-    assert reference_group.call("ping") == ["reference[0] ok", "reference[1] ok"]
+    assert reference_group.ping() == ["reference[0] ok", "reference[1] ok"]
 
 
 def test_remote_exception_names_role_rank_and_method(reference_group):
     with pytest.raises(WorkerError, match=r"reference rank 0 failed in 'init_model'.*no config.json|reference rank 0 failed in 'init_model'"):
-        reference_group.call("init_model", "/nonexistent/model")
+        reference_group.init_model("/nonexistent/model").result()
 
 
 def test_dead_actor_is_reported_not_hung(reference_group):
     ray.kill(reference_group.actors[1], no_restart=True)
     with pytest.raises(WorkerError, match=r"reference rank 1 died during 'ping'"):
-        reference_group.call("ping")
+        reference_group.ping()
 
 
 def test_unschedulable_placement_fails_with_a_clear_message():
-    cfg = load_config("configs/tiny.yaml", ["cluster.policy.cpus_per_actor=64"])
+    cfg = load_config("configs/tiny.yaml", ["cluster.policy.cpus_per_actor=64", "cluster.placement_timeout_s=3"])
     with pytest.raises(WorkerError, match="could not be scheduled"):
-        create_placements(cfg, timeout_s=3)
+        create_placements(cfg)

@@ -295,10 +295,10 @@ def _zero0_single_main(out_dir: str) -> None:
 def _spawn_ranks(out_dir: Path, timeout_s: float = 240.0, world: int = WORLD, target=None) -> list[dict]:
     import multiprocessing as mp
 
-    from rlhf_dist.backends.train.dist import find_free_port
+    from rlhf_dist.utils import free_port
 
     ctx = mp.get_context("spawn")
-    port = find_free_port()
+    port = free_port()
     if target is None:
         procs = [ctx.Process(target=_rank_main, args=(r, port, str(out_dir)), daemon=True) for r in range(world)]
     else:

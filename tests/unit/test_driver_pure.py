@@ -12,7 +12,7 @@ import torch
 from rlhf_dist.algo import RunningMeanStd
 from rlhf_dist.backends.rollout import RolloutSample
 from rlhf_dist.config import PPOConfig, RewardSource
-from rlhf_dist.driver.experience import RolloutBatch, pack_samples, shard
+from rlhf_dist.data.experience import Experience, InferenceOutputs, ModelInputs, RolloutBatch, pack_samples
 from rlhf_dist.driver.rewards import RewardError, combine_rewards
 from rlhf_dist.driver.shaping import make_experience
 from rlhf_dist.driver.state import PromptSampler, rng_state, set_rng_state
@@ -24,17 +24,38 @@ def sample(prompt, response, logprobs=None):
 
 
 def test_pack_samples_left_pads_prompts_right_pads_responses():
-    seqs, attn, action, lp = pack_samples([sample([5, 6], [7, 8, 9]), sample([4], [3])], pad_id=0)
-    assert seqs.tolist() == [[5, 6, 7, 8, 9], [0, 4, 3, 0, 0]]
-    assert attn.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 0, 0]]
-    assert action.tolist() == [[1, 1, 1], [1, 0, 0]]
+    inputs, lp = pack_samples([sample([5, 6], [7, 8, 9]), sample([4], [3])], pad_id=0)
+    assert inputs.sequences.tolist() == [[5, 6, 7, 8, 9], [0, 4, 3, 0, 0]]
+    assert inputs.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 0, 0]]
+    assert inputs.action_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert lp.tolist() == [[-1, -1, -1], [-1, 0, 0]]
+    assert inputs.response_width == 3 and len(inputs) == 2
 
 
-def test_shard_splits_every_tensor_consistently():
-    parts = shard({"a": torch.arange(6), "b": torch.arange(6) * 10}, 2)
-    assert [p["a"].tolist() for p in parts] == [[0, 1, 2], [3, 4, 5]]
-    assert parts[1]["b"].tolist() == [30, 40, 50]
+def _experience(n: int) -> Experience:
+    rows = torch.arange(n, dtype=torch.float32).unsqueeze(1)  # row i holds i everywhere
+    per_token = rows.repeat(1, 2)  # [n, R=2]
+    return Experience(rows.long().repeat(1, 3), torch.ones(n, 3, dtype=torch.long), torch.ones(n, 2),
+                      *(per_token * k for k in range(1, 7)), rows.squeeze(1))
+
+
+def test_shard_splits_every_field_consistently_and_concat_restores():
+    exp = _experience(5)
+    parts = exp.shard(2)
+    assert [len(p) for p in parts] == [3, 2]
+    assert parts[1].sequences[:, 0].tolist() == [3, 4] and parts[1].returns[:, 0].tolist() == [18.0, 24.0]
+    assert parts[1].scores.tolist() == [3.0, 4.0]
+    assert isinstance(parts[0], Experience)
+    joined = Experience.concat(parts)
+    assert all(torch.equal(getattr(joined, f), getattr(exp, f)) for f in ("sequences", "advantages", "scores"))
+
+
+def test_select_and_inputs_keep_only_what_is_asked():
+    exp = _experience(4)
+    mb = exp.select(torch.tensor([3, 0]))
+    assert mb.old_logprobs[:, 0].tolist() == [3.0, 0.0] and mb.values[:, 0].tolist() == [9.0, 0.0]
+    inputs = exp.inputs()
+    assert type(inputs) is ModelInputs and not hasattr(inputs, "advantages")
 
 
 def test_prompt_sampler_covers_each_epoch_and_resumes_exactly():
@@ -109,15 +130,14 @@ def test_unreachable_http_reward_fails_after_bounded_retries():
 
 
 def _batch():
-    seqs, attn, action, lp = pack_samples([sample([5], [6, 7]), sample([5], [8]),
-                                           sample([4], [6]), sample([4], [9, 9])], 0)
-    return RolloutBatch(seqs, attn, action, lp, ["a", "a", "b", "b"], ["x", "y", "z", "w"])
+    inputs, lp = pack_samples([sample([5], [6, 7]), sample([5], [8]), sample([4], [6]), sample([4], [9, 9])], 0)
+    return RolloutBatch(inputs, lp, ["a", "a", "b", "b"], ["x", "y", "z", "w"])
 
 
 def test_make_experience_rloo_uses_kl_shaped_sequence_reward():
     batch = _batch()
-    zeros = torch.zeros_like(batch.action_mask)
-    inference = {"old_logprobs": zeros, "ref_logprobs": zeros, "values": zeros}
+    zeros = torch.zeros_like(batch.inputs.action_mask)
+    inference = InferenceOutputs(old_logprobs=zeros, ref_logprobs=zeros, values=zeros)
     cfg = PPOConfig(advantage="rloo", reward_clip=None)
     exp, stats = make_experience(cfg, batch, inference, torch.tensor([1.0, 3.0, 0.0, 2.0]), 0.1, RunningMeanStd(), 2)
     # zero KL: RLOO in groups {1,3} and {0,2} -> [-2, 2, -2, 2] on every valid token
@@ -128,9 +148,9 @@ def test_make_experience_rloo_uses_kl_shaped_sequence_reward():
 
 def test_make_experience_gae_puts_score_minus_kl_on_last_token():
     batch = _batch()
-    old = torch.full_like(batch.action_mask, -1.0)
-    ref = torch.full_like(batch.action_mask, -1.5)  # k1 = 0.5 per token
-    inference = {"old_logprobs": old, "ref_logprobs": ref, "values": torch.zeros_like(old)}
+    old = torch.full_like(batch.inputs.action_mask, -1.0)
+    ref = torch.full_like(batch.inputs.action_mask, -1.5)  # k1 = 0.5 per token
+    inference = InferenceOutputs(old_logprobs=old, ref_logprobs=ref, values=torch.zeros_like(old))
     cfg = PPOConfig(advantage="gae", whiten_advantages=False, reward_clip=None)
     exp, stats = make_experience(cfg, batch, inference, torch.tensor([1.0, 1.0, 1.0, 1.0]), 0.1, RunningMeanStd(), 1)
     # row 0 has 2 tokens: rewards [-0.05, 1 - 0.05]

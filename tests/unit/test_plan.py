@@ -125,22 +125,30 @@ def _cuda_cfg(*overrides: str):
     return load_config("configs/tiny.yaml", base + list(overrides))
 
 
-def test_disaggregated_groups_reserve_every_role_and_pack_nodes():
+def test_disaggregated_groups_reserve_only_used_roles_and_pack_nodes():
     cfg = _cuda_cfg()
-    groups = make_groups(cfg, {"policy", "critic", "reference", "rollout"})
-    assert list(groups) == ["policy", "critic", "reference", "reward", "rollout"]
-    assert groups["reward"][0].actors == []  # reserved by create_placements even without a reward model
+    groups = make_groups(cfg)
+    assert list(groups) == ["policy", "critic", "reference", "rollout"]  # no reward model source: no reward group
     problems = place(groups, Hardware(nodes=2, gpus_per_node=4), "cuda")
     assert problems == []
-    assert [b.node for bs in groups.values() for b in bs] == [0, 0, 0, 0, 1, 1]  # first fit, PACK
+    assert [b.node for bs in groups.values() for b in bs] == [0, 0, 0, 0, 1]  # first fit, PACK
+
+
+def test_group_advantages_reserve_no_critic():
+    cfg = _cuda_cfg("ppo.advantage=grpo", "rollout.sampling.samples_per_prompt=2")
+    assert "critic" not in make_groups(cfg)
+    plan = make_plan(cfg, Hardware(nodes=1, gpus_per_node=8))
+    assert "critic" not in plan.memory and "critic" not in plan.groups
 
 
 def test_colocated_bundle_sums_roles_and_they_share_one_gpu():
     cfg = _cuda_cfg("cluster.colocate=true", *(f"cluster.{r}.gpus_per_actor=0.2" for r in
                                                ("policy", "critic", "reference", "reward", "rollout")))
-    groups = make_groups(cfg, {"policy", "critic", "reference", "rollout"})
+    groups = make_groups(cfg)
     bundles = groups["colocated"]
-    assert [b.gpu for b in bundles] == pytest.approx([1.0, 0.2])  # rank 1 exists only for the policy (2 actors)
+    # rank 0 holds policy, critic, reference and rollout (no reward model source: nothing reserved for it);
+    # rank 1 exists only for the policy (2 actors)
+    assert [b.gpu for b in bundles] == pytest.approx([0.8, 0.2])
     assert place(groups, Hardware(nodes=1, gpus_per_node=2), "cuda") == []
     assert set(map(tuple, actor_devices(bundles[0]).values())) == {(bundles[0].devices[0],)}
 
@@ -151,7 +159,7 @@ def test_too_few_gpus_and_oversized_bundles_fail_clearly():
     text = "\n".join(plan.problems)
     assert not plan.fits
     assert "rollout bundle 0 needs 8 GPUs in one node; nodes have 4" in text
-    assert "ask for 13 GPUs; the cluster has 1 x 4 = 4" in text
+    assert "ask for 12 GPUs; the cluster has 1 x 4 = 4" in text  # 2 policy + critic + reference + 8 rollout
 
 
 def test_memory_over_capacity_names_the_device_and_phase():
@@ -203,7 +211,7 @@ def test_every_preset_validates_and_plans_for_its_stated_hardware(preset, capsys
 def test_plan_cli_json_and_overrides_after_config(capsys):
     # --config plus an override whose value argparse would take for the positional CONFIG
     code = main(["plan", "--config", "configs/tiny.yaml", "--rollout.num_engines", "2",
-                 "--cluster.rollout.num_actors", "2", "--json", "--cluster", "nodes=1,cpus_per_node=2,ram_gib=8"])
+                 "--cluster.rollout.cpus_per_actor", "0.5", "--json", "--cluster", "nodes=1,cpus_per_node=2,ram_gib=8"])
     assert code == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["fits"] and len(plan["placement"]["rollout"]) == 2

@@ -6,7 +6,7 @@ from rlhf_dist.backends.train.deepspeed_engine import (  # imports deepspeed laz
     deepspeed_config,
     single_process_deepspeed_engine,
 )
-from rlhf_dist.backends.train.dist import find_free_port, init_distributed
+from rlhf_dist.backends.train.dist import init_distributed
 from rlhf_dist.backends.train.torch_engine import TorchEngine
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "deepspeed_config",
-    "find_free_port",
     "init_distributed",
     "single_process_deepspeed_engine",
 ]

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +58,10 @@ import torch
 from torch import nn
 
 from rlhf_dist.backends.train.base import StepInfo, TrainEngine, build_optimizer, build_scheduler
-from rlhf_dist.backends.train.dist import disable_cpu_shm_comm_op, find_free_port, init_distributed
+from rlhf_dist.backends.train.dist import disable_cpu_shm_comm_op, init_distributed
+from rlhf_dist.utils import free_port
 from rlhf_dist.config.schema_parts import TrainConfig
+from rlhf_dist.tracking.quiet import silence_known_warnings
 
 # Big enough to never print, small enough for DeepSpeed's int config fields.
 _NEVER = 10**12
@@ -148,12 +149,7 @@ class DeepSpeedEngine(TrainEngine):
         if not (tdist.is_available() and tdist.is_initialized()):
             raise RuntimeError("torch.distributed is not initialised: call init_distributed() first")
         disable_cpu_shm_comm_op()  # in case torch.distributed was set up by someone else
-        # DeepSpeed's ZeRO calls these torch collectives every step; torch 2.13 warns each time.
-        warnings.filterwarnings(
-            "ignore",
-            message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
-            category=FutureWarning,
-        )
+        silence_known_warnings()  # ZeRO's per-step collective deprecations (tracking/quiet.py says why)
         self.cfg = cfg
         self.dtype = dtype
         self.dp_size = tdist.get_world_size()
@@ -355,7 +351,7 @@ def single_process_deepspeed_engine(
 
     if not (tdist.is_available() and tdist.is_initialized()):
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(find_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
         os.environ.setdefault("RANK", "0")
         os.environ.setdefault("WORLD_SIZE", "1")
         os.environ.setdefault("LOCAL_RANK", "0")

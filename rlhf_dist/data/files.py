@@ -1,33 +1,16 @@
-"""Helpers shared by the stage entry points: run dirs, seeds, data files."""
+"""The data files a stage reads: configured paths, or built-in demo data written into the run dir."""
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from rlhf_dist.config import RLHFConfig, config_to_yaml
+from rlhf_dist.config import RLHFConfig
+from rlhf_dist.data.pairs import load_preference_pairs
+from rlhf_dist.data.tokenize import encode_pair_dataset
 
 log = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def prepare_run_dir(cfg: RLHFConfig) -> Path:
-    """Create the run directory and record the resolved config there."""
-    run_dir = Path(cfg.run.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
-    return run_dir
 
 
 @dataclass(frozen=True)
@@ -61,8 +44,19 @@ def resolve_data_files(cfg: RLHFConfig) -> DataFiles:
     )
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (temp file, then rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    tmp.replace(path)
+def load_encoded_pairs(cfg: RLHFConfig, tokenizer, path: Path, fmt: str, what: str) -> list:
+    """Read, validate and tokenise a preference-pair file as data.* says; logs what was kept and why not."""
+    d = cfg.data
+    ab_opts = dict(tie_policy=d.tie_policy, min_confidence=d.min_confidence, confidence_as_weight=d.confidence_as_weight)
+    pairs, report = load_preference_pairs(
+        path, fmt, on_error=d.on_error, min_gap=d.rating_min_gap if fmt == "rating" else 0.0,
+        **(ab_opts if fmt == "ab" else {}),
+    )
+    log.info("%s %s: %s", what, path, report.summary())
+    encoded = encode_pair_dataset(tokenizer, pairs, d.max_length, d.truncation, d.on_error)
+    log.info("%s: %s", what, encoded.summary())
+    for err in encoded.errors[:20]:
+        log.warning("%s: %s", what, err)
+    if not encoded.examples:
+        raise ValueError(f"{what}: no usable preference pairs in {path}")
+    return encoded.examples

@@ -1,0 +1,93 @@
+"""Which roles a run has, how many actors each gets, and the placement bundles they reserve.
+
+The ONE place these facts live: the driver (driver/roles.py), the actor placement (workers/group.py),
+the planner (cluster/plan.py, cluster/placement.py), the config rules and the stage entry points
+all ask here, so a role that a run does not use reserves nothing anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rlhf_dist.config.schema import ActorResources, RLHFConfig
+
+# Creation order of the actor groups (and the order of every per-role table).
+ROLES = ("policy", "critic", "reference", "reward", "rollout")
+COLOCATED = "colocated"  # name of the one placement group shared by all roles with cluster.colocate
+
+
+def needs_critic(cfg: RLHFConfig) -> bool:
+    """A critic (value model) exists only for GAE advantages; GRPO/RLOO use group baselines."""
+    return cfg.ppo.advantage == "gae"
+
+
+def needs_reward_model(cfg: RLHFConfig) -> bool:
+    """A reward-model actor exists only when some ppo.rewards source is a trained model."""
+    return any(src.kind == "model" for src in cfg.ppo.rewards)
+
+
+def critic_starts_from_reward(cfg: RLHFConfig) -> bool:
+    """The critic starts from the trained reward model (critic.init_from 'reward' and there is one), else the policy."""
+    return cfg.critic.init_from == "reward" and needs_reward_model(cfg)
+
+
+def critic_dtype(cfg: RLHFConfig) -> str:
+    """critic.dtype, or the dtype of the model the critic starts from."""
+    if cfg.critic.dtype is not None:
+        return cfg.critic.dtype
+    return cfg.reward_model.dtype if critic_starts_from_reward(cfg) else cfg.policy.dtype
+
+
+def inference_chunk_size(cfg: RLHFConfig) -> int:
+    """Rows per forward pass of the reference/policy log-probs and critic values (ppo.inference_chunk_size)."""
+    return cfg.ppo.inference_chunk_size or 2 * cfg.ppo.policy_train.micro_batch_size
+
+
+def active_roles(cfg: RLHFConfig) -> tuple[str, ...]:
+    """The roles that get actors in this run, in creation order."""
+    optional = {"critic": needs_critic(cfg), "reward": needs_reward_model(cfg)}
+    return tuple(role for role in ROLES if optional.get(role, True))
+
+
+def resources(cfg: RLHFConfig, role: str) -> ActorResources:
+    return getattr(cfg.cluster, role)
+
+
+def actor_count(cfg: RLHFConfig, role: str) -> int:
+    """Ranks of a role: one rollout actor per engine (rollout.num_engines), else cluster.<role>.num_actors."""
+    return cfg.rollout.num_engines if role == "rollout" else resources(cfg, role).num_actors
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """One placement-group bundle and the (role, rank) actors scheduled into it."""
+
+    cpu: float
+    gpu: float
+    actors: tuple[tuple[str, int], ...]
+
+    def ray_bundle(self) -> dict[str, float]:
+        return {"CPU": self.cpu, **({"GPU": self.gpu} if self.gpu else {})}
+
+
+def placement_layout(cfg: RLHFConfig) -> dict[str, list[BundleSpec]]:
+    """Placement groups by name -> bundles, for the active roles only.
+
+    Disaggregated: one group per role, one bundle per rank. Colocated (cluster.colocate): one group
+    where bundle i holds rank i of every role, reserving the sum of what they ask for.
+    """
+    roles = active_roles(cfg)
+    counts = {role: actor_count(cfg, role) for role in roles}
+    if cfg.cluster.colocate:
+        bundles = []
+        for i in range(max(counts.values())):
+            members = [r for r in roles if i < counts[r]]
+            bundles.append(BundleSpec(sum(resources(cfg, r).cpus_per_actor for r in members),
+                                      sum(resources(cfg, r).gpus_per_actor for r in members),
+                                      tuple((r, i) for r in members)))
+        return {COLOCATED: bundles}
+    return {role: [BundleSpec(resources(cfg, role).cpus_per_actor, resources(cfg, role).gpus_per_actor, ((role, i),))
+                   for i in range(counts[role])]
+            for role in roles}

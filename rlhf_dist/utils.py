@@ -1,0 +1,52 @@
+"""Small helpers every layer may use (the bottom of the import graph: no Ray, no engines).
+
+    seed_everything(seed)         python, numpy and torch RNGs
+    write_json(path, payload)     atomic JSON write (temp file, then rename)
+    free_port(host)               a TCP port free a moment ago
+    prepare_run_dir(cfg)          create the run dir and record the resolved config in it
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rlhf_dist.config import RLHFConfig
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write JSON atomically (temp file, then rename): a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(path)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (bind to port 0 and let the OS choose)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare_run_dir(cfg: RLHFConfig) -> Path:
+    """Create the run directory and record the resolved config there."""
+    from rlhf_dist.config import config_to_yaml
+
+    run_dir = Path(cfg.run.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    return run_dir

@@ -1,0 +1,152 @@
+"""One typed group per role: what the driver may ask each role, with typed inputs and outputs.
+
+Each method starts the call on the right ranks and returns a `Pending[...]`; `.result()` waits
+(with the group's deadline) and gathers the ranks' answers. Batches are split over ranks with
+`TensorBatch.shard` and the answers joined in rank order, so callers see one batch in, one out:
+
+    policy.logprobs(inputs).result()          # ModelInputs [B, ...] -> log-probs [B, R]
+    policy.train(experience, step).result()   # Experience [B, ...] -> TrainStats per rank
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rlhf_dist.config import RLHFConfig
+from rlhf_dist.data.experience import Experience, ModelInputs, TrainStats
+from rlhf_dist.workers.group import ActorGroup, Pending, Placement
+from rlhf_dist.workers.inference import ReferenceWorker, RewardWorker, RolloutWorker
+from rlhf_dist.workers.tensor_wire import WireTensor
+from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(parts)
+
+
+def _none(_answers: list) -> None:
+    return None
+
+
+class TrainerGroup(ActorGroup):
+    """A data-parallel DeepSpeed (or torch) group: policy or critic."""
+
+    def init_model(self, model_dir: Path, total_updates: int) -> Pending[None]:
+        return self.each("init_model", lambda a: a.init_model.remote(str(model_dir), total_updates), _none)
+
+    def train(self, experience: Experience, step: int) -> Pending[list[TrainStats]]:
+        """PPO epochs, rank i on shard i of the batch; one TrainStats per rank."""
+        return self.sharded("train_ppo", lambda a, part: a.train_ppo.remote(part, step),
+                            experience.shard(self.num_actors))
+
+    def save_checkpoint(self, directory: Path, tag: str) -> None:
+        self.each("save_checkpoint", lambda a: a.save_checkpoint.remote(str(directory), tag)).result()
+
+    def load_checkpoint(self, directory: Path, tag: str) -> None:
+        self.each("load_checkpoint", lambda a: a.load_checkpoint.remote(str(directory), tag)).result()
+
+
+class PolicyGroup(TrainerGroup):
+    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
+        super().__init__("policy", PolicyWorker, cfg, placement, num_actors, distributed=True)
+
+    def logprobs(self, inputs: ModelInputs) -> Pending[torch.Tensor]:
+        """Current-policy log-probs of the response tokens, [B, R]."""
+        return self.sharded("logprobs", lambda a, part: a.logprobs.remote(part), inputs.shard(self.num_actors), _cat)
+
+    def export_hf(self, out_dir: Path) -> Path:
+        """A plain HF dir of the current policy (LoRA merged), written by rank 0. Collective."""
+        return Path(self.each("export_hf", lambda a: a.export_hf.remote(str(out_dir))).result()[0])
+
+    # ---- weight sync (backends: object store and NCCL; see driver/roles.py sync_weights) ----
+    def prepare_weight_sync(self, bucket_mb: int) -> list[int]:
+        """Collective gather into buckets on rank 0; the byte size of each bucket."""
+        return self.each("prepare_weight_sync", lambda a: a.prepare_weight_sync.remote(bucket_mb)).result()[0]
+
+    def weight_bucket(self, index: int):
+        """An object-store ref to bucket `index` (list[WireTensor]), fetched by the engines directly."""
+        return self.actors[0].weight_bucket.remote(index)
+
+    def weight_bucket_meta(self, index: int) -> list:
+        return self.on_rank0("weight_bucket_meta", lambda a: a.weight_bucket_meta.remote(index)).result()
+
+    def broadcast_weight_bucket(self, index: int) -> Pending[None]:
+        return self.on_rank0("broadcast_weight_bucket", lambda a: a.broadcast_weight_bucket.remote(index))
+
+    def finish_weight_sync(self) -> None:
+        self.each("finish_weight_sync", lambda a: a.finish_weight_sync.remote()).result()
+
+    def weight_broadcast_rendezvous(self) -> tuple[str, int]:
+        return self.on_rank0("rendezvous", lambda a: a.weight_broadcast_rendezvous.remote()).result()
+
+    def init_weight_broadcast(self, host: str, port: int, world_size: int) -> Pending[None]:
+        return self.on_rank0("init_weight_broadcast", lambda a: a.init_weight_broadcast.remote(host, port, world_size))
+
+
+class CriticGroup(TrainerGroup):
+    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
+        super().__init__("critic", CriticWorker, cfg, placement, num_actors, distributed=True)
+
+    def values(self, inputs: ModelInputs) -> Pending[torch.Tensor]:
+        """V(s_t) of every response token, [B, R]."""
+        return self.sharded("values", lambda a, part: a.values.remote(part), inputs.shard(self.num_actors), _cat)
+
+
+class ReferenceGroup(ActorGroup):
+    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
+        super().__init__("reference", ReferenceWorker, cfg, placement, num_actors, distributed=False)
+
+    def init_model(self, model_dir: Path) -> Pending[None]:
+        return self.each("init_model", lambda a: a.init_model.remote(str(model_dir)), _none)
+
+    def logprobs(self, inputs: ModelInputs) -> Pending[torch.Tensor]:
+        """Frozen-reference log-probs of the response tokens, [B, R]."""
+        return self.sharded("logprobs", lambda a, part: a.logprobs.remote(part), inputs.shard(self.num_actors), _cat)
+
+
+class RewardGroup(ActorGroup):
+    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
+        super().__init__("reward", RewardWorker, cfg, placement, num_actors, distributed=False)
+
+    def init_model(self, model_dir: Path) -> Pending[None]:
+        return self.each("init_model", lambda a: a.init_model.remote(str(model_dir)), _none)
+
+    def score(self, prompts: list[str], responses: list[str]) -> Pending[list[float]]:
+        """One reward-model score per (prompt, response), in order; contiguous chunks per rank."""
+        chunks = [c.tolist() for c in torch.tensor_split(torch.arange(len(prompts)), self.num_actors)]
+        parts = [([prompts[i] for i in idx], [responses[i] for i in idx]) for idx in chunks]
+        return self.sharded("score", lambda a, part: a.score.remote(*part), parts,
+                            lambda answers: [x for part in answers for x in part])
+
+
+class RolloutGroup(ActorGroup):
+    """One rollout engine (vLLM or HF generate) per actor."""
+
+    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
+        super().__init__("rollout", RolloutWorker, cfg, placement, num_actors, distributed=False)
+
+    def init_model(self, model_dir: Path) -> Pending[None]:
+        return self.each("init_model", lambda a: a.init_model.remote(str(model_dir)), _none)
+
+    def generate(self, prompt_ids: list[list[int]], seed: int) -> Pending[list]:
+        """RolloutSample groups, one list per prompt, in prompt order (contiguous chunks per engine;
+        engine e samples with seed * 1009 + e)."""
+        chunks = [c.tolist() for c in torch.tensor_split(torch.arange(len(prompt_ids)), self.num_actors)]
+        parts = [(rank, [prompt_ids[i] for i in idx]) for rank, idx in enumerate(chunks)]
+        return self.sharded("generate", lambda a, part: a.generate.remote(part[1], seed * 1_009 + part[0]), parts,
+                            lambda answers: [group for part in answers for group in part])
+
+    def update_weights(self, bucket_ref: list[WireTensor]) -> Pending[None]:
+        """Every engine loads one object-store bucket (a ref from PolicyGroup.weight_bucket)."""
+        return self.each("update_weights", lambda a: a.update_weights.remote(bucket_ref), _none)
+
+    def receive_weights(self, meta: list) -> Pending[None]:
+        return self.each("receive_weights", lambda a: a.receive_weights.remote(meta), _none)
+
+    def init_weight_broadcast(self, host: str, port: int, tensor_parallel: int, world_size: int) -> Pending[None]:
+        """Engine e's TP workers join policy rank 0's NCCL group as ranks 1 + e * TP ..."""
+        refs = [a.init_weight_broadcast.remote(host, port, 1 + e * tensor_parallel, world_size)
+                for e, a in enumerate(self.actors)]
+        return Pending(self, refs, "init_weight_broadcast", _none)
