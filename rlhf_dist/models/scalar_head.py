@@ -4,28 +4,50 @@ One scalar per token (`token_scores`, [B, T]); the reward model pools it to one 
 sequence (last valid token by default, or mean), the critic uses it per token as V(s_t).
 Any Hugging Face backbone works (decoder or encoder), loaded with AutoModel.
 
-On disk (an ordinary HF dir plus two small files):
-    config.json, model.safetensors, tokenizer files   the backbone (AutoModel loads it)
-    score_head.safetensors                            head weight [1, H] and bias [1]
-    scalar_head.json                                  {"format": ..., "pooling": "last"|"mean"}
+On disk, one of two layouts (scalar_head.json says which; both carry the tokenizer files):
+
+  "hf-sequence-classification" (format v2): decoders whose HF *ForSequenceClassification is
+      transformers' GenericForSequenceClassification (Llama, Qwen2/3, Mistral, Gemma, Phi-3, ...)
+      with pooling "last" and a bias-free head. An ordinary HF classifier dir: the backbone under
+      its base-model prefix plus `score.weight` [1, H], num_labels=1, a pad_token_id that is never
+      the eos the score is read on. `AutoModelForSequenceClassification.from_pretrained(dir)`,
+      TRL, OpenRLHF and vLLM's classify pooling load it and read the same last-token score.
+  "backbone+head" (format v1, the original layout): everything else (encoders, whose HF class
+      reads a tanh pooler on [CLS]; pooling "mean"; decoders with their own HF class such as
+      GPT-2; a head with a bias). config.json + model.safetensors hold the backbone (AutoModel
+      loads it), score_head.safetensors the head weight [1, H] (and bias [1] if any).
+      Only ScalarHeadModel.from_pretrained gives our scores.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 from pathlib import Path
 from typing import Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import (
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
+    AutoModel,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+from transformers.modeling_layers import GenericForSequenceClassification
 
 from rlhf_dist.algo.kl import last_valid_index
 
+log = logging.getLogger(__name__)
+
 HEAD_WEIGHTS = "score_head.safetensors"
 HEAD_META = "scalar_head.json"
-HEAD_FORMAT = "rlhf-dist-scalar-head/v1"
+HEAD_FORMAT = "rlhf-dist-scalar-head/v1"  # backbone + head files (AutoModel + our head)
+HF_FORMAT = "rlhf-dist-scalar-head/v2"  # a plain HF *ForSequenceClassification dir
+HF_LAYOUT, OWN_LAYOUT = "hf-sequence-classification", "backbone+head"
 Pooling = Literal["last", "mean"]
 
 
@@ -48,18 +70,74 @@ def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Poo
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
-class ScalarHeadModel(nn.Module):
-    """Backbone + Linear(hidden, 1)."""
+def hf_sequence_class(config: PretrainedConfig) -> type[PreTrainedModel] | None:
+    """The HF classifier class that computes our "last" score exactly, or None.
 
-    def __init__(self, backbone: PreTrainedModel, pooling: Pooling = "last"):
+    GenericForSequenceClassification is `score` (Linear, no bias) on the backbone's last hidden
+    state at the rightmost non-pad token: our head and pooling. Encoders' classes pool [CLS]
+    through a tanh pooler instead; GPT-2-style classes use absolute positions, so left-padded
+    rows would shift. Those keep our own layout.
+    """
+    try:
+        cls = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+    except KeyError:  # e.g. a trust_remote_code model without a registered classifier
+        return None
+    return cls if issubclass(cls, GenericForSequenceClassification) else None
+
+
+def _as_id_set(ids: int | list[int] | None) -> set[int]:
+    if ids is None:
+        return set()
+    return {ids} if isinstance(ids, int) else set(ids)
+
+
+def hf_pad_token_id(config: PretrainedConfig, tokenizer=None) -> int | None:
+    """A pad id for HF's "rightmost token != pad_token_id" rule that is never an eos.
+
+    Our inputs end with eos; with pad == eos HF would read the token before it. So take the
+    tokenizer's pad if it differs from eos, else unk, bos or another special token (never the
+    last token of a scored sequence). None when there is none: HF then refuses batches > 1
+    (loud) and still scores single sequences and vLLM requests right.
+    """
+    text = config.get_text_config()
+    # The base PretrainedConfig has no token-id attributes; model configs mostly do.
+    eos = _as_id_set(getattr(text, "eos_token_id", None))
+    if tokenizer is not None:
+        eos |= _as_id_set(tokenizer.eos_token_id)
+        candidates = [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.bos_token_id,
+                      *tokenizer.all_special_ids]
+    else:
+        candidates = [getattr(text, "pad_token_id", None), getattr(text, "bos_token_id", None)]
+    return next((c for c in candidates if c is not None and c not in eos), None)
+
+
+def _read_meta(model_dir: Path) -> dict:
+    meta_file = model_dir / HEAD_META
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if meta and meta.get("format") not in (HEAD_FORMAT, HF_FORMAT):
+        raise ValueError(f"{meta_file}: unknown scalar head format {meta.get('format')!r} "
+                         f"(known: {HEAD_FORMAT}, {HF_FORMAT})")
+    return meta
+
+
+class ScalarHeadModel(nn.Module):
+    """Backbone + Linear(hidden, 1), bias-free like HF's `score`.
+
+    A bias would add the same constant to every score: the Bradley-Terry loss never moves it (it
+    depends on score differences only) and the critic learns offsets through the backbone, as
+    OpenRLHF's and TRL's value models do. `bias=True` only serves old dirs saved with a non-zero one.
+    """
+
+    def __init__(self, backbone: PreTrainedModel, pooling: Pooling = "last", bias: bool = False):
         super().__init__()
         self.backbone = backbone
         self.pooling: Pooling = pooling
-        hidden = backbone.config.hidden_size
-        self.head = nn.Linear(hidden, 1, dtype=backbone.dtype)
+        hidden = backbone.config.get_text_config().hidden_size
+        self.head = nn.Linear(hidden, 1, bias=bias, dtype=backbone.dtype)
         # Small init keeps initial rewards/values near 0, so early PPO steps are tame.
         nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
-        nn.init.zeros_(self.head.bias)
+        if bias:
+            nn.init.zeros_(self.head.bias)
 
     @property
     def config(self):
@@ -81,16 +159,58 @@ class ScalarHeadModel(nn.Module):
         scores = self.token_scores(input_ids, attention_mask)
         return scores if per_token else pool_scores(scores, attention_mask, self.pooling)
 
+    def hf_layout_blocker(self) -> str | None:
+        """Why this model cannot be saved as a plain HF classifier, or None when it can."""
+        if self.pooling != "last":
+            return f"pooling '{self.pooling}' (HF's classifier reads the last token only)"
+        if self.head.bias is not None:
+            return "the head has a bias (HF's `score` has none)"
+        if hf_sequence_class(self.backbone.config) is None:
+            return (f"{type(self.backbone).__name__}'s HF classifier is not GenericForSequenceClassification "
+                    "(e.g. an encoder's pooler on [CLS]), so its scores would differ")
+        return None
+
     def save_pretrained(self, out_dir: str | Path, tokenizer=None) -> Path:
+        """An HF classifier dir when HF computes the same score (see module doc), else backbone + head."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(out)
-        head_state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
-        save_file(head_state, out / HEAD_WEIGHTS)
-        (out / HEAD_META).write_text(json.dumps({"format": HEAD_FORMAT, "pooling": self.pooling}, indent=2))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(out)
+        blocker = self.hf_layout_blocker()
+        if blocker is None:
+            meta = self._save_hf_layout(out, tokenizer)
+        else:
+            self.backbone.save_pretrained(out)
+            head_state = {k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}
+            save_file(head_state, out / HEAD_WEIGHTS)
+            meta = {"format": HEAD_FORMAT, "pooling": self.pooling, "layout": OWN_LAYOUT,
+                    "not_hf_because": blocker}
+            if tokenizer is not None:
+                tokenizer.save_pretrained(out)
+        (out / HEAD_META).write_text(json.dumps(meta, indent=2))
         return out
+
+    def _save_hf_layout(self, out: Path, tokenizer) -> dict:
+        """Write backbone + head as `<Arch>ForSequenceClassification` without copying the weights."""
+        seq_cls = hf_sequence_class(self.backbone.config)
+        config = copy.deepcopy(self.backbone.config)  # the live model's config stays as it is
+        config.num_labels = 1
+        pad_id = hf_pad_token_id(config, tokenizer)
+        config.get_text_config().pad_token_id = pad_id
+        with torch.device("meta"):  # an empty shell; its backbone and score are ours
+            wrapper = seq_cls(config)
+        setattr(wrapper, seq_cls.base_model_prefix, self.backbone)
+        wrapper.score = self.head
+        wrapper.save_pretrained(out)
+        (out / HEAD_WEIGHTS).unlink(missing_ok=True)  # a stale v1 head would contradict score.weight
+        if tokenizer is not None:
+            tokenizer = copy.deepcopy(tokenizer)
+            if pad_id is not None and tokenizer.pad_token_id != pad_id:
+                # HF and TRL pad with the tokenizer's pad token: it must be the id the config names.
+                tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
+            tokenizer.save_pretrained(out)
+        if pad_id is None:
+            log.warning("%s: no pad token distinct from eos; HF's classifier will refuse batches > 1", out)
+        return {"format": HF_FORMAT, "pooling": "last", "layout": HF_LAYOUT,
+                "hf_class": seq_cls.__name__, "pad_token_id": pad_id}
 
     @classmethod
     def from_pretrained(
@@ -100,15 +220,29 @@ class ScalarHeadModel(nn.Module):
         pooling: Pooling | None = None,
         trust_remote_code: bool = False,
     ) -> "ScalarHeadModel":
-        """Load a saved scalar-head model, or put a fresh head on any HF backbone dir."""
+        """Load a saved scalar-head model (either layout), or put a fresh head on any HF backbone dir."""
         model_dir = Path(model_dir)
+        meta = _read_meta(model_dir)
+        if meta.get("layout") == HF_LAYOUT:
+            return cls._from_hf_layout(model_dir, dtype, pooling or meta["pooling"], trust_remote_code)
         backbone = AutoModel.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-        meta_file = model_dir / HEAD_META
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        if meta and meta.get("format") != HEAD_FORMAT:
-            raise ValueError(f"{meta_file}: unknown scalar head format {meta.get('format')!r}")
-        model = cls(backbone, pooling=pooling or meta.get("pooling", "last"))
-        if (model_dir / HEAD_WEIGHTS).is_file():
-            model.head.load_state_dict(load_file(model_dir / HEAD_WEIGHTS))
+        head_file = model_dir / HEAD_WEIGHTS
+        state = load_file(head_file) if head_file.is_file() else {}
+        bias = state.pop("bias", None)
+        # Old dirs saved a zero bias (BT training never moves it): drop it so they save as HF dirs.
+        keep_bias = bias is not None and bool(bias.abs().max() > 0)
+        model = cls(backbone, pooling=pooling or meta.get("pooling", "last"), bias=keep_bias)
+        if state:
+            model.head.load_state_dict({**state, **({"bias": bias} if keep_bias else {})})
             model.head.to(dtype)
+        return model
+
+    @classmethod
+    def _from_hf_layout(cls, model_dir: Path, dtype: torch.dtype, pooling: Pooling,
+                        trust_remote_code: bool) -> "ScalarHeadModel":
+        seq = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+        model = cls(seq.base_model, pooling=pooling)
+        model.head.load_state_dict(seq.score.state_dict())
         return model
