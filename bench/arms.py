@@ -159,8 +159,8 @@ def trl_models(dirs: dict[str, Path]):
     """Policy, reference, reward and value models for TRL, equal to rlhf-dist's.
 
     TRL's reward/value models are *ForSequenceClassification-style (`.score` on the backbone's last
-    hidden state). They are built from the reward dir's backbone and its scalar head weight (the
-    head bias is zero at init; `score` has none).
+    hidden state). A reward dir saved since issue #12 is such a dir; an older one (backbone +
+    score_head.safetensors) gets its head weight copied in (its bias is zero; `score` has none).
     """
     import torch
     from safetensors.torch import load_file
@@ -171,12 +171,14 @@ def trl_models(dirs: dict[str, Path]):
     def lm():
         return AutoModelForCausalLM.from_pretrained(dirs["policy"], dtype=torch.float32)
 
-    head = load_file(dirs["reward"] / HEAD_WEIGHTS)
+    old_head = dirs["reward"] / HEAD_WEIGHTS
+    head = load_file(old_head) if old_head.is_file() else None
 
     def scorer():
         model = AutoModelForSequenceClassification.from_pretrained(dirs["reward"], num_labels=1, dtype=torch.float32)
-        with torch.no_grad():
-            model.score.weight.copy_(head["weight"])
+        if head is not None:
+            with torch.no_grad():
+                model.score.weight.copy_(head["weight"])
         return model
 
     return lm(), lm(), scorer(), scorer()
