@@ -31,8 +31,11 @@ def run_demo(cfg: RLHFConfig | None = None) -> int:
           and summary["kl"] <= TARGETS["kl_max"])
     print("\n=== rlhf-dist demo ===")
     ci = summary.get("rm_accuracy_ci95") or [float("nan"), float("nan")]
-    print(f"reward model held-out accuracy {summary['rm_accuracy']:.3f}   (target >= {TARGETS['rm_accuracy']}; "
-          f"95% CI {ci[0]:.3f}-{ci[1]:.3f} over {summary.get('rm_eval_pairs')} held-out pairs)")
+    names = summary["metric_names"]  # one name per figure: the two RM accuracies are on different pairs
+    print(f"{names['rm_accuracy']}: {summary['rm_accuracy']:.3f}   (target >= {TARGETS['rm_accuracy']}; "
+          f"95% CI {ci[0]:.3f}-{ci[1]:.3f} over {summary.get('rm_eval_pairs')} pairs)")
+    if summary.get("rm_accuracy_eval_pairs") is not None:
+        print(f"{names['rm_accuracy_eval_pairs']}: {summary['rm_accuracy_eval_pairs']:.3f}   (not a target)")
     print(f"win rate vs starting policy    {summary['win_rate']:.3f}   (target >= {TARGETS['win_rate']}, "
           f"judge: {summary['judge']}, held-out prompts)")
     print(f"KL to reference (nats/seq)     {summary['kl']:.3f}   (bound <= {TARGETS['kl_max']})")

@@ -175,6 +175,16 @@ def _accuracy_ci(metrics: dict) -> list[float] | None:
     return [round(x, 4) for x in wilson_interval(acc * n, n)]
 
 
+def metric_names(cfg: RLHFConfig) -> dict[str, str]:
+    """One name per figure (summary.json, the demo's console lines, the report): the last RM's validation
+    accuracy and the eval's RM accuracy are measured on different pairs."""
+    feedback = cfg.pipeline.rounds > 1 or cfg.pipeline.first_round_preferences == "policy_samples"
+    eval_pairs = f"eval pairs ({cfg.data.eval_pairs_path})" if cfg.data.eval_pairs_path else "built-in eval pairs"
+    validation = "held-out feedback pairs" if feedback else eval_pairs
+    return {"rm_accuracy": f"RM accuracy on {validation}", "rm_eval_pairs": f"{validation} (count)",
+            "rm_accuracy_eval_pairs": f"RM accuracy on {eval_pairs}"}
+
+
 def finish(cfg: RLHFConfig, run_dir: Path, policy_dir: Path, start_policy: Path, last: RoundResult,
            started: float) -> dict:
     """Held-out evaluation, report, summary."""
@@ -188,6 +198,7 @@ def finish(cfg: RLHFConfig, run_dir: Path, policy_dir: Path, start_policy: Path,
         "rm_accuracy": last.rm_metrics.get("accuracy"),
         "rm_accuracy_ci95": _accuracy_ci(last.rm_metrics), "rm_eval_pairs": last.rm_metrics.get("n_pairs"),
         "rm_accuracy_eval_pairs": ev.get("rm_accuracy"),
+        "metric_names": metric_names(cfg),
         "win_rate": ev["win_rate"], "kl": ev["kl"], "wall_seconds": round(time.time() - started, 1),
         "judge": cfg.eval.judge, "eval": ev, "policy_dir": str(policy_dir), "start_policy_dir": str(start_policy),
     }

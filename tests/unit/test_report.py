@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import math
 
-from rlhf_dist.eval.report import write_report
+import subprocess
+import sys
+
+from rlhf_dist.eval.report import FIGURES, HELD_OUT_PANEL, RM_EVAL_PAIRS_NAME, RM_VALIDATION_NAME, fill_panels, \
+    read_records, write_report
 
 ALL_PNGS = {"rm_loss_accuracy.png", "ppo_reward.png", "ppo_kl.png", "ppo_losses.png", "ppo_entropy_length.png",
             "eval.png"}
@@ -53,9 +57,10 @@ def test_full_report_has_every_plot_and_the_final_figures(tmp_path):
     md = (out / "report.md").read_text()
     # final PPO figures (last step), RM held-out accuracy, eval comparison, summary.json entries
     for text in ("| PPO mean reward (raw) | 1.2 |", "| PPO KL to reference | 0.6 |", "| PPO steps | 12 |",
-                 "| reward model held-out accuracy | 0.875 |", "| win rate vs start | 0.6875 |  |",
+                 f"| {RM_VALIDATION_NAME} | 0.875 |", "| win rate vs start | 0.6875 |  |",
                  "| judge score | 0.3 | 0.1 |", "| perplexity (of the policy's responses) | 12.5 | 30.25 |",
-                 "| KL to reference | 1.234 |", "| summary: wall_seconds | 93.5 |", "policy: 'great | fun'"):
+                 "| KL to reference | 1.234 |", "| wall time (s) (summary.json wall_seconds) | 93.5 |",
+                 f"| {RM_EVAL_PAIRS_NAME} | 0.9375 |  |", "policy: 'great | fun'"):
         assert text in md, text
     for png in ALL_PNGS:
         assert f"]({png})" in md
@@ -85,4 +90,60 @@ def test_rm_only_run_uses_reward_metrics_json_when_jsonl_is_off(tmp_path):
     hist = [{"epoch": 1, "accuracy": 0.8125}, {"epoch": 2, "accuracy": math.pi / 4}]
     (tmp_path / "reward_metrics.json").write_text(json.dumps({"history": hist}))
     md = (write_report(tmp_path) / "report.md").read_text()
-    assert "| reward model held-out accuracy | 0.7854 |" in md
+    assert f"| {RM_VALIDATION_NAME} | 0.7854 |" in md
+
+
+def test_every_panel_names_its_y_axis_with_a_unit():
+    for name, panels in FIGURES.items():
+        for title, ylabel, _ in panels:
+            assert title == HELD_OUT_PANEL or "(" in ylabel or "fraction" in ylabel, (name, title, ylabel)
+
+
+def test_entropy_panel_says_not_logged_instead_of_vanishing(tmp_path):
+    write_metrics(tmp_path, with_entropy=False)
+    filled = fill_panels(FIGURES["ppo_entropy_length.png"], read_records(tmp_path / "metrics.jsonl"))
+    assert [(title, note) for title, _, _, note in filled] == [
+        ("PPO: policy entropy", "entropy not logged\n(no policy/entropy in metrics.jsonl)"),
+        ("PPO: response length", None)]
+    write_metrics(tmp_path, with_entropy=True)
+    filled = fill_panels(FIGURES["ppo_entropy_length.png"], read_records(tmp_path / "metrics.jsonl"))
+    assert filled[0][3] is None and len(filled[0][2][0][3]) == 12  # 12 entropy points
+
+
+def test_held_out_panel_compares_start_and_trained(tmp_path):
+    write_metrics(tmp_path)
+    rows = read_records(tmp_path / "metrics.jsonl")
+    assert [p[0] for p in fill_panels(FIGURES["ppo_reward.png"], rows)] == ["PPO: mean reward", HELD_OUT_PANEL]
+    no_eval = [r for r in rows if r.get("phase") != "eval"]
+    assert [p[0] for p in fill_panels(FIGURES["ppo_reward.png"], no_eval)] == ["PPO: mean reward"]
+
+
+def test_summary_names_the_two_rm_accuracies_apart(tmp_path):
+    write_eval(tmp_path)
+    names = {"rm_accuracy": "RM accuracy on held-out feedback pairs"}
+    (tmp_path / "summary.json").write_text(json.dumps({"rm_accuracy": 0.85, "rm_accuracy_eval_pairs": 1.0,
+                                                       "metric_names": names}))
+    md = (write_report(tmp_path) / "report.md").read_text()
+    assert "| RM accuracy on held-out feedback pairs (summary.json rm_accuracy) | 0.85 |" in md
+    assert f"| {RM_EVAL_PAIRS_NAME} (summary.json rm_accuracy_eval_pairs) | 1 |" in md
+    assert "held-out accuracy |" not in md
+
+
+def test_report_does_not_switch_the_matplotlib_backend(tmp_path):
+    """Importing and running the report leaves pyplot unimported and the user's backend alone."""
+    code = ("import matplotlib, sys; matplotlib.use('svg'); from rlhf_dist.eval import report; "
+            f"report.write_report({str(tmp_path)!r}); "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); "
+            "assert 'matplotlib.pyplot' not in sys.modules")
+    write_metrics(tmp_path)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert (tmp_path / "report" / "ppo_reward.png").stat().st_size > 5_000
+
+
+def test_pipeline_names_the_two_rm_accuracies_by_their_pairs():
+    from rlhf_dist.stages.demo import demo_config
+    from rlhf_dist.stages.pipeline import metric_names
+
+    names = metric_names(demo_config())
+    assert names["rm_accuracy"] == "RM accuracy on held-out feedback pairs"
+    assert names["rm_accuracy_eval_pairs"] == "RM accuracy on built-in eval pairs"
