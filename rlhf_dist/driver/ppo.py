@@ -84,7 +84,7 @@ def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> 
             sync_weights(roles, cfg)  # engines start from the initial weights: bring them to the checkpoint's
         sampler = PromptSampler(len(prompt_texts), cfg.run.seed, **state.data)
         last = min(ppo.steps, stop_after) if stop_after else ppo.steps
-        with MetricsLogger(run_dir, cfg.tracking, total=last - state.step, desc="ppo") as tracker:
+        with MetricsLogger(run_dir, cfg.tracking, total=last - state.step, desc="ppo", plain_lines=False) as tracker:
             for step in range(state.step + 1, last + 1):
                 metrics = ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_ctl,
                                    reward_norm, group_size)

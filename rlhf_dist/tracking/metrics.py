@@ -1,4 +1,4 @@
-"""Metrics sinks: JSONL file, TensorBoard, optional wandb, and a console progress bar.
+"""Metrics sinks: JSONL file, TensorBoard, optional wandb, and the stage's console progress display.
 
     with MetricsLogger(run_dir, cfg.tracking, total=steps, desc="reward model") as log:
         log.log({"loss": 0.3}, step=1, phase="rm/train")
@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from rlhf_dist.config.schema import TrackingConfig
+from rlhf_dist.tracking.console import StageProgress, say
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +30,12 @@ def _scalar(value: Any) -> float | None:
 class MetricsLogger:
     """Writes every logged dict to metrics.jsonl (one line per call) and TensorBoard."""
 
-    def __init__(self, run_dir: str | Path, cfg: TrackingConfig, total: int | None = None, desc: str = "training"):
+    def __init__(self, run_dir: str | Path, cfg: TrackingConfig, total: int | None = None, desc: str = "training",
+                 plain_lines: bool = True):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         self.total, self.desc = total, desc
-        # without a bar, a line per PPO step but not per micro-batch of supervised training
-        self.log_every = 1 if (total or 0) <= 50 else max(1, (total or 0) // 20)
         self._jsonl = open(self.run_dir / "metrics.jsonl", "a") if cfg.jsonl else None
         self._tb = None
         if cfg.tensorboard:
@@ -49,15 +47,9 @@ class MetricsLogger:
             import wandb  # optional: only when configured
 
             self._wandb = wandb.init(project=cfg.wandb_project, dir=str(self.run_dir))
-        self._progress = None
-        self._task = None
-        if cfg.progress and total:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            )
-            self._task = self._progress.add_task(desc, total=total, status="")
-            self._progress.start()
+        # a bar on a terminal, plain periodic lines otherwise (tracking/console.py)
+        self.progress = StageProgress(desc, total=total, enabled=bool(cfg.progress and total),
+                                      plain_lines=plain_lines).start()
 
     def log(self, metrics: dict[str, Any], step: int, phase: str) -> None:
         """Record `metrics` under `phase/` at `step`."""
@@ -74,22 +66,14 @@ class MetricsLogger:
             self._wandb.log({f"{phase}/{k}": v for k, v in scalars.items()}, step=step)
 
     def advance(self, n: int = 1, status: str = "") -> None:
-        """Move the progress bar (without one: log the status every `log_every` calls, and the last)."""
-        self._done = getattr(self, "_done", 0) + n
-        if self._progress is not None:
-            self._progress.update(self._task, advance=n, status=status)
-        elif status and (self._done % self.log_every == 0 or self._done == self.total):
-            log.info("%s %s/%s: %s", self.desc, self._done, self.total or "?", status)
+        """Move the stage's progress display by n, with a short status."""
+        self.progress.advance(n, status)
 
     def print(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(text)
-        else:
-            print(text, flush=True)
+        say(text)
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        self.progress.close()
         if self._jsonl:
             self._jsonl.close()
         if self._tb:
