@@ -55,9 +55,10 @@ def setup_env(threads: int | None = None) -> int:
 
     torch.set_num_threads(threads)
     import logging
-    import warnings
 
-    warnings.filterwarnings("ignore")
+    from rlhf_dist.tracking.quiet import quiet_libraries
+
+    quiet_libraries()  # only the understood warnings (tracking/quiet.py), not every warning
     for name in ("vllm", "ray", "deepspeed", "transformers", "accelerate", "trl", "DeepSpeed", "torch"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return threads

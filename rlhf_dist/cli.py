@@ -100,28 +100,9 @@ def cmd_ppo(args: argparse.Namespace, extra: list[str]) -> int:
     if args.resume:
         cfg.checkpoint.resume = True
     result = run_ppo_stage(cfg)
-    print(_ppo_summary(result.history))
+    # the per-step lines and the phase-timing table were printed by the driver (tracking/console.py)
     print(f"policy exported to {result.policy_dir}; metrics in {result.run_dir / 'metrics.jsonl'}")
     return 0
-
-
-def _ppo_summary(history: list[dict]) -> str:
-    """Per-step reward/KL and the mean per-phase timing table."""
-    if not history:
-        return "no PPO step ran"
-    lines = ["step  reward   kl      length  step_s"]
-    for m in history:
-        lines.append(f"{m['step']:>4}  {m['reward/score_raw']:>7.3f} {m['kl/seq_k1']:>7.3f} "
-                     f"{m['response/length']:>7.1f} {m['time/step']:>7.2f}")
-    phases = sorted(k for k in history[0] if k.startswith("time/") and k != "time/step")
-    total = sum(m["time/step"] for m in history) / len(history)
-    lines.append("\nphase                 mean_s   share")
-    for key in phases:
-        mean = sum(m.get(key, 0.0) for m in history) / len(history)
-        within = "  (inside training, concurrent)" if key in ("time/policy_train", "time/critic_train") else ""
-        lines.append(f"{key[5:]:<20} {mean:>7.2f} {100 * mean / total:>6.1f}%{within}")
-    lines.append(f"{'step':<20} {total:>7.2f}")
-    return "\n".join(lines)
 
 
 def cmd_pipeline(args: argparse.Namespace, extra: list[str]) -> int:
@@ -149,6 +130,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
         epilog=EPILOG,
     )
     parser.add_argument("--log-level", default="INFO", help="Python log level (default INFO).")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="show everything: worker and engine output, library warnings, DEBUG logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers: dict[str, Callable] = {}
 
@@ -202,14 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     parser, handlers = build_parser()
     args, extra = parser.parse_known_args(join_dotted_overrides(sys.argv[1:] if argv is None else argv))
     extra = claim_config(parser, args, extra)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.log_level.upper() != "DEBUG":
-        import os
+    from rlhf_dist.tracking.quiet import setup_console
 
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM warns on every CPU generate call
-        # load reports for heads we replace on purpose; read when transformers is first imported, so
-        # commands that never load a model (feedback, config) do not pay for importing it
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # short log lines, known third-party noise off (tracking/quiet.py); --verbose: everything, DEBUG
+    setup_console(verbose=args.verbose, level=args.log_level)
     try:
         return handlers[args.command](args, extra)
     except ConfigError as err:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data.records import ComparisonPair
+from rlhf_dist.tracking.console import StageProgress
+from rlhf_dist.tracking.quiet import output_to
 
 log = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model")
@@ -39,12 +41,17 @@ def sample_responses(cfg: RLHFConfig, model_dir: str | Path, prompts: Sequence[s
     tokenizer = load_tokenizer(model_dir)
     sampling = cfg.rollout.sampling.model_copy(update={"samples_per_prompt": per_prompt})
     settings = {**sampling.model_dump(), "backend": cfg.rollout.backend, "dtype": cfg.policy.dtype}
-    engine = build_rollout_engine(model_dir, cfg.rollout, cfg.cluster.device, cfg.policy.dtype, seed)
-    try:
-        ids = [encode_prompt(tokenizer, p, cfg.data.max_prompt_length) for p in prompts]
-        samples = engine.generate(ids, sampling, seed=seed)
-    finally:
-        engine.shutdown()
+    ids = [encode_prompt(tokenizer, p, cfg.data.max_prompt_length) for p in prompts]
+    # The engine runs in this process for minutes: its C++ warnings and loading bars go to a log file,
+    # and a progress display (spinner + elapsed; plain lines off a terminal) says it is working.
+    log_path = Path(cfg.run.output_dir) / "logs" / f"{cfg.rollout.backend}-driver.log"
+    desc = f"sampling {len(ids)} prompts x {per_prompt} ({cfg.rollout.backend})"
+    with StageProgress(desc, enabled=cfg.tracking.progress), output_to(log_path):
+        engine = build_rollout_engine(model_dir, cfg.rollout, cfg.cluster.device, cfg.policy.dtype, seed)
+        try:
+            samples = engine.generate(ids, sampling, seed=seed)
+        finally:
+            engine.shutdown()
     texts = [[(tokenizer.decode(s.response_ids, skip_special_tokens=True).strip() or "(empty)",
                [float(x) for x in s.logprobs]) for s in group] for group in samples]
     return texts, settings

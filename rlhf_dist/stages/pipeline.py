@@ -22,6 +22,7 @@ from rlhf_dist.data.records import ABFeedback
 from rlhf_dist.feedback import FeedbackStore, SimulatedAnnotator
 from rlhf_dist.feedback.db import db_url_of
 from rlhf_dist.models import resolve_model_path
+from rlhf_dist.tracking.console import StageProgress
 from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, write_json
 
 log = logging.getLogger(__name__)
@@ -74,11 +75,17 @@ def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackSto
     prompts, added, decisive = round_prompts(cfg), 0, 0
     for attempt in range(MAX_PASSES):
         seed = cfg.run.seed * 31 + round_index + 1000 * attempt
-        for pair in sample_pairs(cfg, policy_dir, prompts, seed=seed):
-            preference, confidence, reasoning = annotator.judge(pair.prompt, pair.response_a, pair.response_b)
-            store.add(pair.prompt, pair.response_a, pair.response_b, preference, confidence, reasoning,
-                      annotator="simulated", round_index=round_index)
-            added, decisive = added + 1, decisive + (preference != 2)
+        pairs = sample_pairs(cfg, policy_dir, prompts, seed=seed)
+        with StageProgress(f"round {round_index} pass {attempt + 1}: judging", total=len(pairs),
+                           enabled=cfg.tracking.progress) as bar:
+            for pair in pairs:
+                preference, confidence, reasoning = annotator.judge(pair.prompt, pair.response_a, pair.response_b)
+                store.add(pair.prompt, pair.response_a, pair.response_b, preference, confidence, reasoning,
+                          annotator="simulated", round_index=round_index)
+                added, decisive = added + 1, decisive + (preference != 2)
+                bar.advance(status=f"{decisive} decisive")
+        log.info("round %d pass %d: %d decisive pairs so far (want %d)", round_index, attempt + 1, decisive,
+                 cfg.pipeline.min_decisive_pairs)
         if decisive >= cfg.pipeline.min_decisive_pairs:
             break
     log.info("round %d: %d pairs judged, %d decisive (%d ties)", round_index, added, decisive, added - decisive)
@@ -191,7 +198,8 @@ def finish(cfg: RLHFConfig, run_dir: Path, policy_dir: Path, start_policy: Path,
     from rlhf_dist.eval.evaluate import evaluate_policy
     from rlhf_dist.eval.report import write_report
 
-    ev = evaluate_policy(cfg, policy_dir, start_policy, last.reward_dir, judge=cfg.eval.judge)
+    with StageProgress("held-out evaluation", enabled=cfg.tracking.progress):
+        ev = evaluate_policy(cfg, policy_dir, start_policy, last.reward_dir, judge=cfg.eval.judge)
     summary = {
         # held-out accuracy of the last round's RM on the data it was validated on (for rounds trained on
         # annotated policy samples: a held-out fifth of that feedback); eval's figure is on data.eval_pairs
