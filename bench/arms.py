@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import SCRATCH, device, load, model_dirs, setup_env  # noqa: E402
+from bench.common import SCRATCH, device, load, model_dirs, setup_env
 
 DEFAULTS: dict[str, Any] = {
     "size": "tiny",

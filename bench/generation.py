@@ -18,13 +18,9 @@ default, so every batch here is one call; the JSON records the calls per batch).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     device, quick_results,
     arch_facts, forward_flops, matmul_rate, median, model_dirs, other_cpu_users, print_table, save_png, setup_env,
     spread, wait_quiet, write_result,

@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     quick_results,
     SCRATCH, arch_facts, median, model_dirs, other_cpu_users, print_table, run_child, save_png, setup_env, spread,
     wait_quiet, write_result,
 )
-from bench.ppo_vs_trl import PRESETS, QUICK  # noqa: E402
+from bench.ppo_vs_trl import PRESETS, QUICK
 
 PHASES = ["generation", "scoring", "inference", "advantages", "policy_train", "critic_train", "training", "sync"]
 
@@ -57,16 +54,15 @@ def sync_child(size: str, repeats: int) -> dict:
 
     from bench.arms import DEFAULTS, rlhf_config
     from bench.common import start_ray
+    from rlhf_dist.config import with_overrides
     from rlhf_dist.driver.roles import ModelDirs, build_roles, sync_weights
 
     dirs = model_dirs(size)
     s = {**DEFAULTS, "size": size, "batch": 8, "minibatches": 1}
     cfg = rlhf_config(s, dirs, SCRATCH / "runs" / f"sync-{size}")
     # No critic / reward actors needed for a sync: REINFORCE++ with a function reward.
-    cfg = cfg.model_copy(update={"ppo": cfg.ppo.model_copy(update={
-        "advantage": "reinforce_pp",
-        "rewards": [type(cfg.ppo.rewards[0])(kind="function", function="rlhf_dist.eval.rules:lowercase_fraction_reward")],
-    })})
+    cfg = with_overrides(cfg, {"ppo.advantage": "reinforce_pp", "ppo.rewards": [
+        {"kind": "function", "function": "rlhf_dist.eval.rules:lowercase_fraction_reward"}]})
     start_ray(cfg.cluster.local_num_cpus)
     roles = build_roles(cfg, ModelDirs(policy=dirs["policy"], reward=None, critic_init=dirs["policy"]), total_updates=1)
     try:

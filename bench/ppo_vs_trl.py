@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.arms import DEFAULTS  # noqa: E402
-from bench.common import (  # noqa: E402
+from bench.arms import DEFAULTS
+from bench.common import (
     quick_results,
     arch_facts, matmul_rate, median, model_dirs, other_cpu_users, ppo_step_flops, print_table, run_child, setup_env,
     spread, wait_quiet, write_result,

@@ -26,9 +26,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     SCRATCH, arch_facts, forward_flops, matmul_rate, model_dirs, print_table, setup_env, wait_quiet, write_result,
 )
 

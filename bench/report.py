@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import REPO, RESULTS  # noqa: E402
+from bench.common import REPO, RESULTS
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 

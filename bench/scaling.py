@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     quick_results,
     arch_facts, matmul_rate, median, model_dirs, other_cpu_users, ppo_step_flops, print_table, run_child, save_png,
     setup_env, wait_quiet, write_result,
 )
-from bench.arms import DEFAULTS  # noqa: E402
-from bench.phases import breakdown  # noqa: E402
-from bench.ppo_vs_trl import PRESETS  # noqa: E402
+from bench.arms import DEFAULTS
+from bench.phases import breakdown
+from bench.ppo_vs_trl import PRESETS
 
 
 def _threads(s: dict) -> str:

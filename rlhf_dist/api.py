@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from rlhf_dist.config import RLHFConfig, load_config
+from rlhf_dist.config import RLHFConfig, load_config, with_overrides
 from rlhf_dist.config.roles import needs_reward_model
-from rlhf_dist.stages.pipeline import derive, feedback_store
+from rlhf_dist.stages.pipeline import feedback_store
 
 
 def _largest_divisor_at_most(n: int, cap: int) -> int:
@@ -54,10 +54,10 @@ class RLHFPipeline:
         feedback_file = self.store.export_jsonl(self.run_dir / "feedback_ab.jsonl")
         train = self.cfg.reward.train
         batch = batch_size or train.global_batch_size
-        cfg = derive(self.cfg, self.run_dir, data__pairs_path=str(feedback_file), data__pairs_format="ab",
-                     reward__epochs=num_epochs or self.cfg.reward.epochs,
-                     reward__train__global_batch_size=batch,
-                     reward__train__micro_batch_size=_largest_divisor_at_most(batch, train.micro_batch_size))
+        cfg = with_overrides(self.cfg, {"run.output_dir": str(self.run_dir), "data.pairs_path": str(feedback_file),
+                                        "data.pairs_format": "ab", "reward.epochs": num_epochs or self.cfg.reward.epochs,
+                                        "reward.train.global_batch_size": batch,
+                                        "reward.train.micro_batch_size": _largest_divisor_at_most(batch, train.micro_batch_size)})
         result = train_reward_model(cfg)
         self.reward_model_dir = result.model_dir
         self.reward_model_metrics = {"history": result.history, **result.final_metrics}
@@ -70,15 +70,16 @@ class RLHFPipeline:
         ppo = self.cfg.ppo
         prompts = batch_size or ppo.rollout_batch_size
         n_samples = prompts * self.cfg.rollout.sampling.samples_per_prompt
-        updates = {"ppo__steps": num_epochs or ppo.steps, "ppo__rollout_batch_size": prompts}
+        updates = {"run.output_dir": str(self.run_dir), "ppo.steps": num_epochs or ppo.steps,
+                   "ppo.rollout_batch_size": prompts}
         for role, dp in (("policy_train", self.cfg.cluster.policy.num_actors),
                          ("critic_train", self.cfg.cluster.critic.num_actors)):
             micro = _largest_divisor_at_most(max(1, n_samples // dp), getattr(ppo, role).micro_batch_size)
-            updates[f"ppo__{role}__global_batch_size"] = n_samples if n_samples % (micro * dp) == 0 else math.lcm(micro * dp, n_samples)
-            updates[f"ppo__{role}__micro_batch_size"] = micro
+            updates[f"ppo.{role}.global_batch_size"] = n_samples if n_samples % (micro * dp) == 0 else math.lcm(micro * dp, n_samples)
+            updates[f"ppo.{role}.micro_batch_size"] = micro
         if self.reward_model_dir is None and needs_reward_model(self.cfg):
             raise ValueError("no reward model yet: call stage2_train_reward_model first")
-        cfg = derive(self.cfg, self.run_dir, **updates)
+        cfg = with_overrides(self.cfg, updates)
         result = run_ppo_stage(cfg, policy_dir=self.policy_dir, reward_dir=self.reward_model_dir)
         self.policy_dir = result.policy_dir
         last = result.history[-1] if result.history else {}

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 
 from rlhf_dist.config import ConfigError, RLHFConfig, config_to_yaml, load_config
-from rlhf_dist.config.cli_args import add_config_arg, claim_config, join_dotted_overrides
+from rlhf_dist.config.cli_args import add_config_arg, claim_config, join_dotted_overrides, split_overrides
 from rlhf_dist.data.validate import DataValidationError
 
 EPILOG = (
@@ -35,24 +35,6 @@ STAGE_KEYS = {
     "pipeline": ["pipeline.rounds", "pipeline.run_sft", "feedback.source", "reward.epochs", "ppo.steps",
                  "ppo.kl.coef", "eval.judge", "policy.path", "run.output_dir"],
 }
-
-
-def split_overrides(extra: list[str]) -> list[str]:
-    """['--ppo.kl.coef', '0.1', '--a.b=2'] -> ['ppo.kl.coef=0.1', 'a.b=2']."""
-    overrides, i = [], 0
-    while i < len(extra):
-        arg = extra[i]
-        if not arg.startswith("--") or arg == "--":
-            raise ConfigError([f"unexpected argument '{arg}' (overrides look like --section.key VALUE)"])
-        if "=" in arg:
-            overrides.append(arg[2:])
-            i += 1
-        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
-            overrides.append(f"{arg[2:]}={extra[i + 1]}")
-            i += 2
-        else:
-            raise ConfigError([f"option '{arg}' needs a value"])
-    return overrides
 
 
 def _load(args: argparse.Namespace, extra: list[str]) -> RLHFConfig:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlhf_dist.cluster.submit import DEFAULT_ADDRESS, EXIT_CODES, EXIT_UNREACHABLE, SubmitError
+from rlhf_dist.config.cli_args import split_overrides
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
 CLUSTER_HELP = ("hardware to plan for: KEY=VALUE,... with nodes, gpus_per_node, gpu_mem_gib, cpus_per_node, ram_gib "
@@ -58,7 +59,6 @@ def cmd_plan(load_cfg: Callable) -> Handler:
 
 def cmd_submit(load_cfg: Callable) -> Handler:
     def run(args: argparse.Namespace, extra: list[str]) -> int:
-        from rlhf_dist.cli import split_overrides
         from rlhf_dist.cluster import submit as sub
 
         cfg = load_cfg(args, extra)  # a typo fails here, before anything reaches the cluster

@@ -1,6 +1,8 @@
 """The one typed config schema of rlhf-dist, YAML loading and dotted overrides."""
 
-from rlhf_dist.config.loading import ConfigError, apply_overrides, build_config, config_to_yaml, load_config, read_yaml
+from rlhf_dist.config.loading import (
+    ConfigError, apply_overrides, build_config, config_to_yaml, load_config, read_yaml, with_overrides,
+)
 from rlhf_dist.config.schema import (
     CheckpointConfig,
     ClusterConfig,
@@ -29,5 +31,5 @@ __all__ = [
     "ActorResources", "CheckpointConfig", "ClusterConfig", "ConfigError", "CriticConfig", "DataConfig", "EvalConfig", "KLConfig", "LoRAConfig",
     "ModelConfig", "PPOConfig", "RLHFConfig", "RewardModelConfig", "RewardSource", "RoleResources", "RolloutConfig",
     "RunConfig", "SamplingConfig", "TrackingConfig", "TrainConfig", "apply_overrides", "build_config",
-    "config_to_yaml", "load_config", "read_yaml",
+    "config_to_yaml", "load_config", "read_yaml", "with_overrides",
 ]

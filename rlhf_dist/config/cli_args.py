@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rlhf_dist.config.loading import ConfigError
 from rlhf_dist.config.schema import RLHFConfig
 
 SCHEMA_DEFAULTS = ("the schema defaults: a tiny config-built Llama on CPU, outputs in runs/rlhf "
@@ -122,3 +123,21 @@ def join_dotted_overrides(argv: list[str]) -> list[str]:
             out.append(arg)
             i += 1
     return out
+
+
+def split_overrides(extra: list[str]) -> list[str]:
+    """['--ppo.kl.coef', '0.1', '--a.b=2'] -> ['ppo.kl.coef=0.1', 'a.b=2']."""
+    overrides, i = [], 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError([f"unexpected argument '{arg}' (overrides look like --section.key VALUE)"])
+        if "=" in arg:
+            overrides.append(arg[2:])
+            i += 1
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            overrides.append(f"{arg[2:]}={extra[i + 1]}")
+            i += 2
+        else:
+            raise ConfigError([f"option '{arg}' needs a value"])
+    return overrides

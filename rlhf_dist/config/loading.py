@@ -12,7 +12,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from rlhf_dist.config.schema import RLHFConfig
 
 KeyPath = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -126,37 +127,62 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
     return tuple(parts), value
 
 
+def _set_path(data: dict[str, Any], path: KeyPath, value: Any, what: str) -> None:
+    node: Any = data
+    for part in path[:-1]:
+        if isinstance(part, int):
+            node = node[part]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError([f"{what}: '{part}' is not a section"])
+    node[path[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
-    """Set each dotted override into `data` in place (creating sections as needed)."""
+    """Set each dotted override ('KEY=VALUE', value parsed as YAML) into `data` in place."""
     for text in overrides:
         path, value = parse_override(text)
-        node: Any = data
-        for part in path[:-1]:
-            if isinstance(part, int):
-                node = node[part]
-            else:
-                node = node.setdefault(part, {})
-                if not isinstance(node, (dict, list)):
-                    raise ConfigError([f"override '{text}': '{part}' is not a section"])
-        node[path[-1]] = value
+        _set_path(data, path, value, f"override '{text}'")
 
 
-def build_config(data: dict[str, Any], source: str = "<config>", lines: dict[KeyPath, int] | None = None) -> RLHFConfig:
-    """Validate a raw mapping into RLHFConfig, or raise ConfigError listing every problem."""
-    lines = lines or {}
-    unknown = _unknown_keys(data, RLHFConfig, ())
+def _validate(model: type[M], data: dict[str, Any], source: str, lines: dict[KeyPath, int],
+              prefix: KeyPath = ()) -> M:
+    """Validate a raw mapping into `model`, or raise ConfigError listing every problem with its place."""
+    unknown = _unknown_keys(data, model, prefix)
     if unknown:
         raise ConfigError([f"{_where(source, lines, p)}: {_dotted(p)}: {msg}" for p, msg in unknown])
     try:
-        return RLHFConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         problems = []
         for e in err.errors():
-            loc = tuple(e["loc"])
+            loc = prefix + tuple(e["loc"])
             msg = e["msg"].removeprefix("Value error, ")
             name = _dotted(loc) or "config"
             problems.append(f"{_where(source, lines, loc)}: {name}: {msg}")
         raise ConfigError(problems) from None
+
+
+def build_config(data: dict[str, Any], source: str = "<config>", lines: dict[KeyPath, int] | None = None) -> RLHFConfig:
+    """Validate a raw mapping into RLHFConfig, or raise ConfigError listing every problem."""
+    return _validate(RLHFConfig, data, source, lines or {})
+
+
+def with_overrides(model: M, updates: dict[str, Any], section: str = "", source: str = "<derived config>") -> M:
+    """A validated copy of a config (or of one of its sections) with dotted-path updates.
+
+        with_overrides(cfg, {"run.output_dir": "runs/x", "data.pairs_format": "ab"})
+        with_overrides(cfg.rollout.sampling, {"samples_per_prompt": 1}, section="rollout.sampling")
+
+    The one way code derives a config: the same checks and error lines as YAML and CLI overrides
+    (`section` names where the model sits in the schema, for the messages)."""
+    prefix: KeyPath = tuple(section.split(".")) if section else ()
+    data = model.model_dump(mode="json")
+    for dotted, value in updates.items():
+        path = tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+        _set_path(data, path, value, f"{'.'.join(map(str, prefix + path))}={value!r}")
+    return _validate(type(model), data, source, {}, prefix)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RLHFConfig:

@@ -147,7 +147,7 @@ class EvalConfig(Strict):
     @field_validator("judge")
     @classmethod
     def _known_judge(cls, value: str) -> str:
-        from rlhf_dist.eval.judges import judge_spec
+        from rlhf_dist.data.rules import judge_spec
 
         judge_spec(value)  # raises ValueError naming the known judges
         return value

@@ -13,7 +13,7 @@ class SimulatedAnnotatorsConfig(Strict):
     """Rule-based stand-ins for people: in-process (`feedback.source: simulated`) or HTTP clients of the
     service (`service-simulated`), judging by a rule the reward model never sees."""
 
-    rule: Literal["sentiment", "length", "lowercase"] = Field("sentiment", description="What the simulated "
+    rule: Literal["sentiment", "length", "lowercase", "vowel"] = Field("sentiment", description="What the simulated "
                                                                "annotators prefer.")
     count: int = Field(3, ge=1, le=1000, description="Simulated annotators (HTTP clients) in service-simulated mode.")
     noise: float = Field(0.0, ge=0.0, le=0.5, description="Probability an annotator flips a decisive label.")

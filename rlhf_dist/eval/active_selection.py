@@ -127,12 +127,10 @@ def active_selection_experiment(cfg: RLHFConfig, out_dir: Path, backbone: str = 
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend is touched
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     for name, s in result["strategies"].items():
         ax.plot([p["votes"] for p in s["curve"]], [p["accuracy"] for p in s["curve"]], marker=".", label=(
             f"{name} ({s['votes_to_target']} votes to target)" if s["votes_to_target"] else f"{name} (target missed)"))
@@ -142,4 +140,3 @@ def plot(result: dict, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -26,7 +26,7 @@ import torch
 from rlhf_dist.algo import masked_mean, masked_sum, pairwise_accuracy
 from rlhf_dist.backends.rollout.base import RolloutSample
 from rlhf_dist.backends.rollout.hf_engine import HFEngine
-from rlhf_dist.config import RLHFConfig
+from rlhf_dist.config import RLHFConfig, with_overrides
 from rlhf_dist.data import encode_prompt, load_records
 from rlhf_dist.data.experience import pack_samples
 from rlhf_dist.eval.judges import judge_scores, trained_on_judge
@@ -53,7 +53,7 @@ def load_eval_prompts(cfg: RLHFConfig) -> list[str]:
 
 def _sample(engine: HFEngine, cfg: RLHFConfig, prompt_ids: list[list[int]]) -> list[RolloutSample]:
     """One response per prompt, seeded by cfg.eval.seed (same draws for policy and start)."""
-    sampling = cfg.rollout.sampling.model_copy(update={"samples_per_prompt": 1})
+    sampling = with_overrides(cfg.rollout.sampling, {"samples_per_prompt": 1}, section="rollout.sampling")
     return [group[0] for group in engine.generate(prompt_ids, sampling, seed=cfg.eval.seed)]
 
 
@@ -151,7 +151,7 @@ def _save(cfg: RLHFConfig, result: dict, prompts: list[str], policy_texts: list[
     """metrics.jsonl (phase "eval") and eval.json under the run dir."""
     run_dir = Path(cfg.run.output_dir)
     metrics_file = run_dir / "metrics.jsonl"
-    ppo = read_metrics(metrics_file, "ppo") if metrics_file.is_file() else []
+    ppo = read_metrics(metrics_file, "ppo")
     step = ppo[-1]["step"] if ppo else 0  # eval belongs to the policy after the last PPO step
     with MetricsLogger(run_dir, cfg.tracking) as tracker:
         tracker.log(result, step=step, phase="eval")

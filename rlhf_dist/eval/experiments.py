@@ -15,15 +15,12 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from rlhf_dist.config import RLHFConfig, build_config  # noqa: E402
-from rlhf_dist.eval.report import write_report  # noqa: E402
-from rlhf_dist.utils import write_json  # noqa: E402
+from rlhf_dist.config import RLHFConfig, build_config
+from rlhf_dist.eval.report import write_report
+from rlhf_dist.utils import write_json
 
 log = logging.getLogger(__name__)
 LENGTH_REWARD = "rlhf_dist.eval.rules:length_reward"
@@ -51,14 +48,17 @@ def _curves(coef: float, run_dir: Path, history: list[dict]) -> dict:
 
 def plot_kl_sweep(runs: list[dict], path: Path) -> Path:
     """Mean reward and KL vs step, one line per coefficient, on one two-panel figure."""
-    fig, (ax_r, ax_kl) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))  # no pyplot: no global backend or figure registry is touched
+    ax_r, ax_kl = fig.subplots(1, 2)
     for run in runs:
         label = f"kl {run['kl_coef']:g}" + (" (no penalty)" if run["kl_coef"] == 0 else "")
         marker = "o" if len(run["steps"]) <= 30 else None
         ax_r.plot(run["steps"], run["reward"], marker=marker, markersize=3, label=label)
         ax_kl.plot(run["steps"], run["kl"], marker=marker, markersize=3, label=label)
     ax_r.set_title("mean reward (response length / 100)", fontsize=10)
+    ax_r.set_ylabel("reward (characters / 100)")
     ax_kl.set_title("KL to reference (sequence, k1)", fontsize=10)
+    ax_kl.set_ylabel("KL (nats / sequence)")
     for ax in (ax_r, ax_kl):
         ax.set_xlabel("PPO step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -67,7 +67,6 @@ def plot_kl_sweep(runs: list[dict], path: Path) -> Path:
     fig.suptitle("reward hacking: length reward vs KL coefficient", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

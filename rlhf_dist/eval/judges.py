@@ -9,29 +9,15 @@ from __future__ import annotations
 
 import logging
 
+from rlhf_dist.data.rules import JUDGES, judge_spec
+
 log = logging.getLogger(__name__)
-
-# name -> 'module:callable' of the rule (rlhf_dist/eval/rules.py)
-JUDGES: dict[str, str] = {
-    "sentiment": "rlhf_dist.eval.rules:sentiment_reward",  # lexicon positivity, the demo task's goal
-    "length": "rlhf_dist.eval.rules:length_reward",  # characters / 100 (the reward-hacking target)
-    "lowercase": "rlhf_dist.eval.rules:lowercase_fraction_reward",
-    "vowel": "rlhf_dist.eval.rules:vowel_fraction_reward",
-}
-
-
-def judge_spec(name: str) -> str:
-    """'module:callable' of a registered judge name, or `name` itself when it already is one."""
-    if name in JUDGES:
-        return JUDGES[name]
-    if ":" in name and all(name.partition(":")[::2]):
-        return name
-    raise ValueError(f"unknown judge '{name}' (known: {', '.join(JUDGES)}, or 'module:callable')")
+__all__ = ["JUDGES", "judge_scores", "judge_spec", "trained_on_judge"]
 
 
 def judge_scores(name: str, prompts: list[str], responses: list[str]) -> list[float]:
     """The judge's score of every (prompt, response); a judge that raises names the failing sample."""
-    from rlhf_dist.driver.rewards import call_function  # torch-heavy; config validation imports this module
+    from rlhf_dist.driver.rewards import call_function  # torch-heavy: only when a judge runs
 
     return call_function(judge_spec(name), prompts, responses)
 

@@ -18,6 +18,8 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from rlhf_dist.tracking import read_metrics
+
 Series = tuple[str, str, str]  # (phase, metric key, legend label)
 Panel = tuple[str, str, list[Series]]  # (title, y-axis label with its unit, series)
 # x axis of each phase's rows: what their "step" counts
@@ -82,19 +84,6 @@ EVAL_ROWS = [
     ("response length (tokens)", "response_length", "response_length_start"),
     (RM_EVAL_PAIRS_NAME, "rm_accuracy", None),
 ]
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl rows; a torn last line (run killed mid-write) is skipped, not fatal."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
 
 
 def _read_json(path: Path) -> dict:
@@ -305,7 +294,7 @@ def _html(run_dir: Path, tables, images: list[Path], examples: list[dict]) -> st
 def write_report(run_dir: str | Path) -> Path:
     """Write <run>/report/ (PNGs, report.md, report.html) from what the run left on disk; returns that dir."""
     run_dir = Path(run_dir)
-    records = read_records(run_dir / "metrics.jsonl")
+    records = read_metrics(run_dir / "metrics.jsonl")
     ev = _read_json(run_dir / "eval.json")
     if not ev:  # eval logged to metrics.jsonl only
         ev = next((r for r in reversed(records) if r.get("phase") == "eval"), {})

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from rlhf_dist.config import RLHFConfig
+from rlhf_dist.config import RLHFConfig, with_overrides
 from rlhf_dist.data.records import ComparisonPair
 from rlhf_dist.tracking.console import StageProgress
 from rlhf_dist.tracking.quiet import output_to
@@ -39,7 +39,7 @@ def sample_responses(cfg: RLHFConfig, model_dir: str | Path, prompts: Sequence[s
     from rlhf_dist.models import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
-    sampling = cfg.rollout.sampling.model_copy(update={"samples_per_prompt": per_prompt})
+    sampling = with_overrides(cfg.rollout.sampling, {"samples_per_prompt": per_prompt}, section="rollout.sampling")
     settings = {**sampling.model_dump(), "backend": cfg.rollout.backend, "dtype": cfg.policy.dtype}
     ids = [encode_prompt(tokenizer, p, cfg.data.max_prompt_length) for p in prompts]
     # The engine runs in this process for minutes: its C++ warnings and loading bars go to a log file,

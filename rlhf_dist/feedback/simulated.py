@@ -10,22 +10,16 @@ import math
 import random
 from collections.abc import Callable
 
-from rlhf_dist.data.demo import sentiment_score
+from rlhf_dist.data.rules import TEXT_RULES
 
-RULES: dict[str, Callable[[str], float]] = {
-    "sentiment": sentiment_score,
-    "length": lambda text: len(text) / 100.0,
-    # tiny random byte-level models never write sentiment words; this one they can learn
-    "lowercase": lambda text: sum("a" <= c <= "z" for c in text) / max(1, len(text)),
-}
 
 
 class SimulatedAnnotator:
     def __init__(self, rule: str = "sentiment", noise: float = 0.0, tie_margin: float = 0.0, seed: int = 0,
                  tie_rate: float = 0.0):
-        if rule not in RULES:
-            raise ValueError(f"unknown annotator rule '{rule}' (known: {', '.join(RULES)})")
-        self.rule, self.score = rule, RULES[rule]
+        if rule not in TEXT_RULES:
+            raise ValueError(f"unknown annotator rule '{rule}' (known: {', '.join(TEXT_RULES)})")
+        self.rule, self.score = rule, TEXT_RULES[rule]
         self.noise, self.tie_margin, self.tie_rate = noise, tie_margin, tie_rate
         self.rng = random.Random(seed)
 

@@ -17,17 +17,6 @@ from rlhf_dist.config.schema_parts import TrainConfig
 from rlhf_dist.tracking import MetricsLogger
 
 
-def build_single_process_engine(model: torch.nn.Module, tcfg: TrainConfig, total_updates: int, dtype: str) -> TrainEngine:
-    """Torch, or DeepSpeed with a world of one (the stages run in the launching process)."""
-    if tcfg.backend == "torch":
-        from rlhf_dist.backends.train import TorchEngine
-
-        return TorchEngine(model, tcfg, total_updates)
-    from rlhf_dist.backends.train.deepspeed_engine import single_process_deepspeed_engine
-
-    return single_process_deepspeed_engine(model, tcfg, total_updates, dtype=dtype)
-
-
 def updates_per_epoch(n_examples: int, tcfg: TrainConfig) -> int:
     if n_examples < tcfg.global_batch_size:
         raise ValueError(f"{n_examples} training examples is fewer than one global batch ({tcfg.global_batch_size})")

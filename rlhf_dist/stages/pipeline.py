@@ -16,14 +16,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf_dist.config import RLHFConfig
+from rlhf_dist.config import RLHFConfig, with_overrides
 from rlhf_dist.data.readers import write_jsonl
 from rlhf_dist.data.records import ABFeedback
 from rlhf_dist.feedback import FeedbackStore, SimulatedAnnotator
 from rlhf_dist.feedback.db import db_url_of
 from rlhf_dist.models import resolve_model_path
 from rlhf_dist.tracking.console import StageProgress
-from rlhf_dist.stages.common import prepare_run_dir, resolve_data_files, write_json
+from rlhf_dist.utils import prepare_run_dir, write_json
+from rlhf_dist.data.files import resolve_data_files
 
 log = logging.getLogger(__name__)
 MAX_PASSES = 4  # passes over a round's prompts while collecting pipeline.min_decisive_pairs
@@ -35,19 +36,6 @@ class RoundResult:
     policy_dir: Path
     rm_metrics: dict
     ppo_history: list[dict]
-
-
-def derive(cfg: RLHFConfig, output_dir: Path, **sections) -> RLHFConfig:
-    """A copy of cfg writing to output_dir, with dotted-path updates (validated)."""
-    data = cfg.model_dump()
-    data["run"]["output_dir"] = str(output_dir)
-    for dotted, value in sections.items():
-        node = data
-        *parents, leaf = dotted.split("__")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return RLHFConfig.model_validate(data)
 
 
 def feedback_store(cfg: RLHFConfig) -> FeedbackStore:
@@ -131,14 +119,14 @@ def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Pa
     from rlhf_dist.stages.ppo import run_ppo_stage
     from rlhf_dist.stages.reward import train_reward_model
 
-    rm_cfg = derive(cfg, round_dir)
+    rm_cfg = with_overrides(cfg, {"run.output_dir": str(round_dir)})
     if round_index > 1 or cfg.pipeline.first_round_preferences == "policy_samples":
         train_file, eval_file = round_preferences(cfg, round_index, round_dir, policy_dir, store, snapshots,
                                                   reward_dir)
-        rm_cfg = derive(cfg, round_dir, data__pairs_path=str(train_file), data__eval_pairs_path=str(eval_file),
-                        data__pairs_format="ab")
+        rm_cfg = with_overrides(cfg, {"run.output_dir": str(round_dir), "data.pairs_path": str(train_file),
+                                      "data.eval_pairs_path": str(eval_file), "data.pairs_format": "ab"})
     rm = train_reward_model(rm_cfg)
-    ppo_cfg = derive(cfg, round_dir, policy__path=str(policy_dir))
+    ppo_cfg = with_overrides(cfg, {"run.output_dir": str(round_dir), "policy.path": str(policy_dir)})
     ppo = run_ppo_stage(ppo_cfg, policy_dir=policy_dir, reward_dir=rm.model_dir)
     return RoundResult(rm.model_dir, ppo.policy_dir, rm.final_metrics, ppo.history)
 

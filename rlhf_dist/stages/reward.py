@@ -24,7 +24,8 @@ from rlhf_dist.data.files import load_encoded_pairs
 from rlhf_dist.models import ScalarHeadModel, load_reward_model, load_tokenizer, resolve_model_path
 from rlhf_dist.utils import prepare_run_dir, seed_everything, write_json
 from rlhf_dist.data.files import resolve_data_files
-from rlhf_dist.stages.loop import build_single_process_engine, train_epochs, updates_per_epoch
+from rlhf_dist.backends.train.factory import build_train_engine
+from rlhf_dist.stages.loop import train_epochs, updates_per_epoch
 from rlhf_dist.tracking import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> R
     model = load_reward_model(cfg.reward_model, model_dir, trainable=True)
     tcfg, epochs, pad_id = cfg.reward.train, cfg.reward.epochs, tokenizer.pad_token_id
     total_updates = updates_per_epoch(len(train_set), tcfg) * epochs
-    engine = build_single_process_engine(model, tcfg, total_updates, cfg.reward_model.dtype)
+    engine = build_train_engine(model, tcfg, total_updates, cfg.reward_model.dtype)  # this process alone
     result = RewardTrainResult(model_dir=run_dir / "reward_model")
     n_micro = total_updates * tcfg.global_batch_size // tcfg.micro_batch_size
     with MetricsLogger(run_dir, cfg.tracking, total=n_micro, desc="reward model") as tracker:

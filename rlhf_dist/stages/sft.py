@@ -19,7 +19,8 @@ from rlhf_dist.data import collate_sft, encode_sft_dataset, load_records
 from rlhf_dist.models import load_causal_lm, load_tokenizer, merge_lora, resolve_model_path
 from rlhf_dist.utils import prepare_run_dir, seed_everything, write_json
 from rlhf_dist.data.files import resolve_data_files
-from rlhf_dist.stages.loop import build_single_process_engine, train_epochs, updates_per_epoch
+from rlhf_dist.backends.train.factory import build_train_engine
+from rlhf_dist.stages.loop import train_epochs, updates_per_epoch
 from rlhf_dist.tracking import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def train_sft(cfg: RLHFConfig) -> SFTResult:
     model = load_causal_lm(cfg.policy, model_dir, trainable=True)
     tcfg, epochs, pad_id = cfg.sft.train, cfg.sft.epochs, tokenizer.pad_token_id
     total_updates = updates_per_epoch(len(train_set), tcfg) * epochs
-    engine = build_single_process_engine(model, tcfg, total_updates, cfg.policy.dtype)
+    engine = build_train_engine(model, tcfg, total_updates, cfg.policy.dtype)  # this process alone
     result = SFTResult(model_dir=run_dir / "sft")
     n_micro = total_updates * tcfg.global_batch_size // tcfg.micro_batch_size
     with MetricsLogger(run_dir, cfg.tracking, total=n_micro, desc="sft") as tracker:

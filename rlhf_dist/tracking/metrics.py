@@ -89,6 +89,16 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path, phase: str | None = None) -> list[dict[str, Any]]:
-    """Records of a metrics.jsonl, optionally one phase only."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return [r for r in rows if phase is None or r["phase"] == phase]
+    """Records of a metrics.jsonl, optionally one phase only ([] when there is no file).
+
+    A torn last line (a run killed mid-write) is skipped, not fatal."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in rows if phase is None or r.get("phase") == phase]

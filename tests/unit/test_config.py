@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from rlhf_dist.cli import main, split_overrides
+from rlhf_dist.cli import main
+from rlhf_dist.config.cli_args import split_overrides
 from rlhf_dist.config import ConfigError, RLHFConfig, load_config
 from rlhf_dist.config.reference import markdown_reference
 

@@ -26,3 +26,22 @@ def test_unknown_judge_is_a_config_error_naming_the_known_ones():
 def test_a_judge_that_is_also_the_ppo_reward_is_flagged():
     assert trained_on_judge("lowercase", ["rlhf_dist.eval.rules:lowercase_fraction_reward"])
     assert not trained_on_judge("sentiment", ["rlhf_dist.eval.rules:lowercase_fraction_reward"])
+
+
+def test_rule_names_are_one_list_shared_by_judges_rewards_and_annotators():
+    import typing
+
+    from rlhf_dist.config.schema_feedback import SimulatedAnnotatorsConfig
+    from rlhf_dist.data.rules import TEXT_RULES
+    from rlhf_dist.eval import rules
+    from rlhf_dist.feedback.simulated import SimulatedAnnotator
+
+    assert set(JUDGES) == set(TEXT_RULES)
+    assert set(typing.get_args(SimulatedAnnotatorsConfig.model_fields["rule"].annotation)) == set(TEXT_RULES)
+    texts = ["Great, lovely day!", "AAA bad"]
+    for name in TEXT_RULES:  # the judge's batch function and the annotator score the same thing
+        module, fn = judge_spec(name).split(":")
+        assert getattr(rules, fn)(["p", "p"], texts) == [TEXT_RULES[name](t) for t in texts]
+        preferred = SimulatedAnnotator(name).judge("p", *texts)[0]
+        a, b = TEXT_RULES[name](texts[0]), TEXT_RULES[name](texts[1])
+        assert preferred == (2 if a == b else 0 if a > b else 1)

@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 from rlhf_dist.eval.report import FIGURES, HELD_OUT_PANEL, RM_EVAL_PAIRS_NAME, RM_VALIDATION_NAME, fill_panels, \
-    read_records, write_report
+    write_report
+from rlhf_dist.tracking import read_metrics
 
 ALL_PNGS = {"rm_loss_accuracy.png", "ppo_reward.png", "ppo_kl.png", "ppo_losses.png", "ppo_entropy_length.png",
             "eval.png"}
@@ -101,18 +102,18 @@ def test_every_panel_names_its_y_axis_with_a_unit():
 
 def test_entropy_panel_says_not_logged_instead_of_vanishing(tmp_path):
     write_metrics(tmp_path, with_entropy=False)
-    filled = fill_panels(FIGURES["ppo_entropy_length.png"], read_records(tmp_path / "metrics.jsonl"))
+    filled = fill_panels(FIGURES["ppo_entropy_length.png"], read_metrics(tmp_path / "metrics.jsonl"))
     assert [(title, note) for title, _, _, note in filled] == [
         ("PPO: policy entropy", "entropy not logged\n(no policy/entropy in metrics.jsonl)"),
         ("PPO: response length", None)]
     write_metrics(tmp_path, with_entropy=True)
-    filled = fill_panels(FIGURES["ppo_entropy_length.png"], read_records(tmp_path / "metrics.jsonl"))
+    filled = fill_panels(FIGURES["ppo_entropy_length.png"], read_metrics(tmp_path / "metrics.jsonl"))
     assert filled[0][3] is None and len(filled[0][2][0][3]) == 12  # 12 entropy points
 
 
 def test_held_out_panel_compares_start_and_trained(tmp_path):
     write_metrics(tmp_path)
-    rows = read_records(tmp_path / "metrics.jsonl")
+    rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [p[0] for p in fill_panels(FIGURES["ppo_reward.png"], rows)] == ["PPO: mean reward", HELD_OUT_PANEL]
     no_eval = [r for r in rows if r.get("phase") != "eval"]
     assert [p[0] for p in fill_panels(FIGURES["ppo_reward.png"], no_eval)] == ["PPO: mean reward"]

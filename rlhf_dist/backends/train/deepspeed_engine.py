@@ -58,7 +58,8 @@ import torch
 from torch import nn
 
 from rlhf_dist.backends.train.base import StepInfo, TrainEngine, build_optimizer, build_scheduler
-from rlhf_dist.backends.train.dist import disable_cpu_shm_comm_op, init_distributed
+from rlhf_dist.backends.patches import deepspeed_step_without_update, disable_deepspeed_cpu_shm_op, method_as_forward
+from rlhf_dist.backends.train.dist import init_distributed
 from rlhf_dist.utils import free_port
 from rlhf_dist.config.schema_parts import TrainConfig
 from rlhf_dist.tracking.quiet import silence_known_warnings
@@ -148,7 +149,7 @@ class DeepSpeedEngine(TrainEngine):
 
         if not (tdist.is_available() and tdist.is_initialized()):
             raise RuntimeError("torch.distributed is not initialised: call init_distributed() first")
-        disable_cpu_shm_comm_op()  # in case torch.distributed was set up by someone else
+        disable_deepspeed_cpu_shm_op()  # in case torch.distributed was set up by someone else
         silence_known_warnings()  # ZeRO's per-step collective deprecations (tracking/quiet.py says why)
         self.cfg = cfg
         self.dtype = dtype
@@ -205,14 +206,8 @@ class DeepSpeedEngine(TrainEngine):
         """
         if name == "forward":
             return self.ds_engine(*args, **kwargs)
-        module = self.module
-        if "forward" in module.__dict__:
-            raise RuntimeError("call_method: nested calls are not supported")
-        module.forward = getattr(module, name)  # instance attribute: nn.Module.__call__ uses it
-        try:
+        with method_as_forward(self.module, name):
             return self.ds_engine(*args, **kwargs)
-        finally:
-            del module.forward
 
     def backward(self, loss: torch.Tensor) -> None:
         import torch.distributed as tdist
@@ -269,18 +264,8 @@ class DeepSpeedEngine(TrainEngine):
             return True, grad_norm
         # Skip: run DeepSpeed's step for its counters and gradient clearing, but without the
         # optimizer update and without advancing the LR schedule (as ZeRO does on overflow).
-        optimizer, scheduler = self.optimizer, engine.lr_scheduler
-        shadowed = optimizer.__dict__.get("step")
-        optimizer.step = lambda *args, **kwargs: None  # instance attribute shadows the method
-        engine.lr_scheduler = None
-        try:
+        with deepspeed_step_without_update(self.optimizer, engine):
             engine.step()
-        finally:
-            if shadowed is None:
-                del optimizer.step
-            else:
-                optimizer.step = shadowed
-            engine.lr_scheduler = scheduler
         engine.skipped_steps += 1
         return False, math.inf if not math.isfinite(grad_norm) or self._window_poisoned else grad_norm
 

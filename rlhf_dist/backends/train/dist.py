@@ -10,37 +10,13 @@ DeepSpeed is imported lazily, so importing this module stays cheap.
 
 from __future__ import annotations
 
-import importlib
 import os
 from datetime import timedelta
 from typing import Literal
 
+from rlhf_dist.backends.patches import disable_deepspeed_cpu_shm_op
+
 REQUIRED_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
-
-
-def disable_cpu_shm_comm_op() -> None:
-    """On the CPU accelerator, stop DeepSpeed from compiling its shared-memory allreduce op.
-
-    `deepspeed.comm.torch.TorchBackend.__init__` calls the module-level `build_shm_op()`, which
-    JIT-compiles `deepspeed_shm_comm` (about 70 s on a fresh machine) at every CPU
-    init_distributed. Returning None makes DeepSpeed use plain torch.distributed (gloo)
-    collectives. `importlib.import_module` is needed: `import deepspeed.comm.torch as m`
-    binds the `torch` package itself (deepspeed.comm re-exports it under that name).
-    No effect on GPU accelerators. Idempotent.
-    """
-    from deepspeed.accelerator import get_accelerator
-
-    if get_accelerator().device_name() != "cpu":
-        return
-    module = importlib.import_module("deepspeed.comm.torch")
-    if getattr(module.build_shm_op, "_rlhf_dist_disabled", False):
-        return
-
-    def _no_shm_op():
-        return None
-
-    _no_shm_op._rlhf_dist_disabled = True  # type: ignore[attr-defined]
-    module.build_shm_op = _no_shm_op
 
 
 def init_distributed(backend: Literal["gloo", "nccl"] = "gloo", timeout_s: float | None = None) -> None:
@@ -54,7 +30,7 @@ def init_distributed(backend: Literal["gloo", "nccl"] = "gloo", timeout_s: float
     import deepspeed
     import deepspeed.comm as ds_comm
 
-    disable_cpu_shm_comm_op()
+    disable_deepspeed_cpu_shm_op()
     if tdist.is_available() and tdist.is_initialized():
         if not ds_comm.is_initialized():  # torch.distributed set up elsewhere: adopt its group
             deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
