@@ -31,7 +31,6 @@ MIB = 1024**2
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 CUDA_CONTEXT = 1.0 * GIB  # per process per device: CUDA context, cuBLAS/NCCL workspaces, allocator slack
 PROCESS_HOST = {"cpu": 0.4 * GIB, "cuda": 2.0 * GIB}  # host RSS of one actor with torch+transformers(+deepspeed)
-ZERO3_MAX_LIVE_PARAMS = 1_000_000_000  # deepspeed_engine.py: stage3_max_live_parameters
 VLLM_BATCHED_TOKENS = 8192  # vLLM's profile run: max_num_batched_tokens
 VLLM_MAX_SEQS = 256  # vLLM default max_num_seqs: logits of one decode step
 VLLM_CUDA_GRAPHS = 1.0 * GIB  # captured graphs when enforce_eager is false
@@ -106,8 +105,11 @@ class Shape:
 
 
 def trainer_memory(role: str, facts: ModelFacts, params: int, train: TrainConfig, dtype: str, dp: int,
-                   lora: LoRAConfig, shape: Shape, checkpointing: bool, lm_head: bool, device: str) -> Memory:
-    """A DeepSpeed (or torch) data-parallel rank of the policy or the critic."""
+                   lora: LoRAConfig, shape: Shape, checkpointing: bool, lm_head: bool, device: str,
+                   inference_chunk: int | None = None) -> Memory:
+    """A DeepSpeed (or torch) data-parallel rank of the policy or the critic.
+
+    inference_chunk: rows per no-grad log-prob/value pass (ppo.inference_chunk_size; None: 2 micro-batches)."""
     b = DTYPE_BYTES[dtype]
     trainable = lora_params(facts, lora) if lora.enabled else params
     optimizer = (12 if b < 4 else 8) * trainable
@@ -123,11 +125,11 @@ def trainer_memory(role: str, facts: ModelFacts, params: int, train: TrainConfig
         mem.optimizer = 0.0
     live = 0.0
     if stage == 3:  # gathered layers beyond this rank's shard, bounded by stage3_max_live_parameters
-        live = b * min(params * (1 - 1 / dp), ZERO3_MAX_LIVE_PARAMS)
+        live = b * min(params * (1 - 1 / dp), train.zero3_max_live_parameters)
         if train.offload_params:
             mem.host += shard_params
             mem.params = 0.0
-    chunk = 2 * train.micro_batch_size  # logprobs/values run on chunks of 2 micro-batches, no grad
+    chunk = inference_chunk or 2 * train.micro_batch_size
     infer = layer_activation_bytes(facts, chunk * shape.seq, b)
     train_act = activation_bytes(facts, train.micro_batch_size, shape.seq, b, checkpointing)
     if lm_head:

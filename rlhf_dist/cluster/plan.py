@@ -83,7 +83,8 @@ def role_memory(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str],
     out = {
         "policy": trainer_memory("policy", pf, pf.num_params, ppo.policy_train, cfg.policy.dtype,
                                  cfg.cluster.policy.num_actors, cfg.policy.lora, shape,
-                                 cfg.policy.gradient_checkpointing, lm_head=True, device=device),
+                                 cfg.policy.gradient_checkpointing, lm_head=True, device=device,
+                                 inference_chunk=inference_chunk_size(cfg)),
         "reference": inference_memory("reference", pf, pf.num_params, cfg.policy.dtype,
                                       inference_chunk_size(cfg), shape, lm_head=True, device=device),
         "rollout": rollout_memory(pf, pf.num_params, cfg.rollout, cfg.policy.dtype, device,
@@ -93,7 +94,7 @@ def role_memory(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str],
         cf = facts["critic"]  # CriticWorker trains in critic_dtype(cfg), without gradient checkpointing
         out["critic"] = trainer_memory("critic", cf, cf.backbone_params, ppo.critic_train, critic_dtype(cfg),
                                        cfg.cluster.critic.num_actors, cfg.critic.lora, shape, False,
-                                       lm_head=False, device=device)
+                                       lm_head=False, device=device, inference_chunk=inference_chunk_size(cfg))
     if "reward" in active:
         rf = facts["reward"]
         rm_shape = Shape(min(data.max_length, shape.seq), 1)

@@ -159,6 +159,9 @@ class TrainConfig(Strict):
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")
     offload_optimizer: bool = Field(False, description="ZeRO optimizer state offload to CPU.")
     offload_params: bool = Field(False, description="ZeRO-3 parameter offload to CPU.")
+    zero3_max_live_parameters: int = Field(
+        1_000_000_000, ge=1, description="ZeRO-3: parameters kept gathered at once on each rank (DeepSpeed's "
+        "stage3_max_live_parameters); lower it when gathered layers do not fit beside the activations.")
     micro_batch_size: int = Field(2, ge=1, le=65_536, description="Sequences per rank per forward/backward.")
     global_batch_size: int = Field(8, ge=1, le=1_048_576, description="Sequences per optimizer step, all ranks.")
     lr: float = Field(1e-5, gt=0.0, le=1.0, description="Peak learning rate (AdamW).")

@@ -106,7 +106,7 @@ def deepspeed_config(cfg: TrainConfig, dp_size: int, dtype: str) -> dict[str, An
         zero.update(
             stage3_prefetch_bucket_size=_BUCKET,
             stage3_param_persistence_threshold=100_000,
-            stage3_max_live_parameters=1_000_000_000,
+            stage3_max_live_parameters=cfg.zero3_max_live_parameters,
             stage3_max_reuse_distance=1_000_000_000,
             stage3_gather_16bit_weights_on_model_save=False,
         )
