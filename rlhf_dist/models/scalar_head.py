@@ -172,6 +172,9 @@ class ScalarHeadModel(nn.Module):
 
     def save_pretrained(self, out_dir: str | Path, tokenizer=None) -> Path:
         """An HF classifier dir when HF computes the same score (see module doc), else backbone + head."""
+        if not isinstance(self.backbone, PreTrainedModel):  # a peft wrapper would save adapters only
+            raise ValueError(f"save_pretrained: backbone is a {type(self.backbone).__name__}; "
+                             "merge LoRA first (rlhf_dist.models.merge_lora)")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         blocker = self.hf_layout_blocker()

@@ -188,3 +188,16 @@ def test_unknown_head_format_names_the_file(tiny_llama_dir, tmp_path):
     (tmp_path / "rm" / HEAD_META).write_text(json.dumps({"format": "rlhf-dist-scalar-head/v9"}))
     with pytest.raises(ValueError, match=r"scalar_head.json: unknown scalar head format 'rlhf-dist-scalar-head/v9'"):
         ScalarHeadModel.from_pretrained(tmp_path / "rm")
+
+
+def test_saving_with_unmerged_lora_is_refused(tiny_llama_dir, tmp_path):
+    from rlhf_dist.config.schema_parts import LoRAConfig, RewardModelConfig
+    from rlhf_dist.models import load_reward_model, merge_lora
+
+    rm = load_reward_model(RewardModelConfig(path=str(tiny_llama_dir), lora=LoRAConfig(enabled=True, r=4)),
+                           trainable=True)
+    with pytest.raises(ValueError, match="backbone is a PeftModel; merge LoRA first"):
+        rm.save_pretrained(tmp_path / "rm")
+    merge_lora(rm).save_pretrained(tmp_path / "rm")
+    _, info = hf_load(tmp_path / "rm")
+    assert not info["missing_keys"] and not any("lora" in k for k in info["unexpected_keys"])
