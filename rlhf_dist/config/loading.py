@@ -8,6 +8,7 @@ line; a broken cross-field rule with the fields involved. All before anything st
 
 from __future__ import annotations
 
+import copy
 import difflib
 import types
 import typing
@@ -28,7 +29,9 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__("invalid config:\n  " + "\n  ".join(problems))
+        # one problem: one line; several: a header and one indented line each
+        sep = " " if len(problems) == 1 else "\n  "
+        super().__init__("invalid config:" + sep + "\n  ".join(problems))
 
 
 def _line_map(node: yaml.Node, prefix: KeyPath = ()) -> dict[KeyPath, int]:
@@ -45,15 +48,38 @@ def _line_map(node: yaml.Node, prefix: KeyPath = ()) -> dict[KeyPath, int]:
     return lines
 
 
+def _reject_duplicate_keys(node: yaml.Node, source: str, prefix: KeyPath = ()) -> None:
+    """A key given twice in one mapping (any depth) is an error: YAML would keep the last one silently."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key, line = str(key_node.value), key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                where = _dotted(prefix + (key,))
+                raise ConfigError([f"{source}:{line}: duplicate key '{where}' (first at line {seen[key]}); "
+                                   "keep one of them"])
+            seen[key] = line
+            _reject_duplicate_keys(value_node, source, prefix + (key,))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _reject_duplicate_keys(item, source, prefix + (i,))
+
+
 def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
     """Parse a YAML config; returns the mapping and the line of each key path."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"{path}: config file not found"])
-    text = path.read_text()
     try:
-        data = yaml.safe_load(text) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); save the file as UTF-8"]) from None
+    try:
         node = yaml.compose(text)
+        if node is not None:
+            _reject_duplicate_keys(node, str(path))
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -127,16 +153,40 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
     return tuple(parts), value
 
 
+def _child_key(node: Any, part: str | int, path: KeyPath, what: str) -> str | int:
+    """`part` as a key of `node`, or a ConfigError naming the path (a list index out of range, a value)."""
+    here = _dotted(path) or "config"
+    if isinstance(node, list):
+        if not isinstance(part, int):
+            raise ConfigError([f"{what}: '{here}' is a list; use an index, e.g. {here}.0"])
+        if not 0 <= part < len(node):
+            raise ConfigError([f"{what}: index {part} is past the end of '{here}' ({len(node)} item(s), "
+                               f"indexes 0..{len(node) - 1}); set the whole list in the YAML file to add items"])
+        return part
+    if not isinstance(node, dict):
+        raise ConfigError([f"{what}: '{here}' is a value ({node!r}), not a section"])
+    return str(part)  # a numeric key of a mapping
+
+
+def _default_at(path: KeyPath) -> Any:
+    """The schema default at `path` (JSON form), or {} when the schema has none there."""
+    node: Any = RLHFConfig().model_dump(mode="json")
+    for part in path:
+        if not isinstance(node, dict) or str(part) not in node:
+            return {}
+        node = node[str(part)]
+    return copy.deepcopy(node)
+
+
 def _set_path(data: dict[str, Any], path: KeyPath, value: Any, what: str) -> None:
     node: Any = data
-    for part in path[:-1]:
-        if isinstance(part, int):
-            node = node[part]
-        else:
-            node = node.setdefault(part, {})
-            if not isinstance(node, (dict, list)):
-                raise ConfigError([f"{what}: '{part}' is not a section"])
-    node[path[-1]] = value
+    for i, part in enumerate(path[:-1]):
+        key = _child_key(node, part, path[:i], what)
+        if isinstance(node, dict) and key not in node:
+            # a list the file does not set (`ppo.rewards.0.weight`): index into the schema's default list
+            node[key] = _default_at(path[: i + 1]) if isinstance(path[i + 1], int) else {}
+        node = node[key]
+    node[_child_key(node, path[-1], path[:-1], what)] = value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
@@ -146,12 +196,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> None:
         _set_path(data, path, value, f"override '{text}'")
 
 
+def _place(source: str, lines: dict[KeyPath, int], path: KeyPath, overridden: dict[KeyPath, str]) -> str:
+    """Where a key's value came from: the command-line override that set it, else the file and line."""
+    as_text = tuple(map(str, path))
+    for key, text in overridden.items():
+        # the override set this key, a key inside it, or (a section path) made it a section
+        if as_text[: len(key)] == key or (as_text and key[: len(as_text)] == as_text):
+            return f"override --{text}"
+    return _where(source, lines, path)
+
+
+def _with_value(msg: str, value: Any) -> str:
+    """pydantic's message plus the bad value, unless the message quotes it already."""
+    if isinstance(value, (dict, list)) or repr(value) in msg or (isinstance(value, str) and value in msg):
+        return msg
+    return f"{msg} (got {value!r})"
+
+
 def _validate(model: type[M], data: dict[str, Any], source: str, lines: dict[KeyPath, int],
-              prefix: KeyPath = ()) -> M:
-    """Validate a raw mapping into `model`, or raise ConfigError listing every problem with its place."""
+              prefix: KeyPath = (), overridden: dict[KeyPath, str] | None = None) -> M:
+    """Validate a raw mapping into `model`, or raise ConfigError listing every problem with its place
+    (`overridden`: key path -> the 'KEY=VALUE' override that set it, blamed instead of the file)."""
+    overridden = overridden or {}
     unknown = _unknown_keys(data, model, prefix)
     if unknown:
-        raise ConfigError([f"{_where(source, lines, p)}: {_dotted(p)}: {msg}" for p, msg in unknown])
+        raise ConfigError([f"{_place(source, lines, p, overridden)}: {_dotted(p)}: {msg}" for p, msg in unknown])
     try:
         return model.model_validate(data)
     except ValidationError as err:
@@ -159,14 +228,19 @@ def _validate(model: type[M], data: dict[str, Any], source: str, lines: dict[Key
         for e in err.errors():
             loc = prefix + tuple(e["loc"])
             msg = e["msg"].removeprefix("Value error, ")
+            if loc and e["type"] != "missing":
+                msg = _with_value(msg, e.get("input"))
             name = _dotted(loc) or "config"
-            problems.append(f"{_where(source, lines, loc)}: {name}: {msg}")
+            problems.append(f"{_place(source, lines, loc, overridden)}: {name}: {msg}")
         raise ConfigError(problems) from None
 
 
-def build_config(data: dict[str, Any], source: str = "<config>", lines: dict[KeyPath, int] | None = None) -> RLHFConfig:
-    """Validate a raw mapping into RLHFConfig, or raise ConfigError listing every problem."""
-    return _validate(RLHFConfig, data, source, lines or {})
+def build_config(data: dict[str, Any], source: str = "<config>", lines: dict[KeyPath, int] | None = None,
+                 overrides: list[str] | None = None) -> RLHFConfig:
+    """Validate a raw mapping into RLHFConfig, or raise ConfigError listing every problem
+    (a bad value that an override in `overrides` set is blamed on that override)."""
+    overridden = {tuple(map(str, parse_override(t)[0])): t.lstrip("-") for t in overrides or []}
+    return _validate(RLHFConfig, data, source, lines or {}, overridden=overridden)
 
 
 def with_overrides(model: M, updates: dict[str, Any], section: str = "", source: str = "<derived config>") -> M:
@@ -191,7 +265,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     source = str(path) if path else "<defaults>"
     if overrides:
         apply_overrides(data, overrides)
-    return build_config(data, source, lines)
+    return build_config(data, source, lines, overrides)
 
 
 def config_to_yaml(cfg: RLHFConfig) -> str:

@@ -79,6 +79,25 @@ def _check_ppo(cfg: "RLHFConfig") -> None:
         )
 
 
+def _check_data(cfg: "RLHFConfig") -> None:
+    d, pipe = cfg.data, cfg.pipeline
+    # A/B options act on A/B rows only: the configured files in format 'ab', or the A/B feedback the
+    # pipeline collects itself (policy samples in round 1, every round after it).
+    collects_ab = pipe.first_round_preferences == "policy_samples" or pipe.rounds > 1
+    if d.pairs_format != "ab" and not collects_ab:
+        used = [f"data.tie_policy '{d.tie_policy}'" if d.tie_policy != "drop" else "",
+                f"data.min_confidence {d.min_confidence}" if d.min_confidence > 0 else "",
+                "data.confidence_as_weight true" if d.confidence_as_weight else ""]
+        used = [u for u in used if u]
+        if used:
+            raise ValueError(
+                f"{', '.join(used)} applies to A/B feedback only, but data.pairs_format is '{d.pairs_format}' "
+                "(rows without ties or confidences): set data.pairs_format 'ab' or remove the option")
+    if d.rating_min_gap > 0 and d.pairs_format != "rating":
+        raise ValueError(f"data.rating_min_gap {d.rating_min_gap} applies to data.pairs_format 'rating' only, "
+                         f"not '{d.pairs_format}': set the format or remove the option")
+
+
 def check_cross_field(cfg: "RLHFConfig") -> None:
     """Raise ValueError on the first rule the config breaks."""
     # SFT and reward-model training run in the launching process (data-parallel size 1).
@@ -88,3 +107,4 @@ def check_cross_field(cfg: "RLHFConfig") -> None:
     _check_engine("reward.train", cfg.reward.train)
     _check_devices(cfg)
     _check_ppo(cfg)
+    _check_data(cfg)

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Strict(BaseModel):
-    """Base: unknown keys are errors, assignments are validated too."""
+    """Base: unknown keys are errors, assignments are validated too, and no float option takes
+    inf or nan (YAML `.inf`/`.nan`, `--x inf` on the command line): no option means "unbounded" by them."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# `builtin:` model names (rlhf_dist/models/builtin.py resolves them); here so a typo fails at validation
+BUILTIN_MODELS = ("tiny-llama", "tiny-qwen2", "smollm2-135m-instruct", "minilm-l6")
 
 
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -73,6 +78,15 @@ class ModelConfig(Strict):
             "laptop): copy them from the model's config.json. Ignored when `path` is a local model directory."
         ),
     )
+
+    @field_validator("path")
+    @classmethod
+    def _known_builtin(cls, path: str) -> str:
+        name = path.removeprefix("builtin:")
+        if path.startswith("builtin:") and name not in BUILTIN_MODELS:
+            known = ", ".join(f"builtin:{b}" for b in BUILTIN_MODELS)
+            raise ValueError(f"unknown built-in model '{path}' (known: {known}; or a local model directory)")
+        return path
 
 
 class RewardModelConfig(ModelConfig):

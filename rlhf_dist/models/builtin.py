@@ -16,11 +16,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from rlhf_dist.config.schema_parts import BUILTIN_MODELS
+
 log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-KNOWN_BUILTINS = ("tiny-llama", "tiny-qwen2", "smollm2-135m-instruct", "minilm-l6")
+KNOWN_BUILTINS = BUILTIN_MODELS  # the one list lives in the config schema
 
 
 def cache_root() -> Path:

@@ -89,8 +89,16 @@ def quiet_libraries() -> None:
     silence_known_warnings()
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def setup_console(verbose: bool = False, level: str = "INFO") -> None:
-    """The CLI's logging: short lines for rlhf_dist, third-party noise filtered unless verbose."""
+    """The CLI's logging: short lines for rlhf_dist, third-party noise filtered unless verbose.
+    An unknown `level` is a usage error: one line on stderr and exit 2, as argparse does."""
+    if level.upper() not in LOG_LEVELS:
+        print(f"rlhf-dist: --log-level '{level}' is not a log level (use one of {', '.join(LOG_LEVELS)})",
+              file=sys.stderr)
+        raise SystemExit(2)
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"  # Ray actors inherit it (start_ray forwards RLHF_DIST_*)
     from rlhf_dist.tracking.console import ConsoleHandler
 
