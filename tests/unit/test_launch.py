@@ -152,11 +152,14 @@ def _requirements_in(dockerfile: str) -> set[str]:
 
 
 def test_cpu_image_installs_the_ci_stack():
+    """The CPU image installs exactly what CI installs: `make deps` (the hash-checked CPU lock), then `make setup`."""
     text = Path("docker/Dockerfile.cpu").read_text()
     makefile = Path("Makefile").read_text()
-    assert _requirements_in(text) >= {"base", "cpu", "dev", "models"}
-    torch_pin = re.search(r"^TORCH_PIN := (\S+)", makefile, re.M).group(1)
-    assert torch_pin in text and "make setup" in text
+    run_lines = [line for line in text.splitlines() if line.startswith("RUN ")]
+    assert "RUN make deps" in run_lines and "RUN make setup" in run_lines
+    deps = makefile[makefile.index("$(DEPS_STAMP):"):].split("\n\n")[0]
+    assert "--require-hashes --no-deps -r $(LOCK_CPU)" in deps
+    assert re.search(r"^LOCK_CPU := requirements/lock/cpu\.txt$", makefile, re.M)
     assert "FROM python:3.11" in text
 
 
