@@ -8,6 +8,13 @@ tokens sampled from the policy pi and ``log_ratio = log pi - log pi_ref``,
 * k3 = exp(-log_ratio) - 1 + log_ratio    (unbiased, low variance, >= 0)
 
 all estimate KL(pi || pi_ref) in expectation over samples from pi.
+
+k3 is computed on ``log_ratio`` clamped to ``[-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP]``
+(10): its ``exp(-log_ratio)`` term is 3.3e6 at log_ratio -15 and 4.9e8 at -20, so one token the
+reference finds far likelier than the policy would swamp the whole batch's penalty (and the
+reward). With the clamp k3 is at most exp(10) - 11 = 22015 per token. A |log ratio| of 10 is a
+22026x probability ratio: beyond it the estimate says nothing more. k1 (linear) and k2
+(quadratic) stay unclamped, so they still report the policy's raw drift.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import torch
 from torch import Tensor
 
 KLKind = Literal["k1", "k2", "k3"]
+K3_LOG_RATIO_CLAMP = 10.0  # see the module docstring
 
 
 def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: KLKind) -> Tensor:
@@ -37,8 +45,9 @@ def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: KLKind) -> Tensor:
     if kind == "k2":
         return 0.5 * log_ratio.square()
     if kind == "k3":
-        # exp(-x) - 1 + x >= 0 for every x, so k3 never goes negative.
-        return torch.expm1(-log_ratio) + log_ratio
+        # exp(-x) - 1 + x >= 0 for every x, so k3 never goes negative; the clamp bounds exp(-x)
+        x = log_ratio.clamp(-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP)
+        return torch.expm1(-x) + x
     raise ValueError(f"unknown KL estimator {kind!r}; expected k1, k2 or k3")
 
 

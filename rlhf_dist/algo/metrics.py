@@ -24,16 +24,33 @@ def _pair_inputs(chosen: Tensor, rejected: Tensor) -> tuple[Tensor, Tensor]:
     return c, r
 
 
-def pairwise_accuracy(chosen: Tensor, rejected: Tensor) -> float:
-    """Fraction of pairs where ``chosen`` scores higher; ties count 0.5.
+def pairwise_accuracy(chosen: Tensor, rejected: Tensor, target: Tensor | None = None) -> float:
+    """Tie-aware agreement of the scores with the labels, averaged over pairs.
+
+    Per pair, with ``w = 1{s_c > s_r} + 0.5 * 1{s_c == s_r}`` (the model's verdict that
+    ``chosen`` wins) and ``t`` = P(chosen preferred) from the label:
+
+        agreement = 1 - |w - t|
+
+    t = 1 (a decisive label, the default): 1 for a win, 0.5 for equal scores, 0 for a loss,
+    the usual accuracy. t = 0.5 (a tie label): 0.5 whichever side scores higher (a coin's
+    agreement with "no preference") and 1 only for equal scores; it never counts as if
+    ``chosen`` had to win. Soft labels (t = 0.8) give t for a win and 1 - t for a loss: the
+    expected agreement with an annotator who prefers ``chosen`` with probability t.
 
     Args:
         chosen: ``[B]`` scores of the preferred responses.
         rejected: ``[B]`` scores of the other responses.
+        target: ``[B]`` P(chosen preferred) in [0, 1]; None = all 1.
     """
     c, r = _pair_inputs(chosen, rejected)
     wins = (c > r).to(torch.float64) + 0.5 * (c == r).to(torch.float64)
-    return wins.mean().item()
+    if target is None:
+        return wins.mean().item()
+    t = torch.as_tensor(target).detach().reshape(-1).to(torch.float64).cpu()
+    if t.shape != c.shape:
+        raise ValueError(f"shape mismatch: target {tuple(t.shape)} vs scores {tuple(c.shape)}")
+    return (1.0 - (wins - t).abs()).mean().item()
 
 
 def kendall_tau(scores: Sequence[float], ranking: Sequence[int]) -> float:

@@ -48,6 +48,7 @@ from rlhf_dist.data.tokenize import (
     format_prompt,
     pad_sequences,
 )
+from rlhf_dist.data.errors import DataFileError
 from rlhf_dist.data.validate import (
     DataValidationError,
     LoadResult,
@@ -59,6 +60,7 @@ from rlhf_dist.data.validate import (
 __all__ = [
     "ABFeedback",
     "ComparisonPair",
+    "DataFileError",
     "DataValidationError",
     "EncodeResult",
     "EncodedExample",

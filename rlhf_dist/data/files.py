@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig
+from rlhf_dist.data.errors import DataFileError, DataValidationError, RowError, reason_counts, write_rejected_rows
 from rlhf_dist.data.pairs import load_preference_pairs
-from rlhf_dist.data.tokenize import encode_pair_dataset
+from rlhf_dist.data.tokenize import encode_pair_dataset, encode_sft_dataset
+from rlhf_dist.data.validate import load_records
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +47,69 @@ def resolve_data_files(cfg: RLHFConfig) -> DataFiles:
 
 
 def load_encoded_pairs(cfg: RLHFConfig, tokenizer, path: Path, fmt: str, what: str) -> list:
-    """Read, validate and tokenise a preference-pair file as data.* says; logs what was kept and why not."""
+    """Read, validate and tokenise a preference-pair file as data.* says; logs what was kept and why not.
+
+    Every bad row (schema problems and over-long rows alike, each with its file:line) is collected
+    before deciding: data.on_error 'fail' raises one DataValidationError listing them, 'skip' logs
+    the count per reason. Either way each one is written with its reason to <run>/rejected_rows.jsonl.
+    """
     d = cfg.data
     ab_opts = dict(tie_policy=d.tie_policy, min_confidence=d.min_confidence, confidence_as_weight=d.confidence_as_weight)
     pairs, report = load_preference_pairs(
-        path, fmt, on_error=d.on_error, min_gap=d.rating_min_gap if fmt == "rating" else 0.0,
+        path, fmt, on_error="skip", min_gap=d.rating_min_gap if fmt == "rating" else 0.0,
         **(ab_opts if fmt == "ab" else {}),
     )
     log.info("%s %s: %s", what, path, report.summary())
-    encoded = encode_pair_dataset(tokenizer, pairs, d.max_length, d.truncation, d.on_error)
+    encoded = encode_pair_dataset(tokenizer, pairs, d.max_length, d.truncation, "skip", locations=report.locations)
     log.info("%s: %s", what, encoded.summary())
-    for err in encoded.errors[:20]:
-        log.warning("%s: %s", what, err)
+    _settle_bad_rows(cfg, report.load.errors + encoded.errors, path, what)
     if not encoded.examples:
-        raise ValueError(f"{what}: no usable preference pairs in {path}")
+        raise DataFileError(f"{path}: no usable preference pairs ({report.summary()}; {encoded.summary()})")
     return encoded.examples
+
+
+def load_encoded_sft(cfg: RLHFConfig, tokenizer, path: Path, what: str) -> list:
+    """Read, validate and tokenise an SFT file; bad rows as in :func:`load_encoded_pairs`."""
+    d = cfg.data
+    loaded = load_records(path, "sft", on_error="skip")
+    log.info("%s %s: %s", what, path, loaded.summary())
+    encoded = encode_sft_dataset(tokenizer, loaded.records, d.max_length, d.truncation, "skip",
+                                 locations=loaded.locations)
+    log.info("%s: %s", what, encoded.summary())
+    _settle_bad_rows(cfg, loaded.errors + encoded.errors, path, what)
+    if not encoded.examples:
+        raise DataFileError(f"{path}: no usable SFT examples ({loaded.summary()}; {encoded.summary()})")
+    return encoded.examples
+
+
+def _settle_bad_rows(cfg: RLHFConfig, errors: list[RowError], path: Path, what: str) -> None:
+    """Every bad row to <run>/rejected_rows.jsonl; then fail listing them, or log the count per reason."""
+    if not errors:
+        return
+    errors = sorted(errors, key=_line_order)  # schema and over-long problems in file order
+    saved = _save_rejected(Path(cfg.run.output_dir), errors, what)
+    if cfg.data.on_error == "fail":
+        raise DataValidationError(errors, source=str(path), saved_to=saved)
+    log.warning("%s: skipped %d bad row(s) of %s: %s (each with its reason in %s)", what,
+                len({e.location for e in errors}), path, reason_counts(errors), saved)
+
+
+def _line_order(err: RowError) -> tuple[str, int]:
+    where, _, line = err.location.rpartition(":")
+    number = line.split()[-1] if line.split() else ""  # 'file:7', 'file:row 3', 'file:item 2'
+    return (where, int(number)) if number.isdigit() else (err.location, -1)
+
+
+_started: set[Path] = set()  # rejected_rows.jsonl files this process has begun (a rerun starts them afresh)
+
+
+def _save_rejected(run_dir: Path, errors: list[RowError], what: str) -> Path | None:
+    path = run_dir / "rejected_rows.jsonl"
+    try:
+        if path not in _started:
+            path.unlink(missing_ok=True)
+            _started.add(path)
+        return write_rejected_rows(path, errors, what)
+    except OSError as err:  # an unwritable run dir must not hide the data problem itself
+        log.warning("cannot write %s: %s", path, err)
+        return None

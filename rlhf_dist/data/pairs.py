@@ -7,7 +7,7 @@ counted and reported, never dropped silently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Literal, Sequence
@@ -26,6 +26,8 @@ class PairConversion:
     pairs: list[PreferencePair]
     dropped_ties: int = 0
     dropped_low_confidence: int = 0
+    dropped_identical: int = 0  # response A == response B: no preference to learn
+    rows: list[int] = field(default_factory=list)  # index of the input row of each pair
 
 
 def ab_to_pairs(
@@ -47,7 +49,10 @@ def ab_to_pairs(
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be in [0, 1], got {min_confidence}")
     result = PairConversion(pairs=[])
-    for row in rows:
+    for index, row in enumerate(rows):
+        if row.response_a == row.response_b:
+            result.dropped_identical += 1
+            continue
         if row.confidence < min_confidence or (confidence_as_weight and row.confidence == 0):
             result.dropped_low_confidence += 1
             continue
@@ -64,6 +69,7 @@ def ab_to_pairs(
                 target=_ab_target(row),
             )
         )
+        result.rows.append(index)
     return result
 
 
@@ -78,13 +84,19 @@ def _ab_target(row: ABFeedback) -> float:
 
 def ranked_to_pairs(rows: Sequence[RankedList]) -> list[PreferencePair]:
     """Every pair of responses with different ranks; the better (lower) rank is ``chosen``."""
+    return [pair for _, pair in _ranked_pairs(rows)]
+
+
+def _ranked_pairs(rows: Sequence[RankedList]) -> list[tuple[int, PreferencePair]]:
+    """(input row index, pair); equal ranks and equal texts carry no preference and give no pair."""
     pairs = []
-    for row in rows:
+    for index, row in enumerate(rows):
         for i, j in combinations(range(len(row.responses)), 2):
-            if row.ranking[i] == row.ranking[j]:
+            if row.ranking[i] == row.ranking[j] or row.responses[i] == row.responses[j]:
                 continue
             best, worst = (i, j) if row.ranking[i] < row.ranking[j] else (j, i)
-            pairs.append(PreferencePair(prompt=row.prompt, chosen=row.responses[best], rejected=row.responses[worst]))
+            pairs.append((index, PreferencePair(prompt=row.prompt, chosen=row.responses[best],
+                                                rejected=row.responses[worst])))
     return pairs
 
 
@@ -94,19 +106,25 @@ def ratings_to_pairs(rows: Sequence[Rating], min_gap: float = 0.0) -> list[Prefe
     A pair is kept when the reward gap is ``>= min_gap`` (``min_gap > 0``) or
     strictly positive (``min_gap == 0``), since equal rewards express no preference.
     """
+    return [pair for _, pair in _rating_pairs(rows, min_gap)]
+
+
+def _rating_pairs(rows: Sequence[Rating], min_gap: float = 0.0) -> list[tuple[int, PreferencePair]]:
+    """(index of the chosen row, pair); the same response text rated twice gives no pair."""
     if min_gap < 0:
         raise ValueError(f"min_gap must be >= 0, got {min_gap}")
-    by_prompt: dict[str, list[Rating]] = {}
-    for row in rows:
-        by_prompt.setdefault(row.prompt, []).append(row)
+    by_prompt: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        by_prompt.setdefault(row.prompt, []).append(index)
     pairs = []
     for prompt, group in by_prompt.items():
-        for a, b in combinations(group, 2):
+        for ia, ib in combinations(group, 2):
+            a, b = rows[ia], rows[ib]
             gap = abs(a.reward - b.reward)
-            if gap == 0 or gap < min_gap:
+            if gap == 0 or gap < min_gap or a.response == b.response:
                 continue
-            hi, lo = (a, b) if a.reward > b.reward else (b, a)
-            pairs.append(PreferencePair(prompt=prompt, chosen=hi.response, rejected=lo.response))
+            (hi, i_hi), lo = ((a, ia), b) if a.reward > b.reward else ((b, ib), a)
+            pairs.append((i_hi, PreferencePair(prompt=prompt, chosen=hi.response, rejected=lo.response)))
     return pairs
 
 
@@ -118,6 +136,8 @@ class PairLoadReport:
     n_pairs: int = 0
     dropped_ties: int = 0
     dropped_low_confidence: int = 0
+    dropped_identical: int = 0
+    locations: list[str] = field(default_factory=list)  # file:line of the row each pair comes from
 
     def summary(self) -> str:
         """One log line describing the whole load."""
@@ -126,6 +146,8 @@ class PairLoadReport:
             parts.append(f"dropped {self.dropped_ties} ties")
         if self.dropped_low_confidence:
             parts.append(f"dropped {self.dropped_low_confidence} low-confidence rows")
+        if self.dropped_identical:
+            parts.append(f"dropped {self.dropped_identical} rows whose two responses are the same text")
         return "; ".join(parts)
 
 
@@ -157,14 +179,15 @@ def load_preference_pairs(
     loaded = load_records(path, fmt, on_error=on_error, allow_extra=allow_extra)
     report = PairLoadReport(load=loaded)
     if fmt == "pair":
-        pairs = list(loaded.records)
+        pairs, rows = list(loaded.records), list(range(len(loaded.records)))
     elif fmt == "ab":
         conv = ab_to_pairs(loaded.records, tie_policy, min_confidence, confidence_as_weight)
-        pairs = conv.pairs
+        pairs, rows = conv.pairs, conv.rows
         report.dropped_ties, report.dropped_low_confidence = conv.dropped_ties, conv.dropped_low_confidence
-    elif fmt == "ranked":
-        pairs = ranked_to_pairs(loaded.records)
+        report.dropped_identical = conv.dropped_identical
     else:
-        pairs = ratings_to_pairs(loaded.records, min_gap=min_gap)
+        found = _ranked_pairs(loaded.records) if fmt == "ranked" else _rating_pairs(loaded.records, min_gap)
+        rows, pairs = [i for i, _ in found], [p for _, p in found]
     report.n_pairs = len(pairs)
+    report.locations = [loaded.locations[i] for i in rows]
     return pairs, report

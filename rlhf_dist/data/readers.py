@@ -27,6 +27,8 @@ from typing import Any, Iterable, Iterator, Union
 
 from pydantic import BaseModel
 
+from rlhf_dist.data.errors import DataFileError, DataFileNotFound
+
 
 @dataclass(frozen=True)
 class UnreadableRow:
@@ -45,13 +47,13 @@ def iter_raw_rows(path: str | Path) -> Iterator[tuple[str, RawRow]]:
     """Yield ``(location, row)`` for every row of a supported data file or directory."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise DataFileNotFound(f"{path}: data file not found (check the data.*_path option or the working directory)")
     if path.is_dir():
         return _iter_dataset_dir(path)
     readers = {".jsonl": _iter_jsonl, ".json": _iter_json, ".csv": _iter_csv, ".parquet": _iter_parquet}
     reader = readers.get(path.suffix.lower())
     if reader is None:
-        raise ValueError(
+        raise DataFileError(
             f"{path}: unsupported data file extension {path.suffix!r}; "
             f"expected one of {', '.join(SUPPORTED_SUFFIXES)} or a datasets save_to_disk directory"
         )
@@ -69,33 +71,59 @@ def _object_or_problem(value: Any) -> RawRow:
     return UnreadableRow("<json>", f"expected a JSON object, got {type(value).__name__}")
 
 
+def json_problem(e: json.JSONDecodeError) -> str:
+    """'invalid JSON at column 12: expecting ',' delimiter' (the parser's own text without its position)."""
+    return f"invalid JSON at column {e.colno}: {e.msg[0].lower()}{e.msg[1:]}"
+
+
+def _utf8_problem(e: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at byte {e.start + 1} of the line); save the file as UTF-8"
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[str, RawRow]]:
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    # bytes, decoded line by line: a bad byte is one bad row with its line, not a crash of the whole read
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
             location = f"{path}:{line_no}"
             try:
-                value = json.loads(line)
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                yield location, UnreadableRow("<utf-8>", _utf8_problem(e))
+                continue
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line.rstrip("\r\n"))  # a column of this line, not of the next
             except json.JSONDecodeError as e:
-                yield location, UnreadableRow("<json>", f"invalid JSON: {e}")
+                yield location, UnreadableRow("<json>", json_problem(e))
                 continue
             yield location, _object_or_problem(value)
 
 
+def _read_text(path: Path, encoding: str = "utf-8") -> str:
+    """The whole file as text, or a DataFileError naming the line of the first non-UTF-8 byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataFileError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+
+
 def _iter_json(path: Path) -> Iterator[tuple[str, RawRow]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path, "utf-8-sig"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON: {e}") from None
+        raise DataFileError(f"{path}:{e.lineno}: {json_problem(e)}") from None
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of row objects, got {type(data).__name__}")
+        raise DataFileError(f"{path}: expected a JSON list of row objects, got {type(data).__name__}")
     for i, value in enumerate(data):
         yield f"{path}:item {i}", _object_or_problem(value)
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[str, RawRow]]:
     # utf-8-sig: spreadsheets often write a BOM that would corrupt the first column name.
+    _read_text(path, "utf-8-sig")  # a bad byte: one error with its line, before any row is read
     with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -121,9 +149,15 @@ def _drop_nulls(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[str, RawRow]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataFileError(f"{path}: not a readable parquet file ({first}); "
+                            "is it another format with a .parquet name?") from None
     for i, row in enumerate(table.to_pylist()):
         yield f"{path}:row {i}", _drop_nulls(row)
 
@@ -134,10 +168,10 @@ def _iter_dataset_dir(path: Path) -> Iterator[tuple[str, RawRow]]:
     try:
         ds = datasets.load_from_disk(str(path))
     except FileNotFoundError as e:
-        raise ValueError(f"{path}: not a datasets save_to_disk directory ({e})") from None
+        raise DataFileError(f"{path}: not a datasets save_to_disk directory ({e})") from None
     if isinstance(ds, datasets.DatasetDict):
         example = path / next(iter(ds))
-        raise ValueError(f"{path}: holds splits {sorted(ds)}; point at one split's directory, e.g. {example}")
+        raise DataFileError(f"{path}: holds splits {sorted(ds)}; point at one split's directory, e.g. {example}")
     for i, row in enumerate(ds):
         yield f"{path}:row {i}", _drop_nulls(row)
 

@@ -19,6 +19,7 @@ from pydantic import (
     StrictStr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 
@@ -65,6 +66,14 @@ class PreferencePair(_Record):
     rejected: Text
     weight: Annotated[FiniteFloat, Field(gt=0)] = 1.0
     target: Annotated[FiniteFloat, Field(ge=0, le=1)] = 1.0
+
+    @model_validator(mode="after")
+    def _two_responses(self) -> "PreferencePair":
+        # the same text on both sides carries no preference: the BT loss could only push it to a tie
+        if self.chosen == self.rejected:
+            raise ValueError(f"chosen and rejected are the same text ({self.chosen[:40]!r}); a pair needs two "
+                             "different responses")
+        return self
 
 
 class ABFeedback(_Record):

@@ -149,7 +149,10 @@ def encode_pair(
     )
 
 
-def _encode_all(records: Sequence[Any], encode: Callable[[Any], T], on_error: OnError, what: str) -> EncodeResult:
+def _encode_all(records: Sequence[Any], encode: Callable[[Any], T], on_error: OnError, what: str,
+                locations: Sequence[str] | None = None) -> EncodeResult:
+    if locations is not None and len(locations) != len(records):
+        raise ValueError(f"{len(locations)} locations for {len(records)} records")
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     result = EncodeResult(examples=[], n_rows=len(records))
@@ -157,7 +160,8 @@ def _encode_all(records: Sequence[Any], encode: Callable[[Any], T], on_error: On
         try:
             encoded = encode(record)
         except OverlongError as e:
-            result.errors.extend(RowError(f"row {i}", f, p) for f, p in e.problems)
+            where = locations[i] if locations is not None else f"row {i}"  # file:line when the caller knows it
+            result.errors.extend(RowError(where, f, p) for f, p in e.problems)
             continue
         first = encoded.chosen if isinstance(encoded, EncodedPair) else encoded
         result.n_truncated += first.n_prompt_dropped > 0
@@ -173,13 +177,15 @@ def encode_sft_dataset(
     max_length: int,
     truncation: Truncation = "left_prompt",
     on_error: OnError = "fail",
+    locations: Sequence[str] | None = None,
 ) -> EncodeResult:
-    """Encode SFT examples; over-long rows are reported as ``row N`` errors (fail or skip)."""
+    """Encode SFT examples; over-long rows are reported at ``locations[i]`` (else ``row N``), fail or skip."""
     return _encode_all(
         records,
         lambda r: encode_prompt_response(tokenizer, r.prompt, r.response, max_length, truncation),
         on_error,
         "SFT dataset",
+        locations,
     )
 
 
@@ -189,9 +195,11 @@ def encode_pair_dataset(
     max_length: int,
     truncation: Truncation = "left_prompt",
     on_error: OnError = "fail",
+    locations: Sequence[str] | None = None,
 ) -> EncodeResult:
-    """Encode preference pairs; over-long rows are reported as ``row N`` errors (fail or skip)."""
-    return _encode_all(records, lambda r: encode_pair(tokenizer, r, max_length, truncation), on_error, "pair dataset")
+    """Encode preference pairs; over-long rows are reported at ``locations[i]`` (file:line; else ``row N``)."""
+    return _encode_all(records, lambda r: encode_pair(tokenizer, r, max_length, truncation), on_error,
+                       "pair dataset", locations)
 
 
 def pad_sequences(

@@ -16,36 +16,11 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from rlhf_dist.data.errors import MAX_LISTED_ERRORS, DataFileError, DataValidationError, RowError
 from rlhf_dist.data.readers import RawRow, UnreadableRow, is_text_table, iter_raw_rows
 from rlhf_dist.data.records import RecordKind, model_for
 
 OnError = Literal["fail", "skip"]
-MAX_LISTED_ERRORS = 20
-
-
-@dataclass(frozen=True)
-class RowError:
-    """One problem with one field of one row."""
-
-    location: str
-    field: str
-    problem: str
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.field}: {self.problem}"
-
-
-class DataValidationError(ValueError):
-    """Raised when rows fail validation; ``errors`` holds every problem found."""
-
-    def __init__(self, errors: list[RowError], source: str = "data") -> None:
-        self.errors = list(errors)
-        n_rows = len({e.location for e in self.errors})
-        lines = [f"{len(self.errors)} error(s) in {n_rows} row(s) of {source}:"]
-        lines += [f"  {e}" for e in self.errors[:MAX_LISTED_ERRORS]]
-        if len(self.errors) > MAX_LISTED_ERRORS:
-            lines.append(f"  ... and {len(self.errors) - MAX_LISTED_ERRORS} more")
-        super().__init__("\n".join(lines))
 
 
 @dataclass
@@ -56,6 +31,7 @@ class LoadResult:
     errors: list[RowError] = field(default_factory=list)
     n_rows: int = 0
     source: str = "data"
+    locations: list[str] = field(default_factory=list)  # where each record is, e.g. 'pairs.jsonl:7'
 
     @property
     def n_skipped(self) -> int:
@@ -186,7 +162,10 @@ def validate_rows(
         record, errors = validate_row(location, row, model, allow_extra=allow_extra, text_cells=text_cells)
         if record is not None:
             result.records.append(record)
+            result.locations.append(location)
         result.errors.extend(errors)
+    if result.n_rows == 0:
+        raise DataFileError(f"{source}: no data rows (the file is empty)")
     if result.errors and on_error == "fail":
         raise DataValidationError(result.errors, source=source)
     return result

@@ -1,11 +1,13 @@
 """Reward sources: the reward-model actors, a Python function, or an HTTP endpoint; summed by weight.
 
 Failures are loud: a function that raises is re-run sample by sample to name the one that
-fails; an HTTP endpoint gets bounded retries with timeouts, then the step fails with the URL.
+fails; an HTTP endpoint gets bounded retries of transient failures (timeouts, connection errors, 429,
+5xx) with backoff, then the step fails with the URL; other 4xx fail at once.
 """
 
 from __future__ import annotations
 
+import http.client
 import importlib
 import json
 import math
@@ -58,21 +60,48 @@ def call_function(spec: str, prompts: list[str], responses: list[str]) -> list[f
         raise RewardError(f"reward function '{spec}' raised on the batch: {batch_err!r}") from batch_err
 
 
+def _transient(code: int) -> bool:
+    """HTTP statuses worth another try: rate limited (429) or a server-side failure (5xx)."""
+    return code == 429 or code >= 500
+
+
+def backoff_s(attempt: int) -> float:
+    """Seconds to wait after failed attempt `attempt` (0-based): 0.5, 1, 2, 4, then 5 at most."""
+    return min(0.5 * 2**attempt, 5.0)
+
+
 def call_http(src: RewardSource, prompts: list[str], responses: list[str]) -> list[float]:
+    """POST {prompts, responses} -> {"rewards": [...]}. Timeouts, connection errors, 429 and 5xx are
+    retried (src.max_retries times, exponential backoff, no wait after the last attempt); any other
+    4xx or a malformed reply fails at once: asking again would get the same answer."""
     body = json.dumps({"prompts": prompts, "responses": responses}).encode()
-    last_error: Exception | None = None
-    for attempt in range(src.max_retries + 1):
+    attempts, last = src.max_retries + 1, ""
+    for attempt in range(attempts):
         request = urllib.request.Request(src.url, data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=src.timeout_s) as reply:
-                payload = json.loads(reply.read())
-            return _check(payload["rewards"], len(prompts), f"reward endpoint {src.url}", prompts)
-        except RewardError:
-            raise
-        except (urllib.error.URLError, TimeoutError, OSError, KeyError, ValueError) as err:
-            last_error = err
-            time.sleep(min(0.5 * 2**attempt, 5.0))
-    raise RewardError(f"reward endpoint {src.url} failed after {src.max_retries + 1} attempts: {last_error!r}")
+                raw = reply.read()
+        except urllib.error.HTTPError as err:  # before URLError: it is one
+            if not _transient(err.code):
+                raise RewardError(f"reward endpoint {src.url} answered HTTP {err.code} {err.reason} "
+                                  "(a client error, not retried: check the URL and what it expects)") from None
+            last = f"HTTP {err.code} {err.reason}"
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as err:
+            last = repr(getattr(err, "reason", err))  # timeout, refused, reset, cut-off reply
+        else:
+            return _check(_rewards_of(raw, src.url), len(prompts), f"reward endpoint {src.url}", prompts)
+        if attempt + 1 < attempts:
+            time.sleep(backoff_s(attempt))
+    raise RewardError(f"reward endpoint {src.url} failed after {attempts} attempts: {last}")
+
+
+def _rewards_of(raw: bytes, url: str) -> list:
+    try:
+        payload = json.loads(raw)
+        return list(payload["rewards"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise RewardError(f"reward endpoint {url} replied {raw[:80]!r}: expected JSON {{\"rewards\": [...]}} "
+                          f"({type(err).__name__}: {err})") from None
 
 
 def combine_rewards(

@@ -57,32 +57,46 @@ def score_pairs(model: ScalarHeadModel, batch: dict[str, torch.Tensor]) -> tuple
 
 @torch.no_grad()
 def evaluate_reward_model(model: ScalarHeadModel, examples: list, pad_id: int, batch_size: int = 32) -> dict:
-    """Held-out accuracy, Kendall's tau (over each pair as a 2-item ranking), margin and ECE."""
+    """Held-out accuracy, Kendall's tau (over each pair as a 2-item ranking), margin and ECE.
+
+    Labels may be ties (target 0.5): `accuracy` is tie-aware (algo.pairwise_accuracy: a tie pair
+    counts 0.5 whichever side scores higher, never as a loss of chosen); tau, margin and ECE are
+    over the decisive pairs (target != 0.5), `accuracy_decisive` too, and `tie_abs_margin` is the
+    mean |s_a - s_b| on the tie pairs (smaller: the model sees them as equal)."""
     model.eval()
-    chosen, rejected = [], []
+    chosen, rejected, targets = [], [], []
     for i in range(0, len(examples), batch_size):
-        c, r = score_pairs(model, collate_pairs(examples[i : i + batch_size], pad_id))
+        batch = collate_pairs(examples[i : i + batch_size], pad_id)
+        c, r = score_pairs(model, batch)
         chosen.append(c)
         rejected.append(r)
-    c, r = torch.cat(chosen), torch.cat(rejected)
-    taus = [kendall_tau([float(a), float(b)], [0, 1]) for a, b in zip(c, r)]
-    margin = reward_margin_stats(c, r)
-    cal = calibration(c, r)
+        targets.append(batch["target"])
+    c, r, t = torch.cat(chosen), torch.cat(rejected), torch.cat(targets)
     model.train()
+    tie = t == 0.5
+    decisive = ~tie if bool((~tie).any()) else torch.ones_like(tie)  # all ties: the rest over every pair
+    # orient each decisive pair so that its first item is the one the label prefers
+    a = torch.where(t >= 0.5, c, r)[decisive]
+    b = torch.where(t >= 0.5, r, c)[decisive]
+    taus = [kendall_tau([float(x), float(y)], [0, 1]) for x, y in zip(a, b)]
+    margin, cal = reward_margin_stats(a, b), calibration(a, b)
     return {
-        "accuracy": pairwise_accuracy(c, r),
+        "accuracy": pairwise_accuracy(c, r, t),
+        "accuracy_decisive": pairwise_accuracy(a, b),
         "kendall_tau": sum(taus) / len(taus),
         "margin_mean": float(margin["mean"]),
         "margin_std": float(margin["std"]),
         "ece": float(cal["ece"]),
         "n_pairs": len(examples),
+        "n_tie_pairs": int(tie.sum()),
+        "tie_abs_margin": float((c - r)[tie].abs().mean()) if bool(tie.any()) else 0.0,
     }
 
 
 def _bt_loss(model: ScalarHeadModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     chosen, rejected = score_pairs(model, batch)
     loss = bradley_terry_loss(chosen, rejected, batch["target"], batch["weight"])
-    return loss, {"accuracy": float((chosen > rejected).float().mean())}
+    return loss, {"accuracy": pairwise_accuracy(chosen, rejected, batch["target"])}
 
 
 def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> RewardTrainResult:

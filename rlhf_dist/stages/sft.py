@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.data import collate_sft, encode_sft_dataset, load_records
+from rlhf_dist.data import collate_sft
 from rlhf_dist.models import load_causal_lm, load_tokenizer, merge_lora, resolve_model_path
 from rlhf_dist.utils import prepare_run_dir, seed_everything, write_json
-from rlhf_dist.data.files import resolve_data_files
+from rlhf_dist.data.files import load_encoded_sft, resolve_data_files
 from rlhf_dist.backends.train.factory import build_train_engine
 from rlhf_dist.stages.loop import train_epochs, updates_per_epoch
 from rlhf_dist.tracking import MetricsLogger
@@ -58,11 +58,7 @@ def response_perplexity(model, examples: list, pad_id: int, batch_size: int = 16
 
 
 def _encode(cfg: RLHFConfig, tokenizer, path: Path, what: str) -> list:
-    loaded = load_records(path, "sft", on_error=cfg.data.on_error)
-    log.info("%s %s: %s", what, path, loaded.summary())
-    encoded = encode_sft_dataset(tokenizer, loaded.records, cfg.data.max_length, cfg.data.truncation, cfg.data.on_error)
-    log.info("%s: %s", what, encoded.summary())
-    return encoded.examples
+    return load_encoded_sft(cfg, tokenizer, path, what)  # every bad row with file:line, <run>/rejected_rows.jsonl
 
 
 def train_sft(cfg: RLHFConfig) -> SFTResult:

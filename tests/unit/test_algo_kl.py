@@ -131,3 +131,21 @@ def test_fixed_controller_and_builder():
         build_kl_controller("adaptive", 0.1)
     with pytest.raises(ValueError):
         build_kl_controller("pid", 0.1)
+
+
+def test_k3_is_clamped_to_a_documented_log_ratio_range():
+    from rlhf_dist.algo.kl import K3_LOG_RATIO_CLAMP
+
+    assert K3_LOG_RATIO_CLAMP == 10.0
+    lp, ref = torch.tensor([[-15.0, 15.0, -3.0]]), torch.zeros(1, 3)
+    k3 = kl_estimate(lp, ref, "k3")
+    assert torch.isfinite(k3).all()
+    # log-ratio -15 -> clamped to -10: exp(10) - 1 - 10 = 22015.4658 (unclamped it would be 3.27e6)
+    assert k3[0, 0].item() == pytest.approx(math.exp(10) - 11, rel=1e-6)
+    # +15 -> +10: exp(-10) - 1 + 10 = 9.0000454
+    assert k3[0, 1].item() == pytest.approx(math.exp(-10) + 9, rel=1e-6)
+    # inside the range nothing changes: exp(3) - 1 - 3 = 16.0855369
+    assert k3[0, 2].item() == pytest.approx(math.exp(3) - 4, rel=1e-6)
+    # k1 and k2 are not clamped
+    assert kl_estimate(lp, ref, "k1")[0, 0].item() == -15.0
+    assert kl_estimate(lp, ref, "k2")[0, 0].item() == pytest.approx(112.5)

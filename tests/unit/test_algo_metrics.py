@@ -87,3 +87,19 @@ def test_wilson_interval_hand_computed():
     assert (lo, hi) == (pytest.approx(0.73888, abs=1e-4), pytest.approx(0.91898, abs=1e-4))
     assert wilson_interval(0, 0) == (0.0, 1.0)
     assert wilson_interval(10, 10)[1] == 1.0
+
+
+def test_pairwise_accuracy_with_tie_labels_by_hand():
+    # agreement = 1 - |1{c>r} + 0.5*1{c==r} - target| per pair
+    chosen = torch.tensor([2.0, 0.0, 1.0, 1.0, 3.0])
+    rejected = torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0])
+    target = torch.tensor([1.0, 1.0, 0.5, 0.5, 0.8])
+    # win@1 -> 1; loss@1 -> 0; win@0.5 (tie label) -> 0.5, not 1 or 0; equal@0.5 -> 1; win@0.8 -> 0.8
+    assert pairwise_accuracy(chosen, rejected, target) == pytest.approx((1 + 0 + 0.5 + 1 + 0.8) / 5)
+    # a tie label scores the same whichever side the model prefers: it is not "chosen must win"
+    assert pairwise_accuracy(torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([0.5])) == 0.5
+    assert pairwise_accuracy(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.5])) == 0.5
+    # without targets: every label decisive, as before
+    assert pairwise_accuracy(chosen, rejected) == pytest.approx((1 + 0 + 1 + 0.5 + 1) / 5)
+    with pytest.raises(ValueError, match="target"):
+        pairwise_accuracy(chosen, rejected, torch.ones(3))

@@ -70,7 +70,7 @@ def test_jsonl_locations_skip_blank_lines_and_report_bad_json(tmp_path):
     rows = list(iter_raw_rows(path))
     assert [loc for loc, _ in rows] == [f"{path}:1", f"{path}:4", f"{path}:5", f"{path}:6"]
     assert rows[0][1] == {"prompt": "a"}
-    assert isinstance(rows[1][1], UnreadableRow) and rows[1][1].problem.startswith("invalid JSON:")
+    assert isinstance(rows[1][1], UnreadableRow) and rows[1][1].problem == "invalid JSON at column 12: expecting value"
     assert rows[2][1] == UnreadableRow("<json>", "expected a JSON object, got list")
 
 

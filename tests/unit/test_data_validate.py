@@ -44,7 +44,7 @@ def test_fail_mode_reports_every_bad_row_with_file_line_field(bad_ab):
     assert f"{bad_ab}:3: preference: must be 0 (A), 1 (B) or 2 (tie), got 3" in text
     assert "bad.jsonl:4: prompt: expected a string, got int 7" in text
     assert "bad.jsonl:4: preference: must be 0 (A), 1 (B) or 2 (tie), got True" in text
-    assert "bad.jsonl:5: <json>: invalid JSON:" in text
+    assert "bad.jsonl:5: <json>: invalid JSON at column" in text
     assert "bad.jsonl:6: response_b: must not be empty or whitespace-only" in text
     assert "5 error(s) in 4 row(s)" in text
     locations = [e.location.rsplit(":", 1)[1] for e in exc.value.errors]
@@ -102,12 +102,12 @@ def test_csv_ranked_lists_and_bad_list_cell(tmp_path):
     assert str(result.errors[0]) == f"{path}:3: ranking: expected a list, got str 'first'"
 
 
-def test_message_lists_first_20_and_total():
+def test_message_lists_first_10_and_total():
     errors = [RowError(f"f.jsonl:{i}", "prompt", "missing required field") for i in range(1, 26)]
     text = str(DataValidationError(errors, source="f.jsonl"))
     assert text.splitlines()[0] == "25 error(s) in 25 row(s) of f.jsonl:"
-    assert "f.jsonl:20: prompt" in text and "f.jsonl:21: prompt" not in text
-    assert text.splitlines()[-1].strip() == "... and 5 more"
+    assert "f.jsonl:10: prompt" in text and "f.jsonl:11: prompt" not in text
+    assert text.splitlines()[-1].strip() == "... and 15 more"
     assert isinstance(DataValidationError(errors), ValueError)
 
 
