@@ -16,9 +16,10 @@ import logging
 import sys
 from collections.abc import Callable
 
-from rlhf_dist.config import ConfigError, RLHFConfig, config_to_yaml, load_config
+from rlhf_dist.config import ConfigError, RLHFConfig, config_to_yaml, load_config, with_overrides
 from rlhf_dist.config.cli_args import add_config_arg, claim_config, join_dotted_overrides, split_overrides
 from rlhf_dist.data.validate import DataValidationError
+from rlhf_dist.utils import EXIT_PREEMPTED, Preempted
 
 EPILOG = (
     "Any option of the config schema can be overridden as --section.key VALUE "
@@ -78,9 +79,13 @@ def cmd_sft(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_ppo(args: argparse.Namespace, extra: list[str]) -> int:
     from rlhf_dist.stages.ppo import run_ppo_stage
 
+    if args.resume not in (None, "auto", "require"):  # `--resume CONFIG`: argparse gave the file to --resume
+        if args.config not in (None, args.resume):
+            raise ConfigError([f"--resume: expected nothing or 'auto', got '{args.resume}'"])
+        args.config, args.resume = args.resume, "require"
     cfg = _load(args, extra)
-    if args.resume:
-        cfg.checkpoint.resume = True
+    if args.resume is not None:
+        cfg = with_overrides(cfg, {"checkpoint.resume": True if args.resume == "require" else "auto"})
     result = run_ppo_stage(cfg)
     # the per-step lines and the phase-timing table were printed by the driver (tracking/console.py)
     print(f"policy exported to {result.policy_dir}; metrics in {result.run_dir / 'metrics.jsonl'}")
@@ -137,7 +142,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     p = sub.add_parser("ppo", help="PPO on the distributed engine (Ray actors, vLLM, DeepSpeed)",
                        description="PPO on the distributed engine (Ray actors, vLLM, DeepSpeed).")
     add_config_arg(p, STAGE_KEYS["ppo"])
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
+    p.add_argument("--resume", nargs="?", const="require", metavar="auto",
+                   help="continue from the newest complete checkpoint in the run dir (an error when there is "
+                   "none); `--resume auto`: continue when there is one, else start fresh (for requeued jobs)")
     handlers["ppo"] = cmd_ppo
 
     p = sub.add_parser("pipeline", help="all stages: SFT -> reward model -> PPO (rounds) -> eval -> report",
@@ -179,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataValidationError as err:
         print(f"rlhf-dist: {err}", file=sys.stderr)
         return 3
+    except Preempted as err:
+        print(f"rlhf-dist: {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
 
 
 if __name__ == "__main__":

@@ -50,3 +50,12 @@ def prepare_run_dir(cfg: RLHFConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
     return run_dir
+
+
+# Exit code of a run stopped by SIGTERM/SIGINT after writing a checkpoint (EX_TEMPFAIL: "try again"):
+# job schedulers requeue on it, and `--resume auto` continues from that checkpoint.
+EXIT_PREEMPTED = 75
+
+
+class Preempted(RuntimeError):
+    """The run was asked to stop (SIGTERM/SIGINT) and wrote a checkpoint at a safe point first."""

@@ -131,7 +131,19 @@ class TrackingConfig(Strict):
 class CheckpointConfig(Strict):
     every_steps: int = Field(0, ge=0, description="Checkpoint every k PPO steps; 0 = only at the end.")
     keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
-    resume: bool = Field(False, description="Resume from the latest checkpoint in the run directory.")
+    resume: bool | Literal["auto"] = Field(
+        False, description="Continue from the newest complete checkpoint in the run directory: true (it must "
+        "exist), 'auto' (when there is one, else start fresh; for jobs that may be requeued), false (start fresh).")
+    checksums: bool = Field(
+        True, description="Record the sha256 of every checkpoint file in its manifest and verify it on load "
+        "(sizes are always checked); turn off when hashing very large checkpoints costs too much.")
+
+
+class FaultToleranceConfig(Strict):
+    max_restarts: int = Field(
+        2, ge=0, le=1000, description="When an actor dies or misses its deadline (cluster.dead_actor_timeout_s), "
+        "tear the role groups down, build them again, restore the newest complete checkpoint and go on; at most "
+        "this many times per run (0: fail at the first fault).")
 
 
 class EvalConfig(Strict):
@@ -174,6 +186,7 @@ class RLHFConfig(Strict):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray cluster, devices and per-role placement.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Metrics sinks and progress display.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing and resume.")
+    fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig, description="Restarting roles after a fault.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation (`rlhf-dist eval`).")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="The full pipeline and its rounds.")
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig,

@@ -2,14 +2,18 @@
 
     <run>/checkpoints/step_000004/{policy,critic}/...   DeepSpeed (or torch) engine states
     <run>/checkpoints/step_000004/driver_state.json     step, data position, KL/normaliser, RNG
+    <run>/checkpoints/step_000004/MANIFEST.json         size and sha256 of every file above (written last)
     <run>/checkpoints/latest                            name of the newest complete checkpoint
 
 A crash while writing leaves only a `.tmp` dir, which is ignored and later removed: the
-previous checkpoint stays intact and resumable. (Multi-node: the run dir must be shared.)
+previous checkpoint stays intact and resumable. Loading verifies the manifest; a corrupt or
+partial checkpoint is skipped (with a warning) for the next older complete one.
+(Multi-node: the run dir must be shared.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -24,15 +28,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TAG = "state"
+MANIFEST = "MANIFEST.json"  # written last inside a checkpoint: sizes and sha256 of every other file
 
 
 class CheckpointManager:
-    def __init__(self, run_dir: Path, keep_last: int):
+    def __init__(self, run_dir: Path, keep_last: int, checksums: bool = True):
         self.root = Path(run_dir) / "checkpoints"
-        self.keep_last = keep_last
+        self.keep_last, self.checksums = keep_last, checksums
 
     def save(self, state: DriverState, trainers: dict[str, TrainerGroup]) -> Path:
-        """trainers: {"policy": group, "critic": group (GAE only)}; every rank writes its part."""
+        """trainers: {"policy": group, "critic": group (GAE only)}; every rank writes its part.
+
+        Order: shards and driver state into <name>.tmp, then MANIFEST (sizes, sha256), then the
+        rename, then the tracker. A crash at any point leaves the previous checkpoint loadable."""
         name = f"step_{state.step:06d}"
         tmp, final = self.root / f"{name}.tmp", self.root / name
         shutil.rmtree(tmp, ignore_errors=True)
@@ -40,6 +48,7 @@ class CheckpointManager:
         for role, group in trainers.items():
             group.save_checkpoint(tmp / role, TAG)
         write_json(tmp / "driver_state.json", state.to_json())
+        write_json(tmp / MANIFEST, {"step": state.step, "files": _file_table(tmp, self.checksums)})
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         (self.root / "latest.tmp").write_text(name)
@@ -49,11 +58,38 @@ class CheckpointManager:
         return final
 
     def latest(self) -> Path | None:
-        tracker = self.root / "latest"
-        if not tracker.is_file():
+        """The newest checkpoint whose manifest verifies; a corrupt or partial one is skipped with a warning."""
+        if not self.root.is_dir():
             return None
-        path = self.root / tracker.read_text().strip()
-        return path if (path / "driver_state.json").is_file() else None
+        tracker = self.root / "latest"
+        named = [self.root / tracker.read_text().strip()] if tracker.is_file() else []
+        steps = sorted((p for p in self.root.glob("step_*") if p.is_dir() and p.suffix != ".tmp"), reverse=True)
+        for path in dict.fromkeys(named + steps):  # the tracker's first, then newest to oldest
+            problem = self.verify(path)
+            if problem is None:
+                return path
+            log.warning("checkpoint %s is not usable (%s): trying an older one", path, problem)
+        return None
+
+    def verify(self, path: Path) -> str | None:
+        """None when `path` is a complete checkpoint, else what is wrong with it."""
+        if not (path / "driver_state.json").is_file():
+            return "no driver_state.json"
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            return "no manifest: written by an older version or cut short"
+        try:
+            expected = json.loads(manifest.read_text())["files"]
+        except (ValueError, KeyError) as err:
+            return f"unreadable manifest ({err})"
+        actual = _file_table(path, self.checksums and all("sha256" in f for f in expected.values()))
+        for rel, info in expected.items():
+            got = actual.get(rel)
+            if got is None:
+                return f"{rel} is missing"
+            if got != {k: info[k] for k in got}:
+                return f"{rel} differs from the manifest (size or sha256)"
+        return None
 
     def load(self, path: Path, trainers: dict[str, TrainerGroup]) -> DriverState:
         for role, group in trainers.items():
@@ -69,3 +105,18 @@ class CheckpointManager:
         done = sorted(p for p in self.root.glob("step_*") if p.is_dir())
         for old in done[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _file_table(directory: Path, checksums: bool) -> dict[str, dict]:
+    """relative path -> {size[, sha256]} of every file under `directory` except the manifest."""
+    table = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        entry: dict = {"size": path.stat().st_size}
+        if checksums:
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            entry["sha256"] = digest.hexdigest()
+        table[path.relative_to(directory).as_posix()] = entry
+    return table

@@ -19,22 +19,26 @@ from pathlib import Path
 import ray
 
 from rlhf_dist.algo import RunningMeanStd, build_kl_controller
-from rlhf_dist.config import RLHFConfig
+from rlhf_dist.algo.kl import KLController
+from rlhf_dist.config import ConfigError, RLHFConfig
 from rlhf_dist.data.tokenize import encode_prompt
 from rlhf_dist.data.validate import load_records
 from rlhf_dist.driver.checkpoint import CheckpointManager
 from rlhf_dist.driver.rewards import combine_rewards
+from rlhf_dist.driver.preemption import PreemptionGuard
 from rlhf_dist.driver.roles import (
-    ModelDirs, build_roles, finish_inference, generate, model_scores, start_inference, start_ray, sync_weights, train,
+    ModelDirs, Roles, build_roles, finish_inference, generate, model_scores, start_inference, start_ray, sync_weights,
+    train,
 )
 from rlhf_dist.driver.shaping import make_experience
 from rlhf_dist.driver.state import DriverState, PromptSampler, rng_state, set_rng_state
 from rlhf_dist.models import load_tokenizer
-from rlhf_dist.utils import prepare_run_dir, seed_everything, write_json
+from rlhf_dist.utils import Preempted, prepare_run_dir, seed_everything, write_json
 from rlhf_dist.data.files import resolve_data_files
 from rlhf_dist.tracking import MetricsLogger
 from rlhf_dist.tracking.console import ppo_step_line, ppo_timing_table, say
 from rlhf_dist.tracking.timing import PhaseTimer
+from rlhf_dist.workers.group import WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -59,58 +63,99 @@ def _load_prompts(cfg: RLHFConfig, tokenizer) -> tuple[list[str], list[list[int]
 
 
 def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> PPOResult:
-    """Train for cfg.ppo.steps (or stop after `stop_after` steps, as if killed) and export the policy."""
+    """Train for cfg.ppo.steps (or stop after `stop_after` steps, as if killed) and export the policy.
+
+    A role that dies or hangs (WorkerError) costs a restart: every group is torn down and built again,
+    and training goes on from the newest complete checkpoint (fault_tolerance.max_restarts times).
+    SIGTERM/SIGINT: checkpoint at the end of the current step, then Preempted (exit EXIT_PREEMPTED)."""
     seed_everything(cfg.run.seed)
+    ckpt = CheckpointManager(Path(cfg.run.output_dir), cfg.checkpoint.keep_last, cfg.checkpoint.checksums)
+    if cfg.checkpoint.resume is True and ckpt.latest() is None:
+        raise ConfigError([f"checkpoint.resume: no complete checkpoint in {ckpt.root} (use --resume auto to "
+                           "start fresh when there is none)"])
     run_dir = prepare_run_dir(cfg)
     tokenizer = load_tokenizer(dirs.policy)
     prompt_texts, prompt_ids = _load_prompts(cfg, tokenizer)
-    ppo, group_size = cfg.ppo, cfg.rollout.sampling.samples_per_prompt
-    n_samples = ppo.rollout_batch_size * group_size
-    updates_per_step = ppo.ppo_epochs * n_samples // ppo.policy_train.global_batch_size
+    ppo = cfg.ppo
+    n_samples = ppo.rollout_batch_size * cfg.rollout.sampling.samples_per_prompt
+    total_updates = ppo.steps * ppo.ppo_epochs * n_samples // ppo.policy_train.global_batch_size
     started_ray = start_ray(cfg)
-    roles = build_roles(cfg, dirs, total_updates=ppo.steps * updates_per_step)
-    result = PPOResult(run_dir)
+    result, restarts = PPOResult(run_dir), 0
     try:
-        ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep_last)
-        kl_ctl = build_kl_controller(ppo.kl.controller, ppo.kl.coef, ppo.kl.target, ppo.kl.horizon)
-        reward_norm = RunningMeanStd()
-        state = DriverState()
-        if cfg.checkpoint.resume and (latest := ckpt.latest()) is not None:
-            state = ckpt.load(latest, roles.trainers())
-            kl_ctl.load_state_dict(state.kl_controller)
-            if state.reward_norm:
-                reward_norm.load_state_dict(state.reward_norm)
-            set_rng_state(state.rng)
-            sync_weights(roles, cfg)  # engines start from the initial weights: bring them to the checkpoint's
-        sampler = PromptSampler(len(prompt_texts), cfg.run.seed, **state.data)
-        last = min(ppo.steps, stop_after) if stop_after else ppo.steps
-        with MetricsLogger(run_dir, cfg.tracking, total=last - state.step, desc="ppo", plain_lines=False) as tracker:
-            for step in range(state.step + 1, last + 1):
-                metrics = ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_ctl,
-                                   reward_norm, group_size)
-                state.skipped_updates += int(metrics["train/skipped_updates"])
-                state.step, state.data = step, sampler.state_dict()
-                state.kl_controller, state.reward_norm, state.rng = kl_ctl.state_dict(), reward_norm.state_dict(), rng_state()
-                tracker.log(metrics, step=step, phase="ppo")
-                tracker.advance(status=_status_line(metrics))
-                tracker.print(ppo_step_line(step, last, metrics, tracker.progress.eta()))
-                result.history.append({"step": step, **metrics})
-                if state.skipped_updates > ppo.max_nonfinite_updates:
-                    ckpt.save(state, roles.trainers())
-                    raise TrainingAborted(f"{state.skipped_updates} non-finite updates skipped (limit "
-                                          f"ppo.max_nonfinite_updates={ppo.max_nonfinite_updates}); checkpoint written")
-                every = cfg.checkpoint.every_steps
-                if (every and step % every == 0) or step == ppo.steps:
-                    ckpt.save(state, roles.trainers())
-        if state.step == ppo.steps:
-            result.policy_dir = roles.policy.export_hf(run_dir / "policy")
-        write_json(run_dir / "ppo_metrics.json", {"history": result.history})
+        with PreemptionGuard() as preemption:
+            while True:
+                roles = build_roles(cfg, dirs, total_updates=total_updates)
+                try:
+                    _train(cfg, roles, ckpt, result, (prompt_texts, prompt_ids, tokenizer), stop_after,
+                           resume=bool(cfg.checkpoint.resume) or restarts > 0, restarts=restarts,
+                           preemption=preemption)
+                    break
+                except WorkerError as err:
+                    restarts += 1
+                    if restarts > cfg.fault_tolerance.max_restarts:
+                        raise
+                    log.warning("restart %d/%d after a role failure: %s", restarts,
+                                cfg.fault_tolerance.max_restarts, err)
+                finally:
+                    roles.shutdown()
+        write_json(run_dir / "ppo_metrics.json", {"history": result.history, "restarts": restarts})
         say(ppo_timing_table(result.history))
         return result
     finally:
-        roles.shutdown()
         if started_ray:
             ray.shutdown()
+
+
+def _restore(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, resume: bool,
+             kl_ctl: KLController, reward_norm: RunningMeanStd) -> DriverState:
+    """The newest complete checkpoint into the roles and the driver's state; a fresh state without one."""
+    latest = ckpt.latest() if resume else None
+    if latest is None:
+        seed_everything(cfg.run.seed)  # a restart before the first checkpoint repeats the run from its start
+        return DriverState()
+    state = ckpt.load(latest, roles.trainers())
+    kl_ctl.load_state_dict(state.kl_controller)
+    if state.reward_norm:
+        reward_norm.load_state_dict(state.reward_norm)
+    set_rng_state(state.rng)
+    sync_weights(roles, cfg)  # engines start from the initial weights: bring them to the checkpoint's
+    return state
+
+
+def _train(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, result: PPOResult, prompts: tuple,
+           stop_after: int | None, resume: bool, restarts: int, preemption: PreemptionGuard) -> None:
+    """Steps from the restored state to the end; checkpoints; the policy export at the last step."""
+    ppo, (prompt_texts, prompt_ids, tokenizer) = cfg.ppo, prompts
+    kl_ctl = build_kl_controller(ppo.kl.controller, ppo.kl.coef, ppo.kl.target, ppo.kl.horizon)
+    reward_norm = RunningMeanStd()
+    state = _restore(cfg, roles, ckpt, resume, kl_ctl, reward_norm)
+    result.history = [row for row in result.history if row["step"] <= state.step]  # steps redone after a restart
+    sampler = PromptSampler(len(prompt_texts), cfg.run.seed, **state.data)
+    last = min(ppo.steps, stop_after) if stop_after else ppo.steps
+    with MetricsLogger(result.run_dir, cfg.tracking, total=last - state.step, desc="ppo", plain_lines=False) as tracker:
+        for step in range(state.step + 1, last + 1):
+            metrics = ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_ctl,
+                               reward_norm, cfg.rollout.sampling.samples_per_prompt)
+            metrics["fault/restarts"] = float(restarts)
+            state.skipped_updates += int(metrics["train/skipped_updates"])
+            state.step, state.data = step, sampler.state_dict()
+            state.kl_controller, state.reward_norm, state.rng = kl_ctl.state_dict(), reward_norm.state_dict(), rng_state()
+            tracker.log(metrics, step=step, phase="ppo")
+            tracker.advance(status=_status_line(metrics))
+            tracker.print(ppo_step_line(step, last, metrics, tracker.progress.eta()))
+            result.history.append({"step": step, **metrics})
+            if state.skipped_updates > ppo.max_nonfinite_updates:
+                ckpt.save(state, roles.trainers())
+                raise TrainingAborted(f"{state.skipped_updates} non-finite updates skipped (limit "
+                                      f"ppo.max_nonfinite_updates={ppo.max_nonfinite_updates}); checkpoint written")
+            every = cfg.checkpoint.every_steps
+            if (every and step % every == 0) or step == ppo.steps or preemption.requested:
+                ckpt.save(state, roles.trainers())
+            if preemption.requested and step < ppo.steps:
+                raise Preempted(f"{preemption.requested}: stopped after step {step}, checkpoint written to "
+                                f"{ckpt.root}; continue with --resume auto")
+    if state.step == ppo.steps:
+        result.policy_dir = roles.policy.export_hf(result.run_dir / "policy")
 
 
 def ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_ctl, reward_norm, group_size) -> dict:

@@ -32,7 +32,11 @@ class RoleWorker:
         self.role, self.rank, self.world_size = role, rank, world_size
         # Everything this actor prints (C++ warnings, tqdm bars, library logs) goes to its own file, so
         # Ray forwards nothing to the driver's console; exceptions still return as WorkerError.
-        self.log_path = redirect_worker_output(Path(self.cfg.run.output_dir) / "logs" / f"{role}-{rank}.log")
+        logs = Path(self.cfg.run.output_dir) / "logs"
+        self.log_path = redirect_worker_output(logs / f"{role}-{rank}.log")
+        # Which process is which role and rank (to inspect, profile or kill one; replaced on a restart).
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / f"{role}-{rank}.pid").write_text(f"{os.getpid()}\n")
         # Several actors share a few cores on small machines: oversubscribed BLAS threads thrash.
         threads = resources(self.cfg, role).threads()
         torch.set_num_threads(threads)

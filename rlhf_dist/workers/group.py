@@ -14,12 +14,13 @@ cluster.dead_actor_timeout_s, raises WorkerError naming the role and rank.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -110,15 +111,24 @@ class ActorGroup:
             self.each("init_distributed", lambda a: a.init_distributed.remote(addr, port)).result()
 
     def collect(self, refs: list, method: str, timeout_s: float | None = None) -> list[Any]:
-        """ray.get with a deadline; errors name role, rank and method."""
+        """The answers of every rank (refs[i] is rank i's call), within one deadline for all.
+
+        Fails as soon as ANY rank fails or dies, even while others still run (a rank waiting in a
+        collective for a dead peer would otherwise hold the driver until the deadline). Errors
+        name role, rank and method."""
         timeout_s = timeout_s or self.timeout_s
-        out = []
-        for rank, ref in enumerate(refs):
-            try:
-                out.append(ray.get(ref, timeout=timeout_s))
-            except GetTimeoutError:
+        deadline = time.monotonic() + timeout_s
+        rank_of = {ref: rank for rank, ref in enumerate(refs)}
+        pending, out = list(refs), [None] * len(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                rank = rank_of[pending[0]]
                 raise WorkerError(f"{self.role} rank {rank}: '{method}' gave no answer in {timeout_s:.0f}s "
-                                  "(hung or dead actor; see cluster.dead_actor_timeout_s)") from None
+                                  "(hung or dead actor; see cluster.dead_actor_timeout_s)")
+            rank = rank_of[done[0]]
+            try:
+                out[rank] = ray.get(done[0])
             except RayActorError as err:
                 raise WorkerError(f"{self.role} rank {rank} died during '{method}': {err}") from None
             except RayTaskError as err:
