@@ -14,12 +14,15 @@ import torch
 
 from rlhf_dist.backends.train import TrainEngine
 from rlhf_dist.config.schema_parts import TrainConfig
+from rlhf_dist.data.errors import DataFileError
 from rlhf_dist.tracking import MetricsLogger
 
 
-def updates_per_epoch(n_examples: int, tcfg: TrainConfig) -> int:
+def updates_per_epoch(n_examples: int, tcfg: TrainConfig, what: str = "training examples",
+                      option: str = "train.global_batch_size") -> int:
     if n_examples < tcfg.global_batch_size:
-        raise ValueError(f"{n_examples} training examples is fewer than one global batch ({tcfg.global_batch_size})")
+        raise DataFileError(f"{n_examples} {what} is fewer than one global batch ({option} = "
+                            f"{tcfg.global_batch_size}): add rows or lower --{option}")
     return n_examples // tcfg.global_batch_size
 
 

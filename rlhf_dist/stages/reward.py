@@ -108,9 +108,9 @@ def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> R
     tokenizer = load_tokenizer(model_dir, cfg.reward_model.trust_remote_code)
     train_set = load_encoded_pairs(cfg, tokenizer, files.pairs, files.pairs_format, "train pairs")
     eval_set = load_encoded_pairs(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")
-    model = load_reward_model(cfg.reward_model, model_dir, trainable=True)
     tcfg, epochs, pad_id = cfg.reward.train, cfg.reward.epochs, tokenizer.pad_token_id
-    total_updates = updates_per_epoch(len(train_set), tcfg) * epochs
+    total_updates = updates_per_epoch(len(train_set), tcfg, "training pairs", "reward.train.global_batch_size") * epochs
+    model = load_reward_model(cfg.reward_model, model_dir, trainable=True)  # after the data checks: they are cheap
     engine = build_train_engine(model, tcfg, total_updates, cfg.reward_model.dtype)  # this process alone
     result = RewardTrainResult(model_dir=run_dir / "reward_model")
     n_micro = total_updates * tcfg.global_batch_size // tcfg.micro_batch_size

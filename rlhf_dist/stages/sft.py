@@ -70,9 +70,9 @@ def train_sft(cfg: RLHFConfig) -> SFTResult:
     examples = _encode(cfg, tokenizer, files.sft, "sft data")
     n_eval = max(1, len(examples) // 10)  # a held-out tenth for perplexity
     train_set, eval_set = examples[n_eval:], examples[:n_eval]
-    model = load_causal_lm(cfg.policy, model_dir, trainable=True)
     tcfg, epochs, pad_id = cfg.sft.train, cfg.sft.epochs, tokenizer.pad_token_id
-    total_updates = updates_per_epoch(len(train_set), tcfg) * epochs
+    total_updates = updates_per_epoch(len(train_set), tcfg, "SFT examples", "sft.train.global_batch_size") * epochs
+    model = load_causal_lm(cfg.policy, model_dir, trainable=True)  # after the data checks: they are cheap
     engine = build_train_engine(model, tcfg, total_updates, cfg.policy.dtype)  # this process alone
     result = SFTResult(model_dir=run_dir / "sft")
     n_micro = total_updates * tcfg.global_batch_size // tcfg.micro_batch_size

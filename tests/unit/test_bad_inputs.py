@@ -196,6 +196,10 @@ DATA_CASES = {
     "skip mode with every row bad": ("p.jsonl", _jsonl({"prompt": "p"}, [1]), ["--data.on_error", "skip"],
                                      ["{f}: no usable preference pairs", "kept 0 of 2 rows"]),
     "not a datasets directory": ("ds", None, [], ["{f}: not a datasets save_to_disk directory"]),
+    "fewer pairs than one global batch": ("p.jsonl", _jsonl(GOOD, {**GOOD, "chosen": "fine"}),
+                                          ["--reward.train.global_batch_size", "4", "--reward.train.micro_batch_size", "2"],
+                                          ["2 training pairs is fewer than one global batch "
+                                           "(reward.train.global_batch_size = 4)"]),
 }
 
 
