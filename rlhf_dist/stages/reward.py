@@ -102,7 +102,6 @@ def _bt_loss(model: ScalarHeadModel, batch: dict[str, torch.Tensor]) -> tuple[to
 def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> RewardTrainResult:
     """Train, evaluate every epoch, save to <run>/reward_model; returns per-epoch eval metrics."""
     seed_everything(cfg.run.seed)
-    run_dir = prepare_run_dir(cfg)
     files = resolve_data_files(cfg)
     model_dir = Path(init_dir) if init_dir else resolve_model_path(cfg.reward_model.path, seed=cfg.run.seed)
     tokenizer = load_tokenizer(model_dir, cfg.reward_model.trust_remote_code)
@@ -110,7 +109,8 @@ def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> R
     eval_set = load_encoded_pairs(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")
     tcfg, epochs, pad_id = cfg.reward.train, cfg.reward.epochs, tokenizer.pad_token_id
     total_updates = updates_per_epoch(len(train_set), tcfg, "training pairs", "reward.train.global_batch_size") * epochs
-    model = load_reward_model(cfg.reward_model, model_dir, trainable=True)  # after the data checks: they are cheap
+    run_dir = prepare_run_dir(cfg)  # config.yaml only once the data is known to be usable
+    model = load_reward_model(cfg.reward_model, model_dir, trainable=True)
     engine = build_train_engine(model, tcfg, total_updates, cfg.reward_model.dtype)  # this process alone
     result = RewardTrainResult(model_dir=run_dir / "reward_model")
     n_micro = total_updates * tcfg.global_batch_size // tcfg.micro_batch_size

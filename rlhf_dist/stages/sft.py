@@ -63,7 +63,6 @@ def _encode(cfg: RLHFConfig, tokenizer, path: Path, what: str) -> list:
 
 def train_sft(cfg: RLHFConfig) -> SFTResult:
     seed_everything(cfg.run.seed)
-    run_dir = prepare_run_dir(cfg)
     files = resolve_data_files(cfg)
     model_dir = resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
     tokenizer = load_tokenizer(model_dir, cfg.policy.trust_remote_code)
@@ -72,7 +71,8 @@ def train_sft(cfg: RLHFConfig) -> SFTResult:
     train_set, eval_set = examples[n_eval:], examples[:n_eval]
     tcfg, epochs, pad_id = cfg.sft.train, cfg.sft.epochs, tokenizer.pad_token_id
     total_updates = updates_per_epoch(len(train_set), tcfg, "SFT examples", "sft.train.global_batch_size") * epochs
-    model = load_causal_lm(cfg.policy, model_dir, trainable=True)  # after the data checks: they are cheap
+    run_dir = prepare_run_dir(cfg)  # config.yaml only once the data is known to be usable
+    model = load_causal_lm(cfg.policy, model_dir, trainable=True)
     engine = build_train_engine(model, tcfg, total_updates, cfg.policy.dtype)  # this process alone
     result = SFTResult(model_dir=run_dir / "sft")
     n_micro = total_updates * tcfg.global_batch_size // tcfg.micro_batch_size

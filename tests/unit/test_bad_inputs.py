@@ -100,9 +100,11 @@ def test_config_mistake(name, tmp_path, capsys):
         path = tmp_path / "bad.yaml"
         path.write_text(text)
         argv.append(str(path))
+    before = sorted(tmp_path.rglob("*"))
     rc, err = _run(capsys, argv + extra)
     block = _error_lines(err)
     assert rc == 2, err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written
     assert len(block) == 1, err  # one problem, one line
     for piece in expected:
         assert piece in block[0], (piece, block[0])
@@ -236,6 +238,9 @@ def test_data_mistake(name, tmp_path, capsys, rm_argv):
         assert piece.format(f=path) in text, (piece, text)
     if "{f}:" not in expected[0]:  # a whole-file problem: one line
         assert len(block) == 1, block
+    # nothing but the list of rejected rows is written to the run dir before the data is valid
+    run = tmp_path / "run"
+    assert not run.exists() or {p.name for p in run.iterdir()} <= {"rejected_rows.jsonl"}
 
 
 def test_missing_data_file(tmp_path, capsys, rm_argv):
