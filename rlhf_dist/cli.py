@@ -119,6 +119,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     parser.add_argument("--log-level", default="INFO", help="Python log level (default INFO).")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="show everything: worker and engine output, library warnings, DEBUG logs")
+    parser.add_argument("--debug", action="store_true",
+                        help="on a config or data error, show the Python traceback too (not only the one line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     handlers: dict[str, Callable] = {}
 
@@ -181,9 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args, extra)
     except ConfigError as err:
+        if args.debug:
+            raise
         print(f"rlhf-dist: {err}", file=sys.stderr)
         return 2
     except DataValidationError as err:
+        if args.debug:
+            raise
         print(f"rlhf-dist: {err}", file=sys.stderr)
         return 3
     except Preempted as err:

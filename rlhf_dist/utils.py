@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 from pathlib import Path
@@ -42,11 +43,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def check_output_dir(path: Path) -> None:
+    """run.output_dir must be (or be creatable as) a writable directory: one clear ConfigError line if not."""
+    from rlhf_dist.config import ConfigError
+
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if path.exists() and not path.is_dir():
+        raise ConfigError([f"run.output_dir: '{path}' is a file, not a directory (pick another run.output_dir)"])
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError([f"run.output_dir: '{path}' is not writable ({existing} is read-only for this user; "
+                           "pick another run.output_dir)"])
+    if existing is not None and not existing.is_dir():
+        raise ConfigError([f"run.output_dir: '{path}' is under '{existing}', which is a file"])
+
+
 def prepare_run_dir(cfg: RLHFConfig) -> Path:
     """Create the run directory and record the resolved config there."""
     from rlhf_dist.config import config_to_yaml
 
     run_dir = Path(cfg.run.output_dir)
+    check_output_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
     return run_dir

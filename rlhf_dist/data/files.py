@@ -11,6 +11,7 @@ from rlhf_dist.data.errors import DataFileError, DataValidationError, RowError, 
 from rlhf_dist.data.pairs import load_preference_pairs
 from rlhf_dist.data.tokenize import encode_pair_dataset, encode_sft_dataset
 from rlhf_dist.data.validate import load_records
+from rlhf_dist.utils import check_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def resolve_data_files(cfg: RLHFConfig) -> DataFiles:
     if any(p is None for p in paths.values()):
         from rlhf_dist.data.demo import write_demo_files
 
+        check_output_dir(Path(cfg.run.output_dir))  # a file or read-only dir: one line, before any write
         demo_dir = Path(cfg.run.output_dir) / "data"
         demo = write_demo_files(demo_dir, n=d.demo_size, seed=cfg.run.seed)
         log.info("built-in demo data (%d rows per split) written to %s", d.demo_size, demo_dir)

@@ -73,9 +73,9 @@ def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> 
     if cfg.checkpoint.resume is True and ckpt.latest() is None:
         raise ConfigError([f"checkpoint.resume: no complete checkpoint in {ckpt.root} (use --resume auto to "
                            "start fresh when there is none)"])
-    run_dir = prepare_run_dir(cfg)
     tokenizer = load_tokenizer(dirs.policy)
-    prompt_texts, prompt_ids = _load_prompts(cfg, tokenizer)
+    prompt_texts, prompt_ids = _load_prompts(cfg, tokenizer)  # validated before the run dir gets config.yaml
+    run_dir = prepare_run_dir(cfg)
     ppo = cfg.ppo
     n_samples = ppo.rollout_batch_size * cfg.rollout.sampling.samples_per_prompt
     total_updates = ppo.steps * ppo.ppo_epochs * n_samples // ppo.policy_train.global_batch_size

@@ -298,3 +298,22 @@ def test_sft_over_long_row_names_its_line(tmp_path, capsys, rm_argv):
     rc, err = _run(capsys, argv)
     assert rc == 3
     assert f"{path}:2: response: " in "\n".join(_error_lines(err))
+
+
+@pytest.mark.parametrize("where", ["is_a_file", "under_a_file"])
+def test_output_dir_that_is_a_file(where, tmp_path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory\n")
+    out = blocker if where == "is_a_file" else blocker / "run"
+    rc, err = _run(capsys, ["rm", "configs/tiny.yaml", f"--run.output_dir={out}"])
+    assert rc == 2 and len(_error_lines(err)) == 1, err
+    assert "run.output_dir" in err and str(out if where == "is_a_file" else blocker) in err
+    assert blocker.read_text() == "not a directory\n"  # nothing written
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from rlhf_dist.cli import main
+    from rlhf_dist.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ppo.steps"):
+        main(["--debug", "config", "validate", "configs/tiny.yaml", "--ppo.steps=-1"])
