@@ -17,7 +17,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rlhf_dist.cluster.submit import DEFAULT_ADDRESS, EXIT_CODES, EXIT_UNREACHABLE, SubmitError
+from rlhf_dist.cluster.submit import (
+    DEFAULT_ADDRESS, EXIT_CODES, EXIT_NO_SUCH_JOB, EXIT_REMOTE_PYTHON, EXIT_UNREACHABLE, EXIT_USAGE, ClusterUnreachable,
+    SubmitError,
+)
 from rlhf_dist.config.cli_args import split_overrides
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
@@ -80,11 +83,20 @@ def cmd_submit(load_cfg: Callable) -> Handler:
             config_rel = sub.config_in_working_dir(args.config, working_dir) if args.config else None
             runtime_env = sub.build_runtime_env(working_dir, args.env, args.exclude)
             files, nbytes = sub.check_upload(working_dir, runtime_env["excludes"])
-            entrypoint = sub.build_entrypoint(args.stage, config_rel, split_overrides(extra), cfg, args.python)
+            python = args.python or _default_python(args.address)
+            entrypoint = sub.build_entrypoint(args.stage, config_rel, split_overrides(extra), cfg, python)
             client = sub.make_client(args.address, args.token_file)
         except SubmitError as err:
             print(f"rlhf-dist submit: {err}", file=sys.stderr)
-            return EXIT_UNREACHABLE
+            return EXIT_UNREACHABLE if isinstance(err, ClusterUnreachable) else EXIT_USAGE
+        if not args.no_preflight:
+            from rlhf_dist.cluster.preflight import RemotePythonError, check_remote_python, required_modules
+
+            try:
+                check_remote_python(client, python, required_modules(cfg))
+            except RemotePythonError as err:
+                print(f"rlhf-dist submit: {err}", file=sys.stderr)
+                return EXIT_REMOTE_PYTHON
         print(f"uploading {working_dir} ({files} files, {nbytes / 2**20:.1f} MiB) to {args.address}", flush=True)
         job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.job_id,
                                    entrypoint_num_cpus=args.entrypoint_num_cpus,
@@ -104,25 +116,36 @@ def cmd_submit(load_cfg: Callable) -> Handler:
     return run
 
 
+def _default_python(address: str) -> str:
+    """The job's interpreter: this one when the cluster is this machine, else `python3` (the preflight checks it)."""
+    from rlhf_dist.cluster.preflight import is_local
+
+    return sys.executable if is_local(address) else "python3"
+
+
 def _with_client(action: Callable) -> Handler:
-    """Connect with --address/--token-file, run `action(client, args)`, map connection errors to exit 4."""
+    """Connect with --address/--token-file and run `action(client, args)`; exit 4 unreachable, 6 unknown job."""
 
     def run(args: argparse.Namespace, extra: list[str]) -> int:
         from rlhf_dist.cluster.submit import make_client
 
         if extra:
             print(f"rlhf-dist {args.command}: unexpected arguments {' '.join(extra)}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         try:
             client = make_client(args.address, args.token_file)
         except SubmitError as err:
             print(f"rlhf-dist {args.command}: {err}", file=sys.stderr)
-            return EXIT_UNREACHABLE
+            return EXIT_UNREACHABLE if isinstance(err, ClusterUnreachable) else EXIT_USAGE
         try:
             return action(client, args)
+        except (ConnectionError, OSError) as err:  # the head went away after connecting (requests' errors too)
+            print(f"rlhf-dist {args.command}: cannot reach the Ray dashboard at {args.address}: {err}", file=sys.stderr)
+            return EXIT_UNREACHABLE
         except RuntimeError as err:  # the job client's error for an unknown job id or a failed request
             print(f"rlhf-dist {args.command}: {err}", file=sys.stderr)
-            return EXIT_UNREACHABLE
+            unknown = "does not exist" in str(err) or "404" in str(err)
+            return EXIT_NO_SUCH_JOB if unknown else 1
 
     return run
 
@@ -174,7 +197,8 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable, load_
     p = sub.add_parser("submit", help="validate locally, then run a stage as a Ray job on a remote cluster",
                        description="Validate the config here, upload the working dir (no weights, checkpoints, "
                        "outputs, .git or virtualenvs), run the stage as a Ray job, stream its logs. Exit code: "
-                       "0 SUCCEEDED, 1 FAILED, 5 STOPPED, 2 invalid config, 4 cluster unreachable or auth refused.")
+                       "0 SUCCEEDED, 1 FAILED, 5 STOPPED, 2 invalid config or arguments (nothing submitted), 4 cluster "
+                       "unreachable or auth refused, 7 the cluster's --python cannot import rlhf-dist's requirements.")
     add_config_arg(p, ["ppo.steps", "cluster.device", "cluster.address", "run.output_dir"])
     _add_address(p)
     p.add_argument("--stage", choices=["ppo", "rm", "sft", "pipeline", "demo"], default="ppo",
@@ -186,14 +210,19 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable, load_
                    help="extra gitignore-style pattern not to upload (repeatable)")
     p.add_argument("--cluster", metavar="SPEC", help="also check `plan` against this hardware before submitting")
     p.add_argument("--job-id", help="submission id (default: Ray picks one)")
-    p.add_argument("--python", default="python", help="interpreter on the cluster that has rlhf-dist installed")
+    p.add_argument("--python", help="interpreter on the cluster that has rlhf-dist's requirements (default: this "
+                   "one when --address is this machine, else python3 from the head's PATH; checked before uploading)")
+    p.add_argument("--no-preflight", action="store_true",
+                   help="skip the check that --python on the cluster imports rlhf-dist's requirements (a tiny job)")
     p.add_argument("--entrypoint-num-cpus", type=float, default=0.0, help="CPUs reserved for the job's driver")
     p.add_argument("--no-wait", action="store_true", help="return after submitting; do not stream logs")
     handlers["submit"] = cmd_submit(load_cfg)
 
     for name, action, text in (("status", _status, "a job's status and message"),
                                ("logs", _logs, "a job's logs"), ("stop", _stop, "stop a job")):
-        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]} (Ray job client).")
+        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]} (Ray job client). Exit code: "
+                           "2 bad arguments, 4 cluster unreachable or auth refused, 6 no job with that id"
+                           + ("; with --wait: 0 SUCCEEDED, 1 FAILED, 5 STOPPED." if name != "logs" else "."))
         p.add_argument("job_id", metavar="JOB_ID", help="the id `rlhf-dist submit` printed")
         _add_address(p)
         if name == "logs":

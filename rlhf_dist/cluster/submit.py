@@ -34,11 +34,18 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 UPLOAD_LIMIT = 500 * 1024**2  # Ray refuses working_dir packages near its 512 MiB gRPC limit
 # Exit codes of `submit` (and `status --wait`): the job's final state.
 EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 5}
-EXIT_UNREACHABLE = 4
+EXIT_USAGE = 2  # bad config, working dir, --env or arguments: nothing reached the cluster
+EXIT_UNREACHABLE = 4  # the dashboard cannot be reached, or refused the token
+EXIT_NO_SUCH_JOB = 6  # status/logs/stop: the cluster has no job with that id
+EXIT_REMOTE_PYTHON = 7  # the cluster's --python cannot import rlhf-dist's requirements (cluster/preflight.py)
 
 
 class SubmitError(RuntimeError):
-    """Nothing was submitted: bad working dir, missing token, unreachable cluster."""
+    """Nothing was submitted: bad working dir, config outside it, bad --env, upload too big."""
+
+
+class ClusterUnreachable(SubmitError):
+    """The dashboard cannot be reached, or it refused the (missing) token."""
 
 
 def read_token(token_file: str | None = None) -> str | None:
@@ -69,9 +76,9 @@ def make_client(address: str, token_file: str | None = None):
         hint = ("the token given was refused" if token else
                 "no token found: copy the head's token (`ray get-auth-token` on the head) into ~/.ray/auth_token, "
                 "or set RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH, or pass --token-file")
-        raise SubmitError(f"{address}: the cluster requires token authentication; {hint}\n({err})") from None
+        raise ClusterUnreachable(f"{address}: the cluster requires token authentication; {hint}\n({err})") from None
     except ConnectionError as err:
-        raise SubmitError(f"cannot reach the Ray dashboard at {address}: {err}. Is the head running, and is "
+        raise ClusterUnreachable(f"cannot reach the Ray dashboard at {address}: {err}. Is the head running, and is "
                           "its dashboard port reachable from here (e.g. `ssh -L 8265:localhost:8265 HEAD`)?") from None
 
 

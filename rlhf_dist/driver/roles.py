@@ -28,6 +28,24 @@ G = TypeVar("G", bound=ActorGroup)
 WORKER_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
 
 
+def join_address(configured: str | None, environ: dict[str, str]) -> str | None:
+    """The Ray cluster to join, or None for a private local one.
+
+    cluster.address wins. Without it, a driver started by Ray Jobs joins the job's cluster: the job
+    supervisor sets RAY_JOB_CONFIG_JSON_ENV_VAR and RAY_ADDRESS (Ray's documented way for an entrypoint's
+    `ray.init()` to find it); a nested private cluster there would fight the job's runtime_env. A RAY_ADDRESS
+    that is a dashboard URL (http://, set for `ray job submit`) is not a cluster to join.
+    """
+    if configured:
+        return configured
+    address = environ.get("RAY_ADDRESS", "").strip()
+    if environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        return address or "auto"
+    if address and (address.startswith("ray://") or "://" not in address):
+        return address
+    return None
+
+
 def start_ray(cfg: RLHFConfig) -> bool:
     """Connect to cfg.cluster.address, or start a private local cluster. Returns True if we started it."""
     if ray.is_initialized():
@@ -41,8 +59,11 @@ def start_ray(cfg: RLHFConfig) -> bool:
     quiet = {} if verbose else {"logging_level": logging.ERROR}
     if not verbose:
         log.info("worker logs: %s/<role>-<rank>.log (--verbose shows them here)", Path(cfg.run.output_dir) / "logs")
-    if cfg.cluster.address:
-        ray.init(address=cfg.cluster.address, runtime_env=env, log_to_driver=True, **quiet)
+    address = join_address(cfg.cluster.address, dict(os.environ))
+    if address:
+        if not cfg.cluster.address:
+            log.info("joining the Ray cluster at %s (RAY_ADDRESS / inside a Ray job)", address)
+        ray.init(address=address, runtime_env=env, log_to_driver=True, **quiet)
         return False
     ray.init(address="local", num_cpus=cfg.cluster.local_num_cpus or os.cpu_count(), include_dashboard=False,
              runtime_env=env, log_to_driver=True, **quiet)

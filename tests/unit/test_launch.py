@@ -124,10 +124,69 @@ def test_scripts_parse_and_pass_shellcheck(script):
     assert out.returncode == 0, out.stdout
 
 
-def test_slurm_script_plans_starts_ray_and_submits():
+def test_slurm_script_plans_starts_ray_and_runs_the_driver():
     text = Path("launch/slurm/rlhf_dist.sbatch").read_text()
-    assert "ray start --head" in text and "ray start --address" in text and "--block" in text
-    assert "rlhf_dist.cli plan" in text and "rlhf_dist.cli submit" in text and "RAY_AUTH_TOKEN_PATH" in text
+    directives = dict(re.findall(r"^#SBATCH (--[\w-]+)(?:=(\S+))?", text, re.M))
+    assert directives["--nodes"] == "1"  # a one-node preset must not hold an idle node
+    assert directives["--signal"] == "B:TERM@120" and "--requeue" in directives
+    assert "--head" in text and "--address=" in text and "ray start \"$@\" --block" in text
+    assert "rlhf_dist.cli plan" in text and 'rlhf_dist.cli "$stage"' in text and "(--resume auto)" in text
+    assert "--num-cpus=\"$cpus\"" in text and "--num-gpus=\"$gpus\"" in text and '--cpus-per-task="$cpus"' in text
+    assert "sleep 15" not in text and "ray status --address" in text  # the head is polled, with a timeout
+    assert 'scontrol requeue "$SLURM_JOB_ID"' in text and "-eq 75" in text  # rlhf_dist.utils.EXIT_PREEMPTED
+    token = re.search(r'RAY_AUTH_TOKEN_PATH="([^"]+)"', text).group(1)
+    assert "$repo" not in token and "SLURM_SUBMIT_DIR" not in token  # never inside the checkout
+
+
+def test_a_driver_inside_a_ray_job_joins_its_cluster():
+    from rlhf_dist.driver.roles import join_address
+
+    job = {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}", "RAY_ADDRESS": "10.0.0.1:6379"}
+    assert join_address(None, job) == "10.0.0.1:6379"
+    assert join_address(None, {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}"}) == "auto"
+    assert join_address("auto", job) == "auto" and join_address("h:1", {}) == "h:1"
+    assert join_address(None, {}) is None  # a private local cluster
+    assert join_address(None, {"RAY_ADDRESS": "http://head:8265"}) is None  # a dashboard URL for `ray job submit`
+    assert join_address(None, {"RAY_ADDRESS": "ray://head:10001"}) == "ray://head:10001"
+
+
+def test_preflight_names_the_missing_modules(tmp_path):
+    from rlhf_dist.cluster import preflight
+
+    entry = preflight.preflight_entrypoint(sys.executable, ["yaml", "no_such_module_xyz"])
+    out = subprocess.run(entry, shell=True, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3 and preflight.missing_from_logs(out.stdout) == ["no_such_module_xyz"]
+    ok = subprocess.run(preflight.preflight_entrypoint(sys.executable, ["yaml"]), shell=True, capture_output=True,
+                        text=True, timeout=60)
+    assert ok.returncode == 0 and preflight.missing_from_logs(ok.stdout) == []
+    gone = subprocess.run(preflight.preflight_entrypoint(str(tmp_path / "nopython"), ["yaml"]), shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert gone.returncode != 0 and preflight.missing_from_logs(gone.stdout + gone.stderr) is None
+    assert "vllm" in preflight.required_modules(load_config("configs/tiny.yaml"))
+    assert preflight.is_local("http://127.0.0.1:8265") and not preflight.is_local("http://10.0.0.1:8265")
+
+
+def test_submit_exit_codes_usage_2_unreachable_4(capsys, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"http://127.0.0.1:{port}"
+    outside = tmp_path / "c.yaml"
+    outside.write_text(Path("configs/tiny.yaml").read_text())
+    assert main(["submit", str(outside), "--address", address]) == 2  # nothing reached the cluster
+    assert "outside the working dir" in capsys.readouterr().err
+    assert main(["submit", "configs/tiny.yaml", "--address", address]) == 4
+    assert main(["status", "x", "--address", address, "--bogus"]) == 2
+
+
+def test_submit_script_works_from_any_directory(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run([str(Path("launch/submit.sh").resolve()), "configs/tiny.yaml", "--address",
+                          f"http://127.0.0.1:{port}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 4, out.stderr  # the config was found and validated; only the cluster is missing
+    assert "cannot reach the Ray dashboard" in out.stderr
 
 
 def test_kuberay_rayjob_runs_a_real_preset_with_token_auth():
@@ -137,14 +196,23 @@ def test_kuberay_rayjob_runs_a_real_preset_with_token_auth():
     assert argv[:2] == ["rlhf-dist", "ppo"] and "--cluster.address=auto" in argv
     config = argv[argv.index("--config") + 1].removeprefix("/app/")  # the image's WORKDIR is /app
     load_config(config)
+    assert argv[argv.index("--resume") + 1] == "auto"  # a retried attempt continues from its checkpoint
     cluster = job["spec"]["rayClusterSpec"]
     assert cluster["rayVersion"] == "2.60.0"
+    # the operator sends the token with its own dashboard calls only through authOptions (KubeRay v1.6+)
+    secret = cluster["authOptions"]["secretName"]
+    assert cluster["authOptions"]["mode"] == "token"
+    header = Path("launch/kuberay/rayjob.yaml").read_text().split("apiVersion")[0]
+    assert "v1.6+" in header and "wget" in header and "backoffLimit" in header
+    env = {e["name"]: e for e in job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["env"]}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "auth_token"}
     pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
-    for pod in pods + [job["spec"]["submitterPodTemplate"]]:
-        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
-        assert env["RAY_AUTH_MODE"]["value"] == "token" and "secretKeyRef" in env["RAY_AUTH_TOKEN"]["valueFrom"]
     for pod in pods:
         assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["spec"]["volumes"])  # /dev/shm
+        assert pod["spec"]["securityContext"]["fsGroup"] == 1000  # the image's user writes to /shared
+        names = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+        assert not names & {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"}  # set by the operator from authOptions
 
 
 def _requirements_in(dockerfile: str) -> set[str]:
