@@ -89,3 +89,12 @@ def test_caller_printed_lines_replace_the_periodic_ones(capsys):
         bar.advance()
         bar.advance()
     assert capsys.readouterr().out.splitlines() == ["ppo: started (2 to do)"]
+
+
+def test_verbose_redirects_nothing(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("RLHF_DIST_VERBOSE", "1")
+    log = tmp_path / "engine.log"
+    with output_to(log) as where:
+        os.write(2, b"NUMA warning on fd 2\n")
+    assert where is None and not log.exists()
+    assert "NUMA warning" in capfd.readouterr().err
