@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -127,12 +128,13 @@ class ActorGroup:
                 raise WorkerError(f"{self.role} rank {rank}: '{method}' gave no answer in {timeout_s:.0f}s "
                                   "(hung or dead actor; see cluster.dead_actor_timeout_s)")
             rank = rank_of[done[0]]
+            log_file = f"(log: {Path(self.cfg.run.output_dir) / 'logs' / f'{self.role}-{rank}.log'})"
             try:
                 out[rank] = ray.get(done[0])
             except RayActorError as err:
-                raise WorkerError(f"{self.role} rank {rank} died during '{method}': {err}") from None
+                raise WorkerError(f"{self.role} rank {rank} died during '{method}': {err} {log_file}") from None
             except RayTaskError as err:
-                raise WorkerError(f"{self.role} rank {rank} failed in '{method}': {err.cause!r}") from err
+                raise WorkerError(f"{self.role} rank {rank} failed in '{method}': {err.cause!r} {log_file}") from err
         return out
 
     def each(self, what: str, call: Callable[[Any], Any], gather: Callable[[list], T] = list) -> Pending[T]:
