@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import ray
