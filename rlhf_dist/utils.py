@@ -59,11 +59,14 @@ def check_output_dir(path: Path) -> None:
 
 def prepare_run_dir(cfg: RLHFConfig) -> Path:
     """Create the run directory and record the resolved config there."""
-    from rlhf_dist.config import config_to_yaml
+    from rlhf_dist.config import config_to_yaml, with_overrides
+    from rlhf_dist.storage import remote_of
 
     run_dir = Path(cfg.run.output_dir)
     check_output_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if (remote := remote_of(run_dir)) is not None:  # a staging dir (storage.localize): record the URI
+        cfg = with_overrides(cfg, {"run.output_dir": "/".join(part for part in remote if part)})
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
     return run_dir
 

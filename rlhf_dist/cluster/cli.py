@@ -1,8 +1,9 @@
-"""`rlhf-dist plan | submit | status | logs | stop`: plan a config, run it on a remote Ray cluster.
+"""`rlhf-dist plan | submit | status | logs | stop | pull`: plan a config, run it on a remote Ray cluster.
 
     rlhf-dist plan configs/llama8b-1node-8gpu.yaml --cluster nodes=1,gpus_per_node=8,gpu_mem_gib=79
     rlhf-dist submit configs/tiny.yaml --address http://HEAD:8265 --ppo.steps 2
     rlhf-dist status JOB_ID | logs JOB_ID [--follow] | stop JOB_ID   (all take --address)
+    rlhf-dist pull s3://bucket/runs/JOB_ID [--to DIR]        (policy, metrics, report of a finished run)
 
 Wired into rlhf_dist/cli.py by `register(sub, handlers, add_config_arg, _load)`.
 """
@@ -79,12 +80,16 @@ def cmd_submit(load_cfg: Callable) -> Handler:
                 print(render_plan(plan, args.config), file=sys.stderr)
                 return 1
         working_dir = Path(args.working_dir).resolve()
+        job_id = args.job_id or sub.new_job_id(args.stage)
         try:
             config_rel = sub.config_in_working_dir(args.config, working_dir) if args.config else None
             runtime_env = sub.build_runtime_env(working_dir, args.env, args.exclude)
             files, nbytes = sub.check_upload(working_dir, runtime_env["excludes"])
+            # each job its own run dir; a relative one would land in Ray's temporary copy of the working dir
+            run_dir = sub.job_output_dir(cfg.run.output_dir, job_id)
             python = args.python or _default_python(args.address)
-            entrypoint = sub.build_entrypoint(args.stage, config_rel, split_overrides(extra), cfg, python)
+            overrides = sub.with_output_dir(split_overrides(extra), run_dir)
+            entrypoint = sub.build_entrypoint(args.stage, config_rel, overrides, cfg, python)
             client = sub.make_client(args.address, args.token_file)
         except SubmitError as err:
             print(f"rlhf-dist submit: {err}", file=sys.stderr)
@@ -98,10 +103,11 @@ def cmd_submit(load_cfg: Callable) -> Handler:
                 print(f"rlhf-dist submit: {err}", file=sys.stderr)
                 return EXIT_REMOTE_PYTHON
         print(f"uploading {working_dir} ({files} files, {nbytes / 2**20:.1f} MiB) to {args.address}", flush=True)
-        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=args.job_id,
+        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job_id,
                                    entrypoint_num_cpus=args.entrypoint_num_cpus,
                                    metadata={"rlhf_dist_stage": args.stage, "config": config_rel or ""})
         print(f"submitted {job_id}: {entrypoint}", flush=True)
+        print(f"run dir: {run_dir} (bring results back with: rlhf-dist pull {run_dir})", flush=True)
         if args.no_wait:
             print(f"follow it with: rlhf-dist logs {job_id} --follow --address {args.address}")
             return 0
@@ -184,6 +190,27 @@ def _stop(client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace, extra: list[str]) -> int:
+    """Copy a run's exported policy, metrics, summary and report from its URI or run dir to here."""
+    from rlhf_dist.storage import StorageError, is_uri, local_path, pull_run
+
+    if extra:
+        print(f"rlhf-dist pull: unexpected arguments {' '.join(extra)}", file=sys.stderr)
+        return EXIT_USAGE
+    name = args.run.partition("?")[0].rstrip("/").rsplit("/", 1)[-1] or "run"
+    dest = Path(args.to) if args.to else Path("runs") / "pulled" / name
+    if not is_uri(args.run) and local_path(args.run).resolve() == dest.resolve():
+        print(f"rlhf-dist pull: {args.run} is the destination itself; pass --to DIR", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        got = pull_run(args.run, dest)
+    except StorageError as err:
+        print(f"rlhf-dist pull: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"pulled {', '.join(got)} from {args.run} to {dest}")
+    return 0
+
+
 def register(sub, handlers: dict[str, Callable], add_config_arg: Callable, load_cfg: Callable) -> None:
     """Add plan/submit/status/logs/stop to the `rlhf-dist` subparsers `sub`; handlers go into `handlers`."""
     p = sub.add_parser("plan", help="placement, parallel sizes and per-device memory of a config; starts nothing",
@@ -196,7 +223,9 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable, load_
 
     p = sub.add_parser("submit", help="validate locally, then run a stage as a Ray job on a remote cluster",
                        description="Validate the config here, upload the working dir (no weights, checkpoints, "
-                       "outputs, .git or virtualenvs), run the stage as a Ray job, stream its logs. Exit code: "
+                       "outputs, .git or virtualenvs), run the stage as a Ray job, stream its logs. Each job writes "
+                       "to <run.output_dir>/<job id>; run.output_dir must be absolute (on storage every node sees) "
+                       "or a storage URI (s3://, gs://). Exit code: "
                        "0 SUCCEEDED, 1 FAILED, 5 STOPPED, 2 invalid config or arguments (nothing submitted), 4 cluster "
                        "unreachable or auth refused, 7 the cluster's --python cannot import rlhf-dist's requirements.")
     add_config_arg(p, ["ppo.steps", "cluster.device", "cluster.address", "run.output_dir"])
@@ -209,7 +238,8 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable, load_
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="extra gitignore-style pattern not to upload (repeatable)")
     p.add_argument("--cluster", metavar="SPEC", help="also check `plan` against this hardware before submitting")
-    p.add_argument("--job-id", help="submission id (default: Ray picks one)")
+    p.add_argument("--job-id", help="submission id, also the name of the job's run dir under run.output_dir "
+                   "(default: rlhf-STAGE-DATE-TIME-XXXX)")
     p.add_argument("--python", help="interpreter on the cluster that has rlhf-dist's requirements (default: this "
                    "one when --address is this machine, else python3 from the head's PATH; checked before uploading)")
     p.add_argument("--no-preflight", action="store_true",
@@ -217,6 +247,14 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable, load_
     p.add_argument("--entrypoint-num-cpus", type=float, default=0.0, help="CPUs reserved for the job's driver")
     p.add_argument("--no-wait", action="store_true", help="return after submitting; do not stream logs")
     handlers["submit"] = cmd_submit(load_cfg)
+
+    p = sub.add_parser("pull", help="bring a run's policy, metrics and report here (from a URI or a run dir)",
+                       description="Copy the exported policy, metrics.jsonl, ppo_metrics.json, summary.json and "
+                       "report/ of a run from its storage URI (s3://, gs://, ...) or run dir. A directory whose "
+                       "upload is incomplete is skipped with a warning. Exit 2 when nothing could be pulled.")
+    p.add_argument("run", metavar="RUN", help="the run's output dir: a storage URI or a path")
+    p.add_argument("--to", metavar="DIR", help="destination (default runs/pulled/<last part of RUN>)")
+    handlers["pull"] = cmd_pull
 
     for name, action, text in (("status", _status, "a job's status and message"),
                                ("logs", _logs, "a job's logs"), ("stop", _stop, "stop a job")):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import os
+import secrets
 import shlex
 import sys
 import time
@@ -162,6 +163,30 @@ def build_entrypoint(stage: str, config_rel: str | None, overrides: list[str], c
     if cfg.cluster.address is None:
         parts.append("--cluster.address=auto")  # inside a job: join this cluster, do not start a private one
     return shlex.join(parts)
+
+
+def new_job_id(stage: str) -> str:
+    """A readable, unique submission id: rlhf-ppo-20260102-030405-a1b2 (also the job's run dir name)."""
+    return f"rlhf-{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def job_output_dir(output_dir: str, job_id: str) -> str:
+    """<run.output_dir>/<job id>: each job its own run dir. A relative run.output_dir is refused: in a job it
+    would land in Ray's temporary copy of the working dir, shared by every job and deleted with the head."""
+    from rlhf_dist.storage import is_uri
+
+    if not is_uri(output_dir) and not Path(output_dir.removeprefix("file://")).is_absolute():
+        raise SubmitError(f"run.output_dir '{output_dir}' is relative: in a Ray job it would land in Ray's temporary "
+                          "copy of the working dir (shared by jobs, deleted when the head restarts); give a path "
+                          "every node sees (--run.output_dir /shared/runs) or a storage URI "
+                          "(--run.output_dir s3://bucket/runs)")
+    base, sep, query = output_dir.partition("?")  # s3://b/x?endpoint_override=...: the job id goes before '?'
+    return f"{base.rstrip('/')}/{job_id}{sep}{query}"
+
+
+def with_output_dir(overrides: list[str], output_dir: str) -> list[str]:
+    """The CLI overrides with run.output_dir set to `output_dir` (any given one replaced)."""
+    return [o for o in overrides if not o.startswith("run.output_dir=")] + [f"run.output_dir={output_dir}"]
 
 
 def stream_until_done(client, job_id: str, out: TextIO = sys.stdout, poll_s: float = 2.0) -> str:

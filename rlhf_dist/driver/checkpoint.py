@@ -8,7 +8,8 @@
 A crash while writing leaves only a `.tmp` dir, which is ignored and later removed: the
 previous checkpoint stays intact and resumable. Loading verifies the manifest; a corrupt or
 partial checkpoint is skipped (with a warning) for the next older complete one.
-(Multi-node: the run dir must be shared.)
+(Multi-node: the run dir must be shared.) run.output_dir a storage URI: rlhf_dist/storage.py mirrors each
+checkpoint there, tracker last, and latest() downloads the remote's newest when it is not here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlhf_dist.driver.state import DriverState
+from rlhf_dist.storage import fetch_checkpoint, push_checkpoint
 from rlhf_dist.utils import write_json
 
 if TYPE_CHECKING:
@@ -55,10 +57,13 @@ class CheckpointManager:
         (self.root / "latest.tmp").replace(self.root / "latest")
         self._prune()
         log.info("checkpoint %s written", final)
+        # run.output_dir a storage URI: mirror it there (its tracker last); a plain local run: nothing
+        push_checkpoint(self.root, name, [p.name for p in self.root.glob("step_*") if p.is_dir()])
         return final
 
     def latest(self) -> Path | None:
         """The newest checkpoint whose manifest verifies; a corrupt or partial one is skipped with a warning."""
+        fetch_checkpoint(self.root)  # a run mirrored to a URI: its newest complete checkpoint, when not here
         if not self.root.is_dir():
             return None
         tracker = self.root / "latest"

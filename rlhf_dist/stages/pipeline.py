@@ -23,6 +23,7 @@ from rlhf_dist.feedback import FeedbackStore, SimulatedAnnotator
 from rlhf_dist.feedback.db import db_url_of
 from rlhf_dist.models import resolve_model_path
 from rlhf_dist.tracking.console import StageProgress
+from rlhf_dist.storage import localize, push_outputs
 from rlhf_dist.utils import prepare_run_dir, write_json
 from rlhf_dist.data.files import resolve_data_files
 
@@ -134,6 +135,7 @@ def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Pa
 def run_pipeline(cfg: RLHFConfig) -> dict:
     """Every stage, every round, then evaluation and the report; returns the summary."""
     started = time.time()
+    cfg = localize(cfg)  # run.output_dir a storage URI: written to a staging dir, mirrored to the URI
     run_dir = prepare_run_dir(cfg)
     store = feedback_store(cfg)
     policy_dir = resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
@@ -157,6 +159,7 @@ def run_pipeline(cfg: RLHFConfig) -> dict:
         summary["human_evaluation"] = run_human_evaluation(cfg, run_dir, policy_dir, start_policy)
     summary["feedback_snapshots"] = [str(p) for p in snapshots]
     write_json(run_dir / "summary.json", summary)
+    push_outputs(run_dir)  # summary, report/, metrics, every round's models (checkpoints went up as written)
     return summary
 
 

@@ -17,6 +17,7 @@ from rlhf_dist.driver.ppo import PPOResult, run_ppo
 from rlhf_dist.driver.roles import ModelDirs
 from rlhf_dist.models import resolve_model_path
 from rlhf_dist.models.scalar_head import HEAD_META
+from rlhf_dist.storage import localize, push_outputs
 
 log = logging.getLogger(__name__)
 
@@ -41,4 +42,7 @@ def resolve_model_dirs(cfg: RLHFConfig, policy_dir: Path | None = None, reward_d
 
 def run_ppo_stage(cfg: RLHFConfig, policy_dir: Path | None = None, reward_dir: Path | None = None,
                   stop_after: int | None = None) -> PPOResult:
-    return run_ppo(cfg, resolve_model_dirs(cfg, policy_dir, reward_dir), stop_after=stop_after)
+    cfg = localize(cfg)  # run.output_dir a storage URI: written to a staging dir, mirrored to the URI
+    result = run_ppo(cfg, resolve_model_dirs(cfg, policy_dir, reward_dir), stop_after=stop_after)
+    push_outputs(result.run_dir)  # metrics, exported policy (its _COMPLETE marker last)
+    return result

@@ -22,6 +22,7 @@ from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data import collate_pairs
 from rlhf_dist.data.files import load_encoded_pairs
 from rlhf_dist.models import ScalarHeadModel, load_reward_model, load_tokenizer, resolve_model_path
+from rlhf_dist.storage import localize, push_outputs
 from rlhf_dist.utils import prepare_run_dir, seed_everything, write_json
 from rlhf_dist.data.files import resolve_data_files
 from rlhf_dist.backends.train.factory import build_train_engine
@@ -101,6 +102,7 @@ def _bt_loss(model: ScalarHeadModel, batch: dict[str, torch.Tensor]) -> tuple[to
 
 def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> RewardTrainResult:
     """Train, evaluate every epoch, save to <run>/reward_model; returns per-epoch eval metrics."""
+    cfg = localize(cfg)  # run.output_dir a storage URI: written to a staging dir, mirrored to the URI
     seed_everything(cfg.run.seed)
     files = resolve_data_files(cfg)
     model_dir = Path(init_dir) if init_dir else resolve_model_path(cfg.reward_model.path, seed=cfg.run.seed)
@@ -122,6 +124,7 @@ def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> R
     _unwrap(engine).save_pretrained(result.model_dir, tokenizer=tokenizer)
     write_json(run_dir / "reward_metrics.json", {"history": result.history, "skipped_updates": engine.skipped_updates})
     log.info("reward model saved to %s", result.model_dir)
+    push_outputs(run_dir)
     return result
 
 

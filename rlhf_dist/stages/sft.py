@@ -17,6 +17,7 @@ import torch
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data import collate_sft
 from rlhf_dist.models import load_causal_lm, load_tokenizer, merge_lora, resolve_model_path
+from rlhf_dist.storage import localize, push_outputs
 from rlhf_dist.utils import prepare_run_dir, seed_everything, write_json
 from rlhf_dist.data.files import load_encoded_sft, resolve_data_files
 from rlhf_dist.backends.train.factory import build_train_engine
@@ -62,6 +63,7 @@ def _encode(cfg: RLHFConfig, tokenizer, path: Path, what: str) -> list:
 
 
 def train_sft(cfg: RLHFConfig) -> SFTResult:
+    cfg = localize(cfg)  # run.output_dir a storage URI: written to a staging dir, mirrored to the URI
     seed_everything(cfg.run.seed)
     files = resolve_data_files(cfg)
     model_dir = resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
@@ -89,4 +91,5 @@ def train_sft(cfg: RLHFConfig) -> SFTResult:
     tokenizer.save_pretrained(result.model_dir)
     write_json(run_dir / "sft_metrics.json", {"perplexity_before": before, "history": result.history})
     log.info("SFT model saved to %s", result.model_dir)
+    push_outputs(run_dir)
     return result

@@ -131,16 +131,17 @@ def test_typo_never_reaches_the_cluster(head, tmp_path):
 
 
 def test_tiny_ppo_job_succeeds_with_artifacts(head, tmp_path):
-    out_dir, cache = tmp_path / "out", tmp_path / "cache"
+    out_dir, cache = tmp_path / "out" / "tiny-ppo", tmp_path / "cache"  # each job its own run dir: <output_dir>/<id>
     started = time.perf_counter()
     run = _cli(["configs/tiny.yaml", "--address", head["address"], "--job-id", "tiny-ppo",
                 "--env", f"RLHF_DIST_CACHE={cache}", "--ppo.steps", "2", "--data.demo_size", "32",
-                "--run.output_dir", str(out_dir), "--tracking.progress", "false"],
+                "--run.output_dir", str(out_dir.parent), "--tracking.progress", "false"],
                token=head["token"], home=tmp_path, program=REPO / "launch" / "submit.sh")
     seconds = time.perf_counter() - started
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert "job tiny-ppo SUCCEEDED" in run.stdout, run.stdout[-2000:]
     assert "policy exported to" in run.stdout  # the job's own output was streamed back
+    assert f"run dir: {out_dir} " in run.stdout
     print(f"tiny PPO job: {seconds:.0f}s end to end")
 
     history = json.loads((out_dir / "ppo_metrics.json").read_text())["history"]
@@ -162,6 +163,14 @@ def test_tiny_ppo_job_succeeds_with_artifacts(head, tmp_path):
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
     logs = _cli(["logs", "tiny-ppo", "--address", head["address"]], token=head["token"], home=tmp_path)
     assert logs.returncode == 0 and "policy exported to" in logs.stdout
+
+
+def test_relative_output_dir_never_reaches_the_cluster(head, tmp_path):
+    out = _cli(["submit", "configs/tiny.yaml", "--address", head["address"], "--run.output_dir", "runs/x"],
+               token=head["token"], home=tmp_path)
+    assert out.returncode == 2 and "run.output_dir 'runs/x' is relative" in out.stderr
+    assert "s3://bucket/runs" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not [j for j in _jobs(head) if "runs/x" in j.entrypoint]
 
 
 def test_stop_a_running_job(head, tmp_path):

@@ -29,7 +29,7 @@ COMMANDS = {
     "feedback export": ["feedback", "export", "votes.jsonl", "--campaign", "r1"],
     "feedback stats": ["feedback", "stats"],
 }
-NO_CONFIG = {"status", "logs", "stop"}  # talk to a cluster by job id only
+NO_CONFIG = {"status", "logs", "stop", "pull"}  # talk to a cluster by job id only; pull reads a run dir or URI
 FORMS = {
     "positional first": lambda cmd: cmd + [TINY, "--ppo.steps", "3"],
     "positional last": lambda cmd: cmd + ["--ppo.steps", "3", TINY],

@@ -175,7 +175,7 @@ def test_submit_exit_codes_usage_2_unreachable_4(capsys, tmp_path):
     outside.write_text(Path("configs/tiny.yaml").read_text())
     assert main(["submit", str(outside), "--address", address]) == 2  # nothing reached the cluster
     assert "outside the working dir" in capsys.readouterr().err
-    assert main(["submit", "configs/tiny.yaml", "--address", address]) == 4
+    assert main(["submit", "configs/tiny.yaml", "--address", address, "--run.output_dir", str(tmp_path / "o")]) == 4
     assert main(["status", "x", "--address", address, "--bogus"]) == 2
 
 
@@ -184,7 +184,8 @@ def test_submit_script_works_from_any_directory(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = subprocess.run([str(Path("launch/submit.sh").resolve()), "configs/tiny.yaml", "--address",
-                          f"http://127.0.0.1:{port}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                          f"http://127.0.0.1:{port}", "--run.output_dir", str(tmp_path / "o")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 4, out.stderr  # the config was found and validated; only the cluster is missing
     assert "cannot reach the Ray dashboard" in out.stderr
 

@@ -1,7 +1,7 @@
 """Imports point down (../shared/DESIGN.md, "Layers"), lazy imports inside functions included.
 
     cli.py > api.py > stages/, eval/ > driver/, cluster/ > workers/ > backends/, feedback/
-           > models/, tracking/ > algo/, data/, config/, utils.py
+           > models/, tracking/ > algo/, data/, config/, utils.py, storage.py
 
 A module may import its own layer or lower ones. A helper two upper layers need moves down.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "rlhf_dist"
 LAYERS = [
     {"cli"}, {"api"}, {"stages", "eval"}, {"driver", "cluster"}, {"workers"}, {"backends", "feedback"},
-    {"models", "tracking"}, {"algo", "data", "config", "utils"},
+    {"models", "tracking"}, {"algo", "data", "config", "utils", "storage"},
 ]
 RANK = {name: depth for depth, names in enumerate(LAYERS) for name in names}
 # Known exceptions, each with its reason (keep this list short).
