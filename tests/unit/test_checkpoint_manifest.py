@@ -71,3 +71,43 @@ def test_partial_write_leaves_the_previous_checkpoint_and_no_tracker_change(tmp_
 
 def test_no_checkpoint_dir_means_none(tmp_path):
     assert CheckpointManager(tmp_path, keep_last=1).latest() is None
+
+
+SLOW_WRITER = """
+import sys, time
+from pathlib import Path
+from rlhf_dist.driver.checkpoint import CheckpointManager
+from rlhf_dist.driver.state import DriverState
+
+class SlowTrainer:
+    def save_checkpoint(self, directory, tag):
+        directory.mkdir(parents=True)
+        with open(directory / f"{tag}.bin", "wb") as f:
+            for _ in range(10_000):  # a big shard, written slowly
+                f.write(b"x" * 4096)
+                f.flush()
+                time.sleep(0.001)
+
+print("writing", flush=True)
+CheckpointManager(Path(sys.argv[1]), keep_last=3).save(DriverState(step=4), {"policy": SlowTrainer()})
+"""
+
+
+def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ckpt = saved(tmp_path, steps=(2,))
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    shard = tmp_path / "checkpoints" / "step_000004.tmp" / "policy" / "state.bin"
+    deadline = time.monotonic() + 60
+    while not (shard.is_file() and shard.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and shard.is_file()  # killed in the middle of the shard
+    assert ckpt.latest() == ckpt.root / "step_000002"
+    assert ckpt.load(ckpt.latest(), {"policy": FakeTrainer()}).step == 2
