@@ -52,6 +52,7 @@ class PPOResult:
     run_dir: Path
     history: list[dict] = field(default_factory=list)  # one metrics dict per step
     policy_dir: Path | None = None  # HF export of the final policy
+    critic_dir: Path | None = None  # HF export of the final critic (GAE runs)
 
 
 def _load_prompts(cfg: RLHFConfig, tokenizer) -> tuple[list[str], list[list[int]]]:
@@ -156,6 +157,8 @@ def _train(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, result: PPORe
                                 f"{ckpt.root}; continue with --resume auto")
     if state.step == ppo.steps:
         result.policy_dir = roles.policy.export_hf(result.run_dir / "policy")
+        if roles.critic is not None:  # loads with AutoModelForSequenceClassification (decoder backbones)
+            result.critic_dir = roles.critic.export_hf(result.run_dir / "critic")
 
 
 def ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_ctl, reward_norm, group_size) -> dict:

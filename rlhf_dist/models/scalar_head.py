@@ -134,6 +134,10 @@ class ScalarHeadModel(nn.Module):
         self.pooling: Pooling = pooling
         hidden = backbone.config.get_text_config().hidden_size
         self.head = nn.Linear(hidden, 1, bias=bias, dtype=backbone.dtype)
+        if not bias:
+            # nn.Linear drew one number for the bias when the head had one: draw it anyway, so the RNG
+            # stream after the head (LoRA init, sampling) and with it every seeded run stay as before.
+            torch.empty(1, dtype=backbone.dtype).uniform_()
         # Small init keeps initial rewards/values near 0, so early PPO steps are tame.
         nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
         if bias:

@@ -41,6 +41,10 @@ class TrainerGroup(ActorGroup):
         return self.sharded("train_ppo", lambda a, part: a.train_ppo.remote(part, step),
                             experience.shard(self.num_actors))
 
+    def export_hf(self, out_dir: Path) -> Path:
+        """A plain HF dir of the trained model (LoRA merged), written by rank 0. Collective."""
+        return Path(self.each("export_hf", lambda a: a.export_hf.remote(str(out_dir))).result()[0])
+
     def save_checkpoint(self, directory: Path, tag: str) -> None:
         self.each("save_checkpoint", lambda a: a.save_checkpoint.remote(str(directory), tag)).result()
 
@@ -55,10 +59,6 @@ class PolicyGroup(TrainerGroup):
     def logprobs(self, inputs: ModelInputs) -> Pending[torch.Tensor]:
         """Current-policy log-probs of the response tokens, [B, R]."""
         return self.sharded("logprobs", lambda a, part: a.logprobs.remote(part), inputs.shard(self.num_actors), _cat)
-
-    def export_hf(self, out_dir: Path) -> Path:
-        """A plain HF dir of the current policy (LoRA merged), written by rank 0. Collective."""
-        return Path(self.each("export_hf", lambda a: a.export_hf.remote(str(out_dir))).result()[0])
 
     # ---- weight sync (backends: object store and NCCL; see driver/roles.py sync_weights) ----
     def prepare_weight_sync(self, bucket_mb: int) -> list[int]:

@@ -192,9 +192,20 @@ class CriticWorker(TrainWorker):
     def init_model(self, init_dir: str, total_updates: int) -> int:
         self.train_cfg = self.cfg.ppo.critic_train
         dtype = critic_dtype(self.cfg)
+        self.init_dir = init_dir
         model = load_critic(self.cfg.critic, init_dir, dtype=dtype)
         self._build_engine(model, total_updates, dtype)
         return sum(p.numel() for p in model.parameters())
+
+    def export_hf(self, out_dir: str) -> str:
+        """Rank 0 writes the trained critic (LoRA merged): an HF *ForSequenceClassification dir where
+        the backbone allows (models/scalar_head.py). Collective."""
+        state = self.engine.full_state_dict()
+        if self.rank == 0:
+            model = load_critic(self.cfg.critic, self.init_dir, dtype=critic_dtype(self.cfg))
+            model.load_state_dict(state)
+            merge_lora(model).save_pretrained(out_dir, tokenizer=load_tokenizer(self.init_dir))
+        return out_dir
 
     @torch.no_grad()
     def values(self, inputs: ModelInputs) -> torch.Tensor:

@@ -52,9 +52,15 @@ def test_ppo_zero3_policy_and_critic_with_tied_embeddings(tmp_path):
     cfg = tiny_cfg(tmp_path, "ppo.steps=2", "ppo.policy_train.zero_stage=3", "ppo.critic_train.zero_stage=3",
                    "checkpoint.every_steps=0", f"policy.path={policy_dir}",
                    "rollout.sync_bucket_mb=1")  # several buckets, two in flight at a time
-    hist = run_ppo_stage(cfg).history
+    result = run_ppo_stage(cfg)
+    hist = result.history
     assert max(m["rollout/logprob_abs_diff"] for m in hist) < 1e-4  # ZeRO-3 gather + every bucket arrived
     assert all(m["critic/loss"] > 0 for m in hist)
+    # the trained critic (gathered from ZeRO-3) loads as a plain HF classifier: no missing keys
+    from transformers import AutoModelForSequenceClassification
+
+    critic, info = AutoModelForSequenceClassification.from_pretrained(result.critic_dir, output_loading_info=True)
+    assert not info["missing_keys"] and critic.config.num_labels == 1
     # the tied lm_head is not sent (parameters() counts the shared tensor once): fp32 bytes of the rest
     unique_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(policy_dir).parameters())
     assert all(m["sync/bytes"] == 4 * unique_params for m in hist)
