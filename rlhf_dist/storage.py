@@ -189,13 +189,17 @@ def _join(*parts: str) -> str:
 
 
 def _mirrored(rel: Path) -> bool:
-    """Not a checkpoint (a pipeline round's run dir sends its own, in order) nor a temp file."""
-    return "checkpoints" not in rel.parts and not any(part.endswith(".tmp") for part in rel.parts)
+    """Not a checkpoint (a pipeline round's run dir sends its own, in order), a marker, nor a temp file."""
+    return not (NOT_MIRRORED & set(rel.parts)) and not any(part.endswith(".tmp") for part in rel.parts)
 
 
 def push_dir(remote: Remote, local: Path, rel: str, last: Iterable[str] = (MANIFEST,),
              only: list[Path] | None = None) -> None:
-    """Upload `local` (or the files `only`) to `rel`: names in `last` after the others, then _COMPLETE."""
+    """Upload `local` (or the files `only`) to `rel`: names in `last` after the others, then _COMPLETE.
+
+    An earlier upload's marker goes first, so that the dir reads incomplete until every new file is up."""
+    if remote.read_text(_join(rel, COMPLETE)) is not None:
+        remote.fs.delete_file(remote.path(_join(rel, COMPLETE)))
     last = set(last)
     chosen = only if only is not None else [p for p in local.rglob("*") if p.is_file()]
     files = sorted(chosen, key=lambda p: (p.name in last, p.as_posix()))
@@ -279,9 +283,7 @@ def push_outputs(run_dir: Path) -> None:
         stamp = {p.relative_to(run_dir).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
         if all(record.get(k) == v for k, v in stamp.items()):
             continue
-        if entry.is_dir():  # the old marker goes first: the dir reads incomplete until every file is up
-            if remote.read_text(_join(rel, entry.name, COMPLETE)) is not None:
-                remote.fs.delete_file(remote.path(_join(rel, entry.name, COMPLETE)))
+        if entry.is_dir():
             push_dir(remote, entry, _join(rel, entry.name), last=(), only=files)
         else:
             remote.put_file(entry, _join(rel, entry.name))
