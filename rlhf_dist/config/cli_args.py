@@ -39,6 +39,9 @@ class _ConfigPath(argparse.Action):
 
 
 def _set_config(parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: str) -> None:
+    if value.startswith("--"):  # argparse takes an option containing a space ('--ppo.rewards=[{kind: model}]')
+        vars(namespace).setdefault("spaced_overrides", []).append(value)  # for a positional: claim_config returns it
+        return
     current = namespace.config
     if current is not None and Path(current).resolve() != Path(value).resolve():
         parser.exit(2, f"rlhf-dist: config given twice: '{current}' and '{value}' "
@@ -48,7 +51,9 @@ def _set_config(parser: argparse.ArgumentParser, namespace: argparse.Namespace, 
 
 def claim_config(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> list[str]:
     """Python 3.11's argparse lets an optional positional match nothing when an option separates it from the
-    positional before it (`config show --ppo.steps=3 FILE`): FILE lands in the unknown args. Take it back."""
+    positional before it (`config show --ppo.steps=3 FILE`): FILE lands in the unknown args. Take it back.
+    An override whose value has a space went to CONFIG instead (see _set_config): it goes back to the overrides."""
+    extra = [*vars(args).pop("spaced_overrides", []), *extra]
     stray = [a for a in extra if not a.startswith("-")]
     if len(stray) != 1 or "config" not in vars(args):
         return extra  # nothing to claim, or a real error that split_overrides reports

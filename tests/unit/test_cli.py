@@ -109,3 +109,20 @@ def test_cli_process_positional_and_conflict():
     bad = subprocess.run(run + ["rm", TINY, "--config", "configs/llama8b-1node-8gpu.yaml"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["ppo", "-c", "configs/tiny.yaml", "--ppo.rewards", "[{kind: model}]", "--ppo.steps", "2"],
+    ["ppo", "--ppo.rewards", "[{kind: model}]", "configs/tiny.yaml", "--ppo.steps=2"],
+    ["ppo", "configs/tiny.yaml", "--ppo.rewards=[{kind: model}]", "--ppo.steps", "2"],
+])
+def test_override_values_with_spaces_stay_overrides(argv):
+    """argparse takes '--key=a b' (a space in it) for a positional: it must not become the CONFIG."""
+    from rlhf_dist.cli import build_parser
+    from rlhf_dist.config.cli_args import claim_config, join_dotted_overrides, split_overrides
+
+    parser, _ = build_parser()
+    args, extra = parser.parse_known_args(join_dotted_overrides(argv))
+    extra = claim_config(parser, args, extra)
+    assert args.config == "configs/tiny.yaml"
+    assert sorted(split_overrides(extra)) == ["ppo.rewards=[{kind: model}]", "ppo.steps=2"]
