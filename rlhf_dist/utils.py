@@ -57,6 +57,18 @@ def check_output_dir(path: Path) -> None:
         raise ConfigError([f"run.output_dir: '{path}' is under '{existing}', which is a file"])
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct TCP ports free a moment ago (all bound at once, so none repeats)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def prepare_run_dir(cfg: RLHFConfig) -> Path:
     """Create the run directory and record the resolved config there."""
     from rlhf_dist.config import config_to_yaml, with_overrides

@@ -14,13 +14,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+
+from rlhf_dist.utils import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     shutil.which("slurmctld") is None and not Path("/usr/sbin/slurmctld").exists(),
@@ -30,17 +31,6 @@ REPO = Path(__file__).resolve().parents[2]
 SBATCH = REPO / "launch" / "slurm" / "rlhf_dist.sbatch"
 TINY = ["--data.demo_size", "32", "--tracking.progress", "false", "--tracking.tensorboard", "false",
         "--cluster.reference.num_actors", "1"]
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _munge_works() -> bool:
@@ -96,7 +86,7 @@ def slurm():
     d = Path(tempfile.mkdtemp(prefix="/tmp/sl"))  # short: Ray's socket paths under it must stay < 107 chars
     (d / "state").mkdir()
     (d / "spool").mkdir()
-    ctld, slurmd = _free_ports(2)
+    ctld, slurmd = free_ports(2)
     (d / "slurm.conf").write_text(SLURM_CONF.format(ctld=ctld, slurmd=slurmd, d=d))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SLURM_"))}
     env["SLURM_CONF"] = str(d / "slurm.conf")
@@ -152,7 +142,7 @@ def _stop_ray_under(path: str) -> None:
 def _sbatch(slurm, name: str, args: list[str]) -> tuple[str, Path, Path]:
     d = slurm["dir"]
     out_dir, log = d / f"{name}-out", d / f"{name}.log"
-    gcs, dash, client, nm, om, rt, agrpc, alisten, metrics = _free_ports(9)
+    gcs, dash, client, nm, om, rt, agrpc, alisten, metrics = free_ports(9)
     env = {**slurm["env"], "RLHF_DIST_JOB_DIR": str(d / "jobs"), "RAY_PORT": str(gcs), "DASHBOARD_PORT": str(dash),
            "RAY_HEAD_IP": "127.0.0.1", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_START_ARGS": f"--temp-dir {d}/ray --ray-client-server-port {client} --node-manager-port {nm} "

@@ -21,21 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from rlhf_dist.utils import free_ports
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent  # the head runs from the same environment as the tests
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _free_range(size: int = 64) -> int:
@@ -76,7 +67,7 @@ def head():
     """launch/start_head.sh on loopback: own temp dir, free ports, a token file it generates."""
     temp_dir = tempfile.mkdtemp(prefix="/tmp/rj")  # short: Ray's socket paths must stay < 107 chars
     token = Path(temp_dir) / "token"
-    gcs, dash, client, nm, om, rt, agrpc, alisten, metrics = _free_ports(9)
+    gcs, dash, client, nm, om, rt, agrpc, alisten, metrics = free_ports(9)
     workers = _free_range()
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_TOKEN_PATH": str(token),
            "RAY_PORT": str(gcs), "DASHBOARD_PORT": str(dash), "DASHBOARD_HOST": "127.0.0.1",
