@@ -37,6 +37,9 @@ class CheckpointManager:
     def __init__(self, run_dir: Path, keep_last: int, checksums: bool = True):
         self.root = Path(run_dir) / "checkpoints"
         self.keep_last, self.checksums = keep_last, checksums
+        # Checkpoints verified by this process: a renamed checkpoint dir never changes, so the resume check
+        # at start-up and the restore that follows hash its shards once, not twice.
+        self._verified: set[Path] = set()
 
     def save(self, state: DriverState, trainers: dict[str, TrainerGroup]) -> Path:
         """trainers: {"policy": group, "critic": group (GAE only)}; every rank writes its part.
@@ -52,6 +55,7 @@ class CheckpointManager:
         write_json(tmp / "driver_state.json", state.to_json())
         write_json(tmp / MANIFEST, {"step": state.step, "files": _file_table(tmp, self.checksums)})
         shutil.rmtree(final, ignore_errors=True)
+        self._verified.discard(final)
         tmp.rename(final)
         (self.root / "latest.tmp").write_text(name)
         (self.root / "latest.tmp").replace(self.root / "latest")
@@ -70,8 +74,9 @@ class CheckpointManager:
         named = [self.root / tracker.read_text().strip()] if tracker.is_file() else []
         steps = sorted((p for p in self.root.glob("step_*") if p.is_dir() and p.suffix != ".tmp"), reverse=True)
         for path in dict.fromkeys(named + steps):  # the tracker's first, then newest to oldest
-            problem = self.verify(path)
+            problem = None if path in self._verified and path.is_dir() else self.verify(path)
             if problem is None:
+                self._verified.add(path)
                 return path
             log.warning("checkpoint %s is not usable (%s): trying an older one", path, problem)
         return None

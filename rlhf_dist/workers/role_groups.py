@@ -30,8 +30,33 @@ def _none(_answers: list) -> None:
     return None
 
 
-class TrainerGroup(ActorGroup):
+def _contiguous(items: list, n: int) -> list[list]:
+    """n contiguous, near-equal chunks of `items` (rank i gets chunk i; order kept when joined)."""
+    return [[items[i] for i in idx.tolist()] for idx in torch.tensor_split(torch.arange(len(items)), n)]
+
+
+class RoleGroup(ActorGroup):
+    """An ActorGroup whose role, worker class and process-group need are fixed by the subclass."""
+
+    role_name: str
+    worker: type
+    distributed: bool = False
+
+    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
+        super().__init__(self.role_name, self.worker, cfg, placement, num_actors, distributed=self.distributed)
+
+
+class FrozenGroup(RoleGroup):
+    """A role that loads one model directory and never trains: reference, reward, rollout."""
+
+    def init_model(self, model_dir: Path) -> Pending[None]:
+        return self.each("init_model", lambda a: a.init_model.remote(str(model_dir)), _none)
+
+
+class TrainerGroup(RoleGroup):
     """A data-parallel DeepSpeed (or torch) group: policy or critic."""
+
+    distributed = True
 
     def init_model(self, model_dir: Path, total_updates: int) -> Pending[None]:
         return self.each("init_model", lambda a: a.init_model.remote(str(model_dir), total_updates), _none)
@@ -53,8 +78,7 @@ class TrainerGroup(ActorGroup):
 
 
 class PolicyGroup(TrainerGroup):
-    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
-        super().__init__("policy", PolicyWorker, cfg, placement, num_actors, distributed=True)
+    role_name, worker = "policy", PolicyWorker
 
     def logprobs(self, inputs: ModelInputs) -> Pending[torch.Tensor]:
         """Current-policy log-probs of the response tokens, [B, R]."""
@@ -86,55 +110,40 @@ class PolicyGroup(TrainerGroup):
 
 
 class CriticGroup(TrainerGroup):
-    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
-        super().__init__("critic", CriticWorker, cfg, placement, num_actors, distributed=True)
+    role_name, worker = "critic", CriticWorker
 
     def values(self, inputs: ModelInputs) -> Pending[torch.Tensor]:
         """V(s_t) of every response token, [B, R]."""
         return self.sharded("values", lambda a, part: a.values.remote(part), inputs.shard(self.num_actors), _cat)
 
 
-class ReferenceGroup(ActorGroup):
-    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
-        super().__init__("reference", ReferenceWorker, cfg, placement, num_actors, distributed=False)
-
-    def init_model(self, model_dir: Path) -> Pending[None]:
-        return self.each("init_model", lambda a: a.init_model.remote(str(model_dir)), _none)
+class ReferenceGroup(FrozenGroup):
+    role_name, worker = "reference", ReferenceWorker
 
     def logprobs(self, inputs: ModelInputs) -> Pending[torch.Tensor]:
         """Frozen-reference log-probs of the response tokens, [B, R]."""
         return self.sharded("logprobs", lambda a, part: a.logprobs.remote(part), inputs.shard(self.num_actors), _cat)
 
 
-class RewardGroup(ActorGroup):
-    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
-        super().__init__("reward", RewardWorker, cfg, placement, num_actors, distributed=False)
-
-    def init_model(self, model_dir: Path) -> Pending[None]:
-        return self.each("init_model", lambda a: a.init_model.remote(str(model_dir)), _none)
+class RewardGroup(FrozenGroup):
+    role_name, worker = "reward", RewardWorker
 
     def score(self, prompts: list[str], responses: list[str]) -> Pending[list[float]]:
         """One reward-model score per (prompt, response), in order; contiguous chunks per rank."""
-        chunks = [c.tolist() for c in torch.tensor_split(torch.arange(len(prompts)), self.num_actors)]
-        parts = [([prompts[i] for i in idx], [responses[i] for i in idx]) for idx in chunks]
+        parts = list(zip(_contiguous(prompts, self.num_actors), _contiguous(responses, self.num_actors)))
         return self.sharded("score", lambda a, part: a.score.remote(*part), parts,
                             lambda answers: [x for part in answers for x in part])
 
 
-class RolloutGroup(ActorGroup):
+class RolloutGroup(FrozenGroup):
     """One rollout engine (vLLM or HF generate) per actor."""
 
-    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
-        super().__init__("rollout", RolloutWorker, cfg, placement, num_actors, distributed=False)
-
-    def init_model(self, model_dir: Path) -> Pending[None]:
-        return self.each("init_model", lambda a: a.init_model.remote(str(model_dir)), _none)
+    role_name, worker = "rollout", RolloutWorker
 
     def generate(self, prompt_ids: list[list[int]], seed: int) -> Pending[list]:
         """RolloutSample groups, one list per prompt, in prompt order (contiguous chunks per engine;
         engine e samples with seed * 1009 + e)."""
-        chunks = [c.tolist() for c in torch.tensor_split(torch.arange(len(prompt_ids)), self.num_actors)]
-        parts = [(rank, [prompt_ids[i] for i in idx]) for rank, idx in enumerate(chunks)]
+        parts = list(enumerate(_contiguous(prompt_ids, self.num_actors)))
         return self.sharded("generate", lambda a, part: a.generate.remote(part[1], seed * 1_009 + part[0]), parts,
                             lambda answers: [group for part in answers for group in part])
 
