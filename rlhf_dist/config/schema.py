@@ -109,6 +109,10 @@ class PPOConfig(Strict):
         "('recompute': exact, one forward more per step), or the rollout engine's own log-probs of the sampled "
         "tokens ('rollout': saves that forward; they equal the policy's up to the engine's numerics, e.g. bf16 "
         "vLLM kernels, which makes the first epoch's ratio differ slightly from 1).")
+    reference_zero_stage: Literal[0, 3] = Field(
+        0, description="Frozen reference: 0 = each reference actor holds a full replica; 3 = the "
+        "cluster.reference.num_actors ranks shard the weights with DeepSpeed ZeRO-3 inference (each holds 1/N, "
+        "the forward gathers layer by layer): for models that do not fit on one device.")
 
 
 class SFTStageConfig(Strict):

@@ -106,6 +106,9 @@ class CriticConfig(Strict):
         None, description="Parameter dtype of the critic. None: that of the model it starts from "
         "(reward_model.dtype when it starts from the trained reward model, else policy.dtype).")
     lora: LoRAConfig = Field(default_factory=LoRAConfig, description="LoRA adapters (peft).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute the critic backbone's activations in backward (keeps one layer's input "
+        "per layer instead of all its activations: needed for long sequences on big critics).")
 
 
 class DataConfig(Strict):
@@ -158,9 +161,11 @@ class RolloutConfig(Strict):
         None, ge=1, le=65_536, description="vLLM: most sequences decoded per step. None: 256 on CPU, vLLM's own "
         "default on CUDA.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling parameters.")
-    sync_backend: Literal["object_store", "nccl"] = Field(
-        "object_store", description="Weight transport policy -> engines: Ray's object store (any device), or an NCCL "
-        "broadcast from policy rank 0 into the vLLM workers (CUDA, vllm backend).")
+    sync_backend: Literal["object_store", "nccl", "cuda_ipc"] = Field(
+        "object_store", description="Weight transport policy -> engines: Ray's object store (any device), an NCCL "
+        "broadcast from policy rank 0 into the vLLM workers (CUDA, vllm backend, not colocated: NCCL refuses two "
+        "ranks on one GPU), or CUDA IPC handles between a policy rank and the engine on its own GPU (CUDA, vllm "
+        "backend, cluster.colocate true).")
     sync_bucket_mb: int = Field(256, ge=1, le=65_536, description="Weight-sync bucket size in MiB.")
     sync_timeout_s: float = Field(600.0, gt=0, description="A weight sync slower than this fails the step.")
     sync_buckets_in_flight: int = Field(
