@@ -11,7 +11,8 @@
 
 Feedback is stored durably in the feedback service's database (feedback.db_url, default a SQLite
 file <run>/feedback.sqlite; PostgreSQL for teams), the same one `rlhf-dist feedback serve` uses;
-PPO runs on the distributed engine (Ray actors, vLLM, DeepSpeed).
+PPO runs on the distributed engine (Ray actors, vLLM, DeepSpeed). run.output_dir may be a storage URI
+(s3://bucket/runs/x): the pipeline works in the run's local staging dir and each stage mirrors its outputs there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from rlhf_dist.config import RLHFConfig, load_config, with_overrides
 from rlhf_dist.config.roles import needs_reward_model
 from rlhf_dist.stages.pipeline import feedback_store
+from rlhf_dist.storage import localize
 
 
 def _largest_divisor_at_most(n: int, cap: int) -> int:
@@ -30,7 +32,8 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
 
 class RLHFPipeline:
     def __init__(self, config: RLHFConfig | str | Path | None = None, overrides: list[str] | None = None):
-        self.cfg = config if isinstance(config, RLHFConfig) else load_config(config, overrides)
+        cfg = config if isinstance(config, RLHFConfig) else load_config(config, overrides)
+        self.cfg = localize(cfg)  # a storage URI: local staging dir, marked so that each stage mirrors to it
         self.run_dir = Path(self.cfg.run.output_dir)
         self.store = feedback_store(self.cfg)
         self.reward_model_dir: Path | None = None

@@ -266,6 +266,13 @@ def _fetch_run_file(remote: Remote, run_dir: Path, name: str) -> None:
         remote.get_file(rel, run_dir / name)
 
 
+def _stamp(run_dir: Path, entry: Path) -> dict[str, list[int]]:
+    """Size and mtime of each mirrored file of `entry` (a file or a dir of the run), by path in the run."""
+    files = [p for p in entry.rglob("*") if p.is_file() and _mirrored(p.relative_to(entry))] \
+        if entry.is_dir() else [entry]
+    return {p.relative_to(run_dir).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
 def push_outputs(run_dir: Path) -> None:
     """Mirror a staged run's files (all but checkpoints/) to its URI; unchanged files are not sent again."""
     found = remote_of(run_dir)
@@ -278,9 +285,8 @@ def push_outputs(run_dir: Path) -> None:
     for entry in sorted(Path(run_dir).iterdir()):
         if entry.name in NOT_MIRRORED or entry.name.endswith(".tmp"):
             continue
-        files = [p for p in entry.rglob("*") if p.is_file() and _mirrored(p.relative_to(entry))] \
-            if entry.is_dir() else [entry]
-        stamp = {p.relative_to(run_dir).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+        stamp = _stamp(Path(run_dir), entry)
+        files = [Path(run_dir) / name for name in stamp]
         if all(record.get(k) == v for k, v in stamp.items()):
             continue
         if entry.is_dir():
@@ -306,9 +312,33 @@ def pull_run(run: str, dest: Path) -> list[str]:
     return got
 
 
-def _pull_remote(remote: Remote, dest: Path) -> list[str]:
+def fetch_run(run: str, names: Iterable[str]) -> Path:
+    """The local dir a command reads run `run` from: a local run dir as it is; for a URI, its staging dir
+    with the `names` the URI has pulled into it, marked so that push_outputs sends back what the command adds.
+
+    For `rlhf-dist eval` / `report` on a run kept in object storage; StorageError when the URI holds none."""
+    if not is_uri(run):
+        return local_path(run)
+    uri, names = run.rstrip("/"), list(names)
+    local = staging_dir(uri)
+    try:
+        got = _pull_remote(Remote(uri), local, names)
+    except OSError as err:  # no such bucket, endpoint unreachable, access denied
+        raise StorageError(f"{run}: {err}") from None
+    if not got:
+        raise StorageError(f"{run}: no run there (looked for {', '.join(names)})")
+    (local / MARKER).write_text(json.dumps({"uri": uri}) + "\n")
+    record_path = local / PUSHED  # what came down is already up there: not sent back unless changed
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    for name in got:
+        record.update(_stamp(local, local / name))
+    record_path.write_text(json.dumps(record))
+    return local
+
+
+def _pull_remote(remote: Remote, dest: Path, names: Iterable[str] = PULLED) -> list[str]:
     got, present = [], set(remote.children(""))
-    for name in PULLED:
+    for name in names:
         if name not in present:
             continue
         files = remote.files(name) if remote.is_dir(name) else []

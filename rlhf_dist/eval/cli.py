@@ -2,6 +2,7 @@
 
     rlhf-dist eval --config configs/tiny.yaml                 # <run>/policy vs the starting policy
     rlhf-dist report --config configs/tiny.yaml               # <run>/report/{*.png, report.md, report.html}
+    rlhf-dist report --run-dir s3://bucket/runs/x             # a run behind a storage URI: report sent back there
     rlhf-dist experiment kl-sweep --config configs/tiny.yaml --coefs 0,0.001,0.02,0.5
 """
 
@@ -28,9 +29,21 @@ def _parse_coefs(text: str) -> list[float]:
     return coefs
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 1) -> int:
     print(f"rlhf-dist: {message}", file=sys.stderr)
-    return 1
+    return code
+
+
+def _storage_guarded(command: str, handler: Callable[..., int]) -> Callable[..., int]:
+    """A run URI that holds no run or cannot be reached: one line, exit 2 (as `rlhf-dist pull`)."""
+    def run(*args) -> int:
+        from rlhf_dist.storage import StorageError
+
+        try:
+            return handler(*args)
+        except StorageError as err:
+            return _fail(f"{command}: {err}", 2)
+    return run
 
 
 def _default_reward_dir(run_dir: Path) -> Path | None:
@@ -76,11 +89,16 @@ def cmd_human_eval(args: argparse.Namespace, cfg: RLHFConfig) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, cfg: RLHFConfig) -> int:
+    from rlhf_dist.config import with_overrides
     from rlhf_dist.eval.evaluate import evaluate_policy
-    from rlhf_dist.eval.report import write_report
+    from rlhf_dist.eval.report import INPUTS, write_report
     from rlhf_dist.models import resolve_model_path
+    from rlhf_dist.storage import fetch_run, push_outputs
 
-    run_dir = Path(cfg.run.output_dir)
+    # a run behind a URI: what this eval reads comes down to its staging dir; eval.json and report/ go back
+    needed = ["policy"] * (not args.policy) + ["reward_model"] * (not (args.reward_model or args.no_reward_model))
+    run_dir = fetch_run(cfg.run.output_dir, needed + INPUTS)
+    cfg = with_overrides(cfg, {"run.output_dir": str(run_dir)})
     policy = Path(args.policy) if args.policy else run_dir / "policy"
     if not (policy / "config.json").is_file():
         return _fail(f"eval: no policy at {policy} (run `rlhf-dist ppo` first, or pass --policy DIR)")
@@ -91,17 +109,23 @@ def cmd_eval(args: argparse.Namespace, cfg: RLHFConfig) -> int:
     print(json.dumps(result, indent=2, default=float))
     if not args.no_report:
         print(f"report written to {write_report(run_dir)}")
+    push_outputs(run_dir)  # a staged run: eval.json, metrics.jsonl and report/ go back to its URI
     return 0
 
 
 def cmd_report(args: argparse.Namespace, cfg: RLHFConfig | None) -> int:
     from rlhf_dist.eval.report import write_report
+    from rlhf_dist.storage import is_uri, local_path
 
-    run_dir = Path(args.run_dir) if args.run_dir else Path(cfg.run.output_dir)
-    if not run_dir.is_dir():
-        return _fail(f"report: no run directory {run_dir}")
-    out = write_report(run_dir)
-    print(f"report written to {out / 'report.md'} (and report.html, {len(list(out.glob('*.png')))} plots)")
+    run = args.run_dir or cfg.run.output_dir
+    if not is_uri(run) and not local_path(run).is_dir():
+        return _fail(f"report: no run directory {run}", 2)
+    out = write_report(run)
+    plots = f"(and report.html, {len(list(out.glob('*.png')))} plots)"
+    if is_uri(run):
+        print(f"report written to {run.rstrip('/')}/report/report.md {plots}; local copy in {out}")
+    else:
+        print(f"report written to {out / 'report.md'} {plots}")
     return 0
 
 
@@ -151,15 +175,16 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[..., N
     p.add_argument("--campaign", help="with --human: the new campaign's name (default <run.name>-human-eval)")
     p.add_argument("--report", metavar="CAMPAIGN", help="with --human: win rate (ties half), bootstrap 95%% CI and "
                    "vote count of an evaluation campaign; saved to <run>/human_evaluation.json")
-    handlers["eval"] = lambda args, extra: (cmd_human_eval if args.human else cmd_eval)(args, load_cfg(args, extra))
+    handlers["eval"] = lambda args, extra: (cmd_human_eval if args.human else _storage_guarded("eval", cmd_eval))(
+        args, load_cfg(args, extra))
 
     p = sub.add_parser("report", help="plots + Markdown/HTML summary of a run into <run>/report",
                        description="Plots and a Markdown/HTML summary of a finished (or partial) run, written to "
                        "<run>/report; the run is --run-dir, else run.output_dir of the config.")
     add_config_arg(p, ["run.output_dir"])
     p.add_argument("--run-dir", help="run directory (default: run.output_dir of the config)")
-    handlers["report"] = lambda args, extra: cmd_report(args, None if args.run_dir and not extra and not args.config
-                                                        else load_cfg(args, extra))
+    handlers["report"] = lambda args, extra: _storage_guarded("report", cmd_report)(
+        args, None if args.run_dir and not extra and not args.config else load_cfg(args, extra))
 
     p = sub.add_parser("experiment", help="seed experiments (kl-sweep: reward hacking vs the KL penalty)")
     kinds = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")

@@ -1,6 +1,7 @@
 """Run report: PNG plots of the training curves plus a short Markdown/HTML summary (`rlhf-dist report`).
 
     write_report("runs/tiny")  ->  runs/tiny/report/{*.png, report.md, report.html}
+    write_report("s3://bucket/runs/tiny")  ->  inputs fetched to its staging dir, report/ written there and sent back
 
 Reads <run>/metrics.jsonl (phases rm/train, rm/eval, sft/train, ppo, eval) and, when present,
 eval.json, reward_metrics.json and summary.json. A panel whose metrics are absent is skipped,
@@ -18,6 +19,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from rlhf_dist.storage import fetch_run, is_uri, push_outputs, remote_of
 from rlhf_dist.tracking import read_metrics
 
 Series = tuple[str, str, str]  # (phase, metric key, legend label)
@@ -28,6 +30,7 @@ X_LABEL = {"rm/train": "reward-model optimizer step", "rm/eval": "reward-model o
 # A panel whose metric is absent while the rest of its figure has data says so instead of vanishing.
 MISSING_NOTE = {"policy/entropy": "entropy not logged\n(no policy/entropy in metrics.jsonl)"}
 HELD_OUT_PANEL = "held-out eval: start vs trained policy"  # drawn from the eval rows by _plot_held_out
+INPUTS = ["metrics.jsonl", "eval.json", "reward_metrics.json", "summary.json"]  # what a report reads of a run
 
 FIGURES: dict[str, list[Panel]] = {
     "rm_loss_accuracy.png": [
@@ -258,8 +261,12 @@ def _summary_tables(records: list[dict], ev: dict, rm: dict, summary: dict) -> l
     return tables
 
 
-def _markdown(run_dir: Path, tables, images: list[Path], examples: list[dict]) -> str:
-    out = [f"# Run report: {run_dir.name}", "", f"Run directory: `{run_dir}`", ""]
+def _name(where: str) -> str:
+    return where.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def _markdown(where: str, tables, images: list[Path], examples: list[dict]) -> str:
+    out = [f"# Run report: {_name(where)}", "", f"Run directory: `{where}`", ""]
     for heading, rows in tables:
         out += [f"## {heading}", "", "| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows[1:]] + [""]
@@ -272,12 +279,12 @@ def _markdown(run_dir: Path, tables, images: list[Path], examples: list[dict]) -
     return "\n".join(out) + "\n"
 
 
-def _html(run_dir: Path, tables, images: list[Path], examples: list[dict]) -> str:
+def _html(where: str, tables, images: list[Path], examples: list[dict]) -> str:
     esc = html.escape
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(run_dir.name)} report</title>",
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(_name(where))} report</title>",
            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
            "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%;margin:8px 0}</style></head><body>",
-           f"<h1>Run report: {esc(run_dir.name)}</h1><p>Run directory: <code>{esc(str(run_dir))}</code></p>"]
+           f"<h1>Run report: {esc(_name(where))}</h1><p>Run directory: <code>{esc(where)}</code></p>"]
     for heading, rows in tables:
         out.append(f"<h2>{esc(heading)}</h2><table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in rows[0]) + "</tr>")
         out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows[1:]]
@@ -292,8 +299,14 @@ def _html(run_dir: Path, tables, images: list[Path], examples: list[dict]) -> st
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Write <run>/report/ (PNGs, report.md, report.html) from what the run left on disk; returns that dir."""
-    run_dir = Path(run_dir)
+    """Write <run>/report/ (PNGs, report.md, report.html) from what the run left on disk; returns that dir.
+
+    A storage URI: its INPUTS come down to the run's staging dir (storage.fetch_run; StorageError when there is
+    no run), the report is written there (the dir returned) and sent back to <URI>/report."""
+    fetched = is_uri(str(run_dir))
+    run_dir = fetch_run(str(run_dir), INPUTS) if fetched else Path(run_dir)
+    found = remote_of(run_dir)  # a staged run (fetched, or a pipeline's): the report names its URI
+    where = "/".join(part for part in found if part) if found else str(run_dir)
     records = read_metrics(run_dir / "metrics.jsonl")
     ev = _read_json(run_dir / "eval.json")
     if not ev:  # eval logged to metrics.jsonl only
@@ -308,6 +321,8 @@ def write_report(run_dir: str | Path) -> Path:
     tables = _summary_tables(records, ev, _read_json(run_dir / "reward_metrics.json"),
                              _read_json(run_dir / "summary.json"))
     examples = ev.get("examples", [])
-    (out / "report.md").write_text(_markdown(run_dir, tables, images, examples))
-    (out / "report.html").write_text(_html(run_dir, tables, images, examples))
+    (out / "report.md").write_text(_markdown(where, tables, images, examples))
+    (out / "report.html").write_text(_html(where, tables, images, examples))
+    if fetched:
+        push_outputs(run_dir)
     return out

@@ -19,3 +19,13 @@ def ray_cluster():
              runtime_env={"env_vars": dict(WORKER_ENV)}, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3-compatible server on loopback (moto's standalone server, tests/s3_server.py), bucket "bucket";
+    AWS_* env vars point this process's S3 clients at it. One per test module."""
+    from tests.s3_server import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint

@@ -18,15 +18,8 @@ from rlhf_dist.config import load_config
 from rlhf_dist.driver.checkpoint import CheckpointManager
 from rlhf_dist.driver.state import DriverState
 from rlhf_dist.utils import prepare_run_dir
-from tests.s3_server import s3_server
 
-URI = "s3://bucket/runs/unit"
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as endpoint:
-        yield endpoint
+URI = "s3://bucket/runs/unit"  # the `s3` fixture (tests/integration/conftest.py) starts moto's server
 
 
 class ShardWriter:
