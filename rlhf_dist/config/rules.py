@@ -35,16 +35,33 @@ def _check_devices(cfg: "RLHFConfig") -> None:
             raise ValueError(f"cluster.{role}.gpus_per_actor is {res.gpus_per_actor} but cluster.device is 'cpu'")
         if cl.device == "cuda" and res.gpus_per_actor == 0:
             raise ValueError(f"cluster.{role}.gpus_per_actor must be > 0 when cluster.device is 'cuda'")
-    if cfg.rollout.sync_backend == "nccl" and (cl.device != "cuda" or cfg.rollout.backend != "vllm"):
-        raise ValueError("rollout.sync_backend 'nccl' needs cluster.device 'cuda' and rollout.backend 'vllm'")
+        if cl.device == "cuda" and res.gpus_per_actor > 1 and res.gpus_per_actor != int(res.gpus_per_actor):
+            raise ValueError(f"cluster.{role}.gpus_per_actor is {res.gpus_per_actor:g}: Ray grants more than one GPU "
+                             "in whole GPUs only (use a whole number, or a fraction below 1 to share a GPU)")
+    _check_sync(cfg)
     if cl.device == "cpu" and cfg.rollout.tensor_parallel_size > 1:
         raise ValueError("rollout.tensor_parallel_size > 1 needs cluster.device 'cuda'")
-    if cl.device == "cuda" and not cl.colocate:
-        need = cfg.rollout.tensor_parallel_size
-        if cl.rollout.gpus_per_actor < need:
-            raise ValueError(
-                f"cluster.rollout.gpus_per_actor ({cl.rollout.gpus_per_actor}) < rollout.tensor_parallel_size ({need})"
-            )
+    need = cfg.rollout.tensor_parallel_size
+    if cl.device == "cuda" and cl.rollout.gpus_per_actor < need and (need > 1 or not cl.colocate):
+        # Ray sets each rollout actor's CUDA_VISIBLE_DEVICES to the GPUs it reserved (a fraction: one
+        # device), so a TP engine's workers past the first would find no device (vLLM fails on cuda:1).
+        raise ValueError(
+            f"cluster.rollout.gpus_per_actor ({cl.rollout.gpus_per_actor:g}) < rollout.tensor_parallel_size ({need})"
+            f"{' with cluster.colocate true' if cl.colocate else ''}: each engine sees only the GPUs its actor "
+            "reserves, and a TP engine needs one per shard")
+
+
+def _check_sync(cfg: "RLHFConfig") -> None:
+    """Weight transports and the layouts they can work in."""
+    cl, sync = cfg.cluster, cfg.rollout.sync_backend
+    if sync in ("nccl", "cuda_ipc") and (cl.device != "cuda" or cfg.rollout.backend != "vllm"):
+        raise ValueError(f"rollout.sync_backend '{sync}' needs cluster.device 'cuda' and rollout.backend 'vllm'")
+    if sync == "nccl" and cl.colocate:
+        raise ValueError("rollout.sync_backend 'nccl' with cluster.colocate true: policy rank 0 and an engine's "
+                         "worker share a GPU, and NCCL refuses two ranks on one device; use sync_backend 'cuda_ipc'")
+    if sync == "cuda_ipc" and not cl.colocate:
+        raise ValueError("rollout.sync_backend 'cuda_ipc' needs cluster.colocate true: CUDA IPC hands weights "
+                         "to an engine on the same GPU only; use 'nccl' or 'object_store' when disaggregated")
 
 
 def _check_ppo(cfg: "RLHFConfig") -> None:
