@@ -114,3 +114,38 @@ def test_importing_the_engine_module_does_not_import_deepspeed():
     )
     repo_root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo_root).returncode == 0
+
+
+def test_cuda_offload_uses_deepspeeds_cpu_adam_on_pinned_memory():
+    cfg = TrainConfig(zero_stage=3, offload_optimizer=True, offload_params=True, lr=2e-7, weight_decay=0.1,
+                      adam_betas=(0.9, 0.95), micro_batch_size=1, global_batch_size=16)
+    ds = deepspeed_config(cfg, dp_size=16, dtype="bfloat16", device="cuda")
+    zero = ds["zero_optimization"]
+    assert zero["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    assert zero["offload_param"] == {"device": "cpu", "pin_memory": True}
+    # an optimizer block makes DeepSpeed build DeepSpeedCPUAdam itself (AdamW mode), and insist on it
+    assert ds["optimizer"] == {"type": "AdamW", "params": {"lr": 2e-7, "betas": [0.9, 0.95], "eps": 1e-8,
+                                                            "weight_decay": 0.1}}
+    assert ds["zero_force_ds_cpu_optimizer"] is True
+    assert zero["overlap_comm"] is True
+    assert "scheduler" not in ds  # the engine hands the transformers schedule over
+
+
+def test_cuda_without_offload_keeps_the_torch_optimizer():
+    ds = deepspeed_config(TrainConfig(zero_stage=3), dp_size=2, dtype="bfloat16", device="cuda")
+    assert "optimizer" not in ds and ds["zero_force_ds_cpu_optimizer"] is False
+    assert ds["zero_optimization"]["overlap_comm"] is True
+    ds = deepspeed_config(TrainConfig(zero_stage=2), dp_size=2, dtype="bfloat16", device="cuda")
+    assert ds["zero_optimization"]["overlap_comm"] is False  # ZeRO-3 only
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_cpu_keeps_torch_adam_unpinned_and_no_overlap(stage):
+    cfg = TrainConfig(zero_stage=stage, offload_optimizer=True)
+    ds = deepspeed_config(cfg, dp_size=2, dtype="float32")  # device defaults to cpu
+    assert ds == deepspeed_config(cfg, dp_size=2, dtype="float32", device="cpu")
+    assert "optimizer" not in ds and ds["zero_force_ds_cpu_optimizer"] is False
+    assert ds["zero_optimization"]["offload_optimizer"]["pin_memory"] is False
+    assert ds["zero_optimization"]["overlap_comm"] is False
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        deepspeed_config(cfg, dp_size=2, dtype="float32", device="tpu")

@@ -51,6 +51,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +74,16 @@ _BUCKET = 50_000_000
 _CHECKPOINT_CLIENT_KEY = "rlhf_dist"
 
 
-def deepspeed_config(cfg: TrainConfig, dp_size: int, dtype: str) -> dict[str, Any]:
+def deepspeed_config(cfg: TrainConfig, dp_size: int, dtype: str, device: str = "cpu") -> dict[str, Any]:
     """The DeepSpeed config dict for one training role (pure; no DeepSpeed import).
 
-    No "optimizer"/"scheduler" blocks: the engine passes a torch AdamW (build_optimizer) and
-    a transformers LR schedule (build_scheduler), so DeepSpeed compiles no fused/cpu Adam op.
+    On CPU, and on CUDA without optimizer offload: no "optimizer"/"scheduler" blocks; the engine
+    passes a torch AdamW (build_optimizer) and a transformers LR schedule (build_scheduler), so
+    DeepSpeed compiles no fused/cpu Adam op (minutes on a new machine, STACK.md).
+    On CUDA with offload_optimizer: an "optimizer" block (AdamW), so DeepSpeed builds its own
+    DeepSpeedCPUAdam (SIMD, all cores; torch's AdamW steps 70B of fp32 states on one thread)
+    over pinned host memory; the engine then hands only the LR schedule over.
+    On CUDA under ZeRO-3: overlap_comm (gradient reduce-scatter overlaps the backward).
     """
     if dp_size < 1:
         raise ValueError(f"dp_size must be >= 1, got {dp_size}")
@@ -92,12 +99,15 @@ def deepspeed_config(cfg: TrainConfig, dp_size: int, dtype: str) -> dict[str, An
         raise ValueError("offload_optimizer needs zero_stage >= 1")
     if cfg.offload_params and cfg.zero_stage != 3:
         raise ValueError("offload_params needs zero_stage 3")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r} (cpu, cuda)")
+    cuda = device == "cuda"
 
     zero: dict[str, Any] = {"stage": cfg.zero_stage}
     if cfg.zero_stage >= 1:
         zero.update(
             contiguous_gradients=True,
-            overlap_comm=False,
+            overlap_comm=cuda and cfg.zero_stage == 3,
             reduce_scatter=True,
             reduce_bucket_size=_BUCKET,
             allgather_bucket_size=_BUCKET,
@@ -110,12 +120,14 @@ def deepspeed_config(cfg: TrainConfig, dp_size: int, dtype: str) -> dict[str, An
             stage3_max_reuse_distance=1_000_000_000,
             stage3_gather_16bit_weights_on_model_save=False,
         )
+    # pinned host buffers: async, faster device<->host copies (pinning means nothing without a GPU)
     if cfg.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cuda}
     if cfg.offload_params:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": False}
+        zero["offload_param"] = {"device": "cpu", "pin_memory": cuda}
+    ds_cpu_adam = cuda and cfg.offload_optimizer
 
-    return {
+    out = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": cfg.global_batch_size // per_update,
         "train_batch_size": cfg.global_batch_size,
@@ -125,12 +137,16 @@ def deepspeed_config(cfg: TrainConfig, dp_size: int, dtype: str) -> dict[str, An
         # relies on it; DeepSpeed 0.19 defaults it to true, pinned here).
         "bf16": {"enabled": True, "check_grad_overflow": True} if dtype == "bfloat16" else {"enabled": False},
         "fp16": {"enabled": dtype == "float16"},
-        # We hand DeepSpeed a torch optimizer; with offload it would otherwise insist on its
-        # compiled DeepSpeedCPUAdam.
-        "zero_force_ds_cpu_optimizer": False,
+        # Elsewhere we hand DeepSpeed a torch optimizer; with offload it would otherwise insist on
+        # its compiled DeepSpeedCPUAdam.
+        "zero_force_ds_cpu_optimizer": ds_cpu_adam,
         "steps_per_print": _NEVER,
         "wall_clock_breakdown": False,
     }
+    if ds_cpu_adam:
+        out["optimizer"] = {"type": "AdamW", "params": {
+            "lr": cfg.lr, "betas": list(cfg.adam_betas), "eps": 1e-8, "weight_decay": cfg.weight_decay}}
+    return out
 
 
 def _to_float(value: Any) -> float | None:
@@ -154,12 +170,18 @@ class DeepSpeedEngine(TrainEngine):
         self.cfg = cfg
         self.dtype = dtype
         self.dp_size = tdist.get_world_size()
-        self.ds_config = deepspeed_config(cfg, self.dp_size, dtype)
+        from deepspeed.accelerator import get_accelerator
+
+        self.ds_config = deepspeed_config(cfg, self.dp_size, dtype, get_accelerator().device_name())
         self.accum = self.ds_config["gradient_accumulation_steps"]
-        optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, cfg, total_updates)
+        if "optimizer" in self.ds_config:  # DeepSpeed builds its CPU Adam; the schedule follows it
+            optimizer, params = None, [p for p in model.parameters() if p.requires_grad]
+            scheduler = lambda opt: build_scheduler(opt, cfg, total_updates)  # noqa: E731
+        else:
+            optimizer, params = build_optimizer(model, cfg), None
+            scheduler = build_scheduler(optimizer, cfg, total_updates)
         ds_engine, ds_optimizer, _, ds_scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.ds_config
+            model=model, optimizer=optimizer, model_parameters=params, lr_scheduler=scheduler, config=self.ds_config
         )
         if self.dp_size == 1 and cfg.zero_stage == 0:
             # Nothing to average over one rank, yet DeepSpeed would flatten every gradient into
@@ -171,8 +193,6 @@ class DeepSpeedEngine(TrainEngine):
         self.scheduler = ds_scheduler
         # ZeRO-0 fp32: DeepSpeed steps our AdamW directly, with no overflow check of its own.
         self._unguarded_optimizer = ds_optimizer is ds_engine.basic_optimizer
-        from deepspeed.accelerator import get_accelerator
-
         self._flag_device = torch.device(get_accelerator().current_device_name())
         self.skipped_updates = 0
         self.nonfinite_losses = 0  # poisoned micro-batches (agreed across ranks)
@@ -312,6 +332,29 @@ class DeepSpeedEngine(TrainEngine):
             with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
                 return _on_cpu(module.state_dict(), copy=True)
         return _on_cpu(module.state_dict(), copy)
+
+    @property
+    def shards_parameters(self) -> bool:
+        return self.zero_stage == 3
+
+    def parameter_specs(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """As TrainEngine's; under ZeRO-3 the full shape is `ds_shape` (the local one is a placeholder)."""
+        return [(name, tuple(getattr(p, "ds_shape", p.shape)), str(p.dtype))
+                for name, p in self.module.named_parameters(remove_duplicate=False)]
+
+    @contextmanager
+    def gathered(self, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """As TrainEngine's. Under ZeRO-3 only these parameters are gathered (one GatheredParameters over
+        them), on every rank, and partitioned again when the block ends."""
+        params = dict(self.module.named_parameters(remove_duplicate=False))
+        if self.zero_stage != 3:
+            yield {name: params[name].detach() for name in names}
+            return
+        import deepspeed
+
+        unique = list({id(params[n]): params[n] for n in names}.values())  # a tied weight is gathered once
+        with deepspeed.zero.GatheredParameters(unique, modifier_rank=None):
+            yield {name: params[name].detach() for name in names}
 
     def train(self) -> None:
         self.ds_engine.train()
