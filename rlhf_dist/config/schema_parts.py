@@ -171,6 +171,12 @@ class RolloutConfig(Strict):
     sync_buckets_in_flight: int = Field(
         2, ge=1, le=64, description="Object-store sync: buckets in the store at once. 2 lets policy rank 0 put "
         "bucket i+1 while the engines load bucket i; more costs host memory, 1 serialises the two.")
+    lora_sync: Literal["auto", "adapter", "merged"] = Field(
+        "auto", description="What a LoRA policy sends to the engines after each update: 'adapter' (only the LoRA "
+        "weights; vLLM serves them as a new adapter version per step, far fewer bytes), 'merged' (full weights with "
+        "LoRA folded in, any engine). 'auto' = adapter when policy.lora.enabled and the engine supports adapters "
+        "(rollout.backend vllm, LoRA rank <= 512), else merged.")
+
 
 
 class TrainConfig(Strict):

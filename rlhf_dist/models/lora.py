@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -75,3 +76,21 @@ def merged_state_dict(peft_state: dict[str, torch.Tensor], cfg: LoRAConfig) -> d
             tensor = (tensor.float() + delta).to(tensor.dtype)
         out[plain] = tensor
     return out
+
+def adapter_for_serving(model: nn.Module, lora_params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+    """A peft model's LoRA parameters (module state-dict names) -> what vLLM / peft load from an adapter dir.
+
+    Returns (tensors named as save_pretrained writes them, e.g. 'base_model.model.model.layers.0.self_attn.
+    q_proj.lora_A.weight'; the LoraConfig as a JSON-safe dict). lora_params may be gathered copies (ZeRO-3):
+    the model's own parameters are not read.
+    """
+    if not isinstance(model, PeftModel):
+        raise ValueError(f"adapter_for_serving needs a peft model (policy.lora.enabled), got {type(model).__name__}")
+    from peft import get_peft_model_state_dict
+
+    # Embeddings are never resized here: skip peft's check, which re-reads the base config from disk.
+    tensors = get_peft_model_state_dict(model, state_dict=lora_params, save_embedding_layers=False)
+    config = model.peft_config["default"].to_dict()
+    # As peft's save_pretrained does: sets (resolved target_modules) become lists, for JSON.
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in config.items()}
+    return tensors, json.loads(json.dumps(config))

@@ -43,9 +43,13 @@ class RolloutWorker(RoleWorker):
 
     def init_model(self, model_dir: str) -> None:
         from rlhf_dist.backends.rollout import build_rollout_engine
+        from rlhf_dist.backends.sync.lora import wants_adapter_sync
 
+        # LoRA adapter sync: the engine keeps the base weights and serves each synced adapter on top.
+        lora_rank = self.cfg.policy.lora.r if wants_adapter_sync(self.cfg) else None
         self.engine = build_rollout_engine(
-            model_dir, self.cfg.rollout, self.cfg.cluster.device, self.cfg.policy.dtype, self.cfg.run.seed + self.rank
+            model_dir, self.cfg.rollout, self.cfg.cluster.device, self.cfg.policy.dtype, self.cfg.run.seed + self.rank,
+            max_lora_rank=lora_rank,
         )
 
     def generate(self, prompt_ids: list[list[int]], seed: int):
@@ -54,6 +58,10 @@ class RolloutWorker(RoleWorker):
     def update_weights(self, bucket: list[WireTensor]) -> None:
         """One bucket from PolicyWorker.weight_bucket (numpy arrays, zero-copy from the object store)."""
         self.engine.update_weights(tensors_from_wire(bucket))
+
+    def load_lora_adapter(self, tensors: list[WireTensor], adapter_config: dict, version: int) -> None:
+        """The policy's LoRA adapter (PolicyWorker.lora_adapter), served on the base weights from now on."""
+        self.engine.load_lora_adapter(tensors_from_wire(tensors), adapter_config, version)
 
     def reset_prefix_cache(self) -> None:
         self.engine.reset_prefix_cache()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ray
 import torch
 
 from rlhf_dist.config import RLHFConfig
@@ -108,6 +109,11 @@ class PolicyGroup(TrainerGroup):
     def init_weight_broadcast(self, host: str, port: int, world_size: int) -> Pending[None]:
         return self.on_rank0("init_weight_broadcast", lambda a: a.init_weight_broadcast.remote(host, port, world_size))
 
+    def lora_adapter(self) -> Pending[tuple[list[WireTensor], dict]]:
+        """Collective: only the LoRA parameters gathered; rank 0's (peft-named adapter, LoraConfig dict)."""
+        return self.each("lora_adapter", lambda a: a.lora_adapter.remote(), lambda answers: answers[0])
+
+
 
 class CriticGroup(TrainerGroup):
     role_name, worker = "critic", CriticWorker
@@ -153,6 +159,12 @@ class RolloutGroup(FrozenGroup):
 
     def receive_weights(self, meta: list) -> Pending[None]:
         return self.each("receive_weights", lambda a: a.receive_weights.remote(meta), _none)
+
+    def load_lora_adapter(self, tensors: list[WireTensor], adapter_config: dict, version: int) -> Pending[None]:
+        """Every engine serves this adapter (version: distinct per sync) from now on; put in the store once."""
+        ref = ray.put(tensors)
+        return self.each("load_lora_adapter", lambda a: a.load_lora_adapter.remote(ref, adapter_config, version), _none)
+
 
     def init_weight_broadcast(self, host: str, port: int, tensor_parallel: int, world_size: int) -> Pending[None]:
         """Engine e's TP workers join policy rank 0's NCCL group as ranks 1 + e * TP ..."""

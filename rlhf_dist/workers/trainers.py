@@ -187,6 +187,25 @@ class PolicyWorker(TrainWorker):
             load_tokenizer(self.model_dir).save_pretrained(out_dir)
         return out_dir
 
+    # ---- LoRA adapter sync: only the adapter goes to the engines (backends/sync/lora.py) ----
+    def lora_adapter(self) -> tuple[list[WireTensor], dict]:
+        """Collective on all ranks: gather the LoRA parameters only (ZeRO-3), not the model.
+
+        Rank 0 returns the adapter named as peft saves it (what vLLM loads) and peft's LoraConfig as a
+        JSON-safe dict; other ranks return ([], {})."""
+        from rlhf_dist.models.lora import adapter_for_serving
+
+        if not self.cfg.policy.lora.enabled:
+            raise ValueError("lora_adapter: policy.lora.enabled is false, there is no adapter to sync")
+        names = [name for name, _, _ in self.engine.parameter_specs() if ".lora_" in name]
+        with self.engine.gathered(names) as live:  # ZeRO-3: these parameters only, on every rank
+            params = {name: t.to("cpu", copy=True) for name, t in live.items()} if self.rank == 0 else {}
+        if self.rank != 0:
+            return [], {}
+        tensors, config = adapter_for_serving(self.engine.module, params)
+        return tensors_to_wire(list(tensors.items())), config
+
+
 
 class CriticWorker(TrainWorker):
     def init_model(self, init_dir: str, total_updates: int) -> int:

