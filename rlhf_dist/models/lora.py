@@ -77,6 +77,7 @@ def merged_state_dict(peft_state: dict[str, torch.Tensor], cfg: LoRAConfig) -> d
         out[plain] = tensor
     return out
 
+
 def adapter_for_serving(model: nn.Module, lora_params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
     """A peft model's LoRA parameters (module state-dict names) -> what vLLM / peft load from an adapter dir.
 
