@@ -6,6 +6,9 @@ After each PPO update and sync, vLLM's log-probs of its own samples must equal t
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -111,6 +114,8 @@ def test_vllm_engine_serves_each_adapter_version_and_drops_it_for_full_weights(t
     from rlhf_dist.models.lora import adapter_for_serving
 
     model_dir = resolve_model_path("builtin:tiny-llama")
+    temp_dirs = lambda: set(Path(tempfile.gettempdir()).glob("rlhf-lora-*"))  # noqa: E731
+    before = temp_dirs()
     engine = build_rollout_engine(model_dir, RolloutConfig(), "cpu", "float32", seed=0, max_lora_rank=4)
     try:
         for version, seed in ((1, 11), (2, 12)):
@@ -120,6 +125,7 @@ def test_vllm_engine_serves_each_adapter_version_and_drops_it_for_full_weights(t
             engine.load_lora_adapter(list(tensors.items()), config, version)
             assert _max_logprob_diff(engine, policy) <= TOL
             assert engine._llm.llm_engine.list_loras() == {version + 1}  # the previous version is gone
+            assert temp_dirs() == before  # loaded into memory, its dir already removed
         with pytest.raises(ValueError, match="already loaded"):
             engine.load_lora_adapter(list(tensors.items()), config, 2)
         # full weights replace the policy: the adapter must not be applied on top of them

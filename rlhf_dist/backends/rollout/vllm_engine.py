@@ -58,7 +58,6 @@ class VLLMEngine(RolloutEngine):
         self.model_dir = Path(model_dir)
         self.max_lora_rank = max_lora_rank
         self._lora: Any = None  # the LoRARequest every generate() uses; None = base weights alone
-        self._lora_dir: Path | None = None
         self.cfg = cfg
         self.device = device
         max_pos, head_dim, tied = _model_facts(self.model_dir)
@@ -198,8 +197,10 @@ class VLLMEngine(RolloutEngine):
         """Serve base weights + this adapter from now on (see RolloutEngine.load_lora_adapter).
 
         vLLM loads adapters from a directory (a path also reaches TP worker processes): the tensors
-        go to a private temp dir as peft's save_pretrained would write them, are loaded eagerly
-        (bad names or ranks fail here, not in the next generate), and the previous version is dropped.
+        go to a private temp dir as peft's save_pretrained would write them and are loaded eagerly
+        (bad names or ranks fail here, not in the next generate); the previous version is dropped.
+        The dir is removed once loaded: vLLM keeps the one adapter in memory (max_loras = max_cpu_loras
+        = 1, never evicted while it is the only one), and an actor killed by Ray leaves nothing behind.
         """
         from safetensors.torch import save_file
         from vllm.lora.request import LoRARequest
@@ -217,21 +218,19 @@ class VLLMEngine(RolloutEngine):
             request = LoRARequest(f"policy-v{version}", version + 1, str(directory))
             if not self._llm.llm_engine.add_lora(request):
                 raise RuntimeError(f"vLLM did not load LoRA adapter version {version} from {directory}")
-        except BaseException:
+        finally:
             shutil.rmtree(directory, ignore_errors=True)
-            raise
         self._drop_lora()
-        self._lora, self._lora_dir = request, directory
+        self._lora = request
         self.reset_prefix_cache()
 
     def _drop_lora(self) -> None:
-        """Forget the current adapter (vLLM's copy and its temp dir); generate() uses the base weights."""
+        """Forget the current adapter (vLLM's copy); generate() uses the base weights again."""
         if self._lora is None:
             return
         if self._lora.lora_int_id in self._llm.llm_engine.list_loras():
             self._llm.llm_engine.remove_lora(self._lora.lora_int_id)
-        shutil.rmtree(self._lora_dir, ignore_errors=True)
-        self._lora, self._lora_dir = None, None
+        self._lora = None
 
     def init_weight_broadcast(self, host: str, port: int, rank_offset: int, world_size: int) -> None:
         """CUDA: join the NCCL group through which policy rank 0 broadcasts weights (a collective)."""
@@ -256,8 +255,6 @@ class VLLMEngine(RolloutEngine):
 
     def shutdown(self) -> None:
         """Stop the engine core and free the model and KV cache (another engine may start after)."""
-        if getattr(self, "_lora_dir", None) is not None:
-            shutil.rmtree(self._lora_dir, ignore_errors=True)
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is None:
             return
