@@ -1,4 +1,4 @@
-"""Advantage estimators: GAE (PPO), GRPO, RLOO and REINFORCE++.
+"""Advantage estimators: GAE (PPO), GRPO, Dr. GRPO, RLOO and REINFORCE++.
 
 Token-level recursions run backwards over VALID tokens only: a masked position
 is skipped (it neither receives nor passes anything), so left padding, right
@@ -106,6 +106,25 @@ def grpo_advantages(
     if scale_by_std:
         centred = centred / (groups.std(dim=1, unbiased=True, keepdim=True) + eps)
     return centred.reshape(-1)
+
+
+def dr_grpo_advantages(scores: Tensor, group_size: int) -> Tensor:
+    """Dr. GRPO advantages (Liu et al. 2025, "Understanding R1-Zero-like Training").
+
+    ``A_i = score_i - mean_j score_j`` over the G samples of the prompt: GRPO
+    without the division by the group std, which up-weights prompts that are
+    almost always solved or failed (a question-difficulty bias). The paper's
+    other half, no per-response length normalisation, lives in the loss
+    (``aggregate_loss(..., "seq_mean_token_sum_norm")``).
+
+    Args:
+        scores: ``[B]`` sequence scores, grouped contiguously as in GRPO.
+        group_size: samples per prompt G (>= 2).
+
+    Returns:
+        ``[B]`` centred scores.
+    """
+    return grpo_advantages(scores, group_size, scale_by_std=False)
 
 
 def rloo_advantages(scores: Tensor, group_size: int) -> Tensor:

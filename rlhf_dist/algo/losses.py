@@ -1,5 +1,6 @@
-"""Losses: Bradley-Terry reward-model loss, PPO policy and value losses, and
-log-prob / entropy helpers on logits."""
+"""Losses: Bradley-Terry reward-model loss, PPO (and GSPO) policy and value
+losses, loss aggregation, truncated importance weights, and log-prob / entropy
+helpers on logits."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rlhf_dist.algo.masked import masked_mean, masked_var
+from rlhf_dist.algo.masked import masked_mean, masked_sum, masked_var
 
 # Bound on |log pi_new - log pi_old|: exp(20) ~ 5e8 is already far outside any
 # clip range, while exp(89) overflows float32 to inf and poisons the gradients.
@@ -53,6 +54,68 @@ def _masked_max(x: Tensor, valid: Tensor) -> Tensor:
     return x[valid].max()
 
 
+LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+POLICY_LOSSES = ("ppo", "gspo")
+
+
+def aggregate_loss(per_token: Tensor, mask: Tensor, mode: str) -> Tensor:
+    """Reduce a ``[B, R]`` per-token loss to a scalar.
+
+    With ``m`` the mask, ``x`` the per-token values and ``R`` the number of
+    response columns:
+
+    - ``token_mean``: ``sum_{i,t} m*x / sum_{i,t} m``. Every valid token weighs
+      the same, so long responses weigh more (classic PPO; today's default).
+    - ``seq_mean_token_mean``: ``mean_i (sum_t m*x / sum_t m)`` over the rows
+      with at least one valid token. Every sequence weighs the same (GSPO).
+    - ``seq_mean_token_sum_norm``: ``sum_{i,t} m*x / (B * R)``: token sums
+      divided by a constant, so there is no per-sequence length normalisation
+      (Dr. GRPO, Liu et al. 2025). Rows without valid tokens still count in B.
+
+    Args:
+        per_token: ``[B, R]`` values.
+        mask: ``[B, R]`` valid tokens, bool or 0/1.
+        mode: one of :data:`LOSS_AGGREGATIONS`.
+
+    Returns:
+        a scalar; 0 (never NaN) when nothing is valid.
+    """
+    valid = mask.bool()
+    if mode == "token_mean":
+        return masked_mean(per_token, valid)
+    if mode == "seq_mean_token_mean":
+        has_tokens = valid.any(dim=1)
+        return masked_mean(masked_mean(per_token, valid, dim=1), has_tokens)
+    if mode == "seq_mean_token_sum_norm":
+        return masked_sum(per_token, valid) / max(1, per_token.shape[0] * per_token.shape[1])
+    raise ValueError(f"loss aggregation must be one of {LOSS_AGGREGATIONS}, got {mode!r}")
+
+
+def resolve_loss_aggregation(aggregation: str | None, advantage: str, policy_loss: str) -> str:
+    """The aggregation a config means: ``aggregation`` when set, else the one
+    its papers use: Dr. GRPO -> ``seq_mean_token_sum_norm``, GSPO ->
+    ``seq_mean_token_mean``, everything else -> ``token_mean``."""
+    if aggregation is not None:
+        return aggregation
+    if advantage == "dr_grpo":
+        return "seq_mean_token_sum_norm"
+    return "seq_mean_token_mean" if policy_loss == "gspo" else "token_mean"
+
+
+def _gspo_log_ratio(logprobs: Tensor, token_log_ratio: Tensor, valid: Tensor) -> Tensor:
+    """GSPO's ratio written per token (the paper's GSPO-token form).
+
+    ``log s_i = mean_t (logp - old_logp)`` over row i's valid tokens; each
+    token carries ``sg[log s_i] + logp_t - sg[logp_t]``: its value is
+    ``log s_i`` and its gradient ``grad logp_t``, so ``d s_it = s_i * grad logp_t``.
+    With one advantage per sequence and ``seq_mean_token_mean`` this is exactly
+    GSPO's gradient ``s_i * A_i * mean_t grad logp_t``.
+    """
+    seq = masked_mean(token_log_ratio, valid, dim=1).unsqueeze(1)  # [B, 1]
+    lp = torch.where(valid, logprobs, torch.zeros_like(logprobs))
+    return torch.where(valid, seq.detach() + lp - lp.detach(), torch.zeros_like(lp))
+
+
 def ppo_policy_loss(
     logprobs: Tensor,
     old_logprobs: Tensor,
@@ -60,32 +123,50 @@ def ppo_policy_loss(
     mask: Tensor,
     clip_eps: float,
     dual_clip: float | None = None,
+    variant: str = "ppo",
+    aggregation: str = "token_mean",
+    is_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO clipped surrogate loss (Schulman et al. 2017), optional dual clip
-    (Ye et al. 2020).
+    (Ye et al. 2020), GSPO's sequence-level ratio (Zheng et al. 2025) and
+    per-token importance weights.
+
+    Per token: ``obj = w * min(r * A, clip(r, 1 - eps, 1 + eps) * A)`` (floored
+    at ``c * A`` for ``A < 0`` with the dual clip), where ``r = exp(logp - old_logp)``
+    for ``variant='ppo'`` and ``r = s_i = exp(mean_t (logp - old_logp))`` (the
+    whole sequence's ratio, see :func:`_gspo_log_ratio`) for ``'gspo'``;
+    ``w`` are the detached ``is_weights`` (default 1). The loss is
+    ``-aggregate_loss(obj, mask, aggregation)``.
 
     Args:
         logprobs: ``[B, T]`` log-probs under the current policy (with grad).
-        old_logprobs: ``[B, T]`` log-probs under the behaviour policy.
+        old_logprobs: ``[B, T]`` log-probs the ratio is taken against.
         advantages: ``[B, T]`` advantages.
         mask: ``[B, T]`` valid tokens; padding never affects loss or gradient.
         clip_eps: epsilon of the ratio clip ``[1 - eps, 1 + eps]``.
         dual_clip: constant c > 1; for A < 0 the objective is floored at c * A.
+        variant: ``'ppo'`` (token ratio) or ``'gspo'`` (sequence ratio).
+        aggregation: see :func:`aggregate_loss`; ``'token_mean'`` is classic PPO.
+        is_weights: ``[B, T]`` per-token weights, e.g. truncated importance
+            weights (:func:`truncated_is_weights`); never differentiated.
 
     Returns:
-        ``(loss, stats)``: loss is ``-masked_mean(objective)`` (token mean).
-        stats are detached scalars: ``clipfrac`` (valid tokens where the
-        clipped branch is strictly smaller, i.e. its gradient is cut),
-        ``dual_clipfrac``, ``approx_kl`` (masked mean of the k3 estimate of
-        KL(pi_old || pi) = ratio - 1 - log ratio), ``ratio_mean``, ``ratio_max``.
+        ``(loss, stats)``. stats are detached scalars: ``clipfrac`` (valid
+        tokens where the clipped branch is strictly smaller, i.e. its gradient
+        is cut), ``dual_clipfrac``, ``approx_kl`` (masked mean of the k3
+        estimate of KL(pi_old || pi) = ratio - 1 - log ratio, per token),
+        ``ratio_mean``, ``ratio_max`` (of the ratio ``r`` used).
     """
     if dual_clip is not None and dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+    if variant not in POLICY_LOSSES:
+        raise ValueError(f"policy loss variant must be one of {POLICY_LOSSES}, got {variant!r}")
     valid = mask.bool()
     # Zero padding before exp(): garbage there must not become inf (whose
     # backward through where() would be 0 * inf = NaN).
-    log_ratio = torch.where(valid, logprobs - old_logprobs, torch.zeros_like(logprobs))
-    log_ratio = log_ratio.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    token_log_ratio = torch.where(valid, logprobs - old_logprobs, torch.zeros_like(logprobs))
+    token_log_ratio = token_log_ratio.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    log_ratio = token_log_ratio if variant == "ppo" else _gspo_log_ratio(logprobs, token_log_ratio, valid)
     adv = torch.where(valid, advantages, torch.zeros_like(advantages)).to(log_ratio.dtype)
     ratio = log_ratio.exp()
 
@@ -97,17 +178,63 @@ def ppo_policy_loss(
         floor = dual_clip * adv
         dual_active = (adv < 0) & (objective < floor) & valid
         objective = torch.where(dual_active, floor, objective)
-    loss = -masked_mean(objective, valid)
+    if is_weights is not None:
+        w = torch.where(valid, is_weights.detach(), torch.zeros_like(is_weights)).to(objective.dtype)
+        objective = objective * w
+    loss = -aggregate_loss(objective, valid, aggregation)
+    return loss, _policy_stats(ratio, token_log_ratio, clipped < unclipped, dual_active, valid)
 
+
+@torch.no_grad()
+def _policy_stats(ratio: Tensor, token_log_ratio: Tensor, clip_active: Tensor, dual_active: Tensor,
+                  valid: Tensor) -> dict[str, Tensor]:
+    """Detached scalar diagnostics of :func:`ppo_policy_loss`."""
+    return {
+        "clipfrac": masked_mean(clip_active.to(ratio.dtype), valid),
+        "dual_clipfrac": masked_mean(dual_active.to(ratio.dtype), valid),
+        "approx_kl": masked_mean(token_log_ratio.exp() - 1.0 - token_log_ratio, valid),
+        "ratio_mean": masked_mean(ratio, valid),
+        "ratio_max": _masked_max(ratio, valid),
+    }
+
+
+def truncated_is_weights(
+    old_logprobs: Tensor, behaviour_logprobs: Tensor, mask: Tensor, cap: float | None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Truncated importance sampling weights for off-policy samples
+    (Espeholt et al. 2018; Yao et al. 2025 for LLM rollouts).
+
+    Samples come from the behaviour policy mu (the rollout engine: stale
+    weights, other kernels) while PPO's ratio is taken against pi_old (the
+    trainer's recomputed log-probs). Each token's loss is re-weighted by
+    ``w = min(exp(old_logp - behaviour_logp), cap)``, detached; the cap bounds
+    the variance that rare tokens (mu << pi_old) would bring.
+
+    Args:
+        old_logprobs: ``[B, R]`` log-probs of pi_old (recomputed by the trainer).
+        behaviour_logprobs: ``[B, R]`` log-probs of the policy that sampled.
+        mask: ``[B, R]`` valid tokens.
+        cap: truncation C >= 1; ``None`` keeps the raw ratio.
+
+    Returns:
+        ``(weights [B, R], stats)``; weights are 0 on padding and carry no
+        gradient. stats (detached scalars, over valid tokens, of the RAW ratio
+        before the cap): ``is_weight_mean``, ``is_weight_max``, and
+        ``is_clipped_frac`` (the fraction of tokens whose ratio exceeds the cap).
+    """
+    valid = mask.bool()
     with torch.no_grad():
+        log_w = torch.where(valid, old_logprobs - behaviour_logprobs, torch.zeros_like(old_logprobs))
+        raw = log_w.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO).exp()
+        weights = raw if cap is None else raw.clamp(max=cap)
+        weights = torch.where(valid, weights, torch.zeros_like(weights))
+        over = torch.zeros_like(valid) if cap is None else (raw > cap) & valid
         stats = {
-            "clipfrac": masked_mean((clipped < unclipped).to(ratio.dtype), valid),
-            "dual_clipfrac": masked_mean(dual_active.to(ratio.dtype), valid),
-            "approx_kl": masked_mean(ratio - 1.0 - log_ratio, valid),
-            "ratio_mean": masked_mean(ratio, valid),
-            "ratio_max": _masked_max(ratio, valid),
+            "is_weight_mean": masked_mean(raw, valid),
+            "is_weight_max": _masked_max(raw, valid),
+            "is_clipped_frac": masked_mean(over.to(raw.dtype), valid),
         }
-    return loss, {k: v.detach() for k, v in stats.items()}
+    return weights, stats
 
 
 def value_loss(

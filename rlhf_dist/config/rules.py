@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING
 
 from rlhf_dist.config.roles import ROLES, resources
 
+# Advantage estimators that compare the samples of one prompt (rows k*G .. k*G + G - 1).
+GROUP_ESTIMATORS = ("grpo", "rloo", "dr_grpo")
+
 if TYPE_CHECKING:
     from rlhf_dist.config.schema import RLHFConfig
     from rlhf_dist.config.schema_parts import TrainConfig
@@ -62,6 +65,10 @@ def _check_sync(cfg: "RLHFConfig") -> None:
     if sync == "cuda_ipc" and not cl.colocate:
         raise ValueError("rollout.sync_backend 'cuda_ipc' needs cluster.colocate true: CUDA IPC hands weights "
                          "to an engine on the same GPU only; use 'nccl' or 'object_store' when disaggregated")
+    if cfg.ppo.max_staleness and cl.colocate and cl.device == "cuda" and cfg.rollout.backend == "vllm":
+        raise ValueError(f"ppo.max_staleness {cfg.ppo.max_staleness} with cluster.colocate true on CUDA: colocated "
+                         "vLLM engines sleep while the trainers train, so nothing can generate ahead; set "
+                         "ppo.max_staleness 0 or give the engines their own GPUs")
 
 
 def _check_ppo(cfg: "RLHFConfig") -> None:
@@ -78,11 +85,14 @@ def _check_ppo(cfg: "RLHFConfig") -> None:
                 f"rollout batch ({ppo.rollout_batch_size} prompts x {sampling.samples_per_prompt} samples = "
                 f"{n_samples}) must be a multiple of {name}.global_batch_size ({train.global_batch_size})"
             )
-    if ppo.advantage in ("grpo", "rloo") and sampling.samples_per_prompt < 2:
+    if ppo.advantage in GROUP_ESTIMATORS and sampling.samples_per_prompt < 2:
         raise ValueError(
             f"ppo.advantage '{ppo.advantage}' compares samples of one prompt: "
             "set rollout.sampling.samples_per_prompt >= 2"
         )
+    if ppo.dynamic_sampling and ppo.advantage not in GROUP_ESTIMATORS:
+        raise ValueError(f"ppo.dynamic_sampling drops groups with zero group advantage, which needs a group "
+                         f"estimator: ppo.advantage is '{ppo.advantage}', use one of {', '.join(GROUP_ESTIMATORS)}")
     if ppo.kl.controller == "adaptive" and ppo.kl.target is None:
         raise ValueError("ppo.kl.controller 'adaptive' needs ppo.kl.target")
     for i, src in enumerate(ppo.rewards):

@@ -90,7 +90,31 @@ class PPOConfig(Strict):
     entropy_coef: float = Field(0.0, ge=0.0, description="Entropy bonus coefficient.")
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount factor.")
     lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda.")
-    advantage: Literal["gae", "grpo", "rloo", "reinforce_pp"] = Field("gae", description="Advantage estimator.")
+    advantage: Literal["gae", "grpo", "rloo", "reinforce_pp", "dr_grpo"] = Field(
+        "gae", description="Advantage estimator: 'gae' (critic, GAE(gamma, lam)); the group estimators over the G = "
+        "rollout.sampling.samples_per_prompt samples of a prompt, with sequence reward R_i = score_i - kl_coef * "
+        "sum_t KL_it: 'grpo' A_i = (R_i - mean_G R) / (std_G R + 1e-6), 'rloo' A_i = R_i - mean of the other G-1, "
+        "'dr_grpo' A_i = R_i - mean_G R (Dr. GRPO: no std division; its loss defaults to "
+        "ppo.loss_aggregation 'seq_mean_token_sum_norm'); 'reinforce_pp' (whitened return-to-go, no critic).")
+    policy_loss: Literal["ppo", "gspo"] = Field(
+        "ppo", description="Policy objective, per token min(r*A, clip(r, 1-clip_eps, 1+clip_eps)*A) with 'ppo' the "
+        "token ratio r_t = exp(logp_t - old_logp_t), or 'gspo' (Zheng et al. 2025) the sequence ratio s_i = "
+        "exp(mean over the response of (logp - old_logp)), clipped the same way with ppo.clip_eps (the paper "
+        "uses a much smaller clip, ~3e-4 to 4e-4). GSPO's loss defaults to ppo.loss_aggregation "
+        "'seq_mean_token_mean'.")
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = Field(
+        None, description="How the policy loss reduces over tokens: 'token_mean' sum_{i,t} l / n_tokens (every "
+        "token weighs the same); 'seq_mean_token_mean' mean_i (mean_t l) (every sequence weighs the same); "
+        "'seq_mean_token_sum_norm' sum_{i,t} l / (B * R), R the batch's response columns (Dr. GRPO: no length "
+        "normalisation). None: 'seq_mean_token_sum_norm' with ppo.advantage 'dr_grpo', 'seq_mean_token_mean' "
+        "with ppo.policy_loss 'gspo', else 'token_mean'.")
+    dynamic_sampling: bool = Field(
+        False, description="DAPO dynamic sampling (Yu et al. 2025): drop prompt groups whose G scores are all equal "
+        "(zero variance: every group advantage is 0) and sample more prompts until the batch is full. Only with "
+        "ppo.advantage 'grpo', 'rloo' or 'dr_grpo'.")
+    dynamic_sampling_max_rounds: int = Field(
+        4, ge=1, le=100, description="With ppo.dynamic_sampling: at most this many generation rounds per step "
+        "(the first included) to fill the batch with informative groups.")
     whiten_advantages: bool = Field(True, description="Normalise advantages over the batch (GAE).")
     reward_clip: float | None = Field(10.0, gt=0.0, description="Clip sequence scores to +-this; None disables.")
     reward_normalize: bool = Field(False, description="Normalise scores by running mean/std.")
@@ -109,6 +133,17 @@ class PPOConfig(Strict):
         "('recompute': exact, one forward more per step), or the rollout engine's own log-probs of the sampled "
         "tokens ('rollout': saves that forward; they equal the policy's up to the engine's numerics, e.g. bf16 "
         "vLLM kernels, which makes the first epoch's ratio differ slightly from 1).")
+    tis_cap: float | None = Field(
+        2.0, ge=1.0, description="Truncated importance sampling for off-policy samples: with ppo.old_logprobs "
+        "'recompute', each token's policy loss is multiplied by w = min(exp(old_logp - behaviour_logp), tis_cap) "
+        "(detached), behaviour_logp being the rollout engine's log-probs (stale weights, other kernels). None: "
+        "off. No effect with ppo.old_logprobs 'rollout' (w = 1).")
+    max_staleness: int = Field(
+        0, ge=0, le=64, description="Asynchronous PPO: rollouts of the next k steps generate while the current step "
+        "trains, on weights at most k policy versions old (0: the synchronous loop, generate -> score -> train -> "
+        "sync). Every sample records the version that generated it (async/staleness); stale samples are corrected "
+        "by ppo.tis_cap when old log-probs are recomputed. Checkpoint steps drain the pipeline, so restarts and "
+        "--resume stay exact.")
     reference_zero_stage: Literal[0, 3] = Field(
         0, description="Frozen reference: 0 = each reference actor holds a full replica; 3 = the "
         "cluster.reference.num_actors ranks shard the weights with DeepSpeed ZeRO-3 inference (each holds 1/N, "

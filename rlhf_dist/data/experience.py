@@ -77,6 +77,7 @@ class Experience(ModelInputs):
     advantages: torch.Tensor  # [B, R]
     returns: torch.Tensor  # [B, R]
     scores: torch.Tensor  # [B] sequence scores (after clipping/normalising)
+    behaviour_logprobs: torch.Tensor  # [B, R] log-probs of the policy that sampled (the rollout engine's)
 
 
 @dataclass
@@ -90,6 +91,33 @@ class RolloutBatch:
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+    def select(self, rows: torch.Tensor) -> RolloutBatch:
+        """The samples at `rows` (e.g. the informative groups of dynamic sampling), in that order."""
+        picked = rows.tolist()
+        return RolloutBatch(self.inputs.select(rows), self.rollout_logprobs[rows], [self.prompts[i] for i in picked],
+                            [self.responses[i] for i in picked])
+
+
+def concat_rollouts(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
+    """One batch of several packed ones: prompts re-padded on the left, responses on the right, to the widest.
+
+    Each batch is laid out as pack_samples does: [B, P+R], prompt left-padded to P, response right-padded to R."""
+    width_r = max(b.inputs.response_width for b in batches)
+    width_p = max(b.inputs.sequences.shape[1] - b.inputs.response_width for b in batches)
+
+    def widen(x: torch.Tensor, left: int, right: int, value: float) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (left, right), value=value)
+
+    parts = []
+    for b in batches:
+        left = width_p - (b.inputs.sequences.shape[1] - b.inputs.response_width)
+        right = width_r - b.inputs.response_width
+        inputs = ModelInputs(widen(b.inputs.sequences, left, right, pad_id), widen(b.inputs.attention_mask, left, right, 0),
+                             widen(b.inputs.action_mask, 0, right, 0.0))
+        parts.append(RolloutBatch(inputs, widen(b.rollout_logprobs, 0, right, 0.0), b.prompts, b.responses))
+    return RolloutBatch(ModelInputs.concat([p.inputs for p in parts]), torch.cat([p.rollout_logprobs for p in parts]),
+                        [t for p in parts for t in p.prompts], [t for p in parts for t in p.responses])
 
 
 @dataclass

@@ -8,6 +8,7 @@ from rlhf_dist.algo import (
     RunningMeanStd,
     broadcast_sequence_advantages,
     clip_rewards,
+    dr_grpo_advantages,
     gae,
     grpo_advantages,
     kl_penalized_rewards,
@@ -16,9 +17,12 @@ from rlhf_dist.algo import (
     masked_whiten,
     reinforce_pp_advantages,
     rloo_advantages,
+    truncated_is_weights,
 )
 from rlhf_dist.config import PPOConfig
 from rlhf_dist.data.experience import Experience, InferenceOutputs, RolloutBatch
+
+_GROUP_ESTIMATORS = {"grpo": grpo_advantages, "rloo": rloo_advantages, "dr_grpo": dr_grpo_advantages}
 
 
 def make_experience(
@@ -43,12 +47,11 @@ def make_experience(
     else:
         # Group estimators compare whole sequences: the KL penalty enters the sequence reward.
         seq_reward = scores - kl_coef * masked_sum(kl, mask, dim=1)  # [B]
-        per_seq = (grpo_advantages(seq_reward, group_size) if cfg.advantage == "grpo"
-                   else rloo_advantages(seq_reward, group_size))
+        per_seq = _GROUP_ESTIMATORS[cfg.advantage](seq_reward, group_size)
         advantages = broadcast_sequence_advantages(per_seq, mask)
         returns = advantages
     exp = Experience(batch.inputs.sequences, batch.inputs.attention_mask, mask, old_lp, ref_lp, values, rewards,
-                     advantages, returns, scores)
+                     advantages, returns, scores, batch.rollout_logprobs)
     seq_kl = masked_sum(old_lp - ref_lp, mask, dim=1)  # [B] k1 summed over the response
     stats = {
         "reward/score_raw": float(raw_scores.mean()),
@@ -59,4 +62,8 @@ def make_experience(
         "advantage/mean": float(masked_mean(advantages, mask)),
         "rollout/logprob_abs_diff": float(masked_mean((old_lp - batch.rollout_logprobs).abs(), mask)),
     }
+    if cfg.old_logprobs == "recompute":
+        # Whole-batch statistics of the weights the policy loss applies per micro-batch (PolicyWorker._loss).
+        _, is_stats = truncated_is_weights(old_lp, batch.rollout_logprobs, mask, cfg.tis_cap)
+        stats.update({f"offpolicy/{k}": float(v) for k, v in is_stats.items()})
     return exp, stats

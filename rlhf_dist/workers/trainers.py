@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from rlhf_dist.algo import masked_mean, ppo_policy_loss, value_loss
+from rlhf_dist.algo import (masked_mean, ppo_policy_loss, resolve_loss_aggregation, truncated_is_weights,
+                             value_loss)
 from rlhf_dist.backends.train.base import TrainEngine
 from rlhf_dist.backends.train.factory import build_train_engine
 from rlhf_dist.config.roles import critic_dtype, inference_chunk_size
@@ -109,8 +110,13 @@ class PolicyWorker(TrainWorker):
         # entropy is always measured (a report panel and a collapse signal); it enters the loss only with a coef
         logprobs, entropy = response_logprobs(self.engine.model, mb.sequences, mb.attention_mask, mb.response_width,
                                               with_entropy=True)
-        loss, stats = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask,
-                                      ppo.clip_eps, ppo.dual_clip)
+        is_weights = None
+        if ppo.tis_cap is not None and ppo.old_logprobs == "recompute":
+            # Truncated IS: the samples came from the engine's policy, the ratio is against the recomputed one.
+            is_weights, _ = truncated_is_weights(mb.old_logprobs, mb.behaviour_logprobs, mb.action_mask, ppo.tis_cap)
+        aggregation = resolve_loss_aggregation(ppo.loss_aggregation, ppo.advantage, ppo.policy_loss)
+        loss, stats = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, ppo.clip_eps,
+                                      ppo.dual_clip, ppo.policy_loss, aggregation, is_weights)
         out = {f"policy/{k}": float(v) for k, v in stats.items()}
         ent = masked_mean(entropy, mb.action_mask)
         if ppo.entropy_coef > 0:

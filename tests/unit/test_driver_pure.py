@@ -36,7 +36,7 @@ def _experience(n: int) -> Experience:
     rows = torch.arange(n, dtype=torch.float32).unsqueeze(1)  # row i holds i everywhere
     per_token = rows.repeat(1, 2)  # [n, R=2]
     return Experience(rows.long().repeat(1, 3), torch.ones(n, 3, dtype=torch.long), torch.ones(n, 2),
-                      *(per_token * k for k in range(1, 7)), rows.squeeze(1))
+                      *(per_token * k for k in range(1, 7)), rows.squeeze(1), per_token * 7)
 
 
 def test_shard_splits_every_field_consistently_and_concat_restores():
