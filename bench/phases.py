@@ -10,10 +10,11 @@ scoring, inference, training and sync (it includes the driver's advantage math, 
 shown alone). `policy_train` / `critic_train` are each group's own training seconds (slowest
 rank; they run concurrently, `training` is the wall time of both).
 
-Part 2: the real sync path (`rlhf_dist.driver.roles.sync_weights`: policy rank 0 gathers and
-buckets, every rollout engine fetches each bucket from the object store and reloads it in place)
-timed on idle roles for models of growing size, with its two halves: gather+bucket
-(`prepare_weight_sync`) and transfer+reload. Bytes are what is sent (a tied lm_head is not).
+Part 2: the real sync path (`roles.weight_sync.sync()`, backends/sync: one bucket of whole layers at a
+time, policy rank 0 gathers it and puts it in the object store, every rollout engine fetches it and
+reloads it in place) timed on idle roles for models of growing size, with its two halves, bucket by
+bucket without overlap: gather+put (`PolicyGroup.weight_bucket`) and fetch+reload
+(`RolloutGroup.update_weights`). Bytes are what is sent (a tied lm_head is not).
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ def breakdown(run: dict, warmup: int) -> dict:
 
 
 def sync_child(size: str, repeats: int) -> dict:
-    """Build idle roles (policy, reference, one vLLM engine) and time sync_weights."""
+    """Build idle roles (policy, reference, one vLLM engine) and time the weight sync."""
     import ray
 
     from bench.arms import DEFAULTS, rlhf_config
     from bench.common import start_ray
     from rlhf_dist.config import with_overrides
-    from rlhf_dist.driver.roles import ModelDirs, build_roles, sync_weights
+    from rlhf_dist.driver.roles import ModelDirs, build_roles
 
     dirs = model_dirs(size)
     s = {**DEFAULTS, "size": size, "batch": 8, "minibatches": 1}
@@ -66,22 +67,23 @@ def sync_child(size: str, repeats: int) -> dict:
     start_ray(cfg.cluster.local_num_cpus)
     roles = build_roles(cfg, ModelDirs(policy=dirs["policy"], reward=None, critic_init=dirs["policy"]), total_updates=1)
     try:
-        sync_weights(roles, cfg)  # warm-up
+        roles.weight_sync.sync()  # warm-up (also makes the bucket plan)
         total, gather, transfer, nbytes = [], [], [], 0
         for _ in range(repeats):
             started = time.perf_counter()
-            nbytes = sync_weights(roles, cfg)
+            nbytes = roles.weight_sync.sync()
             total.append(time.perf_counter() - started)
-            # the same calls as sync_weights, timed in halves
-            started = time.perf_counter()
-            sizes = roles.policy.prepare_weight_sync(cfg.rollout.sync_bucket_mb)
-            mid = time.perf_counter()
-            for i in range(len(sizes)):
-                roles.rollout.update_weights(roles.policy.weight_bucket(i)).result()
-            roles.policy.finish_weight_sync()
-            end = time.perf_counter()
-            gather.append(mid - started)
-            transfer.append(end - mid)
+            # the same calls, bucket by bucket without overlap, timed in halves
+            gather_s = transfer_s = 0.0
+            for i in range(len(roles.weight_sync.plan or [])):
+                started = time.perf_counter()
+                ref, gathered = roles.policy.weight_bucket(i)
+                gathered.result()
+                mid = time.perf_counter()
+                roles.rollout.update_weights(ref).result()
+                gather_s, transfer_s = gather_s + mid - started, transfer_s + time.perf_counter() - mid
+            gather.append(gather_s)
+            transfer.append(transfer_s)
     finally:
         roles.shutdown()
         ray.shutdown()

@@ -86,6 +86,7 @@ def run_step(settings: dict, profile: bool) -> dict:
     from rlhf_dist.data.experience import InferenceOutputs, RolloutBatch, pack_samples
     from rlhf_dist.driver.shaping import make_experience
     from rlhf_dist.models import load_tokenizer
+    from rlhf_dist.workers.tensor_wire import tensors_from_wire, tensors_to_wire
 
     cfg, dirs, w = build_workers(settings)
     tokenizer = load_tokenizer(dirs["policy"])
@@ -127,14 +128,20 @@ def run_step(settings: dict, profile: bool) -> dict:
                              torch.tensor(scores), 0.05, RunningMeanStd(), 1)
     timed("policy train", lambda: w["policy"].train_ppo(exp, step=1))
     timed("critic train", lambda: w["critic"].train_ppo(exp, step=1))
-    sizes = timed("sync: gather+bucket", lambda: w["policy"].prepare_weight_sync(cfg.rollout.sync_bucket_mb))
-    # PolicyWorker.weight_bucket (numpy wire format) and the object store's round trip of it
-    received = timed("sync: serialise buckets",
-                     lambda: [object_store_round_trip(w["policy"].weight_bucket(i)) for i in range(len(sizes))])
+    plan = timed("sync: bucket plan", lambda: w["policy"].weight_sync_plan(cfg.rollout.sync_bucket_mb))
 
-    def reload():  # RolloutWorker.update_weights: wire -> torch views -> vLLM weight loaders
+    def gather_and_serialise() -> list:  # PolicyWorker.weight_bucket without Ray: gather, wire format, store trip
+        out = []
+        for i in range(len(plan)):
+            with w["policy"]._bucket_tensors(i) as tensors:
+                out.append(object_store_round_trip(tensors_to_wire(tensors)))
+        return out
+
+    received = timed("sync: gather+serialise buckets", gather_and_serialise)
+
+    def reload():  # RolloutWorker.update_weights without the store: wire -> torch views -> vLLM weight loaders
         for b in received:
-            w["rollout"].update_weights(b)
+            w["rollout"].engine.update_weights(tensors_from_wire(b))
 
     timed("sync: vLLM reload", reload)
     w["rollout"].engine.shutdown()

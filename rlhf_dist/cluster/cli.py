@@ -89,7 +89,7 @@ def cmd_submit(load_cfg: Callable) -> Handler:
             run_dir = sub.job_output_dir(cfg.run.output_dir, job_id)
             python = args.python or _default_python(args.address)
             overrides = sub.with_output_dir(split_overrides(extra), run_dir)
-            entrypoint = sub.build_entrypoint(args.stage, config_rel, overrides, cfg, python)
+            entrypoint = sub.build_entrypoint(args.stage, config_rel, overrides, python)
             client = sub.make_client(args.address, args.token_file)
         except SubmitError as err:
             print(f"rlhf-dist submit: {err}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Submit a stage to a remote Ray cluster as a Ray job, from any machine that reaches its dashboard.
 
     client = make_client("http://head:8265")          # adds the cluster's auth token when there is one
-    job_id = client.submit_job(entrypoint=build_entrypoint("ppo", "configs/x.yaml", overrides, cfg),
+    job_id = client.submit_job(entrypoint=build_entrypoint("ppo", "configs/x.yaml", overrides),
                                runtime_env=build_runtime_env(Path("."), ["WANDB_API_KEY"]))
     status = stream_until_done(client, job_id)        # logs to stdout; JobStatus at the end
 
@@ -153,15 +153,15 @@ def config_in_working_dir(config: str, working_dir: Path) -> str:
     return rel.as_posix()
 
 
-def build_entrypoint(stage: str, config_rel: str | None, overrides: list[str], cfg: RLHFConfig,
-                     python: str = "python") -> str:
-    """`python -m rlhf_dist.cli STAGE --config C --k=v ...`; joins the cluster (address auto) unless set."""
+def build_entrypoint(stage: str, config_rel: str | None, overrides: list[str], python: str = "python") -> str:
+    """`python -m rlhf_dist.cli STAGE --config C --k=v ...`.
+
+    No --cluster.address: inside a Ray job the driver joins the job's cluster by itself
+    (driver/roles.join_address), as it does under a plain `ray job submit`."""
     parts = [python, "-m", "rlhf_dist.cli", stage]
     if config_rel:
         parts += ["--config", config_rel]
     parts += [f"--{item}" for item in overrides]
-    if cfg.cluster.address is None:
-        parts.append("--cluster.address=auto")  # inside a job: join this cluster, do not start a private one
     return shlex.join(parts)
 
 

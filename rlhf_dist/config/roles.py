@@ -40,6 +40,12 @@ def critic_dtype(cfg: RLHFConfig) -> str:
     return cfg.reward_model.dtype if critic_starts_from_reward(cfg) else cfg.policy.dtype
 
 
+def engines_sleep(cfg: RLHFConfig) -> bool:
+    """Colocated on CUDA, the vLLM engines give their GPU memory back while the other roles load and
+    train (vLLM sleep mode): they are created first, then put to sleep before anything else loads."""
+    return cfg.cluster.colocate and cfg.cluster.device == "cuda" and cfg.rollout.backend == "vllm"
+
+
 def inference_chunk_size(cfg: RLHFConfig) -> int:
     """Rows per forward pass of the reference/policy log-probs and critic values (ppo.inference_chunk_size)."""
     return cfg.ppo.inference_chunk_size or 2 * cfg.ppo.policy_train.micro_batch_size

@@ -21,15 +21,17 @@ import ray
 from rlhf_dist.algo import RunningMeanStd, build_kl_controller
 from rlhf_dist.algo.kl import KLController
 from rlhf_dist.config import ConfigError, RLHFConfig
+from rlhf_dist.config.roles import engines_sleep
 from rlhf_dist.data.tokenize import encode_prompt
 from rlhf_dist.data.validate import load_records
 from rlhf_dist.driver.checkpoint import CheckpointManager
 from rlhf_dist.driver.rewards import combine_rewards
 from rlhf_dist.driver.preemption import PreemptionGuard
 from rlhf_dist.driver.roles import (
-    ModelDirs, Roles, build_roles, finish_inference, generate, model_scores, start_inference, start_ray, sync_weights,
-    train,
+    ModelDirs, Roles, build_roles, finish_inference, model_scores, start_inference, start_ray, train,
 )
+from rlhf_dist.driver.dynamic_sampling import informative_batch
+from rlhf_dist.driver.rollouts import RolloutQueue
 from rlhf_dist.driver.shaping import make_experience
 from rlhf_dist.driver.state import DriverState, PromptSampler, rng_state, set_rng_state
 from rlhf_dist.models import load_tokenizer
@@ -119,7 +121,7 @@ def _restore(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, resume: boo
     if state.reward_norm:
         reward_norm.load_state_dict(state.reward_norm)
     set_rng_state(state.rng)
-    sync_weights(roles, cfg)  # engines start from the initial weights: bring them to the checkpoint's
+    roles.weight_sync.sync()  # engines start from the initial weights: bring them to the checkpoint's
     return state
 
 
@@ -133,13 +135,15 @@ def _train(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, result: PPORe
     result.history = [row for row in result.history if row["step"] <= state.step]  # steps redone after a restart
     sampler = PromptSampler(len(prompt_texts), cfg.run.seed, **state.data)
     last = min(ppo.steps, stop_after) if stop_after else ppo.steps
+    # ppo.max_staleness > 0: the next steps' rollouts generate while this one trains (driver/rollouts.py)
+    rollouts = RolloutQueue(cfg, roles, sampler, (prompt_texts, prompt_ids, tokenizer), last)
     with MetricsLogger(result.run_dir, cfg.tracking, total=last - state.step, desc="ppo", plain_lines=False) as tracker:
         for step in range(state.step + 1, last + 1):
-            metrics = ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_ctl,
-                               reward_norm, cfg.rollout.sampling.samples_per_prompt)
+            rollouts.fill(step, version=step - 1)  # the policy has had step - 1 updates, each one synced
+            metrics = ppo_step(cfg, roles, step, rollouts, kl_ctl, reward_norm, cfg.rollout.sampling.samples_per_prompt)
             metrics["fault/restarts"] = float(restarts)
             state.skipped_updates += int(metrics["train/skipped_updates"])
-            state.step, state.data = step, sampler.state_dict()
+            state.step, state.data = step, rollouts.data_after  # not the sampler's: it may be steps ahead
             state.kl_controller, state.reward_norm, state.rng = kl_ctl.state_dict(), reward_norm.state_dict(), rng_state()
             tracker.log(metrics, step=step, phase="ppo")
             tracker.advance(status=_status_line(metrics))
@@ -161,38 +165,52 @@ def _train(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, result: PPORe
             result.critic_dir = roles.critic.export_hf(result.run_dir / "critic")
 
 
-def ppo_step(cfg, roles, step, sampler, prompt_texts, prompt_ids, tokenizer, kl_ctl, reward_norm, group_size) -> dict:
+def ppo_step(cfg, roles, step, rollouts: RolloutQueue, kl_ctl, reward_norm, group_size) -> dict:
     """One PPO iteration; returns its metrics (rewards, KL, losses, per-phase seconds)."""
     timer = PhaseTimer()
-    # 1. prompts for this step
-    picked = sampler.next(cfg.ppo.rollout_batch_size)
-    # 2. generation: B = prompts x samples_per_prompt sequences, [B, P+R]
+    # 1-2. this step's prompts and rollouts, B = prompts x samples_per_prompt sequences, [B, P+R]: generated
+    #      by policy version `version` (started ahead with ppo.max_staleness; the time is the driver's wait)
     with timer("generation"):
-        batch = generate(roles, [prompt_ids[i] for i in picked], [prompt_texts[i] for i in picked], tokenizer,
-                         seed=cfg.run.seed * 100_003 + step)
+        batch, version = rollouts.take(step)
+    staleness = (step - 1) - version
+    if not 0 <= staleness <= cfg.ppo.max_staleness:
+        raise RuntimeError(f"step {step}: rollout from policy version {version} is {staleness} versions old "
+                           f"(ppo.max_staleness {cfg.ppo.max_staleness})")
+    def score(b):  # -> scores [B], mean of each reward source
+        return combine_rewards(cfg.ppo.rewards, b.prompts, b.responses,
+                               (lambda: model_scores(roles, b.prompts, b.responses)) if roles.reward else None)
+
+    dapo_stats: dict[str, float] = {}
+    if cfg.ppo.dynamic_sampling:  # 3a. DAPO: score first, keep informative groups, sample more rounds
+        with timer("scoring"):
+            batch, scores, reward_parts, dapo_stats = informative_batch(
+                cfg, batch, score, lambda round_: rollouts.extra(step, round_), rollouts.tokenizer.pad_token_id)
     # 3. inference starts now (policy/ref log-probs [B, R], values [B, R]) and overlaps scoring
     jobs = start_inference(roles, batch, recompute_old_logprobs=cfg.ppo.old_logprobs == "recompute")
-    with timer("scoring"):
-        scores, reward_parts = combine_rewards(  # [B]
-            cfg.ppo.rewards, batch.prompts, batch.responses,
-            (lambda: model_scores(roles, batch.prompts, batch.responses)) if roles.reward else None,
-        )
+    if not cfg.ppo.dynamic_sampling:
+        with timer("scoring"):
+            scores, reward_parts = score(batch)  # [B]
     with timer("inference"):
         inference = finish_inference(jobs, batch)
     # 4. KL-shaped rewards, advantages and returns, [B, R]
     with timer("advantages"):
         experience, exp_stats = make_experience(cfg.ppo, batch, inference, scores, kl_ctl.coef, reward_norm, group_size)
-    # 5. policy and critic updates (concurrent groups)
+    # 5. policy and critic updates (concurrent groups); colocated on CUDA the engines sleep meanwhile
     with timer("training"):
+        if sleeping := engines_sleep(cfg):
+            roles.rollout.sleep().result()
         train_stats, train_seconds = train(roles, experience, step)
     # 6. new policy weights -> rollout engines
     with timer("sync"):
-        synced_bytes = sync_weights(roles, cfg)
+        if sleeping:
+            roles.rollout.wake_up().result()
+        synced_bytes = roles.weight_sync.sync()
     kl_ctl.update(exp_stats["kl/seq_k1"], n_steps=len(batch))
     return {
-        **exp_stats, **reward_parts, **train_stats,
+        **exp_stats, **reward_parts, **train_stats, **dapo_stats,
         **{f"time/{k}": v for k, v in train_seconds.items()},
         "sync/bytes": float(synced_bytes),
+        "async/staleness": float(staleness),
         **timer.summary(),
     }
 

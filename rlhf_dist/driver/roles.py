@@ -11,8 +11,9 @@ from typing import TypeVar
 import ray
 import torch
 
+from rlhf_dist.backends.sync import WeightSync, build_weight_sync
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import actor_count, needs_critic, needs_reward_model
+from rlhf_dist.config.roles import actor_count, engines_sleep, needs_critic, needs_reward_model
 from rlhf_dist.data.experience import Experience, InferenceOutputs, RolloutBatch, pack_samples
 from rlhf_dist.tracking.quiet import QUIET_ENV, is_verbose
 from rlhf_dist.workers.group import ActorGroup, Pending, Placement, WorkerError, create_placements, remove_placements
@@ -85,7 +86,7 @@ class Roles:
     critic: CriticGroup | None  # only for GAE (config/roles.py needs_critic)
     reward: RewardGroup | None  # only with a 'model' reward source (config/roles.py needs_reward_model)
     placements: dict[str, Placement]
-    nccl_ready: bool = False  # the NCCL weight-sync group exists (rollout.sync_backend nccl)
+    weight_sync: WeightSync  # policy -> engines (backends/sync: object store, NCCL, CUDA IPC or LoRA adapter)
 
     def trainers(self) -> dict[str, TrainerGroup]:
         return {"policy": self.policy, **({"critic": self.critic} if self.critic is not None else {})}
@@ -117,15 +118,24 @@ def build_roles(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int) -> Roles:
         critic = made(CriticGroup(cfg, placements["critic"], actor_count(cfg, "critic"))) if needs_critic(cfg) else None
         reward = (made(RewardGroup(cfg, placements["reward"], actor_count(cfg, "reward")))
                   if needs_reward_model(cfg) else None)
-        loading = [policy.init_model(dirs.policy, total_updates), reference.init_model(dirs.policy),
-                   rollout.init_model(dirs.policy)]
+        if engines_sleep(cfg):
+            # vLLM charges every change of free GPU memory during its start to itself: the engines start
+            # alone on their GPUs, then sleep (give their memory back) while the other models load.
+            rollout.init_model(dirs.policy).result()
+            rollout.sleep().result()
+            loading = []
+        else:
+            loading = [rollout.init_model(dirs.policy)]
+        loading += [policy.init_model(dirs.policy, total_updates), reference.init_model(dirs.policy)]
         if critic is not None:
             loading.append(critic.init_model(dirs.critic_init, total_updates))
         if reward is not None:
             loading.append(reward.init_model(dirs.reward))
         for pending in loading:
             pending.result()
-        return Roles(policy, reference, rollout, critic, reward, placements)
+        if engines_sleep(cfg):
+            rollout.wake_up().result()  # everything is loaded: the engines take their memory back
+        return Roles(policy, reference, rollout, critic, reward, placements, build_weight_sync(cfg, policy, rollout))
     except BaseException:
         for group in groups:
             group.kill()
@@ -133,9 +143,14 @@ def build_roles(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int) -> Roles:
         raise
 
 
-def generate(roles: Roles, prompt_ids: list[list[int]], prompt_texts: list[str], tokenizer, seed: int) -> RolloutBatch:
-    """Spread prompts over the engines (contiguous chunks), keep order; samples of a prompt adjacent."""
-    per_prompt = roles.rollout.generate(prompt_ids, seed).result()
+def start_generation(roles: Roles, prompt_ids: list[list[int]], seed: int) -> Pending[list]:
+    """Spread prompts over the engines (contiguous chunks); returns at once, `.result()` waits."""
+    return roles.rollout.generate(prompt_ids, seed)
+
+
+def finish_generation(pending: Pending[list], prompt_texts: list[str], tokenizer) -> RolloutBatch:
+    """The samples in prompt order (samples of a prompt adjacent), packed into one batch."""
+    per_prompt = pending.result()
     samples, prompts = [], []
     for text, group in zip(prompt_texts, per_prompt):
         samples += group
@@ -143,6 +158,10 @@ def generate(roles: Roles, prompt_ids: list[list[int]], prompt_texts: list[str],
     inputs, logprobs = pack_samples(samples, tokenizer.pad_token_id)
     responses = [tokenizer.decode(s.response_ids, skip_special_tokens=True) for s in samples]
     return RolloutBatch(inputs, logprobs, prompts, responses)
+
+
+def generate(roles: Roles, prompt_ids: list[list[int]], prompt_texts: list[str], tokenizer, seed: int) -> RolloutBatch:
+    return finish_generation(start_generation(roles, prompt_ids, seed), prompt_texts, tokenizer)
 
 
 @dataclass
@@ -192,59 +211,3 @@ def train(roles: Roles, experience: Experience, step: int) -> tuple[dict[str, fl
         stats[f"{role}/skipped_updates"] = float(max(r.skipped_updates for r in per_rank))
     stats["train/skipped_updates"] = sum(stats[f"{role}/skipped_updates"] for role in running)
     return stats, seconds
-
-
-def sync_weights(roles: Roles, cfg: RLHFConfig) -> int:
-    """Policy rank 0 -> every rollout engine, bucket by bucket (buckets end at layer boundaries).
-
-    The gather is a collective on all policy ranks (ZeRO-3 gathers once per sync, LoRA is merged).
-    object_store: each bucket is put once and fetched by every engine, never through the driver;
-    rollout.sync_buckets_in_flight buckets are in the store at once, so putting one overlaps loading
-    the previous one. nccl (CUDA): rank 0 broadcasts each bucket GPU-to-GPU into the vLLM workers,
-    one at a time. A bucket slower than rollout.sync_timeout_s fails the step. Returns the bytes sent.
-    """
-    bucket_bytes = roles.policy.prepare_weight_sync(cfg.rollout.sync_bucket_mb)
-    if cfg.rollout.sync_backend == "nccl":
-        if not roles.nccl_ready:
-            _init_nccl_sync(roles, cfg)
-        window, send = 1, _broadcast_bucket
-    else:
-        window, send = cfg.rollout.sync_buckets_in_flight, _put_bucket
-    in_flight: list[tuple[int, list[Pending[None]]]] = []  # (bucket index, calls that must finish)
-    for i in range(len(bucket_bytes)):
-        in_flight.append((i, send(roles, i)))
-        if len(in_flight) == window:
-            _await_bucket(cfg, *in_flight.pop(0), len(bucket_bytes))
-    for pending in in_flight:
-        _await_bucket(cfg, *pending, len(bucket_bytes))
-    roles.policy.finish_weight_sync()
-    return sum(bucket_bytes)
-
-
-def _put_bucket(roles: Roles, index: int) -> list[Pending[None]]:
-    return [roles.rollout.update_weights(roles.policy.weight_bucket(index))]
-
-
-def _broadcast_bucket(roles: Roles, index: int) -> list[Pending[None]]:
-    meta = roles.policy.weight_bucket_meta(index)
-    receiving = roles.rollout.receive_weights(meta)
-    return [roles.policy.broadcast_weight_bucket(index), receiving]
-
-
-def _await_bucket(cfg: RLHFConfig, index: int, calls: list[Pending[None]], total: int) -> None:
-    try:
-        for pending in calls:
-            pending.result(timeout_s=cfg.rollout.sync_timeout_s)
-    except WorkerError as err:
-        raise WorkerError(f"weight sync bucket {index + 1}/{total} failed: {err}") from None
-
-
-def _init_nccl_sync(roles: Roles, cfg: RLHFConfig) -> None:
-    """One NCCL group: policy rank 0 is rank 0; engine e's TP workers follow. All join at once."""
-    tp = cfg.rollout.tensor_parallel_size
-    world = 1 + tp * roles.rollout.num_actors
-    host, port = roles.policy.weight_broadcast_rendezvous()
-    joins = roles.rollout.init_weight_broadcast(host, port, tp, world)
-    roles.policy.init_weight_broadcast(host, port, world).result()
-    joins.result()
-    roles.nccl_ready = True

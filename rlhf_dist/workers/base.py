@@ -60,3 +60,52 @@ class RoleWorker:
 
     def ping(self) -> str:
         return f"{self.role}[{self.rank}] ok"
+
+    # ---- memory probe (tests and bench: what a phase adds to this process) ----
+    def memory_probe_start(self, interval_s: float = 0.0005) -> int:
+        """Sample this process's private resident memory (anonymous pages: tensors, not the object
+        store's shared pages or mapped files) in a thread until memory_probe_stop. Returns the baseline."""
+        self._probe = MemoryProbe(interval_s)
+        return self._probe.baseline
+
+    def memory_probe_stop(self) -> int:
+        """Peak private resident bytes above the baseline since memory_probe_start."""
+        return self._probe.stop()
+
+
+def private_resident_bytes() -> int:
+    """RssAnon of this process (Linux /proc/self/statm: resident minus shared pages)."""
+    fields = Path("/proc/self/statm").read_text().split()
+    return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_free_heap() -> None:
+    """Give the allocator's free pages back to the OS (glibc malloc_trim), so that later allocations
+    show up in the resident size instead of silently reusing memory freed earlier."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.util.find_library("c")
+    if libc:
+        ctypes.CDLL(libc).malloc_trim(0)
+
+
+class MemoryProbe:
+    def __init__(self, interval_s: float):
+        import threading
+
+        release_free_heap()
+        self.baseline = self.peak = private_resident_bytes()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval_s,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, interval_s: float) -> None:
+        while not self._done.wait(interval_s):
+            self.peak = max(self.peak, private_resident_bytes())
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, private_resident_bytes())
+        return self.peak - self.baseline

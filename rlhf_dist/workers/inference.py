@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhf_dist.config.roles import inference_chunk_size
+from rlhf_dist.config.roles import engines_sleep, inference_chunk_size
 from rlhf_dist.data.experience import ModelInputs
 from rlhf_dist.models import load_causal_lm, load_reward_model, load_tokenizer
 from rlhf_dist.models.forward import chunked_response_logprobs
@@ -14,15 +14,51 @@ from rlhf_dist.workers.tensor_wire import WireTensor, tensors_from_wire
 
 
 class ReferenceWorker(RoleWorker):
-    """The frozen starting policy; gives ref log-probs for the KL penalty."""
+    """The frozen starting policy; gives ref log-probs for the KL penalty.
+
+    ppo.reference_zero_stage 0: every rank holds a full replica and scores its shard alone.
+    3: the ranks shard the weights (DeepSpeed ZeRO-3 inference, backends/train/frozen.py), so each
+    forward is a collective; the ranks pad their chunks to the group's most (workers never deadlock
+    on uneven shards) and drop the padding's answers."""
 
     def init_model(self, model_dir: str) -> None:
-        self.model = load_causal_lm(self.cfg.policy, model_dir, trainable=False).to(self.device)
+        model = load_causal_lm(self.cfg.policy, model_dir, trainable=False)
+        self.sharded = self.cfg.ppo.reference_zero_stage == 3
+        if self.sharded:
+            from rlhf_dist.backends.train.frozen import zero3_inference_module
+
+            self.model = zero3_inference_module(model.to(self.device), self.cfg.policy.dtype)
+        else:
+            self.model = model.to(self.device)
 
     def logprobs(self, inputs: ModelInputs) -> torch.Tensor:
         """[B, R] log-probs of the response tokens under the reference."""
-        return chunked_response_logprobs(self.model, inputs.sequences, inputs.attention_mask, inputs.response_width,
-                                         inference_chunk_size(self.cfg))[0]
+        size = inference_chunk_size(self.cfg)
+        rows = len(inputs)
+        if self.sharded:  # as many forwards as the rank with the most chunks: repeat row 0 (or a pad row)
+            inputs = _padded_to(inputs, _group_max(-(-rows // size)) * size)
+        out = chunked_response_logprobs(self.model, inputs.sequences, inputs.attention_mask, inputs.response_width,
+                                        size)[0]
+        return out[:rows]
+
+
+def _group_max(value: int) -> int:
+    import torch.distributed as tdist
+
+    flag = torch.tensor([value], dtype=torch.long)
+    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+    return int(flag.item())
+
+
+def _padded_to(inputs: ModelInputs, rows: int) -> ModelInputs:
+    """`inputs` with copies of its first row appended up to `rows` (an empty shard: an all-pad row)."""
+    if len(inputs) >= rows:
+        return inputs
+    if len(inputs) == 0:
+        length, width = inputs.sequences.shape[1], inputs.response_width
+        inputs = ModelInputs(torch.zeros(1, length, dtype=torch.long), torch.ones(1, length, dtype=torch.long),
+                             torch.zeros(1, width))
+    return ModelInputs.concat([inputs] + [inputs.select(slice(0, 1))] * (rows - len(inputs)))
 
 
 class RewardWorker(RoleWorker):
@@ -49,15 +85,23 @@ class RolloutWorker(RoleWorker):
         lora_rank = self.cfg.policy.lora.r if wants_adapter_sync(self.cfg) else None
         self.engine = build_rollout_engine(
             model_dir, self.cfg.rollout, self.cfg.cluster.device, self.cfg.policy.dtype, self.cfg.run.seed + self.rank,
-            max_lora_rank=lora_rank,
+            max_lora_rank=lora_rank, sleep_mode=engines_sleep(self.cfg),
         )
+
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake_up(self) -> None:
+        self.engine.wake_up()
 
     def generate(self, prompt_ids: list[list[int]], seed: int):
         return self.engine.generate(prompt_ids, self.cfg.rollout.sampling, seed)
 
-    def update_weights(self, bucket: list[WireTensor]) -> None:
-        """One bucket from PolicyWorker.weight_bucket (numpy arrays, zero-copy from the object store)."""
-        self.engine.update_weights(tensors_from_wire(bucket))
+    def update_weights(self, bucket: list) -> None:
+        """One bucket from PolicyWorker.weight_bucket: [ref to numpy arrays], read zero-copy from the store."""
+        import ray
+
+        self.engine.update_weights(tensors_from_wire(ray.get(bucket[0])))
 
     def load_lora_adapter(self, tensors: list[WireTensor], adapter_config: dict, version: int) -> None:
         """The policy's LoRA adapter (PolicyWorker.lora_adapter), served on the base weights from now on."""
@@ -72,3 +116,7 @@ class RolloutWorker(RoleWorker):
 
     def receive_weights(self, meta: list) -> None:
         self.engine.receive_weights(meta)
+
+    def receive_shared_weights(self, shared: list) -> None:
+        """CUDA IPC (colocated): load the bucket the policy rank on this engine's GPU shares."""
+        self.engine.receive_shared_weights(shared)

@@ -15,6 +15,7 @@ from pathlib import Path
 import ray
 import torch
 
+from rlhf_dist.backends.sync.buckets import Bucket, TensorMeta
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data.experience import Experience, ModelInputs, TrainStats
 from rlhf_dist.workers.group import ActorGroup, Pending, Placement
@@ -45,6 +46,14 @@ class RoleGroup(ActorGroup):
 
     def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
         super().__init__(self.role_name, self.worker, cfg, placement, num_actors, distributed=self.distributed)
+
+    def memory_probe_start(self) -> None:
+        """Every rank samples its private resident memory until memory_probe_stop (workers/base.py)."""
+        self.each("memory_probe_start", lambda a: a.memory_probe_start.remote()).result()
+
+    def memory_probe_stop(self) -> list[int]:
+        """Each rank's peak private resident bytes above its baseline since memory_probe_start."""
+        return self.each("memory_probe_stop", lambda a: a.memory_probe_stop.remote()).result()
 
 
 class FrozenGroup(RoleGroup):
@@ -85,23 +94,26 @@ class PolicyGroup(TrainerGroup):
         """Current-policy log-probs of the response tokens, [B, R]."""
         return self.sharded("logprobs", lambda a, part: a.logprobs.remote(part), inputs.shard(self.num_actors), _cat)
 
-    # ---- weight sync (backends: object store and NCCL; see driver/roles.py sync_weights) ----
-    def prepare_weight_sync(self, bucket_mb: int) -> list[int]:
-        """Collective gather into buckets on rank 0; the byte size of each bucket."""
-        return self.each("prepare_weight_sync", lambda a: a.prepare_weight_sync.remote(bucket_mb)).result()[0]
+    # ---- weight sync: the policy side of backends/sync (one bucket of whole layers at a time) ----
+    def weight_sync_plan(self, bucket_mb: int) -> list[Bucket]:
+        """The bucket plan (every rank computes the same one from metadata; rank 0's is returned)."""
+        return self.each("weight_sync_plan", lambda a: a.weight_sync_plan.remote(bucket_mb)).result()[0]
 
-    def weight_bucket(self, index: int):
-        """An object-store ref to bucket `index` (list[WireTensor]), fetched by the engines directly."""
-        return self.actors[0].weight_bucket.remote(index)
-
-    def weight_bucket_meta(self, index: int) -> list:
-        return self.on_rank0("weight_bucket_meta", lambda a: a.weight_bucket_meta.remote(index)).result()
+    def weight_bucket(self, index: int) -> tuple[Any, Pending[None]]:
+        """Object store: every rank gathers bucket `index` (a collective under ZeRO-3). Returns the ref to
+        rank 0's bucket (list[WireTensor]; engines fetch it from the store) and the call on all ranks."""
+        refs = [a.weight_bucket.remote(index) for a in self.actors]
+        return refs[0], Pending(self, refs, f"weight_bucket {index}", _none)
 
     def broadcast_weight_bucket(self, index: int) -> Pending[None]:
-        return self.on_rank0("broadcast_weight_bucket", lambda a: a.broadcast_weight_bucket.remote(index))
+        return self.each(f"broadcast_weight_bucket {index}", lambda a: a.broadcast_weight_bucket.remote(index), _none)
 
-    def finish_weight_sync(self) -> None:
-        self.each("finish_weight_sync", lambda a: a.finish_weight_sync.remote()).result()
+    def share_weight_bucket(self, index: int) -> Pending[list]:
+        """CUDA IPC: (GPU UUID, handles) of bucket `index` from every rank."""
+        return self.each(f"share_weight_bucket {index}", lambda a: a.share_weight_bucket.remote(index))
+
+    def release_weight_bucket(self) -> Pending[None]:
+        return self.each("release_weight_bucket", lambda a: a.release_weight_bucket.remote(), _none)
 
     def weight_broadcast_rendezvous(self) -> tuple[str, int]:
         return self.on_rank0("rendezvous", lambda a: a.weight_broadcast_rendezvous.remote()).result()
@@ -114,7 +126,6 @@ class PolicyGroup(TrainerGroup):
         return self.each("lora_adapter", lambda a: a.lora_adapter.remote(), lambda answers: answers[0])
 
 
-
 class CriticGroup(TrainerGroup):
     role_name, worker = "critic", CriticWorker
 
@@ -125,6 +136,11 @@ class CriticGroup(TrainerGroup):
 
 class ReferenceGroup(FrozenGroup):
     role_name, worker = "reference", ReferenceWorker
+
+    def __init__(self, cfg: RLHFConfig, placement: Placement, num_actors: int):
+        # ppo.reference_zero_stage 3: the ranks shard the weights, so they join one process group
+        self.distributed = cfg.ppo.reference_zero_stage == 3
+        super().__init__(cfg, placement, num_actors)
 
     def logprobs(self, inputs: ModelInputs) -> Pending[torch.Tensor]:
         """Frozen-reference log-probs of the response tokens, [B, R]."""
@@ -153,18 +169,29 @@ class RolloutGroup(FrozenGroup):
         return self.sharded("generate", lambda a, part: a.generate.remote(part[1], seed * 1_009 + part[0]), parts,
                             lambda answers: [group for part in answers for group in part])
 
-    def update_weights(self, bucket_ref: list[WireTensor]) -> Pending[None]:
-        """Every engine loads one object-store bucket (a ref from PolicyGroup.weight_bucket)."""
+    def sleep(self) -> Pending[None]:
+        """Colocated on CUDA: every engine releases its GPU memory (vLLM sleep mode); else a no-op."""
+        return self.each("sleep", lambda a: a.sleep.remote(), _none)
+
+    def wake_up(self) -> Pending[None]:
+        return self.each("wake_up", lambda a: a.wake_up.remote(), _none)
+
+    def update_weights(self, bucket_ref: Any) -> Pending[None]:
+        """Every engine loads one object-store bucket (the ref from PolicyGroup.weight_bucket)."""
         return self.each("update_weights", lambda a: a.update_weights.remote(bucket_ref), _none)
 
-    def receive_weights(self, meta: list) -> Pending[None]:
+    def receive_weights(self, meta: list[TensorMeta]) -> Pending[None]:
+        """NCCL: every engine receives one bucket broadcast by policy rank 0."""
         return self.each("receive_weights", lambda a: a.receive_weights.remote(meta), _none)
+
+    def receive_shared_weights(self, shared: list) -> Pending[None]:
+        """CUDA IPC: every engine's workers load the bucket shared by the policy rank on their GPU."""
+        return self.each("receive_shared_weights", lambda a: a.receive_shared_weights.remote(shared), _none)
 
     def load_lora_adapter(self, tensors: list[WireTensor], adapter_config: dict, version: int) -> Pending[None]:
         """Every engine serves this adapter (version: distinct per sync) from now on; put in the store once."""
         ref = ray.put(tensors)
         return self.each("load_lora_adapter", lambda a: a.load_lora_adapter.remote(ref, adapter_config, version), _none)
-
 
     def init_weight_broadcast(self, host: str, port: int, tensor_parallel: int, world_size: int) -> Pending[None]:
         """Engine e's TP workers join policy rank 0's NCCL group as ranks 1 + e * TP ..."""

@@ -9,33 +9,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
 
 from rlhf_dist.algo import (masked_mean, ppo_policy_loss, resolve_loss_aggregation, truncated_is_weights,
                              value_loss)
+from rlhf_dist.backends.sync.buckets import Bucket, TensorMeta, hf_name, plan_buckets
 from rlhf_dist.backends.train.base import TrainEngine
 from rlhf_dist.backends.train.factory import build_train_engine
 from rlhf_dist.config.roles import critic_dtype, inference_chunk_size
 from rlhf_dist.config.schema_parts import TrainConfig
 from rlhf_dist.data.experience import Experience, ModelInputs, TrainStats
 from rlhf_dist.models import load_causal_lm, load_critic, load_tokenizer, merge_lora
+from rlhf_dist.models.lora import merged_state_dict
 from rlhf_dist.models.forward import chunked_response_logprobs, response_logprobs, response_values
 from rlhf_dist.workers.base import RoleWorker
 from rlhf_dist.workers.tensor_wire import WireTensor, tensors_to_wire
 
 # The HF name of the output projection that tied-embedding models share with embed_tokens.
 TIED_LM_HEAD = "lm_head.weight"
-
-
-def _layer_of(name: str) -> str:
-    """'model.layers.3.mlp.up_proj.weight' -> 'model.layers.3'; non-layer names are their own group."""
-    parts = name.split(".")
-    for i, part in enumerate(parts[:-1]):
-        if part in ("layers", "h", "blocks", "layer") and parts[i + 1].isdigit():
-            return ".".join(parts[: i + 2])
-    return name
 
 
 def _micro_batches(batch: Experience, size: int, order: torch.Tensor) -> Iterator[Experience]:
@@ -125,62 +119,68 @@ class PolicyWorker(TrainWorker):
         out["policy/loss"] = float(loss.detach())
         return loss, out
 
-    # ---- weight sync: gather once (collective), rank 0 serves buckets ----
-    def prepare_weight_sync(self, bucket_mb: int) -> list[int]:
-        """Collective on all ranks: gather full weights (LoRA merged); rank 0 keeps them in buckets.
+    # ---- weight sync (backends/sync): one bucket of whole layers at a time ----
+    def weight_sync_plan(self, bucket_mb: int) -> list[Bucket]:
+        """The buckets of a sync, from parameter metadata alone (every rank computes the same plan)."""
+        params = [TensorMeta(name, dtype, shape) for name, shape, dtype in self.engine.parameter_specs()]
+        dropped = frozenset({TIED_LM_HEAD}) if self._tied_lm_head else frozenset()
+        self._sync_plan = plan_buckets(params, bucket_mb * 2**20, dropped)
+        return self._sync_plan
 
-        Returns the byte size of each bucket (rank 0; [] elsewhere)."""
-        state = self._hf_state_dict(copy=False)  # no training until finish_weight_sync
-        self._buckets: list[list[tuple[str, torch.Tensor]]] = []
-        if self.rank != 0:
-            return []
-        if self._tied_lm_head:
-            state.pop(TIED_LM_HEAD, None)
-        limit, current, size, layer = bucket_mb * 2**20, [], 0, None
-        for name, tensor in state.items():
-            nbytes = tensor.numel() * tensor.element_size()
-            # Cut only between layers: a bucket then holds whole fused layers (q/k/v, gate/up),
-            # which an engine can load the moment the bucket arrives.
-            if current and size + nbytes > limit and _layer_of(name) != layer:
-                self._buckets.append(current)
-                current, size = [], 0
-            current.append((name, tensor))
-            size += nbytes
-            layer = _layer_of(name)
-        if current:
-            self._buckets.append(current)
-        return [sum(t.numel() * t.element_size() for _, t in b) for b in self._buckets]
+    @contextmanager
+    def _bucket_tensors(self, index: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+        """Bucket `index` as HF-named tensors (LoRA folded in). A collective under ZeRO-3: all ranks
+        gather just this bucket's parameters, and release them when the block ends."""
+        bucket = self._sync_plan[index]
+        with self.engine.gathered(bucket.sources) as full:
+            if self.cfg.policy.lora.enabled:
+                full = merged_state_dict(full, self.cfg.policy.lora)
+            else:
+                full = {hf_name(name): tensor for name, tensor in full.items()}
+            yield [(meta.name, full[meta.name]) for meta in bucket.tensors]
 
-    def weight_bucket(self, index: int) -> list[WireTensor]:
-        """Bucket `index` as numpy arrays (Ray's zero-copy path; see workers/tensor_wire.py)."""
-        return tensors_to_wire(self._buckets[index])
+    def weight_bucket(self, index: int) -> list | None:
+        """Object store: rank 0 puts its bucket (numpy arrays, workers/tensor_wire.py) into the store while
+        the gathered weights still exist (one copy, straight into shared memory) and returns [ref]; None
+        elsewhere. The engines fetch the bucket from the store (RolloutWorker.update_weights)."""
+        import ray
 
-    # ---- NCCL weight sync (CUDA): rank 0 broadcasts buckets into the vLLM workers ----
+        with self._bucket_tensors(index) as tensors:
+            return [ray.put(tensors_to_wire(tensors))] if self.rank == 0 else None
+
     def weight_broadcast_rendezvous(self) -> tuple[str, int]:
         return self.rendezvous()
 
     def init_weight_broadcast(self, host: str, port: int, world_size: int) -> None:
+        """NCCL (CUDA): rank 0 joins the group of the vLLM workers (backends/rollout/nccl_sync.py)."""
         from rlhf_dist.backends.rollout.nccl_sync import NcclSender
 
         self._sender = NcclSender(host, port, world_size)
 
-    def weight_bucket_meta(self, index: int) -> list:
-        from rlhf_dist.backends.rollout.nccl_sync import bucket_meta
-
-        return bucket_meta(self._buckets[index])
-
     def broadcast_weight_bucket(self, index: int) -> None:
-        self._sender.send(self._buckets[index])
+        """NCCL: every rank gathers bucket `index` (collective under ZeRO-3); rank 0 broadcasts it."""
+        with self._bucket_tensors(index) as tensors:
+            if self.rank == 0:
+                self._sender.send(tensors)
 
-    def finish_weight_sync(self) -> None:
-        self._buckets = []
+    def share_weight_bucket(self, index: int) -> tuple[str, list]:
+        """CUDA IPC: gather bucket `index` and share it with the engine on this GPU; it stays alive
+        until release_weight_bucket (both collective under ZeRO-3)."""
+        from rlhf_dist.backends.sync.cuda_ipc import share_tensors
+
+        self._held = ExitStack()
+        tensors = self._held.enter_context(self._bucket_tensors(index))
+        self._held_tensors = [(name, t.contiguous()) for name, t in tensors]
+        return share_tensors(self._held_tensors)
+
+    def release_weight_bucket(self) -> None:
+        self._held_tensors = []
+        self._held.close()
 
     def _hf_state_dict(self, copy: bool = True) -> dict[str, torch.Tensor]:
         """HF-named full weights of the policy (what vLLM and save_pretrained expect)."""
         if not self.cfg.policy.lora.enabled:
             return self.engine.full_state_dict(copy)
-        from rlhf_dist.models.lora import merged_state_dict
-
         return merged_state_dict(self.engine.full_state_dict(copy), self.cfg.policy.lora)
 
     def export_hf(self, out_dir: str) -> str:
@@ -210,7 +210,6 @@ class PolicyWorker(TrainWorker):
             return [], {}
         tensors, config = adapter_for_serving(self.engine.module, params)
         return tensors_to_wire(list(tensors.items())), config
-
 
 
 class CriticWorker(TrainWorker):

@@ -11,7 +11,7 @@ import pytest
 from rlhf_dist.config import load_config
 from rlhf_dist.stages.ppo import run_ppo_stage
 from rlhf_dist.workers.group import WorkerError
-from tests.integration.faults import ENV
+from tests.integration.faults import ENV, fault_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 KEYS = ["reward/score_raw", "kl/seq_k1", "policy/loss", "critic/loss", "policy/entropy"]
@@ -37,30 +37,31 @@ def assert_same_run(reference: list[dict], history: list[dict]) -> None:
             assert a[key] == pytest.approx(b[key], abs=1e-5), (a["step"], key)
 
 
-@pytest.mark.parametrize("target, delay", [
-    ("policy-1", None),   # during inference (the policy's log-probs are in flight at scoring time)
-    ("reference-0", None),
-    ("rollout-0", None),  # noticed at the weight sync of the same step
-    ("critic-0", "0.3"),  # 0.3 s after scoring: while the critic trains (a step takes ~0.7 s)
-])
-def test_killed_role_is_rebuilt_and_the_run_ends_identical(tmp_path, monkeypatch, uninterrupted, target, delay):
-    monkeypatch.setenv(ENV, "|".join([str(tmp_path), target, "3", "SIGKILL", *([delay] if delay else [])]))
-    result = run_ppo_stage(fault_cfg(tmp_path))
-    assert (tmp_path / "fault-fired.txt").read_text().startswith(target)
-    assert_same_run(uninterrupted, result.history)
-    assert result.history[-1]["fault/restarts"] == 1.0 and result.policy_dir is not None
-    assert json.loads((tmp_path / "ppo_metrics.json").read_text())["restarts"] == 1
+# One run survives five faults in turn, each in a different role and phase; only the targeted process is
+# signalled each time. Calls count across restarts: a fault at call 3 hits step 3, the restart restores
+# step 2's checkpoint, steps 3 and 4 run again as calls 4 and 5, and so on (one run, not five: each run
+# costs a build of every role, the bulk of this test's time).
+FAULTS = [
+    "policy-1@3:SIGKILL",         # during inference (the policy's log-probs are in flight at scoring time)
+    "reference-0@5:SIGKILL",
+    "rollout-0@7:SIGKILL",        # noticed at the weight sync of the same step
+    "critic-0@9:SIGKILL:0.3",     # 0.3 s after scoring: while the critic trains (a step takes ~0.7 s)
+    "reference-0@11:SIGSTOP",     # hung: alive but answers nothing, until cluster.dead_actor_timeout_s
+]
 
 
-def test_hung_actor_misses_its_deadline_and_is_replaced(tmp_path, monkeypatch, uninterrupted):
-    monkeypatch.setenv(ENV, f"{tmp_path}|reference-0|3|SIGSTOP")  # alive but answers nothing
-    result = run_ppo_stage(fault_cfg(tmp_path, "cluster.dead_actor_timeout_s=15"))
+def test_each_killed_or_hung_role_is_rebuilt_and_the_run_ends_identical(tmp_path, monkeypatch, uninterrupted):
+    monkeypatch.setenv(ENV, fault_spec(tmp_path, *FAULTS))
+    result = run_ppo_stage(fault_cfg(tmp_path, "fault_tolerance.max_restarts=5", "cluster.dead_actor_timeout_s=20"))
+    fired = (tmp_path / "fault-fired.txt").read_text().splitlines()
+    assert [line.split()[0] for line in fired] == [f.split("@")[0] for f in FAULTS]
     assert_same_run(uninterrupted, result.history)
-    assert result.history[-1]["fault/restarts"] == 1.0
+    assert result.history[-1]["fault/restarts"] == len(FAULTS) and result.policy_dir is not None
+    assert json.loads((tmp_path / "ppo_metrics.json").read_text())["restarts"] == len(FAULTS)
 
 
 def test_restarts_are_bounded(tmp_path, monkeypatch):
-    monkeypatch.setenv(ENV, f"{tmp_path}|policy-0|1|SIGKILL")
+    monkeypatch.setenv(ENV, fault_spec(tmp_path, "policy-0@1:SIGKILL"))
     with pytest.raises(WorkerError, match="policy rank 0"):
         run_ppo_stage(fault_cfg(tmp_path, "fault_tolerance.max_restarts=0"))
 

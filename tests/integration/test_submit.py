@@ -132,6 +132,8 @@ def test_tiny_ppo_job_succeeds_with_artifacts(head, tmp_path):
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert "job tiny-ppo SUCCEEDED" in run.stdout, run.stdout[-2000:]
     assert "policy exported to" in run.stdout  # the job's own output was streamed back
+    # the entrypoint names no cluster address: the driver joined the job's cluster by itself (no nested Ray)
+    assert "joining the Ray cluster at" in run.stdout and "--cluster.address" not in run.stdout
     assert f"run dir: {out_dir} " in run.stdout
     print(f"tiny PPO job: {seconds:.0f}s end to end")
 

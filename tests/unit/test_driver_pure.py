@@ -159,12 +159,50 @@ def test_make_experience_gae_puts_score_minus_kl_on_last_token():
 
 
 def test_weight_buckets_only_cut_between_layers():
-    from rlhf_dist.workers.trainers import _layer_of
+    from rlhf_dist.backends.sync.buckets import layer_of
 
-    assert _layer_of("model.layers.3.self_attn.q_proj.weight") == "model.layers.3"
-    assert _layer_of("model.layers.3.mlp.up_proj.weight") == "model.layers.3"
-    assert _layer_of("lm_head.weight") == "lm_head.weight"
-    assert _layer_of("transformer.h.11.attn.c_attn.weight") == "transformer.h.11"
+    assert layer_of("model.layers.3.self_attn.q_proj.weight") == "model.layers.3"
+    assert layer_of("model.layers.3.mlp.up_proj.weight") == "model.layers.3"
+    assert layer_of("lm_head.weight") == "lm_head.weight"
+    assert layer_of("transformer.h.11.attn.c_attn.weight") == "transformer.h.11"
+
+
+def _meta(name: str, *shape: int, dtype: str = "torch.float32"):
+    from rlhf_dist.backends.sync.buckets import TensorMeta
+
+    return TensorMeta(name, dtype, shape)
+
+
+def test_bucket_plan_keeps_layers_whole_and_respects_the_limit():
+    from rlhf_dist.backends.sync.buckets import plan_buckets
+
+    # embed 4 KiB; each layer: q 1 KiB + k 1 KiB + mlp 2 KiB = 4 KiB; a 5 KiB limit fits one layer per bucket
+    params = [_meta("model.embed_tokens.weight", 32, 32)]
+    for i in range(3):
+        params += [_meta(f"model.layers.{i}.self_attn.q_proj.weight", 16, 16),
+                   _meta(f"model.layers.{i}.self_attn.k_proj.weight", 16, 16),
+                   _meta(f"model.layers.{i}.mlp.up_proj.weight", 16, 32)]
+    params += [_meta("model.norm.weight", 16), _meta("lm_head.weight", 32, 32)]
+    buckets = plan_buckets(params, 5 * 1024, dropped=frozenset({"lm_head.weight"}))
+    assert [len(b.tensors) for b in buckets] == [1, 3, 3, 4]  # the last layer and the final norm share one
+    assert [b.nbytes for b in buckets] == [4096, 4096, 4096, 4096 + 64]
+    assert all(len({n.split(".")[2] for n in b.sources if ".layers." in n}) <= 1 for b in buckets)
+    assert "lm_head.weight" not in [t.name for b in buckets for t in b.tensors]  # tied: engines re-tie it
+    # a 1-byte limit still never splits a layer
+    assert [len(b.tensors) for b in plan_buckets(params, 1)] == [1, 3, 3, 3, 1, 1]
+
+
+def test_bucket_plan_gathers_lora_with_its_layer_but_sends_only_merged_names():
+    from rlhf_dist.backends.sync.buckets import plan_buckets
+
+    base = "base_model.model.model.layers.0.self_attn.q_proj"
+    params = [_meta("base_model.model.model.embed_tokens.weight", 8, 4),
+              _meta(f"{base}.base_layer.weight", 4, 4), _meta(f"{base}.lora_A.default.weight", 2, 4),
+              _meta(f"{base}.lora_B.default.weight", 4, 2)]
+    buckets = plan_buckets(params, 1)
+    assert [t.name for t in buckets[1].tensors] == ["model.layers.0.self_attn.q_proj.weight"]
+    assert buckets[1].sources == [p.name for p in params[1:]]  # A and B travel to the merge, not to the engine
+    assert buckets[1].nbytes == 4 * 4 * 4
 
 
 def test_nccl_sync_rule_needs_cuda():

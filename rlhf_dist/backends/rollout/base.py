@@ -62,6 +62,12 @@ class RolloutEngine(ABC):
         outer list in prompt order. The same (prompts, sampling, seed) gives the same samples.
         """
 
+    def sleep(self) -> None:
+        """Release device memory until wake_up (colocated engines); engines that cannot: nothing."""
+
+    def wake_up(self) -> None:
+        """Take the memory back before the next weight sync and generation."""
+
     @abstractmethod
     def update_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:
         """Load new policy weights in place, then reset the prefix cache.
@@ -148,18 +154,20 @@ def build_rollout_engine(
     seed: int,
     max_model_len: int | None = None,
     max_lora_rank: int | None = None,
+    sleep_mode: bool = False,
 ) -> RolloutEngine:
     """The engine named by cfg.backend ('vllm' or 'hf') over an HF model dir.
 
     max_model_len caps prompt + response tokens (vLLM sizes its buffers by it); None picks
     min(max_position_embeddings, 4096). max_lora_rank: start vLLM ready for LoRA adapters of
     this rank (load_lora_adapter); None = no adapters (the HF engine never takes them).
+    sleep_mode: colocated on CUDA, vLLM releases its GPU memory between generations (sleep/wake_up).
     """
     if cfg.backend == "vllm":
         from rlhf_dist.backends.rollout.vllm_engine import VLLMEngine  # imports vllm lazily
 
         return VLLMEngine(model_dir, cfg, device=device, dtype=dtype, seed=seed, max_model_len=max_model_len,
-                          max_lora_rank=max_lora_rank)
+                          max_lora_rank=max_lora_rank, sleep_mode=sleep_mode)
     if cfg.backend == "hf":
         from rlhf_dist.backends.rollout.hf_engine import HFEngine
 

@@ -5,31 +5,17 @@ One communicator spans policy rank 0 (rank 0) and every vLLM worker of every eng
 with vLLM's StatelessProcessGroup + PyNcclCommunicator, so it never touches the trainers'
 own torch.distributed group. Metadata (names, dtypes, shapes) travels through Ray; the
 tensors travel GPU to GPU. Buckets end at layer boundaries, so each one holds whole fused
-layers (q/k/v, gate/up) and a worker can load it the moment it arrives.
+layers (q/k/v, gate/up) and a worker can load it the moment it arrives. The transport's bucket loop
+is backends/sync/nccl.py; this module holds the vLLM-specific ends.
 
 CUDA only; written against vLLM 0.32's APIs and not exercised on the CPU machines CI uses.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass(frozen=True)
-class TensorMeta:
-    name: str
-    dtype: str  # e.g. "torch.bfloat16"
-    shape: tuple[int, ...]
-
-
-def bucket_meta(bucket: list[tuple[str, torch.Tensor]]) -> list[TensorMeta]:
-    return [TensorMeta(name, str(t.dtype), tuple(t.shape)) for name, t in bucket]
-
-
-def _dtype(name: str) -> torch.dtype:
-    return getattr(torch, name.removeprefix("torch."))
+from rlhf_dist.backends.sync.buckets import TensorMeta, dtype_of
 
 
 def create_communicator(host: str, port: int, rank: int, world_size: int, device: torch.device):
@@ -60,7 +46,7 @@ def receive_bucket(comm, meta: list[TensorMeta], device: torch.device) -> list[t
     stream = torch.cuda.current_stream()
     out = []
     for m in meta:
-        buffer = torch.empty(m.shape, dtype=_dtype(m.dtype), device=device)
+        buffer = torch.empty(m.shape, dtype=dtype_of(m.dtype), device=device)
         comm.broadcast(buffer, src=0, stream=stream)
         out.append((m.name, buffer))
     stream.synchronize()

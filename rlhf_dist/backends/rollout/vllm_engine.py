@@ -54,9 +54,11 @@ class VLLMEngine(RolloutEngine):
         seed: int,
         max_model_len: int | None = None,
         max_lora_rank: int | None = None,
+        sleep_mode: bool = False,
     ):
         self.model_dir = Path(model_dir)
         self.max_lora_rank = max_lora_rank
+        self.sleep_mode = sleep_mode and device == "cuda"  # vLLM's sleep mode is CUDA-only
         self._lora: Any = None  # the LoRARequest every generate() uses; None = base weights alone
         self.cfg = cfg
         self.device = device
@@ -94,6 +96,9 @@ class VLLMEngine(RolloutEngine):
             kwargs["max_num_batched_tokens"] = self.cfg.max_num_batched_tokens
         if self.cfg.max_num_seqs is not None:
             kwargs["max_num_seqs"] = self.cfg.max_num_seqs
+        if self.sleep_mode:
+            # Colocated: the engine gives its GPU memory back while the trainers train (sleep/wake_up).
+            kwargs["enable_sleep_mode"] = True
         if self.max_lora_rank is not None:
             # One adapter at a time (the current policy); LoRA layers sized for the policy's rank.
             kwargs.update(enable_lora=True, max_lora_rank=_vllm_lora_rank(self.max_lora_rank), max_loras=1)
@@ -241,6 +246,24 @@ class VLLMEngine(RolloutEngine):
     def receive_weights(self, meta: list) -> None:
         """CUDA: receive one bucket over NCCL (whole layers) into every worker, then drop stale KV."""
         self._llm.collective_rpc("rlhf_nccl_receive", args=(meta,))
+        self.reset_prefix_cache()
+
+    def sleep(self) -> None:
+        """Colocated on CUDA: offload the weights to host memory and drop the KV cache (level 1), so the
+        trainers on this GPU get the memory; a no-op elsewhere."""
+        if self.sleep_mode:
+            self._llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        """Back onto the GPU (weights, then a fresh KV cache) before the next sync and generation."""
+        if self.sleep_mode:
+            self._llm.wake_up()
+
+    def receive_shared_weights(self, shared: list) -> None:
+        """CUDA IPC (colocated): every worker loads the bucket shared from its own GPU, then drop stale KV."""
+        if self.device != "cuda":
+            raise ValueError("CUDA IPC weight sync needs cluster.device 'cuda' (use rollout.sync_backend object_store)")
+        self._llm.collective_rpc("rlhf_ipc_receive", args=(shared,))
         self.reset_prefix_cache()
 
     @property

@@ -96,3 +96,17 @@ class WeightUpdateExtension:
         bucket = receive_bucket(self._rlhf_nccl, meta, self.device)  # type: ignore[attr-defined]
         return self.rlhf_load_weights(bucket)
 
+    # ---- CUDA IPC weight sync (colocated): see rlhf_dist/backends/sync/cuda_ipc.py ----
+    def rlhf_ipc_receive(self, shared: list) -> int:
+        """Open the bucket the policy rank on this worker's GPU shared, load it (a device-to-device copy),
+        and drop the handles before the policy releases the bucket."""
+        from rlhf_dist.backends.sync.cuda_ipc import open_shared
+
+        bucket = open_shared(shared, self.device)  # type: ignore[attr-defined]
+        if not bucket:
+            raise RuntimeError(f"CUDA IPC weight sync: no policy rank shares this worker's GPU ({self.device}); "
+                               "cuda_ipc needs every vLLM worker colocated with a policy rank")
+        loaded = self.rlhf_load_weights(bucket)
+        del bucket
+        torch.cuda.synchronize()
+        return loaded

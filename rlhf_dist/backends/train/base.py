@@ -10,6 +10,8 @@ A non-finite grad norm skips the update (gradients dropped) and counts it in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +62,32 @@ class TrainEngine(ABC):
 
     def eval(self) -> None:
         self.model.eval()
+
+    # ---- weights one bucket at a time (weight sync; backends/sync) ----
+    @property
+    def module(self) -> nn.Module:
+        """The original module (state-dict names without any wrapper prefix)."""
+        return self.model
+
+    @property
+    def shards_parameters(self) -> bool:
+        """True when a rank holds only a slice of each weight (ZeRO-3): reading one needs `gathered`."""
+        return False
+
+    def parameter_specs(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """(name, full shape, dtype name) of every parameter in model order, tied ones under each name.
+        Metadata only: no gather, on every rank the same."""
+        return [(name, tuple(p.shape), str(p.dtype)) for name, p in self.module.named_parameters(remove_duplicate=False)]
+
+    @contextmanager
+    def gathered(self, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """The complete (detached) tensors of these parameters, valid inside the block only.
+
+        Below ZeRO-3 they are the live weights themselves (no copy: do not write to them). Under ZeRO-3
+        this is a collective (every rank enters with the same names) that gathers just these parameters
+        and releases them on exit, so a caller walking the model in buckets never holds more than one."""
+        params = dict(self.module.named_parameters(remove_duplicate=False))
+        yield {name: params[name].detach() for name in names}
 
 
 def accumulation_steps(cfg: TrainConfig, dp_size: int) -> int:

@@ -1,0 +1,29 @@
+"""When the rollout engines sleep (give their GPU memory back): colocated, on CUDA, with vLLM only."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhf_dist.config import load_config
+from rlhf_dist.config.roles import engines_sleep
+
+
+GPUS = [f"cluster.{role}.gpus_per_actor=0.2" for role in ("policy", "reference", "critic", "reward")] + [
+    "cluster.rollout.gpus_per_actor=1"]
+
+
+def _cfg(*overrides: str):
+    cuda = "cluster.device=cuda" in overrides
+    return load_config("configs/tiny.yaml", ["tracking.tensorboard=false", *(GPUS if cuda else []), *overrides])
+
+
+def test_colocated_vllm_on_cuda_sleeps():
+    assert engines_sleep(_cfg("cluster.colocate=true", "cluster.device=cuda", "rollout.backend=vllm"))
+
+
+@pytest.mark.parametrize("odd_one_out", ["cluster.colocate=false", "cluster.device=cpu", "rollout.backend=hf"])
+def test_any_other_layout_keeps_the_engines_awake(odd_one_out):
+    base = {"cluster.colocate": "true", "cluster.device": "cuda", "rollout.backend": "vllm"}
+    key, value = odd_one_out.split("=")
+    base[key] = value
+    assert not engines_sleep(_cfg(*(f"{k}={v}" for k, v in base.items())))
