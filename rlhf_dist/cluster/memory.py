@@ -11,12 +11,26 @@ Formulas (bytes; b = bytes per parameter of the role's dtype, P = parameters, T 
   Korthikanti et al. 2022 counted 34*h for a GELU MLP): norms 4h, attention 6h + 4*kv_dim,
   gated MLP 2h + 8i. Gradient checkpointing keeps only each layer's input (2h) plus one layer.
 - logits: [B, L, V] in the model dtype and [B, R, V] fp32 log-softmax; twice when training.
-- what this code does on top: every policy rank gathers ALL weights on its device and copies
-  them to host memory at each weight sync (ZeRO-3 GatheredParameters; trainers.py
-  _hf_state_dict); every actor loads the full model on the host first (from_pretrained);
-  reference and reward actors hold a full replica on one device.
+- weight sync (backends/sync/), bounded: the weights travel in buckets of whole layers
+  (rollout.sync_bucket_mb, or one layer / the embedding when that is bigger). Under ZeRO-3 every
+  policy rank gathers one bucket at a time (an all-gather: each receives it), only rank 0 keeps and
+  sends it, then frees it. Device: one bucket on every ZeRO-3 rank, one more on rank 0 (the next
+  bucket gathers while the previous one is sent; below ZeRO-3, its flat send buffer). Host: the
+  object store holds rollout.sync_buckets_in_flight buckets put by rank 0; NCCL and CUDA IPC
+  make no host copy. Each engine receives one bucket at a time.
+- every trainer loads the full model on the host first (from_pretrained). The reward actor and
+  the reference with ppo.reference_zero_stage 0 hold a full replica on one device; with 3 the
+  reference group shards it (ZeRO-3 inference): params / ranks plus one gathered unit in forward,
+  and loading partitions tensor by tensor (about one checkpoint file on the host at a time).
 - vLLM (CUDA) takes gpu_memory_utilization x device memory: weights / TP, a profile-run
   activation peak, CUDA graphs unless eager, the rest is KV cache.
+
+What stays allocated, the rule plan.py sums by:
+- device memory (CUDA): PyTorch's caching allocator keeps each process's high-water mark (nothing
+  calls torch.cuda.empty_cache() between phases), so every actor holds its own PEAK for the whole
+  run, and a GPU's load is the SUM of the peaks of the actors on it. vLLM holds its fixed fraction.
+- host memory (and the device RAM on CPU): large tensors are freed back to the OS (glibc mmap), so
+  host transients count only during their phase (load, sync), summed over the actors in it.
 """
 
 from __future__ import annotations
@@ -48,9 +62,11 @@ class Memory:
     kv_cache: float = 0.0
     context: float = 0.0
     activations: dict[str, float] = field(default_factory=dict)  # phase -> device bytes (inference, train)
-    sync: float = 0.0  # device bytes held during the weight sync
+    sync: float = 0.0  # device bytes held during the weight sync, every rank
+    sync_rank0: float = 0.0  # more device bytes during the sync on rank 0 only (the sender)
     host: float = 0.0  # resident host bytes: offloaded states, the process itself
     host_transient: dict[str, float] = field(default_factory=dict)  # phase -> host bytes (load, sync)
+    host_sync_rank0: float = 0.0  # host bytes during the sync on rank 0 only (object-store buckets)
     kv_tokens: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -58,15 +74,29 @@ class Memory:
     def resident(self) -> float:
         return self.params + self.grads + self.optimizer + self.vllm_weights + self.kv_cache + self.context
 
-    def transient(self) -> dict[str, float]:
+    def transient(self, rank: int = 0) -> dict[str, float]:
+        """Device bytes beyond `resident` by phase, for one rank (rank 0 sends the weights)."""
         out = dict(self.activations)
-        if self.sync:
-            out["sync"] = out.get("sync", 0.0) + self.sync
+        sync = self.sync + (self.sync_rank0 if rank == 0 else 0.0)
+        if sync:
+            out["sync"] = out.get("sync", 0.0) + sync
         return out
+
+    def host_phases(self, rank: int = 0) -> dict[str, float]:
+        """Host bytes beyond `host` by phase, for one rank."""
+        out = dict(self.host_transient)
+        if rank == 0 and self.host_sync_rank0:
+            out["sync"] = out.get("sync", 0.0) + self.host_sync_rank0
+        return out
+
+    def rank_peak(self, rank: int) -> float:
+        """What one rank's allocator keeps: resident plus its worst phase."""
+        return self.resident + max(self.transient(rank).values(), default=0.0)
 
     @property
     def peak(self) -> float:
-        return self.resident + max(self.transient().values(), default=0.0)
+        """The worst rank's peak (rank 0)."""
+        return self.rank_peak(0)
 
 
 def lora_params(facts: ModelFacts, lora: LoRAConfig) -> int:
@@ -104,12 +134,45 @@ class Shape:
     response: int
 
 
+CHECKPOINT_FILE = 5.0 * GIB  # a Hugging Face checkpoint shard (max_shard_size 5GB): what zero.Init loading holds
+
+
+def largest_unit(facts: ModelFacts, dtype_bytes: int) -> float:
+    """Bytes of the biggest piece gathered whole: one decoder layer, or the embedding / LM head."""
+    layer = sum(i * o for i, o in facts.linear_shapes().values()) + 2 * facts.hidden
+    return dtype_bytes * max(layer, facts.vocab * facts.hidden)
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """How the policy's weights reach the engines (rollout.sync_*): transport and one bucket's bytes."""
+
+    backend: str  # object_store | nccl | cuda_ipc
+    bucket: float  # rollout.sync_bucket_mb, or the largest whole unit when that is bigger
+    in_flight: int  # object store: buckets held in the store at once
+
+
+def sync_plan(facts: ModelFacts, cfg: RolloutConfig, dtype: str) -> SyncPlan:
+    bucket = max(cfg.sync_bucket_mb * MIB, largest_unit(facts, DTYPE_BYTES[dtype]))
+    return SyncPlan(cfg.sync_backend, bucket, cfg.sync_buckets_in_flight)
+
+
+def _sync_memory(mem: Memory, sync: SyncPlan, stage: int, device: str) -> None:
+    """The bounded weight sync of a policy rank (module docstring)."""
+    mem.sync = sync.bucket if stage == 3 else 0.0  # every rank receives the gathered bucket
+    if device == "cuda" or stage == 3:  # the next bucket while one is sent, or the flat send buffer
+        mem.sync_rank0 = sync.bucket
+    if sync.backend == "object_store":
+        mem.host_sync_rank0 = sync.in_flight * sync.bucket
+
+
 def trainer_memory(role: str, facts: ModelFacts, params: int, train: TrainConfig, dtype: str, dp: int,
                    lora: LoRAConfig, shape: Shape, checkpointing: bool, lm_head: bool, device: str,
-                   inference_chunk: int | None = None) -> Memory:
+                   inference_chunk: int | None = None, sync: SyncPlan | None = None) -> Memory:
     """A DeepSpeed (or torch) data-parallel rank of the policy or the critic.
 
-    inference_chunk: rows per no-grad log-prob/value pass (ppo.inference_chunk_size; None: 2 micro-batches)."""
+    inference_chunk: rows per no-grad log-prob/value pass (ppo.inference_chunk_size; None: 2 micro-batches).
+    sync: the policy's weight sync to the engines (None: this role sends no weights)."""
     b = DTYPE_BYTES[dtype]
     trainable = lora_params(facts, lora) if lora.enabled else params
     optimizer = (12 if b < 4 else 8) * trainable
@@ -138,25 +201,32 @@ def trainer_memory(role: str, facts: ModelFacts, params: int, train: TrainConfig
     mem.activations = {"inference": infer + live, "train": train_act + live}
     # from_pretrained builds the full model on the host first; offloaded states only exist after that
     mem.host_transient = {"load": max(0.0, b * params - (mem.host - PROCESS_HOST[device]))}
-    if role == "policy":
-        # weight sync: ZeRO-3 gathers every parameter on every rank; a host copy is made from the GPU
-        # or from the gathered weights (below ZeRO-3 on CPU the buckets are the weights themselves)
-        mem.sync = b * params - mem.params if stage == 3 else 0.0
-        mem.host_transient["sync"] = b * params if device == "cuda" or stage == 3 else 0.0
+    if sync is not None:
+        _sync_memory(mem, sync, stage, device)
     if lora.enabled:
         mem.notes.append(f"LoRA r={lora.r}: {trainable / 1e6:.1f}M trainable parameters")
     return mem
 
 
 def inference_memory(role: str, facts: ModelFacts, params: int, dtype: str, batch: int, shape: Shape,
-                     lm_head: bool, device: str) -> Memory:
-    """A frozen reference or reward actor: one full replica on one device."""
+                     lm_head: bool, device: str, shards: int = 0) -> Memory:
+    """A frozen reference or reward actor: one full replica on one device (shards 0), or one rank of
+    a ZeRO-3 inference group of `shards` ranks (1/shards of the weights, one unit gathered at a time)."""
     b = DTYPE_BYTES[dtype]
     act = layer_activation_bytes(facts, batch * shape.seq, b)
     if lm_head:
         act += logits_bytes(facts, batch, shape.seq, shape.response, b, train=False)
-    return Memory(role, params=b * params, context=CUDA_CONTEXT if device == "cuda" else 0.0,
-                  activations={"inference": act}, host=PROCESS_HOST[device], host_transient={"load": b * params})
+    weights, load = b * params, b * params
+    if shards:
+        weights = b * params / shards
+        act += largest_unit(facts, b)
+        load = weights + min(CHECKPOINT_FILE, b * params)
+    mem = Memory(role, params=weights, context=CUDA_CONTEXT if device == "cuda" else 0.0,
+                 activations={"inference": act}, host=PROCESS_HOST[device], host_transient={"load": load})
+    if shards:
+        mem.notes.append(f"ZeRO-3 inference over {shards} rank{'s' if shards > 1 else ''}: "
+                         f"1/{shards} of the weights per rank, one layer gathered at a time")
+    return mem
 
 
 def kv_bytes_per_token(facts: ModelFacts, dtype: str, tp: int) -> float:
@@ -170,7 +240,10 @@ def rollout_memory(facts: ModelFacts, params: int, cfg: RolloutConfig, dtype: st
     """One vLLM engine, per device it spans (TP shards on CUDA; all of it on CPU)."""
     b, tp = DTYPE_BYTES[dtype], cfg.tensor_parallel_size if device == "cuda" else 1
     weights = b * params / tp
-    mem = Memory("rollout", vllm_weights=weights, host=PROCESS_HOST[device], sync=cfg.sync_bucket_mb * MIB)
+    bucket = sync_plan(facts, cfg, dtype).bucket  # every TP worker receives the whole bucket
+    mem = Memory("rollout", vllm_weights=weights, host=PROCESS_HOST[device], sync=bucket)
+    if cfg.sync_backend == "object_store":
+        mem.host_transient["sync"] = bucket
     if device == "cpu":
         mem.kv_cache = cfg.kv_cache_gib * GIB
     else:

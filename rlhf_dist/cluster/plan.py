@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from rlhf_dist.cluster.facts import FactsError, ModelFacts, model_facts
 from rlhf_dist.cluster.memory import (
-    GIB, Memory, Shape, inference_memory, rollout_memory, trainer_memory,
+    GIB, Memory, Shape, inference_memory, rollout_memory, sync_plan, trainer_memory,
 )
 from rlhf_dist.cluster.placement import Bundle, Hardware, PlanError, actor_devices, make_groups, place
 from rlhf_dist.config.roles import (
@@ -84,16 +84,19 @@ def role_memory(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str],
         "policy": trainer_memory("policy", pf, pf.num_params, ppo.policy_train, cfg.policy.dtype,
                                  cfg.cluster.policy.num_actors, cfg.policy.lora, shape,
                                  cfg.policy.gradient_checkpointing, lm_head=True, device=device,
-                                 inference_chunk=inference_chunk_size(cfg)),
+                                 inference_chunk=inference_chunk_size(cfg),
+                                 sync=sync_plan(pf, cfg.rollout, cfg.policy.dtype)),
         "reference": inference_memory("reference", pf, pf.num_params, cfg.policy.dtype,
-                                      inference_chunk_size(cfg), shape, lm_head=True, device=device),
+                                      inference_chunk_size(cfg), shape, lm_head=True, device=device,
+                                      shards=cfg.cluster.reference.num_actors if ppo.reference_zero_stage == 3 else 0),
         "rollout": rollout_memory(pf, pf.num_params, cfg.rollout, cfg.policy.dtype, device,
                                   hw.gpu_mem_gib * GIB, shape),
     }
     if "critic" in active:
-        cf = facts["critic"]  # CriticWorker trains in critic_dtype(cfg), without gradient checkpointing
+        cf = facts["critic"]  # CriticWorker trains in critic_dtype(cfg)
         out["critic"] = trainer_memory("critic", cf, cf.backbone_params, ppo.critic_train, critic_dtype(cfg),
-                                       cfg.cluster.critic.num_actors, cfg.critic.lora, shape, False,
+                                       cfg.cluster.critic.num_actors, cfg.critic.lora, shape,
+                                       cfg.critic.gradient_checkpointing,
                                        lm_head=False, device=device, inference_chunk=inference_chunk_size(cfg))
     if "reward" in active:
         rf = facts["reward"]
@@ -136,15 +139,24 @@ def _role_infos(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str])
                         f"{samples} samples/step, ~{-(-samples // n)} per engine")
         else:
             chunk = inference_chunk_size(cfg) if role == "reference" else cfg.reward_model.score_batch_size
-            parallel = f"data-parallel {n} (full replica each): {samples} sequences/step, chunks of {chunk}"
+            held = ("ZeRO-3 sharded, 1/{} each".format(n) if role == "reference" and ppo.reference_zero_stage == 3
+                    else "full replica each")
+            parallel = f"data-parallel {n} ({held}): {samples} sequences/step, chunks of {chunk}"
         infos.append(RoleInfo(role, n, res.gpus_per_actor, res.cpus_per_actor, model, parallel))
     return infos
 
 
+KEPT = "the actors' own peaks"  # phase label of a device load: each allocator keeps its peak (see _load)
+
+
 def _load(name: str, members: list[tuple[str, int]], parts: list[tuple[float, dict[str, float]]],
-          capacity: float) -> DeviceLoad:
-    """Resident sum plus the worst phase's transient sum."""
+          capacity: float, kept: bool) -> DeviceLoad:
+    """kept (device memory): every actor keeps its own peak, so the peaks add up (memory.py says why).
+    Else (host memory, freed to the OS): resident sum plus the worst phase's transient sum."""
     resident = sum(r for r, _ in parts)
+    if kept:
+        extra = sum(max(t.values(), default=0.0) for _, t in parts)
+        return DeviceLoad(name, members, resident, KEPT if extra else "-", resident + extra, capacity)
     phases: dict[str, float] = {}
     for _, transient in parts:
         for phase, value in transient.items():
@@ -167,19 +179,20 @@ def _device_loads(plan: Plan) -> None:
             # a TP engine's estimate is per device (over TP devices); other roles use one device
             used = devices[: plan.cfg.rollout.tensor_parallel_size] if role == "rollout" else devices[:1]
             for d in used:
-                per_device.setdefault((bundle.node, d), []).append((role, rank, mem.resident, mem.transient()))
-            host = dict(mem.host_transient)
+                per_device.setdefault((bundle.node, d), []).append((role, rank, mem.resident, mem.transient(rank)))
+            host = mem.host_phases(rank)
             if not cuda:  # on CPU the model lives in RAM: device and host parts add up; loading is in place
                 host["load"] = max(0.0, host.get("load", 0.0) - mem.params)
-                host = {p: host.get(p, 0.0) + mem.transient().get(p, 0.0) for p in {*host, *mem.transient()}}
+                dev = mem.transient(rank)
+                host = {p: host.get(p, 0.0) + dev.get(p, 0.0) for p in {*host, *dev}}
             per_node[bundle.node].append((role, rank, mem.host + (0.0 if cuda else mem.resident), host))
     for (node, d), items in sorted(per_device.items()):
         plan.devices.append(_load(f"node{node} gpu{d}", [(r, k) for r, k, _, _ in items],
-                                  [(res, tr) for _, _, res, tr in items], hw.gpu_mem_gib * GIB))
+                                  [(res, tr) for _, _, res, tr in items], hw.gpu_mem_gib * GIB, kept=True))
     ram = hw.ram_gib * GIB if hw.ram_gib else float("inf")
     for node, items in per_node.items():
         load = _load(f"node{node} ram", [(r, k) for r, k, _, _ in items],
-                     [(NODE_BASE_HOST, {})] + [(res, tr) for _, _, res, tr in items], ram)
+                     [(NODE_BASE_HOST, {})] + [(res, tr) for _, _, res, tr in items], ram, kept=False)
         (plan.hosts if cuda else plan.devices).append(load)
 
 
@@ -236,9 +249,6 @@ def _arch_checks(plan: Plan, facts: dict[str, ModelFacts]) -> None:
     if facts["rollout"].heads % tp:
         plan.problems.append(f"rollout.tensor_parallel_size {tp} must divide the policy's "
                              f"{facts['rollout'].heads} attention heads (vLLM)")
-    if cfg.cluster.colocate and cfg.cluster.device == "cuda" and tp > 1 and cfg.cluster.rollout.gpus_per_actor < tp:
-        plan.problems.append(f"colocated rollout engines with tensor_parallel_size {tp} need "
-                             f"cluster.rollout.gpus_per_actor >= {tp} (got {cfg.cluster.rollout.gpus_per_actor:g})")
 
 
 def make_plan(cfg: RLHFConfig, hw: Hardware) -> Plan:

@@ -41,7 +41,7 @@ def _memory_lines(plan: Plan) -> list[str]:
         if m is None:
             continue
         act = m.activations
-        values = (m.params, m.grads, m.optimizer, act.get("train", 0), act.get("inference", 0), m.sync,
+        values = (m.params, m.grads, m.optimizer, act.get("train", 0), act.get("inference", 0), m.sync + m.sync_rank0,
                   m.vllm_weights, m.kv_cache, m.context, m.peak, m.host)
         lines.append(f"  {role:<10}" + "".join(f"{fmt(v):>{CELL}}" for v in values))
     return lines
@@ -72,9 +72,11 @@ def render_plan(plan: Plan, config_name: str = "") -> str:
         lines.append(f"  {info.role:<10} {info.actors:>3} x {per:<15} {info.model}")
         lines.append(f"  {'':<10} {'':>3}   {'':<15} {info.parallel}")
     lines += ["", "placement groups (bundles -> nodes)"] + _placement_lines(plan)
-    lines += ["", "memory per actor (a TP engine: per device; peak = resident + worst phase; host = its process RAM)"]
+    lines += ["", "memory per actor (a TP engine: per device; rank 0, which sends the weights; peak = resident + "
+              "worst phase, kept by the allocator; host = its process RAM)"]
     lines += _memory_lines(plan)
-    unit = "GPU" if cfg.cluster.device == "cuda" else "node RAM (the models live in RAM on CPU)"
+    unit = ("GPU (the sum of its actors' peaks: no process empties its CUDA cache between phases)"
+            if cfg.cluster.device == "cuda" else "node RAM (the models live in RAM on CPU)")
     lines += ["", f"per {unit}"] + _load_lines(plan.devices)
     if plan.hosts:
         lines += ["", "host RAM per node (loading copies, offloaded states, weight-sync copies)"]
@@ -105,7 +107,8 @@ def plan_to_dict(plan: Plan) -> dict:
         "memory": {role: {"resident": m.resident, "peak": m.peak, "params": m.params, "grads": m.grads,
                           "optimizer": m.optimizer, "activations": m.activations, "sync": m.sync,
                           "vllm_weights": m.vllm_weights, "kv_cache": m.kv_cache, "kv_tokens": m.kv_tokens,
-                          "context": m.context, "host": m.host, "host_transient": m.host_transient}
+                          "context": m.context, "host": m.host, "host_transient": m.host_transient,
+                          "sync_rank0": m.sync_rank0, "host_sync_rank0": m.host_sync_rank0}
                    for role, m in plan.memory.items()},
         "placement": {name: [{"cpu": b.cpu, "gpu": b.gpu, "node": b.node, "devices": b.devices,
                               "actors": [f"{r}[{k}]" for r, k, _ in b.actors]} for b in bundles]

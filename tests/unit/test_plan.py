@@ -11,8 +11,8 @@ import pytest
 from rlhf_dist.cli import main
 from rlhf_dist.cluster.facts import ModelFacts, estimate_params, facts_from_config_json, model_facts
 from rlhf_dist.cluster.memory import (
-    CUDA_CONTEXT, GIB, PROCESS_HOST, Shape, kv_bytes_per_token, layer_activation_bytes, lora_params,
-    rollout_memory, trainer_memory,
+    CHECKPOINT_FILE, CUDA_CONTEXT, GIB, MIB, PROCESS_HOST, Shape, inference_memory, kv_bytes_per_token, largest_unit,
+    layer_activation_bytes, lora_params, rollout_memory, sync_plan, trainer_memory,
 )
 from rlhf_dist.cluster.placement import Hardware, actor_devices, make_groups, parse_hardware, place
 from rlhf_dist.cluster.plan import make_plan
@@ -80,16 +80,66 @@ def test_optimizer_offload_moves_states_and_fp32_grads_to_host():
                          LoRAConfig(), SHAPE, True, lm_head=True, device="cuda")
     assert mem.optimizer == 0 and mem.params == mem.grads == 2 * p / dp
     assert mem.host == pytest.approx(12 * p / dp + 4 * p / dp + PROCESS_HOST["cuda"])
-    # at each weight sync every rank gathers the full bf16 weights (minus its shard) and copies them to host
-    assert mem.sync == pytest.approx(2 * p - 2 * p / dp) and mem.host_transient["sync"] == 2 * p
 
 
-def test_cpu_weight_sync_below_zero3_needs_no_host_copy():
-    p = 10**8
-    for stage, extra in ((0, 0.0), (2, 0.0), (3, 4 * p)):
-        mem = trainer_memory("policy", facts8b(), p, TrainConfig(zero_stage=stage), "float32", 2, LoRAConfig(),
-                             SHAPE, False, lm_head=True, device="cpu")
-        assert mem.host_transient["sync"] == extra, stage
+def _policy_sync(stage: int, device: str, backend: str, mb: int = 256):
+    f = facts8b()
+    rollout = RolloutConfig(sync_backend=backend, sync_bucket_mb=mb, sync_buckets_in_flight=2)
+    sync = sync_plan(f, rollout, "bfloat16")
+    mem = trainer_memory("policy", f, f.num_params, TrainConfig(zero_stage=stage), "bfloat16", 8, LoRAConfig(), SHAPE,
+                         True, lm_head=True, device=device, sync=sync)
+    return mem, sync.bucket
+
+
+def test_bounded_sync_holds_buckets_not_the_model():
+    # a bucket holds whole layers: never smaller than the biggest one (8B: the 128256 x 4096 embedding)
+    assert largest_unit(facts8b(), 2) == 2 * 128256 * 4096
+    assert sync_plan(facts8b(), RolloutConfig(sync_bucket_mb=4096), "bfloat16").bucket == 4096 * MIB
+    mem, bucket = _policy_sync(3, "cuda", "nccl")
+    assert bucket == 2 * 128256 * 4096
+    # ZeRO-3: every rank receives the gathered bucket; rank 0 one more (the next one gathers while it sends)
+    assert mem.transient(rank=1)["sync"] == bucket and mem.transient(rank=0)["sync"] == 2 * bucket
+    assert 2 * bucket < 0.2 * 2 * facts8b().num_params  # not the whole model any more
+    assert mem.host_phases(0).get("sync", 0.0) == 0.0  # NCCL on CUDA: no host copy
+    mem, bucket = _policy_sync(3, "cuda", "object_store")
+    assert mem.host_phases(0)["sync"] == 2 * bucket and mem.host_phases(1).get("sync", 0.0) == 0.0  # in flight
+    mem, bucket = _policy_sync(2, "cuda", "cuda_ipc")  # whole weights on every rank: rank 0's send buffer only
+    assert mem.transient(rank=1).get("sync", 0.0) == 0.0 and mem.transient(rank=0)["sync"] == bucket
+    mem, _ = _policy_sync(2, "cpu", "object_store")  # CPU below ZeRO-3: the buckets are the weights themselves
+    assert mem.transient(rank=0).get("sync", 0.0) == 0.0
+
+
+def test_sharded_reference_holds_its_share_plus_one_gathered_unit():
+    f = facts8b()
+    full = inference_memory("reference", f, f.num_params, "bfloat16", 2, SHAPE, lm_head=True, device="cuda")
+    shard = inference_memory("reference", f, f.num_params, "bfloat16", 2, SHAPE, lm_head=True, device="cuda",
+                             shards=4)
+    assert full.params == 2 * f.num_params and shard.params == 2 * f.num_params / 4
+    assert shard.activations["inference"] == full.activations["inference"] + largest_unit(f, 2)
+    # partitioned while loading: its share plus about one checkpoint file at a time
+    assert shard.host_transient["load"] == shard.params + CHECKPOINT_FILE < full.host_transient["load"]
+
+
+def test_plan_reads_reference_zero_stage_and_critic_checkpointing():
+    hw = Hardware(nodes=4, gpus_per_node=8, gpu_mem_gib=79, cpus_per_node=128, ram_gib=1900)
+    cfg = load_config("configs/llama70b-multinode.yaml")
+    assert cfg.ppo.reference_zero_stage == 3 and cfg.critic.gradient_checkpointing
+    plan = make_plan(cfg, hw)
+    replica = make_plan(load_config("configs/llama70b-multinode.yaml", ["ppo.reference_zero_stage=0",
+                                                                        "critic.gradient_checkpointing=false"]), hw)
+    assert replica.memory["reference"].params == pytest.approx(4 * plan.memory["reference"].params)
+    assert replica.memory["critic"].activations["train"] > 3 * plan.memory["critic"].activations["train"]
+    assert any("roles there: reference" in p for p in replica.problems)  # a full 70B replica: 131 GiB
+
+
+def test_gpu_load_is_the_sum_of_the_actors_peaks():
+    # colocated: each process keeps its own peak (no empty_cache), so peaks add up, not resident + worst phase
+    cfg = load_config("configs/llama8b-1node-8gpu.yaml")
+    plan = make_plan(cfg, parse_hardware("nodes=1,gpus_per_node=8,gpu_mem_gib=79", cfg))
+    gpu1 = next(d for d in plan.devices if d.name == "node0 gpu1")  # rank 1 of each role: not the sender
+    expected = sum(plan.memory[role].rank_peak(rank) for role, rank in gpu1.members)
+    assert gpu1.peak == pytest.approx(expected)
+    assert gpu1.peak > gpu1.resident + max(max(plan.memory[r].transient(1).values()) for r, _ in gpu1.members)
 
 
 def test_lora_trains_r_times_in_plus_out_per_linear():
@@ -163,11 +213,16 @@ def test_too_few_gpus_and_oversized_bundles_fail_clearly():
 
 
 def test_memory_over_capacity_names_the_device_and_phase():
-    cfg = load_config("configs/llama70b-multinode.yaml")
-    plan = make_plan(cfg, Hardware(nodes=3, gpus_per_node=8, gpu_mem_gib=79, cpus_per_node=112, ram_gib=1900))
+    cfg = load_config("configs/llama70b-multinode.yaml", ["cluster.policy.num_actors=2"])
+    plan = make_plan(cfg, Hardware(nodes=4, gpus_per_node=8, gpu_mem_gib=79, cpus_per_node=128, ram_gib=1900))
     text = "\n".join(plan.problems)
-    assert "node0 gpu0-7 (8 alike): peak 140.6 GiB (during sync) > capacity 79.0 GiB each; roles there: policy" in text
-    assert "roles there: reference" in text and "during inference" in text
+    assert "node0 gpu0-1 (2 alike): peak" in text and "(during the actors' own peaks) > capacity 79.0 GiB each; " \
+        "roles there: policy" in text
+    # host RAM sums per phase: 2 ranks each load the whole 131 GiB model before offloading
+    cfg = load_config("configs/llama70b-multinode.yaml", ["cluster.reference.num_actors=1",
+                                                          "ppo.reference_zero_stage=0"])
+    plan = make_plan(cfg, Hardware(nodes=4, gpus_per_node=8, gpu_mem_gib=79, cpus_per_node=128, ram_gib=1900))
+    assert any("roles there: reference" in p for p in plan.problems)
 
 
 def test_kv_cache_and_tensor_parallel_checks():
@@ -176,7 +231,7 @@ def test_kv_cache_and_tensor_parallel_checks():
     assert any("exceed rollout.gpu_memory_utilization 0.2" in p for p in plan.problems)
     cfg = load_config("configs/llama70b-multinode.yaml", ["rollout.tensor_parallel_size=3",
                                                           "cluster.rollout.gpus_per_actor=3"])
-    plan = make_plan(cfg, Hardware(nodes=3, gpus_per_node=8, gpu_mem_gib=179))
+    plan = make_plan(cfg, Hardware(nodes=4, gpus_per_node=8, gpu_mem_gib=79))
     assert any("tensor_parallel_size 3 must divide the policy's 64 attention heads" in p for p in plan.problems)
 
 
@@ -236,3 +291,17 @@ def test_one_rank_zero_partitions_nothing_note():
     assert not any("one-rank group" in n for n in make_plan(cfg, parse_hardware(tiny, cfg)).notes)
     cfg = load_config("configs/tiny.yaml", ["ppo.critic_train.zero_stage=2", "ppo.critic_train.offload_optimizer=true"])
     assert not any("one-rank group" in n for n in make_plan(cfg, parse_hardware(tiny, cfg)).notes)
+
+
+@pytest.mark.parametrize("preset, spec", [
+    ("configs/llama70b-multinode.yaml", "nodes=4,gpus_per_node=8,gpu_mem_gib=79,cpus_per_node=128,ram_gib=1900"),
+    ("configs/llama8b-1node-8gpu.yaml", "nodes=1,gpus_per_node=8,gpu_mem_gib=79,cpus_per_node=64,ram_gib=900"),
+])
+def test_big_presets_fit_on_80gb_gpus(preset, spec, capsys):
+    # issue #14: 70B on at most 4 nodes x 8 x 80 GB, 8B on one 8-GPU node
+    assert main(["plan", preset, "--cluster", spec]) == 0
+    assert "OK: the plan fits" in capsys.readouterr().out
+    cfg = load_config(preset)
+    plan = make_plan(cfg, parse_hardware(spec, cfg))
+    assert all(d.peak <= d.capacity for d in plan.devices + plan.hosts)
+    assert {d.name.split()[0] for d in plan.devices} <= {f"node{i}" for i in range(4)}
