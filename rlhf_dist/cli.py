@@ -111,17 +111,29 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     return run_demo(demo_config(split_overrides(extra)))
 
 
+def _add_global_options(parser: argparse.ArgumentParser, default: bool) -> None:
+    unset = {} if default else {"default": argparse.SUPPRESS}
+    parser.add_argument("--log-level", **({"default": "INFO"} if default else unset),
+                        help="Python log level (default INFO).")
+    parser.add_argument("--verbose", "-v", action="store_true", **unset,
+                        help="show everything: worker and engine output, library warnings, DEBUG logs")
+    parser.add_argument("--debug", action="store_true", **unset,
+                        help="on a config or data error, show the Python traceback too (not only the one line)")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     parser = argparse.ArgumentParser(
         prog="rlhf-dist", description="Distributed RLHF: SFT, reward model, PPO on Ray + vLLM + DeepSpeed.",
         epilog=EPILOG,
     )
-    parser.add_argument("--log-level", default="INFO", help="Python log level (default INFO).")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="show everything: worker and engine output, library warnings, DEBUG logs")
-    parser.add_argument("--debug", action="store_true",
-                        help="on a config or data error, show the Python traceback too (not only the one line)")
+    _add_global_options(parser, default=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The same options after the command too (`rlhf-dist ppo -c x.yaml --debug`): every subcommand inherits
+    # them, with no defaults of its own, so the value given before the command stays unless repeated after.
+    after = argparse.ArgumentParser(add_help=False)
+    _add_global_options(after, default=False)
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **kw: add_parser(*a, parents=[after, *kw.pop("parents", [])], **kw)  # type: ignore
     handlers: dict[str, Callable] = {}
 
     p = sub.add_parser("config", help="show, validate or export the config schema")

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.data.errors import DataFileError, DataValidationError, RowError, reason_counts, write_rejected_rows
+from rlhf_dist.data.errors import (
+    DataFileError, DataFileNotFound, DataValidationError, RowError, reason_counts, write_rejected_rows,
+)
 from rlhf_dist.data.pairs import load_preference_pairs
 from rlhf_dist.data.tokenize import encode_pair_dataset, encode_sft_dataset
 from rlhf_dist.data.validate import load_records
@@ -34,6 +36,10 @@ def resolve_data_files(cfg: RLHFConfig) -> DataFiles:
              "prompts": d.prompts_path, "eval_prompts": d.eval_prompts_path}
     demo = {}
     if any(p is None for p in paths.values()):
+        for key, given in paths.items():  # a typo in a given path fails before the demo data is written
+            if given is not None and not Path(given).exists():
+                raise DataFileNotFound(f"{given}: data file not found (data.{key}_path; check the path or the "
+                                       "working directory)")
         from rlhf_dist.data.demo import write_demo_files
 
         check_output_dir(Path(cfg.run.output_dir))  # a file or read-only dir: one line, before any write

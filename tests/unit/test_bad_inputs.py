@@ -250,6 +250,14 @@ def test_missing_data_file(tmp_path, capsys, rm_argv):
                                  "(check the data.*_path option or the working directory)"]
 
 
+def test_missing_data_file_with_the_other_splits_left_to_the_demo_data_writes_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    rc, err = _run(capsys, ["rm", "configs/tiny.yaml", "--data.pairs_path", str(tmp_path / "typo.jsonl"),
+                            "--run.output_dir", str(run)])
+    assert rc == 3 and "typo.jsonl: data file not found (data.pairs_path" in err
+    assert not run.exists()  # the built-in demo data for the unset splits is not written first
+
+
 def test_every_bad_row_is_counted_and_saved_with_its_reason(tmp_path, capsys, rm_argv):
     rows = [GOOD] + [{"prompt": "p", "chosen": "a", "rejected": ""}] * 24 + [{"prompt": "p", "chosen": "x"}]
     path = tmp_path / "many.jsonl"

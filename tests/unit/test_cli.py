@@ -126,3 +126,18 @@ def test_override_values_with_spaces_stay_overrides(argv):
     extra = claim_config(parser, args, extra)
     assert args.config == "configs/tiny.yaml"
     assert sorted(split_overrides(extra)) == ["ppo.rewards=[{kind: model}]", "ppo.steps=2"]
+
+
+def test_global_options_work_after_the_command_too(capsys):
+    from rlhf_dist.cli import build_parser, main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["rm", "-c", "configs/tiny.yaml", "--log-level", "LOUD"])
+    assert stop.value.code == 2
+    assert "--log-level 'LOUD' is not a log level" in capsys.readouterr().err
+    parser, _ = build_parser()
+    before, _ = parser.parse_known_args(["--debug", "ppo"])  # main() parses the same way
+    after, _ = parser.parse_known_args(["ppo", "--debug", "--log-level", "WARNING"])
+    plain, _ = parser.parse_known_args(["ppo"])
+    assert before.debug and after.debug and after.log_level == "WARNING"
+    assert not plain.debug and plain.log_level == "INFO" and not plain.verbose
