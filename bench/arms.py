@@ -106,11 +106,16 @@ def rlhf_config(s: dict[str, Any], dirs: dict[str, Path], out_dir: Path):
                     "sampling": {"max_new_tokens": s["response"], "temperature": 1.0, "ignore_eos": s["fixed_length"]}},
         "cluster": {"device": dev, "colocate": dev == "cuda", "local_num_cpus": s["local_cpus"] or os.cpu_count(), "policy": res("policy", s["policy_ranks"]),
                     "critic": res("critic", s["critic_ranks"]), "reference": res("reference", 1),
-                    "reward": res("reward", 1), "rollout": res("rollout", s["engines"])},
+                    "reward": res("reward", 1), "rollout": _engine_res(res("rollout", s["engines"]))},
         "tracking": {"progress": False, "tensorboard": False, "jsonl": True},
         "checkpoint": {"every_steps": 0},
     }
     return build_config(data, source="bench")
+
+
+def _engine_res(res: dict[str, Any]) -> dict[str, Any]:
+    """cluster.rollout is one engine's actor (how many: rollout.num_engines), it has no num_actors."""
+    return {k: v for k, v in res.items() if k != "num_actors"}
 
 
 def run_rlhf(s: dict[str, Any]) -> dict[str, Any]:

@@ -71,6 +71,17 @@ def section() -> str:
     if res := _load("scaling"):
         out += ["### Scaling", "", f"Measured {_when(res)}; {_rate(res)}.", "", res["tables_markdown"]["batch"], "", res["tables_markdown"]["layout"], "",
                 "![scaling](results/scaling.png)", ""]
+    if res := _load("async"):
+        out += ["### Async PPO (ppo.max_staleness)", "", f"Measured {_when(res)}.", ""]
+        for key in ("speed", "parity"):
+            if md := res.get("tables_markdown", {}).get(key):
+                out += [md, ""]
+        for name, r in res.get("speed", {}).items():
+            out.append(f"- {name}: speedup_vs_sync {r['speedup_vs_sync']:.2f} ({r['sync_steps_per_s']:.3g} -> "
+                       f"{r['async_steps_per_s']:.3g} steps/s, {len(r['runs']['sync'])} sync/async pair(s))")
+        if "parity" in res:
+            out += ["", "![async](results/async.png)"]
+        out.append("")
     for name in sorted(p.stem for p in RESULTS.glob("profile_*.json")):
         res = _load(name)
         out += [f"### Profile ({name.removeprefix('profile_')})", "", f"Measured {_when(res)}; settings "
