@@ -95,9 +95,9 @@ def check_nccl(tmp: Path) -> tuple[float, str]:
 
     if torch.cuda.device_count() < 2:
         raise _Skip(f"needs 2 GPUs, {torch.cuda.device_count()} here: NCCL refuses two ranks on one device")
-    # policy on a whole GPU, the other roles share the second one
-    hist = _ppo(tmp / "nccl", "rollout.sync_backend=nccl", "cluster.policy.gpus_per_actor=1",
-                "cluster.rollout.gpus_per_actor=1", colocate=False, gpus=0.5)
+    # the engine on a whole GPU of its own; policy, critic and reference share the other one
+    hist = _ppo(tmp / "nccl", "rollout.sync_backend=nccl", "cluster.rollout.gpus_per_actor=1",
+                colocate=False, gpus=0.2)
     return _parity(hist), f"sync {hist[-1]['sync/bytes'] / 2**20:.1f} MiB"
 
 

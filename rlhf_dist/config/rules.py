@@ -62,12 +62,11 @@ def _check_sync(cfg: "RLHFConfig") -> None:
     if sync == "nccl" and cl.colocate:
         raise ValueError("rollout.sync_backend 'nccl' with cluster.colocate true: policy rank 0 and an engine's "
                          "worker share a GPU, and NCCL refuses two ranks on one device; use sync_backend 'cuda_ipc'")
-    shared = [f"cluster.{r}.gpus_per_actor {getattr(cl, r).gpus_per_actor:g}" for r in ("policy", "rollout")
-              if getattr(cl, r).gpus_per_actor < 1]
-    if sync == "nccl" and not cl.colocate and shared:
-        raise ValueError(f"rollout.sync_backend 'nccl' with {' and '.join(shared)}: Ray may put policy rank 0 and an "
-                         "engine worker (or two engines) on one GPU, and NCCL refuses two ranks on one device; "
-                         "reserve whole GPUs, or colocate and use 'cuda_ipc'")
+    if sync == "nccl" and not cl.colocate and cl.rollout.gpus_per_actor < 1:
+        raise ValueError(f"rollout.sync_backend 'nccl' with cluster.rollout.gpus_per_actor "
+                         f"{cl.rollout.gpus_per_actor:g}: Ray may put an engine worker beside policy rank 0 (or "
+                         "another engine) on one GPU, and NCCL refuses two ranks on one device; give each engine "
+                         "whole GPUs, or colocate and use 'cuda_ipc'")
     if sync == "cuda_ipc" and not cl.colocate:
         raise ValueError("rollout.sync_backend 'cuda_ipc' needs cluster.colocate true: CUDA IPC hands weights "
                          "to an engine on the same GPU only; use 'nccl' or 'object_store' when disaggregated")

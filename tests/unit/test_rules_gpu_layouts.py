@@ -78,3 +78,7 @@ def test_nccl_with_fractional_gpus_is_rejected_even_disaggregated():
     text = _error(_cuda, "rollout.sync_backend=nccl", "cluster.rollout.gpus_per_actor=0.5")
     assert "rollout.sync_backend 'nccl' with cluster.rollout.gpus_per_actor 0.5: Ray may put" in text
     assert "NCCL refuses two ranks on one device" in text
+    # engines on whole GPUs: the policy and the other roles may share theirs (policy rank 0 meets no engine)
+    cfg = _cuda("rollout.sync_backend=nccl", "cluster.policy.num_actors=1", "cluster.policy.gpus_per_actor=0.5",
+                "cluster.critic.gpus_per_actor=0.2", "cluster.reference.gpus_per_actor=0.2")
+    assert cfg.rollout.sync_backend == "nccl"
