@@ -1,9 +1,10 @@
-"""`rlhf-dist eval`, `rlhf-dist report` and `rlhf-dist experiment kl-sweep` (hooked into rlhf_dist/cli.py).
+"""`rlhf-dist eval`, `rlhf-dist report` and `rlhf-dist experiment ...` (hooked into rlhf_dist/cli.py).
 
     rlhf-dist eval --config configs/tiny.yaml                 # <run>/policy vs the starting policy
     rlhf-dist report --config configs/tiny.yaml               # <run>/report/{*.png, report.md, report.html}
     rlhf-dist report --run-dir s3://bucket/runs/x             # a run behind a storage URI: report sent back there
-    rlhf-dist experiment kl-sweep --config configs/tiny.yaml --coefs 0,0.001,0.02,0.5
+    rlhf-dist experiment pooling | length-hacking | multi-objective | kl-sweep   # SmolLM2 preset by default
+    rlhf-dist experiment kl-sweep --config configs/tiny.yaml --coefs 0,0.5 --out /tmp/sweep
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ def _parse_coefs(text: str) -> list[float]:
     try:
         coefs = [float(c) for c in text.split(",") if c.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--coefs wants comma-separated numbers, got '{text}'") from None
-    if not coefs or any(c < 0 for c in coefs):
-        raise argparse.ArgumentTypeError(f"--coefs wants one or more KL coefficients >= 0, got '{text}'")
+        raise argparse.ArgumentTypeError(f"wants comma-separated KL coefficients, got '{text}'") from None
+    if not coefs or any(not c >= 0 for c in coefs):  # `not >=`: nan is refused too
+        raise argparse.ArgumentTypeError(f"wants one or more KL coefficients >= 0, got '{text}'")
     return coefs
 
 
@@ -129,15 +130,104 @@ def cmd_report(args: argparse.Namespace, cfg: RLHFConfig | None) -> int:
     return 0
 
 
-def cmd_kl_sweep(args: argparse.Namespace, cfg: RLHFConfig) -> int:
-    from rlhf_dist.eval.experiments import reward_hacking_experiment
+EXPERIMENTS = {  # CLI name -> (JSON/PNG base name, what --help says it shows)
+    "pooling": ("pooling", "reward model with last-token vs mean pooling on the same pairs: held-out accuracy "
+                "with its 95% Wilson CI (seed claim: the pooling choice changes preference accuracy)"),
+    "length-hacking": ("length_hacking", "PPO rewarded only by len(response)/100 at KL coef 0 and 0.1: reward, "
+                       "KL and response length per step, start vs end generations (seed claim: without a KL "
+                       "penalty the policy writes ever longer, repetitive text; 0.1 prevents it)"),
+    "multi-objective": ("multi_objective", "PPO on R_helpful alone, R_concise alone and 0.7 R_helpful + 0.3 "
+                        "R_concise: held-out helpfulness (rule judge) and length of each policy (seed claim: the "
+                        "combination is helpful and concise, avoiding the verbosity trap)"),
+    "kl-sweep": ("kl_sweep", "the length-reward PPO at KL coef 0.001 / 0.02 / 0.5: reward and KL curves (seed "
+                 "claim: 0.001 hacks, 0.02 learns with bounded KL, 0.5 barely learns)"),
+}
+PRESET_NOTE = ("the embedded preset rlhf_dist/config/presets/experiments.yaml: SmolLM2-135M-Instruct policy (LoRA) "
+               "and reward model, 128 new tokens with EOS respected, 30 PPO steps per arm, outputs in "
+               "runs/experiments (hours on a 2-core CPU: docs/experiments/README.md)")
 
-    out = Path(args.out) if args.out else Path(cfg.run.output_dir) / "kl_sweep"
-    out = reward_hacking_experiment(cfg, out, args.coefs)
-    for run in json.loads((out / "kl_sweep.json").read_text())["runs"]:
-        print(f"kl {run['kl_coef']:<8g} final reward {run['final_reward']:.4f}  final KL {run['final_kl']:.4f}")
-    print(f"curves: {out / 'kl_sweep.png'}; per-run reports under {out}/kl_*/report")
+
+def experiments_config(overrides: list[str] | None = None) -> RLHFConfig:
+    from importlib import resources
+
+    from rlhf_dist.config import load_config
+
+    preset = resources.files("rlhf_dist.config") / "presets" / "experiments.yaml"
+    with resources.as_file(preset) as path:
+        return load_config(path, overrides)
+
+
+def _command_line(args: argparse.Namespace, extra: list[str]) -> str:
+    """The command that reproduces this run (recorded in the experiment's JSON)."""
+    parts = ["rlhf-dist", "experiment", args.experiment]
+    parts += ["--config", args.config] if args.config else []
+    parts += [*extra, *(["--coefs", ",".join(f"{c:g}" for c in args.coefs)] if "coefs" in args else [])]
+    parts += [*(["--helpful", args.helpful] if "helpful" in args else []), *(["--out", args.out] if args.out else [])]
+    return " ".join(parts)
+
+
+def cmd_experiment(args: argparse.Namespace, cfg: RLHFConfig, command: str) -> int:
+    from rlhf_dist.eval import experiments as ex
+
+    name = EXPERIMENTS[args.experiment][0]
+    out = Path(args.out) if args.out else Path(cfg.run.output_dir)
+    if args.experiment == "pooling":
+        ex.pooling_experiment(cfg, out, command=command)
+        result = json.loads((out / "pooling.json").read_text())
+        for pooling in ("last", "mean"):
+            arm = result[pooling]
+            print(f"{pooling:<5} pooling: held-out accuracy {arm['accuracy']:.3f} (95% CI {arm['ci'][0]:.3f}-"
+                  f"{arm['ci'][1]:.3f}, {arm['n_eval_pairs']} pairs)")
+    elif args.experiment == "multi-objective":
+        ex.multi_objective_experiment(cfg, out, args.helpful, command=command)
+        for arm, p in json.loads((out / "multi_objective.json").read_text())["policies"].items():
+            print(f"{arm:<9} helpfulness {p['helpfulness']:.3f} (start {p['helpfulness_start']:.3f})  length "
+                  f"{p['response_length']:.1f} tokens (start {p['response_length_start']:.1f})")
+    else:
+        ex.reward_hacking_experiment(cfg, out, args.coefs, name=name, command=command)
+        for run in json.loads((out / f"{name}.json").read_text())["runs"]:
+            print(f"kl {run['kl_coef']:<6g} final reward {run['final_reward']:.4f}  final KL {run['final_kl']:.4f}  "
+                  f"final length {run['final_response_length']:.1f} tokens")
+    print(f"wrote {out / (name + '.json')} and {out / (name + '.png')}; arm runs under "
+          f"{Path(cfg.run.output_dir) / name}")
     return 0
+
+
+def _run_experiment(args: argparse.Namespace, extra: list[str], load_cfg: LoadCfg) -> int:
+    from rlhf_dist.config.cli_args import split_overrides
+
+    cfg = load_cfg(args, extra) if args.config else experiments_config(split_overrides(extra))
+    return cmd_experiment(args, cfg, _command_line(args, extra))
+
+
+def _one_line_error(parser: argparse.ArgumentParser) -> None:
+    """A bad experiment name or option value: one line naming it, exit 2 (no usage block)."""
+    parser.error = lambda message: parser.exit(2, f"{parser.prog}: {message}\n")  # type: ignore[method-assign]
+
+
+def _register_experiments(kinds, add_config_arg: Callable[..., None]) -> None:
+    from rlhf_dist.eval.experiments import KL_SWEEP_COEFS, LENGTH_HACKING_COEFS
+    from rlhf_dist.eval.experiments.multi_objective import HELPFUL_RULE
+
+    preset = experiments_config()
+    keys = ["ppo.steps", "rollout.sampling.max_new_tokens", "policy.path", "run.output_dir"]
+    for kind, (name, claim) in EXPERIMENTS.items():
+        k = kinds.add_parser(kind, help=claim.split(" (seed claim")[0].replace("%", "%%"),  # help is %-formatted
+                             description=claim[0].upper() + claim[1:] + ".")
+        _one_line_error(k)
+        add_config_arg(k, (["reward.epochs", "reward_model.path", "data.demo_size", "run.output_dir"]
+                           if kind == "pooling" else keys), cfg=preset, defaults=PRESET_NOTE)
+        k.add_argument("--out", help=f"where {name}.json and {name}.png go (default: run.output_dir; the committed "
+                       "results live in docs/experiments)")
+        if kind in ("length-hacking", "kl-sweep"):
+            default = LENGTH_HACKING_COEFS if kind == "length-hacking" else KL_SWEEP_COEFS
+            k.add_argument("--coefs", type=_parse_coefs, default=list(default), help="comma-separated fixed KL "
+                           f"coefficients, one PPO arm each (default {','.join(f'{c:g}' for c in default)}; 0 = no "
+                           "KL penalty)")
+        if kind == "multi-objective":
+            k.add_argument("--helpful", default=HELPFUL_RULE, help="R_helpful: 'model' (the trained reward model at "
+                           "reward_model.path, trained first when none is there) or a 'module:callable' reward "
+                           f"(default {HELPFUL_RULE}, the positivity rule standing in for a helpfulness RM)")
 
 
 def cmd_active_selection(args: argparse.Namespace, cfg: RLHFConfig) -> int:
@@ -186,14 +276,12 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[..., N
     handlers["report"] = lambda args, extra: _storage_guarded("report", cmd_report)(
         args, None if args.run_dir and not extra and not args.config else load_cfg(args, extra))
 
-    p = sub.add_parser("experiment", help="seed experiments (kl-sweep: reward hacking vs the KL penalty)")
+    p = sub.add_parser("experiment", help="the seed experiments: pooling, length-hacking, multi-objective, kl-sweep "
+                       "(and active-selection)", description="The seed's experiments; each writes <out>/<name>.json "
+                       "and <name>.png. Write-ups: docs/experiments/README.md.")
+    _one_line_error(p)
     kinds = p.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
-    k = kinds.add_parser("kl-sweep", help="length-rewarded PPO once per KL coefficient; reward and KL curves",
-                         description="Length-rewarded PPO once per KL coefficient; reward and KL curves.")
-    add_config_arg(k, ["ppo.steps", "ppo.rollout_batch_size", "policy.path", "run.output_dir"])
-    k.add_argument("--coefs", type=_parse_coefs, default=[0.0, 0.001, 0.02, 0.5],
-                   help="comma-separated KL coefficients (default 0,0.001,0.02,0.5; 0 = no KL penalty)")
-    k.add_argument("--out", help="output directory (default <run>/kl_sweep)")
+    _register_experiments(kinds, add_config_arg)
     k = kinds.add_parser("active-selection", help="held-out RM accuracy vs votes for random / uncertainty / "
                          "disagreement selection, with simulated annotators")
     add_config_arg(k, ["feedback.simulated.rule", "feedback.simulated.noise", "data.demo_size", "run.seed"])
@@ -202,5 +290,6 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable[..., N
     k.add_argument("--budget", type=int, default=600, help="votes per run (default 600)")
     k.add_argument("--batch", type=int, default=20, help="votes between two refits (default 20)")
     k.add_argument("--out", default="bench/results", help="where active_selection.json/.png go (default bench/results)")
-    handlers["experiment"] = lambda args, extra: (cmd_active_selection if args.experiment == "active-selection"
-                                                  else cmd_kl_sweep)(args, load_cfg(args, extra))
+    handlers["experiment"] = lambda args, extra: (
+        cmd_active_selection(args, load_cfg(args, extra)) if args.experiment == "active-selection"
+        else _run_experiment(args, extra, load_cfg))

@@ -1,4 +1,4 @@
-"""Held-out evaluation with real tiny transformers models, the CLI, and the KL-sweep experiment on Ray + vLLM.
+"""Held-out evaluation with real tiny transformers models, and the CLI (the experiments: test_experiments.py).
 
 Exactly checkable: a policy evaluated against itself with one seed samples the very same responses
 (common random numbers) and runs the very same forward passes, so KL is 0, the perplexities are
@@ -85,25 +85,3 @@ def test_cli_eval_then_report(tmp_path, tiny_llama_dir, reward_dir, capsys):
     assert main(["report", "--run-dir", str(tmp_path)]) == 0
     assert main(["eval", *args]) == 1  # no <run>/policy yet: a clear message, no traceback
     assert "no policy at" in capsys.readouterr().err
-
-
-@pytest.mark.usefixtures("ray_cluster")
-def test_kl_sweep_experiment_without_penalty_drifts_further(tmp_path):
-    from rlhf_dist.eval.experiments import LENGTH_REWARD, reward_hacking_experiment
-
-    cfg = tiny_cfg(tmp_path / "base", "ppo.steps=3", "checkpoint.every_steps=0")
-    out = reward_hacking_experiment(cfg, tmp_path / "sweep", kl_coefs=(0.0, 0.5))
-    assert (out / "kl_sweep.png").stat().st_size > 10_000
-    sweep = json.loads((out / "kl_sweep.json").read_text())
-    assert sweep["reward"] == LENGTH_REWARD
-    no_kl, strong = sweep["runs"]
-    assert (no_kl["kl_coef"], strong["kl_coef"]) == (0.0, 0.5)
-    assert no_kl["steps"] == strong["steps"] == [1, 2, 3]
-    # step 1 samples the initial policy: it IS the reference (up to engine numerics)
-    assert abs(no_kl["kl"][0]) < 1e-3 and abs(strong["kl"][0]) < 1e-3
-    # the KL penalty holds the policy closer to the reference (checked on seeds 0, 1, 2: ~1.2-2.3x)
-    assert no_kl["final_kl"] >= strong["final_kl"]
-    for run in (no_kl, strong):
-        rows = read_metrics(f"{run['run_dir']}/metrics.jsonl", phase="ppo")
-        assert [r["kl/coef"] for r in rows] == [run["kl_coef"]] * 3
-        assert (tmp_path / "sweep" / f"kl_{run['kl_coef']:g}" / "report" / "ppo_kl.png").is_file()
