@@ -104,12 +104,16 @@ def phase_medians(run: dict[str, Any], warmup: int) -> dict[str, float]:
     return {p: median([r.get(f"time/{p}", float("nan")) for r in rows]) for p in PHASES}
 
 
-def run_speed(name: str, args) -> dict[str, Any]:
+def run_speed(name: str, args, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """previous: this size's earlier result; with --append its runs are kept and the repeats continue."""
     settings = {**PRESETS[name], **(QUICK[name] if args.quick else {})}
     model_dirs(settings["size"])  # build/convert once, before the children race for it
     repeats = args.smollm2_repeats if name == "smollm2" else args.repeats
     runs: dict[str, list] = {arm: [] for arm in ARMS}
-    for rep in range(repeats):
+    if args.append and previous and previous["settings"] == settings:
+        runs = previous["runs"]
+    first = len(runs["sync"])
+    for rep in range(first, first + repeats):
         for arm in (list(ARMS) if rep % 2 == 0 else list(reversed(ARMS))):
             out = run_arm({**settings, "overrides": ARMS[arm]}, args)
             measured = out["periods"][settings["warmup"]:]
@@ -133,7 +137,24 @@ def run_speed(name: str, args) -> dict[str, Any]:
         "async_periods": [r["measured_periods"] for r in runs["async"]],
         "phases_s": {arm: {p: median([r["phases"][p] for r in rows]) for p in PHASES} for arm, rows in runs.items()},
         "steps_per_s_spread": {"sync": spread(sync), "async": spread(asyn)},
+        # what hiding all of generation could give: sync step / (sync step - its generation), if the overlap were free
+        "speedup_bound_hidden_generation": median([r["step_s"] / (r["step_s"] - r["phases"]["generation"])
+                                                   for r in runs["sync"]]),
     }
+
+
+def add_derived(r: dict[str, Any]) -> None:
+    """Numbers derived from the stored runs (recomputed on every write).
+
+    steady: without each run's last measured step. The async loop submits no rollout past the run's
+    last step, so that step trains with nothing generating beside it and is faster than the ones before.
+    """
+    r["speedup_bound_hidden_generation"] = median(
+        [x["step_s"] / (x["step_s"] - x["phases"]["generation"]) for x in r["runs"]["sync"]])
+    steady = {arm: [1.0 / median(x["measured_periods"][:-1]) for x in r["runs"][arm]] for arm in ARMS}
+    if all(len(x["measured_periods"]) > 1 for x in r["runs"]["sync"]):
+        r["steady_steps_per_s"] = {arm: median(v) for arm, v in steady.items()}
+        r["speedup_vs_sync_steady"] = median([a / s for a, s in zip(steady["async"], steady["sync"])])
 
 
 # ----------------------------------------------------------------------------- parity
@@ -226,12 +247,13 @@ def main() -> None:
     ap.add_argument("mode", nargs="?", default="bench", choices=["bench", "child"])
     ap.add_argument("--settings", default="{}", help="child: the run's settings (JSON)")
     ap.add_argument("--json", help="child: where to write its result")
-    ap.add_argument("--parts", default="speed,parity")
+    ap.add_argument("--parts", default="speed,parity", help="speed, parity, or summary (no runs: redo the tables)")
     ap.add_argument("--sizes", default="tiny,smollm2")
     ap.add_argument("--repeats", type=int, default=2, help="sync/async pairs for tiny")
     ap.add_argument("--smollm2-repeats", type=int, default=1, help="sync/async pairs for smollm2")
     ap.add_argument("--parity-steps", type=int, default=24)
     ap.add_argument("--parity-seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1])
+    ap.add_argument("--append", action="store_true", help="keep the earlier runs of async.json; add repeats")
     ap.add_argument("--quick", action="store_true", help="fewer steps, 1 repeat; results to bench/out/quick-results")
     ap.add_argument("--max-load", type=float, default=1.5)
     ap.add_argument("--wait-quiet", type=float, default=60.0, help="max seconds to wait for load <= max-load per run")
@@ -246,18 +268,21 @@ def main() -> None:
     setup_env()
     previous = RESULTS / "async.json"
     payload = json.loads(previous.read_text()) if previous.is_file() and not args.quick else {}
-    for key in ("benchmark", "machine", "load_after", "matmul_flops_per_s_by_library"):
-        payload.pop(key, None)
     parts = args.parts.split(",")
+    if parts != ["summary"]:  # summary: recompute the summaries and tables of the stored runs, keep their stamps
+        for key in ("benchmark", "machine", "load_after", "matmul_flops_per_s_by_library"):
+            payload.pop(key, None)
     if "speed" in parts:
         payload.setdefault("speed", {})
         for name in args.sizes.split(","):
-            payload["speed"][name] = run_speed(name, args)
+            payload["speed"][name] = run_speed(name, args, payload["speed"].get(name))
             payload["speed"][name]["measured_at"] = _stamp()
     if "parity" in parts:
         payload["parity"] = run_parity(args)
         payload["parity"]["measured_at"] = _stamp()
         plot_parity(payload["parity"])
+    for r in payload.get("speed", {}).values():
+        add_derived(r)
     payload["tables_markdown"] = tables(payload)
     payload["args"] = vars(args)
     payload["other_processes"] = other_cpu_users()

@@ -78,7 +78,11 @@ def section() -> str:
                 out += [md, ""]
         for name, r in res.get("speed", {}).items():
             out.append(f"- {name}: speedup_vs_sync {r['speedup_vs_sync']:.2f} ({r['sync_steps_per_s']:.3g} -> "
-                       f"{r['async_steps_per_s']:.3g} steps/s, {len(r['runs']['sync'])} sync/async pair(s))")
+                       f"{r['async_steps_per_s']:.3g} steps/s, {len(r['runs']['sync'])} sync/async pair(s))"
+                       + (f"; without each run's last step (no rollout generates beside it) "
+                          f"{r['speedup_vs_sync_steady']:.2f}" if "speedup_vs_sync_steady" in r else "")
+                       + (f"; hiding all of the sync run's generation would give at most "
+                          f"{r['speedup_bound_hidden_generation']:.2f}x" if "speedup_bound_hidden_generation" in r else ""))
         if "parity" in res:
             out += ["", "![async](results/async.png)"]
         out.append("")
