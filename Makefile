@@ -109,6 +109,8 @@ bench: setup $(BENCH_STAMP)
 	$(PY) -m bench.generation $(BENCH_ARGS)
 	$(PY) -m bench.phases $(BENCH_ARGS)
 	$(PY) -m bench.scaling $(BENCH_ARGS)
+	$(PY) -m bench.weight_sync $(BENCH_ARGS)
+	$(PY) -m bench.async_ppo $(BENCH_ARGS)
 	$(PY) -m bench.report
 
 # The GPU paths (vLLM on CUDA, 1-GPU ZeRO-3 PPO, NCCL/IPC/LoRA sync, CPU Adam) as one table, <= 8 min on

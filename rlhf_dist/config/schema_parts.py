@@ -178,7 +178,6 @@ class RolloutConfig(Strict):
         "(rollout.backend vllm, LoRA rank <= 512), else merged.")
 
 
-
 class TrainConfig(Strict):
     backend: Literal["deepspeed", "torch"] = Field("deepspeed", description="Training engine for this role.")
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage.")

@@ -1,16 +1,18 @@
 """Fault injection for the fault-tolerance tests: a reward function (it runs in the driver, once per step)
-that, on chosen calls, sends a signal to one role's process, found through <run>/logs/<role>-<rank>.pid.
+that signals one role's process, found through <run>/logs/<role>-<rank>.pid.
 
-    RLHF_TEST_FAULT="<run dir>|<fault>[,<fault>...]"      <fault> = <role>-<rank>@<call>:<signal>[:<delay s>]
+    RLHF_TEST_FAULT="<run dir>|<first call>|<fault>[,<fault>...]"      <fault> = <role>-<rank>:<signal>[:<delay s>]
 
-e.g. "runs/x|policy-1@3:SIGKILL,critic-0@5:SIGKILL:0.3". Calls are counted across restarts (a counter file
-in the run dir), so a fault fires once even though the steps after a restart run again. Each fired fault
-appends a line to <run>/fault-fired.txt. The delay sends the signal from a thread after the reward
-returned (e.g. while the critic trains). Without the variable it is just the reward.
+e.g. "runs/x|3|policy-1:SIGKILL,critic-0:SIGKILL:0.3". The first fault fires at call <first call>; each next
+one at the first call after the roles were rebuilt (policy-0's pid changed since the last fault), so every
+fault lands in a fresh set of actors whatever the timing. Each fired fault appends a line to
+<run>/fault-fired.txt. The delay sends the signal from a thread after the reward returned (e.g. while the
+critic trains). Without the variable it is just the reward.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -21,19 +23,16 @@ from rlhf_dist.eval.rules import lowercase_fraction_reward
 ENV = "RLHF_TEST_FAULT"
 
 
-def fault_spec(run_dir: Path, *faults: str) -> str:
-    return f"{run_dir}|{','.join(faults)}"
+def fault_spec(run_dir: Path, first_call: int, *faults: str) -> str:
+    return f"{run_dir}|{first_call}|{','.join(faults)}"
 
 
-def _count_call(run_dir: Path) -> int:
-    counter = run_dir / "fault-calls.txt"
-    calls = int(counter.read_text()) + 1 if counter.exists() else 1
-    counter.write_text(str(calls))
-    return calls
+def _pid(run_dir: Path, target: str) -> int:
+    return int((run_dir / "logs" / f"{target}.pid").read_text())
 
 
 def _fire(run_dir: Path, target: str, sig: str, delay: list[str]) -> None:
-    pid = int((run_dir / "logs" / f"{target}.pid").read_text())
+    pid = _pid(run_dir, target)
     with open(run_dir / "fault-fired.txt", "a") as fired:
         fired.write(f"{target} pid {pid} {sig}\n")
     send = lambda: os.kill(pid, getattr(signal, sig))  # noqa: E731
@@ -46,13 +45,17 @@ def _fire(run_dir: Path, target: str, sig: str, delay: list[str]) -> None:
 def inject_once(prompts: list[str], responses: list[str]) -> list[float]:
     spec = os.environ.get(ENV)
     if spec:
-        run, faults = spec.split("|")
+        run, first_call, faults = spec.split("|")
         run_dir = Path(run)
-        call = _count_call(run_dir)
-        for fault in faults.split(","):
-            where, _, how = fault.partition(":")
-            target, _, at = where.partition("@")
-            sig, *delay = how.split(":")
-            if int(at) == call:
-                _fire(run_dir, target, sig, delay)
+        state_file = run_dir / "fault-state.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {"calls": 0, "fired": 0, "pid": None}
+        state["calls"] += 1
+        todo = faults.split(",")[state["fired"]:]
+        rebuilt = state["pid"] is None or _pid(run_dir, "policy-0") != state["pid"]
+        if todo and state["calls"] >= int(first_call) and rebuilt:
+            target, sig, *delay = todo[0].split(":")
+            state["pid"] = _pid(run_dir, "policy-0")
+            state["fired"] += 1
+            _fire(run_dir, target, sig, delay)
+        state_file.write_text(json.dumps(state))
     return lowercase_fraction_reward(prompts, responses)

@@ -16,7 +16,11 @@ from rlhf_dist.cli import build_parser, main
 pytestmark = pytest.mark.slow
 TINY = ["--config", "configs/tiny.yaml", "--tracking.tensorboard", "false", "--tracking.progress", "false",
         "--data.demo_size", "32", "--eval.num_prompts", "4"]
-PPO_1_STEP = ["--ppo.steps", "1", "--checkpoint.every_steps", "0"]
+# The code path, as cheaply as the engine allows (each arm builds its roles: that is most of its time):
+# one step, one DeepSpeed rank, RLOO (no critic actor), HF generate (no vLLM engine to start).
+PPO_1_STEP = ["--ppo.steps", "1", "--checkpoint.every_steps", "0", "--ppo.advantage", "rloo",
+              "--rollout.sampling.samples_per_prompt", "2", "--ppo.rollout_batch_size", "4", "--ppo.ppo_epochs", "1",
+              "--cluster.policy.num_actors", "1", "--rollout.backend", "hf"]
 RUN_KEYS = {"kl_coef", "run_dir", "steps", "reward", "kl", "response_length", "final_reward", "final_kl",
             "final_response_length", "max_kl", "eval", "examples", "settings"}
 

@@ -38,30 +38,31 @@ def assert_same_run(reference: list[dict], history: list[dict]) -> None:
 
 
 # One run survives five faults in turn, each in a different role and phase; only the targeted process is
-# signalled each time. Calls count across restarts: a fault at call 3 hits step 3, the restart restores
-# step 2's checkpoint, steps 3 and 4 run again as calls 4 and 5, and so on (one run, not five: each run
-# costs a build of every role, the bulk of this test's time).
+# signalled each time. The first fires at call 3 (step 3; checkpoint at step 2), each next one at the first
+# call after the roles were rebuilt: the restart restores step 2, so every fault hits a step 3 of fresh
+# actors and a later call of the same role notices it (one run, not five: each run costs a build of every
+# role, the bulk of this test's time).
 FAULTS = [
-    "policy-1@3:SIGKILL",         # during inference (the policy's log-probs are in flight at scoring time)
-    "reference-0@5:SIGKILL",
-    "rollout-0@7:SIGKILL",        # noticed at the weight sync of the same step
-    "critic-0@9:SIGKILL:0.3",     # 0.3 s after scoring: while the critic trains (a step takes ~0.7 s)
-    "reference-0@11:SIGSTOP",     # hung: alive but answers nothing, until cluster.dead_actor_timeout_s
+    "policy-1:SIGKILL",           # during inference (the policy's log-probs are in flight at scoring time)
+    "reference-0:SIGKILL",        # noticed at its next call (this step's or the next step's log-probs)
+    "rollout-0:SIGKILL",          # noticed at the weight sync of the same step
+    "critic-0:SIGKILL:0.3",       # 0.3 s after scoring: while the critic trains, or at its next call
+    "reference-0:SIGSTOP",        # hung: alive but answers nothing, until cluster.dead_actor_timeout_s
 ]
 
 
 def test_each_killed_or_hung_role_is_rebuilt_and_the_run_ends_identical(tmp_path, monkeypatch, uninterrupted):
-    monkeypatch.setenv(ENV, fault_spec(tmp_path, *FAULTS))
+    monkeypatch.setenv(ENV, fault_spec(tmp_path, 3, *FAULTS))
     result = run_ppo_stage(fault_cfg(tmp_path, "fault_tolerance.max_restarts=5", "cluster.dead_actor_timeout_s=20"))
     fired = (tmp_path / "fault-fired.txt").read_text().splitlines()
-    assert [line.split()[0] for line in fired] == [f.split("@")[0] for f in FAULTS]
+    assert [line.split()[0] for line in fired] == [f.split(":")[0] for f in FAULTS]
     assert_same_run(uninterrupted, result.history)
     assert result.history[-1]["fault/restarts"] == len(FAULTS) and result.policy_dir is not None
     assert json.loads((tmp_path / "ppo_metrics.json").read_text())["restarts"] == len(FAULTS)
 
 
 def test_restarts_are_bounded(tmp_path, monkeypatch):
-    monkeypatch.setenv(ENV, fault_spec(tmp_path, "policy-0@1:SIGKILL"))
+    monkeypatch.setenv(ENV, fault_spec(tmp_path, 1, "policy-0:SIGKILL"))
     with pytest.raises(WorkerError, match="policy rank 0"):
         run_ppo_stage(fault_cfg(tmp_path, "fault_tolerance.max_restarts=0"))
 

@@ -198,7 +198,8 @@ def test_preempted_job_checkpoints_requeues_resumes_and_completes_cleanly(slurm)
         subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=slurm["env"], timeout=30)
     job = _wait_done(slurm, job_id, log)
     text = log.read_text()
-    assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1", (job, text[-4000:])
+    ctld = (slurm["dir"] / "slurmctld.log").read_text()[-3000:]
+    assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1", (job, text[-4000:], ctld)
     assert "SIGTERM: asking the driver to checkpoint" in text and "finished with exit code 75" in text
     assert f"requeueing job {job_id}" in text and "finished with exit code 0" in text
     assert _ppo_steps(out_dir) == [1, 2, 3, 4]  # the requeued run resumed: no step trained twice
