@@ -41,10 +41,6 @@ class EngineSide(Protocol):
     def init_weight_broadcast(self, host: str, port: int, tensor_parallel: int, world_size: int) -> Waitable: ...
 
 
-class SyncError(RuntimeError):
-    """A bucket failed or passed rollout.sync_timeout_s."""
-
-
 class WeightSync:
     """Send the policy's current weights to every engine, bucket by bucket; returns the bytes sent."""
 
