@@ -143,8 +143,8 @@ EXPERIMENTS = {  # CLI name -> (JSON/PNG base name, what --help says it shows)
                  "claim: 0.001 hacks, 0.02 learns with bounded KL, 0.5 barely learns)"),
 }
 PRESET_NOTE = ("the embedded preset rlhf_dist/config/presets/experiments.yaml: SmolLM2-135M-Instruct policy (LoRA) "
-               "and reward model, 128 new tokens with EOS respected, 30 PPO steps per arm, outputs in "
-               "runs/experiments (hours on a 2-core CPU: docs/experiments/README.md)")
+               "and reward model, 128 new tokens with EOS respected, one-sentence prompts, 20 PPO steps per arm, "
+               "outputs in runs/experiments (about 15 min an arm on a 2-core CPU: docs/experiments/README.md)")
 
 
 def experiments_config(overrides: list[str] | None = None) -> RLHFConfig:
@@ -162,7 +162,9 @@ def _command_line(args: argparse.Namespace, extra: list[str]) -> str:
     parts = ["rlhf-dist", "experiment", args.experiment]
     parts += ["--config", args.config] if args.config else []
     parts += [*extra, *(["--coefs", ",".join(f"{c:g}" for c in args.coefs)] if "coefs" in args else [])]
-    parts += [*(["--helpful", args.helpful] if "helpful" in args else []), *(["--out", args.out] if args.out else [])]
+    parts += [*(["--helpful", args.helpful] if "helpful" in args else []), *(["--pairs", args.pairs] if "pairs" in args
+                                                                              else [])]
+    parts += ["--out", args.out] if args.out else []
     return " ".join(parts)
 
 
@@ -172,7 +174,7 @@ def cmd_experiment(args: argparse.Namespace, cfg: RLHFConfig, command: str) -> i
     name = EXPERIMENTS[args.experiment][0]
     out = Path(args.out) if args.out else Path(cfg.run.output_dir)
     if args.experiment == "pooling":
-        ex.pooling_experiment(cfg, out, command=command)
+        ex.pooling_experiment(cfg, out, command=command, pairs=args.pairs)
         result = json.loads((out / "pooling.json").read_text())
         for pooling in ("last", "mean"):
             arm = result[pooling]
@@ -208,6 +210,7 @@ def _one_line_error(parser: argparse.ArgumentParser) -> None:
 def _register_experiments(kinds, add_config_arg: Callable[..., None]) -> None:
     from rlhf_dist.eval.experiments import KL_SWEEP_COEFS, LENGTH_HACKING_COEFS
     from rlhf_dist.eval.experiments.multi_objective import HELPFUL_RULE
+    from rlhf_dist.eval.experiments.pooling import PAIR_SOURCES
 
     preset = experiments_config()
     keys = ["ppo.steps", "rollout.sampling.max_new_tokens", "policy.path", "run.output_dir"]
@@ -224,6 +227,11 @@ def _register_experiments(kinds, add_config_arg: Callable[..., None]) -> None:
             k.add_argument("--coefs", type=_parse_coefs, default=list(default), help="comma-separated fixed KL "
                            f"coefficients, one PPO arm each (default {','.join(f'{c:g}' for c in default)}; 0 = no "
                            "KL penalty)")
+        if kind == "pooling":
+            k.add_argument("--pairs", choices=PAIR_SOURCES, default=PAIR_SOURCES[0], help="'policy' (default): two "
+                           "samples per prompt from the starting policy (policy.path), labelled by the simulated "
+                           "annotator (feedback.simulated); 'builtin': the built-in phrase-bank pairs, which "
+                           "SmolLM2 separates perfectly after one epoch; --data.pairs_path uses your own")
         if kind == "multi-objective":
             k.add_argument("--helpful", default=HELPFUL_RULE, help="R_helpful: 'model' (the trained reward model at "
                            "reward_model.path, trained first when none is there) or a 'module:callable' reward "

@@ -66,8 +66,23 @@ def test_default_coefficients_and_preset():
     assert cfg.rollout.sampling.max_new_tokens >= 64 and cfg.ppo.steps >= 20
 
 
-def test_pooling(tmp_path):
-    result = _run(tmp_path, "pooling", "--reward.epochs", "2")
+# Policy pairs on the tiny model: HF generate (no engine start) and the lowercase rule, which tells
+# random byte strings apart (the sentiment rule would call nearly every pair a tie).
+POLICY_PAIRS = ["--pairs", "policy", "--rollout.backend", "hf", "--feedback.simulated.rule", "lowercase"]
+
+
+@pytest.mark.parametrize("pairs", ["policy", "builtin"])
+def test_pooling(tmp_path, pairs):
+    result = _run(tmp_path, "pooling", "--reward.epochs", "2",
+                  *(POLICY_PAIRS if pairs == "policy" else ["--pairs", "builtin"]))
+    assert result["pairs"]["source"] == pairs and f"--pairs {pairs}" in result["reproduce"]["command"]
+    if pairs == "policy":  # sampled from the start policy, labelled, then the same files for both arms
+        rows = [json.loads(line) for line in open(result["pairs"]["train"])]
+        assert len(rows) == 32 and {"response_a", "response_b", "preference"} <= set(rows[0])
+        assert any(r["preference"] in (0, 1) for r in rows)
+        assert result["pairs"]["eval"].endswith("pooling/pairs/eval.jsonl") and result["pairs"]["format"] == "ab"
+    else:
+        assert result["pairs"]["train"].startswith("built-in demo pairs")
     for pooling in ("last", "mean"):
         arm = result[pooling]
         assert arm["ci"][0] <= arm["accuracy"] <= arm["ci"][1] and 0 < arm["ci"][1] - arm["ci"][0] < 1

@@ -19,17 +19,42 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HELPFULNESS_JUDGE = "rlhf_dist.eval.rules:helpfulness_judge"  # held out: no experiment trains on it
+# Appended to the built-in prompts of the PPO arms. Asked as the demo does, SmolLM2-135M-Instruct answers
+# in ~110 tokens and a 128-token cap leaves a length reward no room; asked for one sentence it answers in
+# ~33 (12 held-out prompts, HF sampling at temperature 1), so the length is free to grow ~4x.
+BRIEF_INSTRUCTION = " Answer in one sentence."
 
 
 def function_source(spec: str, weight: float = 1.0) -> dict:
     return {"kind": "function", "function": spec, "weight": weight}
 
 
+def brief_prompt_files(cfg: RLHFConfig, run_dir: Path) -> dict[str, str]:
+    """The built-in prompts (train and held-out) with BRIEF_INSTRUCTION appended, written under
+    `run_dir`/prompts; the data.* updates that point the arm at them. Nothing when the user gave prompts."""
+    import json
+
+    from rlhf_dist.data.demo import demo_prompts
+
+    updates: dict[str, str] = {}
+    given = {"data.prompts_path": cfg.data.prompts_path, "data.eval_prompts_path": cfg.data.eval_prompts_path}
+    for split, key in (("train", "data.prompts_path"), ("eval", "data.eval_prompts_path")):
+        if given[key] is not None:
+            continue
+        path = run_dir / "prompts" / f"{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = demo_prompts(cfg.data.demo_size, seed=cfg.run.seed, split=split)
+        path.write_text("".join(json.dumps({"prompt": r.prompt + BRIEF_INSTRUCTION}) + "\n" for r in rows))
+        updates[key] = str(path)
+    return updates
+
+
 def arm_config(cfg: RLHFConfig, run_dir: Path, arm: str, rewards: list[dict],
                kl_coef: float | None = None) -> RLHFConfig:
-    """`cfg` with only `rewards` as reward sources (and a fixed KL coefficient), writing into `run_dir`."""
+    """`cfg` with only `rewards` as reward sources (and a fixed KL coefficient), writing into `run_dir`,
+    on the built-in prompts asking for one sentence (brief_prompt_files) unless the user gave prompts."""
     updates: dict[str, Any] = {"run.output_dir": str(run_dir), "run.name": f"{cfg.run.name}-{arm}",
-                               "ppo.rewards": rewards}
+                               "ppo.rewards": rewards, **brief_prompt_files(cfg, run_dir)}
     if kl_coef is not None:
         updates.update({"ppo.kl.coef": kl_coef, "ppo.kl.controller": "fixed"})
     return with_overrides(cfg, updates, source=f"experiment arm {arm}")  # cross-field rules re-checked
@@ -37,7 +62,8 @@ def arm_config(cfg: RLHFConfig, run_dir: Path, arm: str, rewards: list[dict],
 
 def arm_settings(arm_cfg: RLHFConfig) -> dict:
     """What this arm changes in the base config (its full config is <run_dir>/config.yaml)."""
-    return {"run.output_dir": arm_cfg.run.output_dir, "ppo.kl.coef": arm_cfg.ppo.kl.coef,
+    return {"run.output_dir": arm_cfg.run.output_dir, "data.prompts_path": arm_cfg.data.prompts_path,
+            "data.eval_prompts_path": arm_cfg.data.eval_prompts_path, "ppo.kl.coef": arm_cfg.ppo.kl.coef,
             "ppo.kl.controller": arm_cfg.ppo.kl.controller,
             "ppo.rewards": [s.model_dump(mode="json", exclude_defaults=True) for s in arm_cfg.ppo.rewards]}
 
@@ -95,8 +121,9 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def plot_step_curves(runs: list[dict], label_of, path: Path, title: str, reward_label: str) -> Path:
-    """Reward, KL and response length vs PPO step, one line per arm."""
+def plot_step_curves(runs: list[dict], label_of, path: Path, title: str, reward_label: str,
+                     length_cap: int | None = None) -> Path:
+    """Reward, KL and response length vs PPO step, one line per arm (and the response cap, dashed)."""
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_r, ax_kl, ax_len) = new_figure(3, title)
@@ -104,6 +131,8 @@ def plot_step_curves(runs: list[dict], label_of, path: Path, title: str, reward_
         marker = "o" if len(run["steps"]) <= 30 else None
         for ax, key in ((ax_r, "reward"), (ax_kl, "kl"), (ax_len, "response_length")):
             ax.plot(run["steps"], run[key], marker=marker, markersize=3, label=label_of(run))
+    if length_cap is not None:  # a length reward pins responses here: longer ones are cut, not allowed
+        ax_len.axhline(length_cap, color="grey", linestyle="--", linewidth=1, label=f"cap ({length_cap} new tokens)")
     ax_r.set_ylabel(reward_label)
     ax_kl.set_ylabel("KL to reference (nats / sequence)")
     ax_len.set_ylabel("mean response length (tokens)")

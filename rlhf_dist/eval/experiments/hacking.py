@@ -57,7 +57,7 @@ def reward_hacking_experiment(cfg: RLHFConfig, out_dir: str | Path, kl_coefs: Se
             for coef in kl_coefs]
     plot_step_curves(runs, _label, out / f"{name}.png",
                      f"reward hacking: length reward vs KL coefficient ({cfg.policy.path})",
-                     "reward (response characters / 100)")
+                     "reward (response characters / 100)", length_cap=cfg.rollout.sampling.max_new_tokens)
     write_json(out / f"{name}.json", {
         "experiment": name, "reward": LENGTH_REWARD, "judge": HELPFULNESS_JUDGE, "steps": cfg.ppo.steps,
         "kl_coefs": list(kl_coefs), "runs": runs, "reproduce": provenance(cfg, command),

@@ -7,6 +7,12 @@ pairs, same seed and settings, changing only reward_model.pooling ("last": the h
 last real token; "mean": the mean of the head's outputs over all real tokens). Measured: the held-out
 pairwise accuracy after the last epoch, with its 95% Wilson interval over the held-out pairs, and the
 accuracy after every epoch.
+
+The pairs (--pairs): "policy" (default) samples two responses per prompt from the starting policy and
+labels them with the simulated annotator (feedback.simulated), as the demo collects its feedback;
+"builtin" uses the built-in phrase-bank pairs, which SmolLM2 separates perfectly after one epoch
+(measured with last pooling: held-out accuracy 1.000 on 128 pairs, loss 0.0000 in epoch 2), so they
+leave no room for a difference. Users' own pairs: --data.pairs_path / --data.eval_pairs_path.
 """
 
 from __future__ import annotations
@@ -15,10 +21,41 @@ from pathlib import Path
 
 from rlhf_dist.algo.metrics import wilson_interval
 from rlhf_dist.config import RLHFConfig, with_overrides
-from rlhf_dist.eval.experiments.common import new_figure, provenance, save_figure
+from rlhf_dist.eval.experiments.common import BRIEF_INSTRUCTION, new_figure, provenance, save_figure
 from rlhf_dist.utils import write_json
 
 POOLINGS = ("last", "mean")
+PAIR_SOURCES = ("policy", "builtin")
+
+
+def policy_pairs(cfg: RLHFConfig, root: Path) -> dict[str, str]:
+    """A/B pairs sampled from the starting policy (two responses per one-sentence built-in prompt, one
+    engine start for both splits), labelled by the simulated annotator; the data.* updates that use them.
+
+    data.demo_size prompts on the built-in train topics, as many held out on the eval topics (ties are
+    dropped by the RM stage, so both splits shrink by the annotator's tie rate)."""
+    from rlhf_dist.data.demo import demo_prompts
+    from rlhf_dist.data.readers import write_jsonl
+    from rlhf_dist.data.records import ABFeedback
+    from rlhf_dist.feedback.generate import sample_pairs
+    from rlhf_dist.feedback.simulated import SimulatedAnnotator
+    from rlhf_dist.models import resolve_model_path
+
+    seed, n_train = cfg.run.seed, cfg.data.demo_size
+    prompts = [p.prompt + BRIEF_INSTRUCTION for split in ("train", "eval")
+               for p in demo_prompts(n_train, seed=seed, split=split)]
+    sampling_cfg = with_overrides(cfg, {"run.output_dir": str(root)}, source="pooling pairs")  # engine log here
+    pairs = sample_pairs(sampling_cfg, resolve_model_path(cfg.policy.path, seed=seed), prompts, seed=seed)
+    sim = cfg.feedback.simulated
+    annotator = SimulatedAnnotator(sim.rule, sim.noise, sim.tie_margin, seed=seed, tie_rate=sim.tie_rate)
+    rows = []
+    for pair in pairs:
+        preference, confidence, reasoning = annotator.judge(pair.prompt, pair.response_a, pair.response_b)
+        rows.append(ABFeedback(prompt=pair.prompt, response_a=pair.response_a, response_b=pair.response_b,
+                               preference=preference, confidence=confidence, reasoning=reasoning))
+    train = write_jsonl(root / "pairs" / "train.jsonl", rows[:n_train])
+    held_out = write_jsonl(root / "pairs" / "eval.jsonl", rows[n_train:])
+    return {"data.pairs_path": str(train), "data.eval_pairs_path": str(held_out), "data.pairs_format": "ab"}
 
 
 def _arm(cfg: RLHFConfig, pooling: str, run_dir: Path) -> dict:
@@ -55,19 +92,26 @@ def plot_pooling(result: dict, path: Path) -> Path:
 
 
 def pooling_experiment(cfg: RLHFConfig, out_dir: str | Path, runs_dir: str | Path | None = None,
-                       command: str | None = None) -> Path:
-    """Train the RM with last and with mean pooling on the same pairs; writes <out_dir>/pooling.{json,png}."""
+                       command: str | None = None, pairs: str = "policy") -> Path:
+    """Train the RM with last and with mean pooling on the same pairs; writes <out_dir>/pooling.{json,png}.
+
+    `pairs`: "policy" samples them from the starting policy (policy_pairs) unless data.pairs_path is set;
+    "builtin" uses the built-in (or the user's) pairs as they are."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs_root = Path(runs_dir) if runs_dir else Path(cfg.run.output_dir) / "pooling"
+    base_cfg, source = cfg, "given" if cfg.data.pairs_path is not None else pairs  # the user's own pairs win
+    if source == "policy":
+        cfg = with_overrides(cfg, policy_pairs(cfg, runs_root), source="pooling pairs sampled from the policy")
     result: dict = {"experiment": "pooling", "backbone": cfg.reward_model.path}
     for pooling in POOLINGS:
         result[pooling] = _arm(cfg, pooling, runs_root / pooling)
-    result["pairs"] = {"train": cfg.data.pairs_path or f"built-in demo pairs (data.demo_size {cfg.data.demo_size})",
+    result["pairs"] = {"source": source,
+                       "train": cfg.data.pairs_path or f"built-in demo pairs (data.demo_size {cfg.data.demo_size})",
                        "eval": cfg.data.eval_pairs_path or "built-in held-out demo pairs",
                        "format": cfg.data.pairs_format, "n_eval": result["last"]["n_eval_pairs"]}
     result["difference_mean_minus_last"] = result["mean"]["accuracy"] - result["last"]["accuracy"]
-    result["reproduce"] = provenance(cfg, command)
+    result["reproduce"] = provenance(base_cfg, command)
     plot_pooling(result, out / "pooling.png")
     write_json(out / "pooling.json", result)
     return out
