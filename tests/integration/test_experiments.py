@@ -8,6 +8,7 @@ cannot show them (docs/experiments/README.md has the SmolLM2 settings where they
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_pooling(tmp_path, pairs):
                   *(POLICY_PAIRS if pairs == "policy" else ["--pairs", "builtin"]))
     assert result["pairs"]["source"] == pairs and f"--pairs {pairs}" in result["reproduce"]["command"]
     if pairs == "policy":  # sampled from the start policy, labelled, then the same files for both arms
-        rows = [json.loads(line) for line in open(result["pairs"]["train"])]
+        rows = [json.loads(line) for line in Path(result["pairs"]["train"]).read_text().splitlines()]
         assert len(rows) == 32 and {"response_a", "response_b", "preference"} <= set(rows[0])
         assert any(r["preference"] in (0, 1) for r in rows)
         assert result["pairs"]["eval"].endswith("pooling/pairs/eval.jsonl") and result["pairs"]["format"] == "ab"
