@@ -79,3 +79,18 @@ def binomial_two_sided_p(successes: int, trials: int, p: float = 0.5) -> float:
     probs = [comb(trials, k) * p**k * (1 - p) ** (trials - k) for k in range(trials + 1)]
     observed = probs[successes]
     return min(1.0, sum(q for q in probs if q <= observed * (1 + 1e-9)))
+
+
+def paired_accuracy_test(correct_a: list[bool], correct_b: list[bool]) -> dict:
+    """Exact McNemar test of two models judged on the SAME items: only the items they disagree on count.
+
+    Returns the four counts and the two-sided p-value that A and B are equally accurate (a binomial
+    test of `a_only` among the `a_only + b_only` discordant items, p = 0.5)."""
+    if len(correct_a) != len(correct_b):
+        raise ValueError(f"paired test needs the same items: {len(correct_a)} vs {len(correct_b)} results")
+    both = sum(a and b for a, b in zip(correct_a, correct_b))
+    a_only = sum(a and not b for a, b in zip(correct_a, correct_b))
+    b_only = sum(b and not a for a, b in zip(correct_a, correct_b))
+    return {"both_right": both, "a_only": a_only, "b_only": b_only,
+            "both_wrong": len(correct_a) - both - a_only - b_only,
+            "p_value": binomial_two_sided_p(a_only, a_only + b_only)}

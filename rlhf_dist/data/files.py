@@ -10,7 +10,7 @@ from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data.errors import (
     DataFileError, DataFileNotFound, DataValidationError, RowError, reason_counts, write_rejected_rows,
 )
-from rlhf_dist.data.pairs import load_preference_pairs
+from rlhf_dist.data.pairs import PairLoadReport, load_preference_pairs
 from rlhf_dist.data.tokenize import encode_pair_dataset, encode_sft_dataset
 from rlhf_dist.data.validate import load_records
 from rlhf_dist.utils import check_output_dir
@@ -54,6 +54,17 @@ def resolve_data_files(cfg: RLHFConfig) -> DataFiles:
     )
 
 
+def read_pairs(cfg: RLHFConfig, path: Path, fmt: str) -> tuple[list, PairLoadReport]:
+    """The preference pairs of a file as the RM stage keeps them (data.tie_policy, min_confidence, ...),
+    bad rows skipped and counted in the report."""
+    d = cfg.data
+    ab_opts = dict(tie_policy=d.tie_policy, min_confidence=d.min_confidence, confidence_as_weight=d.confidence_as_weight)
+    return load_preference_pairs(
+        path, fmt, on_error="skip", min_gap=d.rating_min_gap if fmt == "rating" else 0.0,
+        **(ab_opts if fmt == "ab" else {}),
+    )
+
+
 def load_encoded_pairs(cfg: RLHFConfig, tokenizer, path: Path, fmt: str, what: str) -> list:
     """Read, validate and tokenise a preference-pair file as data.* says; logs what was kept and why not.
 
@@ -62,11 +73,7 @@ def load_encoded_pairs(cfg: RLHFConfig, tokenizer, path: Path, fmt: str, what: s
     the count per reason. Either way each one is written with its reason to <run>/rejected_rows.jsonl.
     """
     d = cfg.data
-    ab_opts = dict(tie_policy=d.tie_policy, min_confidence=d.min_confidence, confidence_as_weight=d.confidence_as_weight)
-    pairs, report = load_preference_pairs(
-        path, fmt, on_error="skip", min_gap=d.rating_min_gap if fmt == "rating" else 0.0,
-        **(ab_opts if fmt == "ab" else {}),
-    )
+    pairs, report = read_pairs(cfg, path, fmt)
     log.info("%s %s: %s", what, path, report.summary())
     encoded = encode_pair_dataset(tokenizer, pairs, d.max_length, d.truncation, "skip", locations=report.locations)
     log.info("%s: %s", what, encoded.summary())

@@ -180,6 +180,9 @@ def cmd_experiment(args: argparse.Namespace, cfg: RLHFConfig, command: str) -> i
             arm = result[pooling]
             print(f"{pooling:<5} pooling: held-out accuracy {arm['accuracy']:.3f} (95% CI {arm['ci'][0]:.3f}-"
                   f"{arm['ci'][1]:.3f}, {arm['n_eval_pairs']} pairs)")
+        paired = result["paired"]
+        print(f"same pairs: last right & mean wrong {paired['last_only']}, mean right & last wrong "
+              f"{paired['mean_only']} (exact McNemar p = {paired['p_value']:.3f})")
     elif args.experiment == "multi-objective":
         ex.multi_objective_experiment(cfg, out, args.helpful, command=command)
         for arm, p in json.loads((out / "multi_objective.json").read_text())["policies"].items():

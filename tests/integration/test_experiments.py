@@ -92,6 +92,13 @@ def test_pooling(tmp_path, pairs):
         assert cfg["history"][-1]["accuracy"] == arm["accuracy"]
     difference = result["mean"]["accuracy"] - result["last"]["accuracy"]
     assert result["difference_mean_minus_last"] == pytest.approx(difference)
+    # the paired test re-scores the held-out pairs with each saved RM: the same verdicts as its eval
+    paired, n = result["paired"], result["pairs"]["n_eval"]
+    assert paired["both_right"] + paired["last_only"] == round(result["last"]["accuracy"] * n)
+    assert paired["both_right"] + paired["mean_only"] == round(result["mean"]["accuracy"] * n)
+    assert sum(paired[k] for k in ("both_right", "last_only", "mean_only", "both_wrong")) == n
+    assert 0 < paired["p_value"] <= 1 and 0 < len(result["examples"]) <= 6
+    assert {"prompt", "preferred", "other", "margin_last", "margin_mean"} == set(result["examples"][0])
 
 
 @pytest.mark.usefixtures("ray_cluster")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rlhf_dist.algo.agreement import paired_accuracy_test
 from rlhf_dist.algo.metrics import wilson_interval
 from rlhf_dist.config import RLHFConfig, with_overrides
 from rlhf_dist.eval.experiments.common import BRIEF_INSTRUCTION, new_figure, provenance, save_figure
@@ -63,13 +64,62 @@ def _arm(cfg: RLHFConfig, pooling: str, run_dir: Path) -> dict:
 
     arm_cfg = with_overrides(cfg, {"reward_model.pooling": pooling, "run.output_dir": str(run_dir),
                                    "run.name": f"{cfg.run.name}-pooling-{pooling}"}, source=f"pooling arm {pooling}")
-    history = train_reward_model(arm_cfg).history
+    trained = train_reward_model(arm_cfg)
+    history = trained.history
     final = history[-1]
     n = int(final["n_pairs"])
     low, high = wilson_interval(final["accuracy"] * n, n)
     return {"accuracy": final["accuracy"], "ci": [low, high], "n_eval_pairs": n,
             "kendall_tau": final["kendall_tau"], "margin_mean": final["margin_mean"],
-            "accuracy_per_epoch": [h["accuracy"] for h in history], "run_dir": str(run_dir)}
+            "accuracy_per_epoch": [h["accuracy"] for h in history], "run_dir": str(run_dir),
+            "held_out": held_out_margins(arm_cfg, trained.model_dir)}
+
+
+def held_out_margins(cfg: RLHFConfig, model_dir: Path) -> list[dict]:
+    """Each decisive held-out pair, in file order: its texts and the trained RM's margin (score of the
+    preferred response minus the other's; > 0 = ranked as the annotator did)."""
+    import torch
+
+    from rlhf_dist.data import collate_pairs
+    from rlhf_dist.data.files import read_pairs, resolve_data_files
+    from rlhf_dist.data.tokenize import encode_pair
+    from rlhf_dist.models import load_reward_model, load_tokenizer
+    from rlhf_dist.stages.reward import score_pairs
+
+    d, files = cfg.data, resolve_data_files(cfg)
+    pairs, _ = read_pairs(cfg, files.eval_pairs, files.eval_pairs_format)
+    tokenizer = load_tokenizer(model_dir, cfg.reward_model.trust_remote_code)
+    model = load_reward_model(cfg.reward_model, model_dir)
+    kept, encoded = [], []
+    for pair in pairs:
+        try:
+            encoded.append(encode_pair(tokenizer, pair, d.max_length, d.truncation))
+            kept.append(pair)
+        except ValueError:  # over-long: the RM stage skipped it too
+            continue
+    margins: list[float] = []
+    with torch.no_grad():  # batches of 32 as the RM stage's eval: the same scores, bit for bit
+        for i in range(0, len(encoded), 32):
+            chosen, rejected = score_pairs(model, collate_pairs(encoded[i : i + 32], tokenizer.pad_token_id))
+            margins += (chosen - rejected).tolist()
+    return [{"prompt": p.prompt, "preferred": p.chosen if p.target > 0.5 else p.rejected,
+             "other": p.rejected if p.target > 0.5 else p.chosen, "margin": m if p.target > 0.5 else -m}
+            for p, m in zip(kept, margins) if p.target != 0.5]
+
+
+def compare_on_same_pairs(last: list[dict], mean: list[dict], n_examples: int = 6) -> tuple[dict, list[dict]]:
+    """Exact McNemar test of last vs mean pooling on the held-out pairs both scored, and example pairs:
+    those the two poolings disagree on first (the most confident disagreements), then agreements."""
+    if [r["preferred"] for r in last] != [r["preferred"] for r in mean]:
+        raise ValueError("pooling arms scored different held-out pairs")
+    test = paired_accuracy_test([r["margin"] > 0 for r in last], [r["margin"] > 0 for r in mean])
+    paired = {"n_pairs": len(last), "both_right": test["both_right"], "last_only": test["a_only"],
+              "mean_only": test["b_only"], "both_wrong": test["both_wrong"], "p_value": test["p_value"]}
+    rows = [{**{k: a[k] for k in ("prompt", "preferred", "other")}, "margin_last": a["margin"],
+             "margin_mean": b["margin"]} for a, b in zip(last, mean)]
+    rows.sort(key=lambda r: ((r["margin_last"] > 0) == (r["margin_mean"] > 0),
+                             -abs(r["margin_last"] - r["margin_mean"])))
+    return paired, rows[:n_examples]
 
 
 def plot_pooling(result: dict, path: Path) -> Path:
@@ -83,6 +133,7 @@ def plot_pooling(result: dict, path: Path) -> Path:
     ax_bar.set_xticks(range(len(POOLINGS)), [f"{p} pooling" for p in POOLINGS])
     ax_bar.set_ylabel("held-out pairwise accuracy (fraction, 95% Wilson CI)")
     ax_bar.set_ylim(0, 1.05)
+    ax_ep.set_xticks(range(1, len(result[POOLINGS[0]]["accuracy_per_epoch"]) + 1))  # whole epochs only
     ax_ep.set_xlabel("reward-model epoch")
     ax_ep.set_ylabel("held-out pairwise accuracy (fraction)")
     for ax in (ax_bar, ax_ep):
@@ -111,6 +162,8 @@ def pooling_experiment(cfg: RLHFConfig, out_dir: str | Path, runs_dir: str | Pat
                        "eval": cfg.data.eval_pairs_path or "built-in held-out demo pairs",
                        "format": cfg.data.pairs_format, "n_eval": result["last"]["n_eval_pairs"]}
     result["difference_mean_minus_last"] = result["mean"]["accuracy"] - result["last"]["accuracy"]
+    result["paired"], result["examples"] = compare_on_same_pairs(result["last"].pop("held_out"),
+                                                                 result["mean"].pop("held_out"))
     result["reproduce"] = provenance(base_cfg, command)
     plot_pooling(result, out / "pooling.png")
     write_json(out / "pooling.json", result)
