@@ -58,7 +58,8 @@ def read_pairs(cfg: RLHFConfig, path: Path, fmt: str) -> tuple[list, PairLoadRep
     """The preference pairs of a file as the RM stage keeps them (data.tie_policy, min_confidence, ...),
     bad rows skipped and counted in the report."""
     d = cfg.data
-    ab_opts = dict(tie_policy=d.tie_policy, min_confidence=d.min_confidence, confidence_as_weight=d.confidence_as_weight)
+    ab_opts = {"tie_policy": d.tie_policy, "min_confidence": d.min_confidence,
+               "confidence_as_weight": d.confidence_as_weight}
     return load_preference_pairs(
         path, fmt, on_error="skip", min_gap=d.rating_min_gap if fmt == "rating" else 0.0,
         **(ab_opts if fmt == "ab" else {}),
@@ -74,7 +75,7 @@ def load_encoded_pairs(cfg: RLHFConfig, tokenizer, path: Path, fmt: str, what: s
     """
     d = cfg.data
     pairs, report = read_pairs(cfg, path, fmt)
-    log.info("%s %s: %s", what, path, report.summary())
+    log.info("%s %s", what, report.summary())  # the summary names the file
     encoded = encode_pair_dataset(tokenizer, pairs, d.max_length, d.truncation, "skip", locations=report.locations)
     log.info("%s: %s", what, encoded.summary())
     _settle_bad_rows(cfg, report.load.errors + encoded.errors, path, what)
@@ -87,7 +88,7 @@ def load_encoded_sft(cfg: RLHFConfig, tokenizer, path: Path, what: str) -> list:
     """Read, validate and tokenise an SFT file; bad rows as in :func:`load_encoded_pairs`."""
     d = cfg.data
     loaded = load_records(path, "sft", on_error="skip")
-    log.info("%s %s: %s", what, path, loaded.summary())
+    log.info("%s %s", what, loaded.summary())
     encoded = encode_sft_dataset(tokenizer, loaded.records, d.max_length, d.truncation, "skip",
                                  locations=loaded.locations)
     log.info("%s: %s", what, encoded.summary())

@@ -131,8 +131,11 @@ def plot_pooling(result: dict, path: Path) -> Path:
         epochs = range(1, len(arm["accuracy_per_epoch"]) + 1)
         ax_ep.plot(list(epochs), arm["accuracy_per_epoch"], marker="o", color=f"C{i}", label=pooling)
     ax_bar.set_xticks(range(len(POOLINGS)), [f"{p} pooling" for p in POOLINGS])
-    ax_bar.set_ylabel("held-out pairwise accuracy (fraction, 95% Wilson CI)")
+    ax_bar.set_ylabel("held-out pairwise accuracy\n(fraction, 95% Wilson CI)")
     ax_bar.set_ylim(0, 1.05)
+    paired = result["paired"]
+    ax_bar.set_xlabel(f"on the same {paired['n_pairs']} pairs: only last right {paired['last_only']}, only mean "
+                      f"right {paired['mean_only']}\n(exact McNemar p = {paired['p_value']:.2f})", fontsize=9)
     ax_ep.set_xticks(range(1, len(result[POOLINGS[0]]["accuracy_per_epoch"]) + 1))  # whole epochs only
     ax_ep.set_xlabel("reward-model epoch")
     ax_ep.set_ylabel("held-out pairwise accuracy (fraction)")
