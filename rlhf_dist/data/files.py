@@ -29,17 +29,26 @@ class DataFiles:
     eval_pairs_format: str
 
 
+def _data_paths(cfg: RLHFConfig) -> dict[str, str | None]:
+    d = cfg.data
+    return {"sft": d.sft_path, "pairs": d.pairs_path, "eval_pairs": d.eval_pairs_path,
+            "prompts": d.prompts_path, "eval_prompts": d.eval_prompts_path}
+
+
+def check_given_data_paths(cfg: RLHFConfig) -> None:
+    """Every data.*_path the user set exists: a typo fails in one line before anything is written."""
+    for key, given in _data_paths(cfg).items():
+        if given is not None and not Path(given).exists():
+            raise DataFileNotFound(f"{given}: data file not found (data.{key}_path; check the path or the "
+                                   "working directory)")
+
+
 def resolve_data_files(cfg: RLHFConfig) -> DataFiles:
     """Configured data paths; any left unset is filled with built-in demo data in <run>/data."""
-    d = cfg.data
-    paths = {"sft": d.sft_path, "pairs": d.pairs_path, "eval_pairs": d.eval_pairs_path,
-             "prompts": d.prompts_path, "eval_prompts": d.eval_prompts_path}
+    d, paths = cfg.data, _data_paths(cfg)
     demo = {}
     if any(p is None for p in paths.values()):
-        for key, given in paths.items():  # a typo in a given path fails before the demo data is written
-            if given is not None and not Path(given).exists():
-                raise DataFileNotFound(f"{given}: data file not found (data.{key}_path; check the path or the "
-                                       "working directory)")
+        check_given_data_paths(cfg)  # before the demo data is written
         from rlhf_dist.data.demo import write_demo_files
 
         check_output_dir(Path(cfg.run.output_dir))  # a file or read-only dir: one line, before any write

@@ -56,6 +56,18 @@ def test_bad_experiment_input_is_one_line_exit_2(argv, message, capsys):
     assert exit_.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("experiment", ["pooling", "multi-objective"])
+def test_a_missing_data_file_is_one_line_and_creates_no_output_dir(experiment, tmp_path, capsys):
+    missing = tmp_path / "missing.jsonl"
+    key = "--data.pairs_path" if experiment == "pooling" else "--data.prompts_path"
+    argv = ["experiment", experiment, *TINY, "--run.output_dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+            key, str(missing), *(PPO_1_STEP if experiment != "pooling" else [])]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert f"{missing}: data file not found ({key[2:]}" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
 def test_default_coefficients_and_preset():
     parser, _ = build_parser()
     assert parser.parse_args(["experiment", "length-hacking"]).coefs == [0.0, 0.1]

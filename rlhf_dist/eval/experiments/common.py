@@ -35,7 +35,9 @@ def brief_prompt_files(cfg: RLHFConfig, run_dir: Path) -> dict[str, str]:
     import json
 
     from rlhf_dist.data.demo import demo_prompts
+    from rlhf_dist.data.files import check_given_data_paths
 
+    check_given_data_paths(cfg)  # a mistyped path: one line, nothing written
     updates: dict[str, str] = {}
     given = {"data.prompts_path": cfg.data.prompts_path, "data.eval_prompts_path": cfg.data.eval_prompts_path}
     for split, key in (("train", "data.prompts_path"), ("eval", "data.eval_prompts_path")):
@@ -116,6 +118,7 @@ def new_figure(cols: int, title: str) -> tuple[Figure, list]:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)  # --out is created only once there are results
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path

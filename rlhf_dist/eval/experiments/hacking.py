@@ -51,7 +51,6 @@ def reward_hacking_experiment(cfg: RLHFConfig, out_dir: str | Path, kl_coefs: Se
     The arms' run directories go to `runs_dir` (default <run.output_dir>/<name>), so that `out_dir`
     (docs/experiments for the committed results) receives only the figure and the JSON."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     runs_root = Path(runs_dir) if runs_dir else Path(cfg.run.output_dir) / name
     runs = [_arm_summary(coef, run_arm(sweep_config(cfg, runs_root / f"kl_{coef:g}", coef)))
             for coef in kl_coefs]

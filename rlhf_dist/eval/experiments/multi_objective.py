@@ -69,7 +69,6 @@ def multi_objective_experiment(cfg: RLHFConfig, out_dir: str | Path, helpful: st
                                runs_dir: str | Path | None = None, command: str | None = None) -> Path:
     """PPO on R_helpful, R_concise and their 0.7/0.3 sum; writes <out_dir>/multi_objective.{json,png}."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     runs_root = Path(runs_dir) if runs_dir else Path(cfg.run.output_dir) / "multi_objective"
     policies = {name: _summary(run_arm(arm_config(cfg, runs_root / name, name, rewards)))
                 for name, rewards in arms(helpful).items()}

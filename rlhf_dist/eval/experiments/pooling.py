@@ -152,7 +152,6 @@ def pooling_experiment(cfg: RLHFConfig, out_dir: str | Path, runs_dir: str | Pat
     `pairs`: "policy" samples them from the starting policy (policy_pairs) unless data.pairs_path is set;
     "builtin" uses the built-in (or the user's) pairs as they are."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     runs_root = Path(runs_dir) if runs_dir else Path(cfg.run.output_dir) / "pooling"
     base_cfg, source = cfg, "given" if cfg.data.pairs_path is not None else pairs  # the user's own pairs win
     if source == "policy":
