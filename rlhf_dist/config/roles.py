@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rlhf_dist.config.schema import ActorResources, RLHFConfig
+    from rlhf_dist.config.schema_parts import TrainConfig
 
 # Creation order of the actor groups (and the order of every per-role table).
 ROLES = ("policy", "critic", "reference", "reward", "rollout")
@@ -97,3 +98,24 @@ def placement_layout(cfg: RLHFConfig) -> dict[str, list[BundleSpec]]:
     return {role: [BundleSpec(resources(cfg, role).cpus_per_actor, resources(cfg, role).gpus_per_actor, ((role, i),))
                    for i in range(counts[role])]
             for role in roles}
+
+
+# The role whose resources (cluster.<role>) each training stage's ranks use.
+STAGE_ROLES = {"sft": "policy", "rm": "reward"}
+
+
+def trains_in_driver(cfg: RLHFConfig, train: TrainConfig) -> bool:
+    """SFT / reward-model training in the driver process itself: only what the config asks for as one
+    process on the CPU (backend 'torch', cluster.device 'cpu'). Everything else trains on the role's Ray
+    group (driver/supervised.py), so a GPU run is the CPU run with another device string."""
+    return train.backend == "torch" and cfg.cluster.device == "cpu"
+
+
+def stage_overrides(cfg: RLHFConfig, stage: str, train: TrainConfig) -> dict[str, float | int]:
+    """How a training stage's group differs from its role's PPO resources: the stage has the cluster to
+    itself, so on CUDA each rank gets one whole GPU (NCCL refuses two ranks on one device, and PPO's
+    fractional shares assume other roles beside it); backend 'torch' trains on one rank."""
+    role = STAGE_ROLES[stage]
+    ranks = 1 if train.backend == "torch" else resources(cfg, role).num_actors
+    gpus = 1.0 if cfg.cluster.device == "cuda" else resources(cfg, role).gpus_per_actor
+    return {f"cluster.{role}.num_actors": ranks, f"cluster.{role}.gpus_per_actor": gpus}

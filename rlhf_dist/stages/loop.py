@@ -1,9 +1,12 @@
-"""The supervised training loop shared by SFT and reward-model training.
+"""The supervised training loop of SFT and reward-model training when the stage trains in this
+process (`backend: torch` on CPU; config/roles.py trains_in_driver). On a Ray + DeepSpeed group the
+same schedule runs on every rank (driver/supervised.py, workers/supervised.py).
 
     history = train_epochs(engine, examples, collate, loss_fn, evaluate, tcfg, epochs, tracker, "rm", seed)
 
-Shuffles every epoch (seeded), feeds micro-batches through engine.backward/step, logs at each
-optimizer update, and runs `evaluate` after every epoch.
+Shuffles every epoch (seeded), feeds each update's micro-batches through engine.backward/step
+(backends/train/supervised.py: the batches every rank of a group would see), logs every optimizer
+update, and runs `evaluate` after every epoch.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from rlhf_dist.backends.train import TrainEngine
+from rlhf_dist.backends.train.supervised import LossFn, epoch_order, train_update, update_micro_batches
 from rlhf_dist.config.schema_parts import TrainConfig
 from rlhf_dist.data.errors import DataFileError
 from rlhf_dist.tracking import MetricsLogger
@@ -30,7 +34,7 @@ def train_epochs(
     engine: TrainEngine,
     examples: list,
     collate: Callable[[list], dict[str, torch.Tensor]],
-    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]],
+    loss_fn: LossFn,
     evaluate: Callable[[torch.nn.Module], dict[str, float]],
     tcfg: TrainConfig,
     epochs: int,
@@ -39,27 +43,18 @@ def train_epochs(
     seed: int,
 ) -> list[dict[str, float]]:
     """Returns one eval dict per epoch (with "epoch")."""
-    micro = tcfg.micro_batch_size
-    n_micro = updates_per_epoch(len(examples), tcfg) * tcfg.global_batch_size // micro
-    gen = torch.Generator().manual_seed(seed)
+    n_updates = updates_per_epoch(len(examples), tcfg)
     history, update = [], 0
     for epoch in range(1, epochs + 1):
         engine.train()
-        order = torch.randperm(len(examples), generator=gen).tolist()
-        for k in range(n_micro):
-            batch = collate([examples[i] for i in order[k * micro : (k + 1) * micro]])
-            loss, stats = loss_fn(engine.model, batch)
-            engine.backward(loss)
-            info = engine.step()
-            if info.boundary:
-                update += 1
-                tracker.log({"loss": loss.item(), **stats, "grad_norm": info.grad_norm, "lr": info.lr},
-                            step=update, phase=f"{phase}/train")
-            tracker.advance(status=f"epoch {epoch}/{epochs} loss {loss.item():.4f}")
+        order = epoch_order(seed, epoch, len(examples))
+        for u in range(n_updates):
+            micro = update_micro_batches(order, u, tcfg, world_size=1, rank=0)
+            stats = train_update(engine, [collate([examples[i] for i in ids]) for ids in micro], loss_fn)
+            update += 1
+            tracker.log_update(stats, update, phase, epoch, epochs, len(micro))
         engine.eval()
         metrics = {"epoch": epoch, **evaluate(engine.model)}
-        tracker.log(metrics, step=update, phase=f"{phase}/eval")
-        tracker.print(f"{phase}: epoch {epoch}: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        tracker.log_epoch(metrics, update, phase)
         history.append(metrics)
     return history

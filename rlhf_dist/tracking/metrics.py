@@ -72,6 +72,19 @@ class MetricsLogger:
     def print(self, text: str) -> None:
         say(text)
 
+    # ---- the supervised stages (SFT, reward model), in this process or on a Ray group ----
+    def log_update(self, stats: dict[str, float], update: int, phase: str, epoch: int, epochs: int,
+                   micro_steps: int) -> None:
+        """One optimizer update in metrics.jsonl and the progress display (which counts micro-batches)."""
+        self.log({k: v for k, v in stats.items() if k != "applied"}, step=update, phase=f"{phase}/train")
+        self.advance(micro_steps, status=f"epoch {epoch}/{epochs} loss {stats['loss']:.4f}")
+
+    def log_epoch(self, metrics: dict[str, Any], update: int, phase: str) -> None:
+        """An epoch's held-out metrics (with "epoch"), logged and printed in one line."""
+        self.log(metrics, step=update, phase=f"{phase}/eval")
+        self.print(f"{phase}: epoch {metrics['epoch']}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+
     def close(self) -> None:
         self.progress.close()
         if self._jsonl:

@@ -26,7 +26,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import COLOCATED, active_roles, placement_layout, resources
+from rlhf_dist.config.roles import COLOCATED, BundleSpec, active_roles, placement_layout, resources
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +63,19 @@ def create_placements(cfg: RLHFConfig) -> dict[str, Placement]:
     return {role: Placement(pg) for role, pg in groups.items()}
 
 
+def create_role_placement(cfg: RLHFConfig, role: str) -> Placement:
+    """One placement group for one role alone (a training stage's group): a bundle per rank."""
+    res = resources(cfg, role)
+    bundle = BundleSpec(res.cpus_per_actor, res.gpus_per_actor, ()).ray_bundle()
+    group = placement_group([bundle] * res.num_actors, strategy="PACK")
+    try:
+        _wait_ready(group, role, cfg.cluster.placement_timeout_s)
+    except BaseException:
+        remove_placement_group(group)
+        raise
+    return Placement(group)
+
+
 def _wait_ready(pg: PlacementGroup, what: str, timeout_s: float) -> None:
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
@@ -94,6 +107,7 @@ class ActorGroup:
     def __init__(self, role: str, worker_cls: type, cfg: RLHFConfig, placement: Placement, num_actors: int,
                  distributed: bool = True):
         self.role, self.cfg, self.num_actors = role, cfg, num_actors
+        self.log_name = worker_cls.log_name or role  # <run>/logs/<log_name>-<rank>.log (workers/base.py)
         self.timeout_s = cfg.cluster.dead_actor_timeout_s
         res = resources(cfg, role)
         remote_cls = ray.remote(num_cpus=res.cpus_per_actor, num_gpus=res.gpus_per_actor)(worker_cls)
@@ -128,7 +142,7 @@ class ActorGroup:
                 raise WorkerError(f"{self.role} rank {rank}: '{method}' gave no answer in {timeout_s:.0f}s "
                                   "(hung or dead actor; see cluster.dead_actor_timeout_s)")
             rank = rank_of[done[0]]
-            log_file = f"(log: {Path(self.cfg.run.output_dir) / 'logs' / f'{self.role}-{rank}.log'})"
+            log_file = f"(log: {Path(self.cfg.run.output_dir) / 'logs' / f'{self.log_name}-{rank}.log'})"
             try:
                 out[rank] = ray.get(done[0])
             except RayActorError as err:

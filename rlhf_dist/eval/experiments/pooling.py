@@ -18,12 +18,16 @@ leave no room for a difference. Users' own pairs: --data.pairs_path / --data.eva
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rlhf_dist.algo.agreement import paired_accuracy_test
 from rlhf_dist.algo.metrics import wilson_interval
 from rlhf_dist.config import RLHFConfig, with_overrides
 from rlhf_dist.eval.experiments.common import BRIEF_INSTRUCTION, new_figure, provenance, save_figure
 from rlhf_dist.utils import write_json
+
+if TYPE_CHECKING:
+    from rlhf_dist.stages.reward import RewardTrainResult
 
 POOLINGS = ("last", "mean")
 PAIR_SOURCES = ("policy", "builtin")
@@ -72,31 +76,31 @@ def _arm(cfg: RLHFConfig, pooling: str, run_dir: Path) -> dict:
     return {"accuracy": final["accuracy"], "ci": [low, high], "n_eval_pairs": n,
             "kendall_tau": final["kendall_tau"], "margin_mean": final["margin_mean"],
             "accuracy_per_epoch": [h["accuracy"] for h in history], "run_dir": str(run_dir),
-            "held_out": held_out_margins(arm_cfg, trained.model_dir)}
+            "held_out": held_out_margins(arm_cfg, trained)}
 
 
-def held_out_margins(cfg: RLHFConfig, model_dir: Path) -> list[dict]:
-    """Each decisive held-out pair, in file order: its texts and the trained RM's margin (score of the
-    preferred response minus the other's; > 0 = ranked as the annotator did)."""
+def held_out_margins(cfg: RLHFConfig, trained: RewardTrainResult) -> list[dict]:
+    """Each decisive held-out pair the RM stage evaluated, in file order: its texts and the trained RM's
+    margin (score of the preferred response minus the other's; > 0 = ranked as the annotator did)."""
     import torch
 
     from rlhf_dist.data import collate_pairs
-    from rlhf_dist.data.files import read_pairs, resolve_data_files
-    from rlhf_dist.data.tokenize import encode_pair
+    from rlhf_dist.data.files import read_pairs
+    from rlhf_dist.data.tokenize import OverlongError, encode_pair
     from rlhf_dist.models import load_reward_model, load_tokenizer
     from rlhf_dist.stages.reward import score_pairs
 
-    d, files = cfg.data, resolve_data_files(cfg)
-    pairs, _ = read_pairs(cfg, files.eval_pairs, files.eval_pairs_format)
-    tokenizer = load_tokenizer(model_dir, cfg.reward_model.trust_remote_code)
-    model = load_reward_model(cfg.reward_model, model_dir)
+    d = cfg.data
+    pairs, _ = read_pairs(cfg, trained.eval_pairs, trained.eval_pairs_format)
+    tokenizer = load_tokenizer(trained.model_dir, cfg.reward_model.trust_remote_code)
+    model = load_reward_model(cfg.reward_model, trained.model_dir)
     kept, encoded = [], []
     for pair in pairs:
         try:
             encoded.append(encode_pair(tokenizer, pair, d.max_length, d.truncation))
-            kept.append(pair)
-        except ValueError:  # over-long: the RM stage skipped it too
+        except OverlongError:  # the RM stage skipped it too
             continue
+        kept.append(pair)
     margins: list[float] = []
     with torch.no_grad():  # batches of 32 as the RM stage's eval: the same scores, bit for bit
         for i in range(0, len(encoded), 32):

@@ -1,0 +1,154 @@
+"""SFT and reward-model training on a Ray + DeepSpeed group, as PPO trains its policy and critic.
+
+    group = SFTGroup(stage_cfg, placement, ranks)      # the policy's resources (cluster.policy)
+    group.init_stage(model_dir, total_updates, train_ref, eval_ref, pad_id).result()
+    per_rank = group.train_updates(epoch, first, count).result()   # [rank][update] -> stats
+    partials = group.evaluate().result()                            # [rank] -> this rank's share
+    group.export_hf(out_dir)
+
+Every rank holds the (tokenised) examples and computes the same epoch order; in each update rank r
+trains on the r-th slice of the global batch (backends/train/supervised.py), so N ranks see exactly
+the batches of the one-process stage and DeepSpeed averages their gradients. Evaluation splits the
+held-out set into contiguous shards; the driver combines the ranks' shares (stages/sft.py, reward.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rlhf_dist.backends.train.supervised import LossFn, epoch_order, train_update, update_micro_batches
+from rlhf_dist.config.schema_parts import TrainConfig
+from rlhf_dist.data import collate_pairs, collate_sft
+from rlhf_dist.models import load_reward_model, load_tokenizer, merge_lora
+from rlhf_dist.models.objectives import bradley_terry_objective, response_nll, score_pairs, sft_loss
+from rlhf_dist.workers.group import Pending
+from rlhf_dist.workers.role_groups import TrainerGroup
+from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
+
+
+class SupervisedTrainer:
+    """What SFT and reward-model ranks share (mixed into a PolicyWorker / CriticWorker)."""
+
+    objective: LossFn
+    eval_batch_size: int
+
+    def init_stage(self, model_dir: str, total_updates: int, train_set: list, eval_set: list, pad_id: int) -> int:
+        """Load the model and build the engine (collective); keep the examples. Returns the parameter count."""
+        self.train_set, self.eval_set, self.pad_id = train_set, eval_set, pad_id
+        return self.init_model(model_dir, total_updates)
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def train_updates(self, epoch: int, first: int, count: int) -> list[dict[str, float]]:
+        """Updates first .. first+count-1 of `epoch` on this rank's slice of each global batch."""
+        self.engine.train()
+        order = epoch_order(self.cfg.run.seed, epoch, len(self.train_set))
+        out = []
+        for update in range(first, first + count):
+            micro = update_micro_batches(order, update, self.train_cfg, self.world_size, self.rank)
+            batches = [self._on_device(self.collate([self.train_set[i] for i in ids])) for ids in micro]
+            out.append(train_update(self.engine, batches, self.objective))
+        return out
+
+    @torch.no_grad()
+    def evaluate(self) -> list:
+        """This rank's answers (eval_batch's) for its contiguous shard of the held-out set, in order.
+
+        Under ZeRO-3 a forward is a collective: every rank runs as many batches as the rank with the
+        most, repeating its first example, and drops those answers."""
+        self.engine.eval()
+        shard = torch.tensor_split(torch.arange(len(self.eval_set)), self.world_size)[self.rank].tolist()
+        size = self.eval_batch_size
+        batches = [shard[i : i + size] for i in range(0, len(shard), size)]
+        n_real = len(batches)
+        if self.engine.shards_parameters:
+            from rlhf_dist.backends.train.collectives import group_max
+
+            batches += [[0]] * (group_max(n_real) - n_real)
+        answers = [self.eval_batch(self._on_device(self.collate([self.eval_set[i] for i in ids])))
+                   for ids in batches]
+        self.engine.train()
+        return answers[:n_real]
+
+    def eval_batch(self, batch: dict[str, torch.Tensor]):
+        raise NotImplementedError
+
+    def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+
+class SFTWorker(SupervisedTrainer, PolicyWorker):
+    """One rank of SFT: the policy model on the policy's resources, trained with sft.train."""
+
+    log_name = "sft"
+    objective, eval_batch_size = staticmethod(sft_loss), 16
+
+    def training_config(self) -> TrainConfig:
+        return self.cfg.sft.train
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        return collate_sft(examples, self.pad_id)
+
+    def eval_batch(self, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
+        """(summed NLL over response tokens, their count)."""
+        nll, count = response_nll(self.engine.model, batch)
+        return float(nll), count
+
+
+class RewardTrainWorker(SupervisedTrainer, CriticWorker):
+    """One rank of reward-model training (Bradley-Terry) on the reward role's resources, with reward.train."""
+
+    log_name = "rm"
+    objective, eval_batch_size = staticmethod(bradley_terry_objective), 32
+
+    def init_model(self, model_dir: str, total_updates: int) -> int:
+        self.train_cfg, self.init_dir = self.cfg.reward.train, model_dir
+        model = load_reward_model(self.cfg.reward_model, model_dir, trainable=True)
+        self._build_engine(model, total_updates, self.cfg.reward_model.dtype)
+        return sum(p.numel() for p in model.parameters())
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        return collate_pairs(examples, self.pad_id)
+
+    def eval_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(chosen scores, rejected scores, targets), each [B] on the CPU."""
+        chosen, rejected = score_pairs(self.engine.model, batch)
+        return chosen.float().cpu(), rejected.float().cpu(), batch["target"].cpu()
+
+    def export_hf(self, out_dir: str) -> str:
+        """Rank 0 writes the trained reward model (LoRA merged) as models/scalar_head.py saves it. Collective."""
+        state = self.engine.full_state_dict()
+        if self.rank == 0:
+            model = load_reward_model(self.cfg.reward_model, self.init_dir)
+            model.load_state_dict(state)
+            merge_lora(model).save_pretrained(out_dir, tokenizer=load_tokenizer(self.init_dir))
+        return out_dir
+
+
+class SupervisedGroup(TrainerGroup):
+    """The ranks of one supervised stage; each method is called on every rank together."""
+
+    def init_stage(self, model_dir: Path, total_updates: int, train_ref, eval_ref, pad_id: int) -> Pending[None]:
+        """train_ref / eval_ref: the examples, put into the object store once (every rank reads them)."""
+        return self.each("init_stage", lambda a: a.init_stage.remote(str(model_dir), total_updates, train_ref,
+                                                                     eval_ref, pad_id), lambda _: None)
+
+    def train_updates(self, epoch: int, first: int, count: int) -> Pending[list[list[dict[str, float]]]]:
+        return self.each(f"train_updates {epoch}:{first}+{count}",
+                         lambda a: a.train_updates.remote(epoch, first, count))
+
+    def evaluate(self) -> Pending[list]:
+        """Every rank's answers for its shard, joined in rank order (the held-out set's order)."""
+        return self.each("evaluate", lambda a: a.evaluate.remote(),
+                         lambda answers: [x for part in answers for x in part])
+
+
+class SFTGroup(SupervisedGroup):
+    role_name, worker = "policy", SFTWorker
+
+
+class RewardTrainGroup(SupervisedGroup):
+    role_name, worker = "reward", RewardTrainWorker
