@@ -207,6 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as err:
         print(f"rlhf-dist: {err}", file=sys.stderr)
         return EXIT_PREEMPTED
+    except RuntimeError as err:
+        from rlhf_dist.workers.group import WorkerError  # only on this path: Ray is not imported to start
+
+        if args.debug or not isinstance(err, WorkerError):
+            raise
+        # a rank died or hung past fault_tolerance.max_restarts: the message names role, rank, call and log
+        print(f"rlhf-dist: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -47,6 +47,17 @@ def engines_sleep(cfg: RLHFConfig) -> bool:
     return cfg.cluster.colocate and cfg.cluster.device == "cuda" and cfg.rollout.backend == "vllm"
 
 
+def engine_sleep_level(at_load: bool, adapter_sync: bool) -> int:
+    """vLLM sleep level of a sleeping engine (engines_sleep): 1 copies the weights to pinned host memory and
+    back at wake_up; 2 discards them (no host copy, no copy back) and keeps only the model's buffers.
+
+    2 only where a full weight sync overwrites every weight before the engine generates again, as after
+    training in a PPO step (sleep -> train -> wake_up -> sync). Not `at_load` (driver/roles.py build_roles: the
+    engines sleep while the other roles load, and step 1 generates with the weights they loaded, before any
+    sync), and never with the LoRA adapter sync (backends/sync/lora.py): the base weights are not sent again."""
+    return 1 if at_load or adapter_sync else 2
+
+
 def inference_chunk_size(cfg: RLHFConfig) -> int:
     """Rows per forward pass of the reference/policy log-probs and critic values (ppo.inference_chunk_size)."""
     return cfg.ppo.inference_chunk_size or 2 * cfg.ppo.policy_train.micro_batch_size
@@ -111,11 +122,15 @@ def trains_in_driver(cfg: RLHFConfig, train: TrainConfig) -> bool:
     return train.backend == "torch" and cfg.cluster.device == "cpu"
 
 
+def stage_ranks(cfg: RLHFConfig, stage: str, train: TrainConfig) -> int:
+    """Data-parallel ranks of a training stage: its role's num_actors; one for backend 'torch'."""
+    return 1 if train.backend == "torch" else resources(cfg, STAGE_ROLES[stage]).num_actors
+
+
 def stage_overrides(cfg: RLHFConfig, stage: str, train: TrainConfig) -> dict[str, float | int]:
     """How a training stage's group differs from its role's PPO resources: the stage has the cluster to
     itself, so on CUDA each rank gets one whole GPU (NCCL refuses two ranks on one device, and PPO's
     fractional shares assume other roles beside it); backend 'torch' trains on one rank."""
-    role = STAGE_ROLES[stage]
-    ranks = 1 if train.backend == "torch" else resources(cfg, role).num_actors
+    role, ranks = STAGE_ROLES[stage], stage_ranks(cfg, stage, train)
     gpus = 1.0 if cfg.cluster.device == "cuda" else resources(cfg, role).gpus_per_actor
     return {f"cluster.{role}.num_actors": ranks, f"cluster.{role}.gpus_per_actor": gpus}

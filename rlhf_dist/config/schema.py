@@ -182,7 +182,8 @@ class FaultToleranceConfig(Strict):
     max_restarts: int = Field(
         2, ge=0, le=1000, description="When an actor dies or misses its deadline (cluster.dead_actor_timeout_s), "
         "tear the role groups down, build them again, restore the newest complete checkpoint and go on; at most "
-        "this many times per run (0: fail at the first fault).")
+        "this many times per run (0: fail at the first fault). SFT and reward-model training on a group start "
+        "again from their beginning (they keep no checkpoints).")
 
 
 class EvalConfig(Strict):

@@ -11,6 +11,7 @@ trained model. The group is removed when the stage ends, failed or not.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from rlhf_dist.config.roles import STAGE_ROLES, resources, stage_overrides
 from rlhf_dist.config.schema_parts import TrainConfig
 from rlhf_dist.driver.roles import start_ray
 from rlhf_dist.tracking import MetricsLogger
-from rlhf_dist.workers.group import create_role_placement, remove_placements
+from rlhf_dist.workers.group import WorkerError, create_role_placement, remove_placements
 from rlhf_dist.workers.supervised import RewardTrainGroup, SFTGroup, SupervisedGroup
 
 log = logging.getLogger(__name__)
@@ -57,18 +58,37 @@ class SupervisedOutcome:
 
 
 def train_on_group(cfg: RLHFConfig, stage: SupervisedStage, tracker: MetricsLogger) -> SupervisedOutcome:
-    """Train, evaluate every epoch and export on the stage's group; removes the group at the end."""
+    """Train, evaluate every epoch and export on the stage's group; removes the group at the end.
+
+    A rank that dies or hangs (WorkerError) costs a restart of the stage from its start on a fresh group
+    (fault_tolerance.max_restarts times; the stages keep no checkpoints: they are short next to PPO)."""
     stage_cfg = with_overrides(cfg, stage_overrides(cfg, stage.name, stage.train))
-    role = STAGE_ROLES[stage.name]
-    ranks = resources(stage_cfg, role).num_actors
     started_ray = start_ray(stage_cfg)
-    placement = create_role_placement(stage_cfg, role)
+    try:
+        for restarts in itertools.count():
+            try:
+                return _train_once(stage_cfg, stage, tracker)
+            except WorkerError as err:
+                if restarts >= cfg.fault_tolerance.max_restarts:
+                    raise
+                log.warning("%s: restart %d/%d from the start after a rank failure: %s", stage.name, restarts + 1,
+                            cfg.fault_tolerance.max_restarts, err)
+        raise AssertionError("unreachable")
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _train_once(cfg: RLHFConfig, stage: SupervisedStage, tracker: MetricsLogger) -> SupervisedOutcome:
+    role = STAGE_ROLES[stage.name]
+    ranks = resources(cfg, role).num_actors
+    placement = create_role_placement(cfg, role)
     group = None
     try:
         log.info("%s: training on %d rank(s) of cluster.%s (%s, ZeRO-%d, %s); rank logs: %s/%s-<rank>.log",
                  stage.name, ranks, role, stage.train.backend, stage.train.zero_stage, cfg.cluster.device,
                  Path(cfg.run.output_dir) / "logs", stage.name)
-        group = GROUPS[stage.name](stage_cfg, placement, ranks)
+        group = GROUPS[stage.name](cfg, placement, ranks)
         n_updates = len(stage.train_set) // stage.train.global_batch_size
         group.init_stage(stage.model_dir, n_updates * stage.epochs, ray.put(stage.train_set),
                          ray.put(stage.eval_set), stage.pad_id).result()
@@ -82,8 +102,6 @@ def train_on_group(cfg: RLHFConfig, stage: SupervisedStage, tracker: MetricsLogg
         if group is not None:
             group.kill()
         remove_placements({role: placement})
-        if started_ray:
-            ray.shutdown()
 
 
 def _train_epochs(group: SupervisedGroup, stage: SupervisedStage, n_updates: int, tracker: MetricsLogger,

@@ -9,6 +9,10 @@ held-out metrics agree to float noise.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +93,47 @@ def test_stage_on_two_ranks_matches_one_process(stage, zero_stage, one_process, 
         from rlhf_dist.models import ScalarHeadModel
 
         assert ScalarHeadModel.from_pretrained(result.model_dir) is not None
+
+
+def _kill_rank_once(run_dir: Path, target: str) -> threading.Thread:
+    """SIGKILL <target> (e.g. sft-1) once it has trained: after the first update line in metrics.jsonl."""
+
+    def kill() -> None:
+        pid_file, metrics = run_dir / "logs" / f"{target}.pid", run_dir / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if pid_file.exists() and metrics.exists() and '"sft/train"' in metrics.read_text():
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                (run_dir / "killed.txt").write_text(pid_file.read_text())
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("max_restarts", [0, 1])
+def test_one_rank_killed_mid_stage(max_restarts, ray_cluster, tmp_path, tiny_llama_dir):
+    """Only rank 1 dies: without restarts the stage fails naming it and exports nothing; with one it
+    starts again on a fresh group and finishes."""
+    from rlhf_dist.workers.group import WorkerError
+
+    cfg = _config(tmp_path, tiny_llama_dir, "sft", 2)
+    from rlhf_dist.config import with_overrides
+
+    cfg = with_overrides(cfg, {"sft.epochs": 30, "fault_tolerance.max_restarts": max_restarts})
+    killer = _kill_rank_once(tmp_path, "sft-1")
+    if max_restarts == 0:
+        with pytest.raises(WorkerError, match=r"(?s)policy rank 1 died .*sft-1\.log"):
+            _run("sft", cfg)
+        assert not (tmp_path / "sft").exists()
+    else:
+        result = _run("sft", cfg)
+        assert len(result.history) == 30 and (result.model_dir / "config.json").is_file()
+        assert (tmp_path / "logs" / "sft-1.pid").read_text() != (tmp_path / "killed.txt").read_text()
+    killer.join(timeout=5)
+    assert (tmp_path / "killed.txt").is_file()  # the fault really fired
+    import ray
+
+    assert {pg["state"] for pg in ray.util.placement_group_table().values()} <= {"REMOVED"}
