@@ -122,6 +122,11 @@ def trains_in_driver(cfg: RLHFConfig, train: TrainConfig) -> bool:
     return train.backend == "torch" and cfg.cluster.device == "cpu"
 
 
+def evaluates_on_cluster(cfg: RLHFConfig) -> bool:
+    """Evaluation on Ray actors (driver/evaluation.py), or in the driver (eval.placement; 'auto': CUDA only)."""
+    return cfg.eval.placement == "cluster" or (cfg.eval.placement == "auto" and cfg.cluster.device == "cuda")
+
+
 def stage_ranks(cfg: RLHFConfig, stage: str, train: TrainConfig) -> int:
     """Data-parallel ranks of a training stage: its role's num_actors; one for backend 'torch'."""
     return 1 if train.backend == "torch" else resources(cfg, STAGE_ROLES[stage]).num_actors

@@ -195,6 +195,11 @@ class EvalConfig(Strict):
     num_prompts: int = Field(64, ge=1, le=1_000_000, description="Held-out prompts evaluated (the first N of data.eval_prompts_path).")
     seed: int = Field(1234, ge=0, description="Sampling seed, the same for policy and starting policy (common random numbers).")
     batch_size: int = Field(16, ge=1, le=65_536, description="Sequences per forward pass for log-probs and reward scores.")
+    placement: Literal["auto", "driver", "cluster"] = Field(
+        "auto", description="Where evaluation's models run. 'cluster': generation on rollout engines "
+        "(cluster.rollout, rollout.backend), log-probs on frozen actors (cluster.reference), reward scores on "
+        "reward actors (cluster.reward), nothing in the driver. 'driver': transformers generate and forward "
+        "passes in the launching process (a one-process CPU run). 'auto': cluster on CUDA, driver on CPU.")
 
     @field_validator("judge")
     @classmethod

@@ -12,7 +12,8 @@ both sampled by transformers generate with the same seed and cfg.rollout.samplin
     win_rate              policy vs start response on the same prompt, by a held-out judge (tie = 0.5)
     rm_accuracy           the RM's accuracy on held-out preference pairs
 
-No Ray: evaluation is a few forward passes, run where it is called (cfg.cluster.device).
+Where the models run (eval.placement): on Ray actors (driver/evaluation.py ClusterEval: rollout engines,
+frozen copies of both policies, reward actors; 'auto' on CUDA), or in this process (LocalEval below).
 """
 
 from __future__ import annotations
@@ -27,15 +28,17 @@ from rlhf_dist.algo import masked_mean, masked_sum, pairwise_accuracy
 from rlhf_dist.backends.rollout.base import RolloutSample
 from rlhf_dist.backends.rollout.hf_engine import HFEngine
 from rlhf_dist.config import RLHFConfig, with_overrides
-from rlhf_dist.data import encode_prompt, load_records
-from rlhf_dist.data.experience import pack_samples
+from rlhf_dist.config.roles import evaluates_on_cluster
+from rlhf_dist.data import collate_pairs, encode_prompt, load_records
+from rlhf_dist.data.experience import ModelInputs, pack_samples
+from rlhf_dist.data.files import load_encoded_pairs, resolve_data_files
 from rlhf_dist.eval.judges import judge_scores, trained_on_judge
 from rlhf_dist.models import load_reward_model, load_tokenizer
 from rlhf_dist.models.forward import chunked_response_logprobs
+from rlhf_dist.models.objectives import score_pairs
 from rlhf_dist.models.reward_scoring import score_texts
-from rlhf_dist.utils import write_json
-from rlhf_dist.data.files import load_encoded_pairs, resolve_data_files
 from rlhf_dist.tracking import MetricsLogger, read_metrics
+from rlhf_dist.utils import write_json
 
 log = logging.getLogger(__name__)
 N_EXAMPLES = 5  # generations kept in eval.json for the report
@@ -51,10 +54,63 @@ def load_eval_prompts(cfg: RLHFConfig) -> list[str]:
     return prompts
 
 
-def _sample(engine: HFEngine, cfg: RLHFConfig, prompt_ids: list[list[int]]) -> list[RolloutSample]:
-    """One response per prompt, seeded by cfg.eval.seed (same draws for policy and start)."""
-    sampling = with_overrides(cfg.rollout.sampling, {"samples_per_prompt": 1}, section="rollout.sampling")
-    return [group[0] for group in engine.generate(prompt_ids, sampling, seed=cfg.eval.seed)]
+class LocalEval:
+    """Evaluation's models in this process (eval.placement 'driver'): transformers generate for the policy
+    and its start, their forwards for log-probs, the reward model for scores. driver/evaluation.py
+    ClusterEval is the same interface on Ray actors."""
+
+    def __init__(self, cfg: RLHFConfig, policy_dir: Path, start_dir: Path, reward_dir: Path | None):
+        self.cfg, self.device = cfg, torch.device(cfg.cluster.device)
+        self.policy = HFEngine(policy_dir, cfg.rollout, cfg.cluster.device, cfg.policy.dtype, cfg.eval.seed)
+        self.start = HFEngine(start_dir, cfg.rollout, cfg.cluster.device, cfg.policy.dtype, cfg.eval.seed)
+        self.reward_dir = reward_dir
+        self._reward = None
+
+    def sample(self, prompt_ids: list[list[int]]) -> tuple[list[RolloutSample], list[RolloutSample]]:
+        """One response per prompt from each, seeded by eval.seed (same draws for policy and start)."""
+        sampling = with_overrides(self.cfg.rollout.sampling, {"samples_per_prompt": 1}, section="rollout.sampling")
+        return tuple([group[0] for group in engine.generate(prompt_ids, sampling, seed=self.cfg.eval.seed)]
+                     for engine in (self.policy, self.start))
+
+    def logprobs(self, inputs: ModelInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """([B, R] policy log-probs, [B, R] policy entropy, [B, R] start log-probs)."""
+        width, chunk = inputs.response_width, self.cfg.eval.batch_size
+        pol_lp, entropy = chunked_response_logprobs(self.policy.model, inputs.sequences, inputs.attention_mask,
+                                                    width, chunk, with_entropy=True)
+        ref_lp, _ = chunked_response_logprobs(self.start.model, inputs.sequences, inputs.attention_mask, width, chunk)
+        return pol_lp, entropy, ref_lp
+
+    def _reward_model(self):
+        if self._reward is None:
+            model = load_reward_model(self.cfg.reward_model, self.reward_dir, trainable=False)
+            self._reward = (model, load_tokenizer(self.reward_dir, self.cfg.reward_model.trust_remote_code))
+        return self._reward
+
+    def scores(self, prompts: list[str], responses: list[str]) -> list[float]:
+        model, tokenizer = self._reward_model()
+        model.to(self.device)
+        return score_texts(model, tokenizer, prompts, responses, self.cfg.data.max_length, self.device,
+                           self.cfg.eval.batch_size)
+
+    def pair_answers(self, pairs: list, pad_id: int) -> list:
+        model, _ = self._reward_model()
+        model.cpu()  # collate_pairs builds CPU batches
+        size, answers = self.cfg.eval.batch_size, []
+        with torch.no_grad():
+            for i in range(0, len(pairs), size):
+                batch = collate_pairs(pairs[i : i + size], pad_id)
+                answers.append((*score_pairs(model, batch), batch["target"]))
+        return answers
+
+    def close(self) -> None:
+        self.policy.shutdown()
+        self.start.shutdown()
+
+    def __enter__(self) -> LocalEval:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _check_same_tokenizer(policy_tok, reference_dir: Path, prompt: str) -> None:
@@ -64,31 +120,25 @@ def _check_same_tokenizer(policy_tok, reference_dir: Path, prompt: str) -> None:
                          "perplexity need one shared vocabulary")
 
 
-def _reward_metrics(cfg: RLHFConfig, reward_dir: Path, prompts: list[str], policy_texts: list[str],
-                    start_texts: list[str], device: torch.device) -> dict:
+def _reward_metrics(cfg: RLHFConfig, models, reward_dir: Path, prompts: list[str], policy_texts: list[str],
+                    start_texts: list[str]) -> dict:
     """RM scores of both response sets, and the RM's held-out pair accuracy."""
-    from rlhf_dist.stages.reward import evaluate_reward_model
+    from rlhf_dist.stages.reward import preference_metrics
 
-    model = load_reward_model(cfg.reward_model, reward_dir, trainable=False).to(device)
+    policy, start = models.scores(prompts, policy_texts), models.scores(prompts, start_texts)
     tokenizer = load_tokenizer(reward_dir, cfg.reward_model.trust_remote_code)
-    bs, max_len = cfg.eval.batch_size, cfg.data.max_length
-    policy = score_texts(model, tokenizer, prompts, policy_texts, max_len, device, bs)
-    start = score_texts(model, tokenizer, prompts, start_texts, max_len, device, bs)
     files = resolve_data_files(cfg)
     pairs = load_encoded_pairs(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")
-    # evaluate_reward_model collates on the CPU: run it there
-    acc = evaluate_reward_model(model.cpu(), pairs, tokenizer.pad_token_id, bs)
+    acc = preference_metrics(models.pair_answers(pairs, tokenizer.pad_token_id))
     return {"reward_mean": sum(policy) / len(policy), "reward_mean_start": sum(start) / len(start),
             "rm_accuracy": acc["accuracy"], "rm_kendall_tau": acc["kendall_tau"], "rm_eval_pairs": acc["n_pairs"]}
 
 
-def _policy_metrics(policy: HFEngine, reference: HFEngine, samples: list[RolloutSample], cfg: RLHFConfig) -> dict:
+def _policy_metrics(models, samples: list[RolloutSample], pad_id: int) -> dict:
     """KL to the reference, perplexities, entropy and length on the policy's own samples."""
-    inputs, _ = pack_samples(samples, policy.pad_id)
-    mask, width, chunk = inputs.action_mask, inputs.response_width, cfg.eval.batch_size  # mask [B, R]
-    pol_lp, entropy = chunked_response_logprobs(policy.model, inputs.sequences, inputs.attention_mask, width, chunk,
-                                                with_entropy=True)
-    ref_lp, _ = chunked_response_logprobs(reference.model, inputs.sequences, inputs.attention_mask, width, chunk)
+    inputs, _ = pack_samples(samples, pad_id)
+    mask = inputs.action_mask  # [B, R]
+    pol_lp, entropy, ref_lp = models.logprobs(inputs)
     return {
         "kl": float(masked_sum(pol_lp - ref_lp, mask, dim=1).mean()),
         "perplexity_policy": float(torch.exp(masked_mean(-pol_lp, mask))),
@@ -120,26 +170,27 @@ def evaluate_policy(cfg: RLHFConfig, policy_dir: str | Path, reference_dir: str 
     <run>/eval.json (the metrics plus a few example generations). Returns the metrics.
     """
     started = time.perf_counter()
-    device = torch.device(cfg.cluster.device)
     prompts = prompts if prompts is not None else load_eval_prompts(cfg)
     tokenizer = load_tokenizer(policy_dir)
     _check_same_tokenizer(tokenizer, Path(reference_dir), prompts[0])
     prompt_ids = [encode_prompt(tokenizer, p, cfg.data.max_prompt_length) for p in prompts]
-    policy = HFEngine(policy_dir, cfg.rollout, cfg.cluster.device, cfg.policy.dtype, cfg.eval.seed)
-    reference = HFEngine(reference_dir, cfg.rollout, cfg.cluster.device, cfg.policy.dtype, cfg.eval.seed)
-    try:
-        policy_samples, start_samples = _sample(policy, cfg, prompt_ids), _sample(reference, cfg, prompt_ids)
-        metrics = _policy_metrics(policy, reference, policy_samples, cfg)
-    finally:
-        policy.shutdown()
-        reference.shutdown()
-    decode = lambda samples: [tokenizer.decode(s.response_ids, skip_special_tokens=True) for s in samples]  # noqa: E731
-    policy_texts, start_texts = decode(policy_samples), decode(start_samples)
-    result = {"n_prompts": len(prompts), **metrics,
-              "response_length_start": sum(len(s.response_ids) for s in start_samples) / len(start_samples),
-              **_judge_metrics(judge, cfg, prompts, policy_texts, start_texts)}
-    if reward_dir is not None:
-        result.update(_reward_metrics(cfg, Path(reward_dir), prompts, policy_texts, start_texts, device))
+    reward = Path(reward_dir) if reward_dir is not None else None
+    if evaluates_on_cluster(cfg):
+        from rlhf_dist.driver.evaluation import ClusterEval
+
+        models = ClusterEval(cfg, Path(policy_dir), Path(reference_dir), reward)
+    else:
+        models = LocalEval(cfg, Path(policy_dir), Path(reference_dir), reward)
+    with models:
+        policy_samples, start_samples = models.sample(prompt_ids)
+        metrics = _policy_metrics(models, policy_samples, tokenizer.pad_token_id)
+        policy_texts, start_texts = ([tokenizer.decode(s.response_ids, skip_special_tokens=True) for s in samples]
+                                     for samples in (policy_samples, start_samples))
+        result = {"n_prompts": len(prompts), **metrics,
+                  "response_length_start": sum(len(s.response_ids) for s in start_samples) / len(start_samples),
+                  **_judge_metrics(judge, cfg, prompts, policy_texts, start_texts)}
+        if reward is not None:
+            result.update(_reward_metrics(cfg, models, reward, prompts, policy_texts, start_texts))
     result["time/eval"] = time.perf_counter() - started
     _save(cfg, result, prompts, policy_texts, start_texts,
           {"policy": str(policy_dir), "reference": str(reference_dir), "reward_model": str(reward_dir)})

@@ -26,7 +26,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import COLOCATED, BundleSpec, active_roles, placement_layout, resources
+from rlhf_dist.config.roles import COLOCATED, BundleSpec, active_roles, actor_count, placement_layout, resources
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,10 +64,10 @@ def create_placements(cfg: RLHFConfig) -> dict[str, Placement]:
 
 
 def create_role_placement(cfg: RLHFConfig, role: str) -> Placement:
-    """One placement group for one role alone (a training stage's group): a bundle per rank."""
+    """One placement group for one role alone (a training stage's or evaluation's group): a bundle per rank."""
     res = resources(cfg, role)
     bundle = BundleSpec(res.cpus_per_actor, res.gpus_per_actor, ()).ray_bundle()
-    group = placement_group([bundle] * res.num_actors, strategy="PACK")
+    group = placement_group([bundle] * actor_count(cfg, role), strategy="PACK")
     try:
         _wait_ready(group, role, cfg.cluster.placement_timeout_s)
     except BaseException:

@@ -59,6 +59,23 @@ def test_policy_against_itself_is_an_exact_tie(tmp_path, tiny_llama_dir, reward_
     assert row["step"] == 0 and row["kl"] == ev["kl"]
 
 
+def test_on_the_cluster_the_driver_holds_no_model(tmp_path, tiny_llama_dir, reward_dir, ray_cluster):
+    """eval.placement cluster: generation on vLLM engines, log-probs on frozen actors, scores on reward actors
+    (issue #23). The exact self-tie holds there too, and the RM's held-out accuracy equals the in-process one."""
+    import ray
+
+    here = evaluate_policy(tiny_cfg(tmp_path / "here"), tiny_llama_dir, tiny_llama_dir, reward_dir, judge="sentiment")
+    cfg = tiny_cfg(tmp_path, "eval.placement=cluster")
+    ev = evaluate_policy(cfg, tiny_llama_dir, tiny_llama_dir, reward_dir, judge="sentiment")
+    assert abs(ev["kl"]) < 1e-4 and ev["perplexity_policy"] == ev["perplexity_reference"] > 1.0
+    assert ev["win_rate"] == 0.5 and ev["response_length"] == ev["response_length_start"] > 0
+    assert ev["reward_mean"] == ev["reward_mean_start"]
+    assert ev["rm_accuracy"] == here["rm_accuracy"] and ev["rm_eval_pairs"] == here["rm_eval_pairs"] == 16
+    for name in ("eval-rollout-policy", "eval-rollout-start", "eval-policy", "eval-reference", "eval-reward"):
+        assert (tmp_path / "logs" / f"{name}-0.log").is_file(), name
+    assert {pg["state"] for pg in ray.util.placement_group_table().values()} <= {"REMOVED"}
+
+
 def test_other_policy_has_positive_kl_and_no_rm_figures_without_rm(tmp_path, tiny_llama_dir, other_policy_dir):
     cfg = tiny_cfg(tmp_path)
     ev = evaluate_policy(cfg, other_policy_dir, tiny_llama_dir, None, judge="lowercase")
