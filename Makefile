@@ -113,9 +113,13 @@ bench: setup $(BENCH_STAMP)
 	$(PY) -m bench.async_ppo $(BENCH_ARGS)
 	$(PY) -m bench.report
 
-# The GPU paths (vLLM on CUDA, 1-GPU ZeRO-3 PPO, NCCL/IPC/LoRA sync, CPU Adam) as one table, <= 8 min on
-# one GPU. Needs the GPU stack (requirements/lock/gpu.txt) in $(PY), so no `setup` (the CPU stack) first.
-# Exit 77 when there is no CUDA GPU (nothing run), 1 when a row failed.
+# The GPU paths as one table that can fail, <= 8 min on one GPU (bench/gpu_check/__init__.py): versions ==
+# the GPU lock, torch CUDA == nvcc, ninja; DeepSpeed CPU Adam == torch AdamW; vLLM sleep frees >= 90% and wakes
+# to the same tokens; `rlhf-dist rm` ZeRO-3; PPO >= 2 steps per sync transport (object store, CUDA IPC, LoRA
+# adapter) with log-prob parity after a sync, finite grads, no skipped updates, peaks <= 1.15 x plan. Rows
+# needing 2+ GPUs (NCCL, multi-rank ZeRO-3, TP 2) SKIP on one. Each row has a time limit (past it: FAIL, next
+# row); table in bench/results/gpu_check.json. Needs the GPU stack (requirements/lock/gpu.txt) in $(PY), so no
+# `setup` (the CPU stack) first. Exit 77 when there is no CUDA GPU (nothing run), 1 when a row failed.
 gpu-check:
 	$(PY) -m bench.gpu_check
 

@@ -1,20 +1,15 @@
 """KL estimators, KL-penalised token rewards and KL-coefficient controllers.
 
-The estimators follow J. Schulman, "Approximating KL Divergence" (2020): with
-tokens sampled from the policy pi and ``log_ratio = log pi - log pi_ref``,
+The estimators (algo/kl_estimators/, one per module, registered in KL_ESTIMATORS) follow
+J. Schulman, "Approximating KL Divergence" (2020): with tokens sampled from the policy pi and
+``log_ratio = log pi - log pi_ref``,
 
 * k1 = log_ratio                          (unbiased, high variance, can be < 0)
 * k2 = 0.5 * log_ratio**2                 (biased, low variance, >= 0)
-* k3 = exp(-log_ratio) - 1 + log_ratio    (unbiased, low variance, >= 0)
+* k3 = exp(-log_ratio) - 1 + log_ratio    (unbiased, low variance, >= 0; log_ratio clamped to +-10,
+                                           see algo/kl_estimators/k3.py)
 
 all estimate KL(pi || pi_ref) in expectation over samples from pi.
-
-k3 is computed on ``log_ratio`` clamped to ``[-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP]``
-(10): its ``exp(-log_ratio)`` term is 3.3e6 at log_ratio -15 and 4.9e8 at -20, so one token the
-reference finds far likelier than the policy would swamp the whole batch's penalty (and the
-reward). With the clamp k3 is at most exp(10) - 11 = 22015 per token. A |log ratio| of 10 is a
-22026x probability ratio: beyond it the estimate says nothing more. k1 (linear) and k2
-(quadratic) stay unclamped, so they still report the policy's raw drift.
 """
 
 from __future__ import annotations
@@ -24,31 +19,23 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-KLKind = Literal["k1", "k2", "k3"]
-K3_LOG_RATIO_CLAMP = 10.0  # see the module docstring
+from rlhf_dist.algo.kl_estimators.k3 import K3_LOG_RATIO_CLAMP  # noqa: F401  (its former home, still imported)
+from rlhf_dist.algo.registry import KL_ESTIMATORS
 
 
-def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: KLKind) -> Tensor:
+def kl_estimate(logprobs: Tensor, ref_logprobs: Tensor, kind: str) -> Tensor:
     """Per-token estimate of KL(pi || pi_ref).
 
     Args:
         logprobs: ``[B, T]`` log pi of the sampled tokens.
         ref_logprobs: ``[B, T]`` log pi_ref of the same tokens.
-        kind: ``"k1"``, ``"k2"`` or ``"k3"`` (see module docstring).
+        kind: a registered KL estimator, e.g. ``"k1"``, ``"k2"`` or ``"k3"``
+            (see module docstring); ValueError names the known ones.
 
     Returns:
         ``[B, T]`` estimate (padding positions are not masked here).
     """
-    log_ratio = logprobs - ref_logprobs
-    if kind == "k1":
-        return log_ratio
-    if kind == "k2":
-        return 0.5 * log_ratio.square()
-    if kind == "k3":
-        # exp(-x) - 1 + x >= 0 for every x, so k3 never goes negative; the clamp bounds exp(-x)
-        x = log_ratio.clamp(-K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP)
-        return torch.expm1(-x) + x
-    raise ValueError(f"unknown KL estimator {kind!r}; expected k1, k2 or k3")
+    return KL_ESTIMATORS.get(kind).fn(logprobs - ref_logprobs)
 
 
 def last_valid_index(mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -74,7 +61,7 @@ def kl_penalized_rewards(
     ref_logprobs: Tensor,
     mask: Tensor,
     kl_coef: float,
-    kind: KLKind = "k1",
+    kind: str = "k1",
 ) -> tuple[Tensor, Tensor]:
     """Dense per-token rewards: ``-kl_coef * kl`` plus the score at the end.
 

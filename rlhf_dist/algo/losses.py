@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rlhf_dist.algo.masked import masked_mean, masked_sum, masked_var
+from rlhf_dist.algo.registry import ADVANTAGES, LOSS_AGGREGATIONS, POLICY_LOSSES, PolicyLossInputs
 
 # Bound on |log pi_new - log pi_old|: exp(20) ~ 5e8 is already far outside any
 # clip range, while exp(89) overflows float32 to inf and poisons the gradients.
@@ -54,10 +55,6 @@ def _masked_max(x: Tensor, valid: Tensor) -> Tensor:
     return x[valid].max()
 
 
-LOSS_AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
-POLICY_LOSSES = ("ppo", "gspo")
-
-
 def aggregate_loss(per_token: Tensor, mask: Tensor, mode: str) -> Tensor:
     """Reduce a ``[B, R]`` per-token loss to a scalar.
 
@@ -93,27 +90,22 @@ def aggregate_loss(per_token: Tensor, mask: Tensor, mode: str) -> Tensor:
 
 def resolve_loss_aggregation(aggregation: str | None, advantage: str, policy_loss: str) -> str:
     """The aggregation a config means: ``aggregation`` when set, else the one
-    its papers use: Dr. GRPO -> ``seq_mean_token_sum_norm``, GSPO ->
-    ``seq_mean_token_mean``, everything else -> ``token_mean``."""
+    its papers use, as registered (algo/registry.py): the advantage
+    estimator's (Dr. GRPO -> ``seq_mean_token_sum_norm``), else the policy
+    loss's (GSPO -> ``seq_mean_token_mean``), else ``token_mean``."""
     if aggregation is not None:
         return aggregation
-    if advantage == "dr_grpo":
-        return "seq_mean_token_sum_norm"
-    return "seq_mean_token_mean" if policy_loss == "gspo" else "token_mean"
+    return (ADVANTAGES.get(advantage).loss_aggregation or POLICY_LOSSES.get(policy_loss).loss_aggregation
+            or "token_mean")
 
 
-def _gspo_log_ratio(logprobs: Tensor, token_log_ratio: Tensor, valid: Tensor) -> Tensor:
-    """GSPO's ratio written per token (the paper's GSPO-token form).
-
-    ``log s_i = mean_t (logp - old_logp)`` over row i's valid tokens; each
-    token carries ``sg[log s_i] + logp_t - sg[logp_t]``: its value is
-    ``log s_i`` and its gradient ``grad logp_t``, so ``d s_it = s_i * grad logp_t``.
-    With one advantage per sequence and ``seq_mean_token_mean`` this is exactly
-    GSPO's gradient ``s_i * A_i * mean_t grad logp_t``.
-    """
-    seq = masked_mean(token_log_ratio, valid, dim=1).unsqueeze(1)  # [B, 1]
-    lp = torch.where(valid, logprobs, torch.zeros_like(logprobs))
-    return torch.where(valid, seq.detach() + lp - lp.detach(), torch.zeros_like(lp))
+def token_log_ratio(x: PolicyLossInputs) -> Tensor:
+    """``log pi - log pi_old`` per token, 0 on padding, clamped to +-20."""
+    valid = x.mask.bool()
+    # Zero padding before exp(): garbage there must not become inf (whose
+    # backward through where() would be 0 * inf = NaN).
+    log_ratio = torch.where(valid, x.logprobs - x.old_logprobs, torch.zeros_like(x.logprobs))
+    return log_ratio.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
 
 
 def ppo_policy_loss(
@@ -127,14 +119,15 @@ def ppo_policy_loss(
     aggregation: str = "token_mean",
     is_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """PPO clipped surrogate loss (Schulman et al. 2017), optional dual clip
+    """The policy loss registered as ``variant`` (algo/policy_losses/): the
+    PPO clipped surrogate loss (Schulman et al. 2017), optional dual clip
     (Ye et al. 2020), GSPO's sequence-level ratio (Zheng et al. 2025) and
     per-token importance weights.
 
     Per token: ``obj = w * min(r * A, clip(r, 1 - eps, 1 + eps) * A)`` (floored
     at ``c * A`` for ``A < 0`` with the dual clip), where ``r = exp(logp - old_logp)``
     for ``variant='ppo'`` and ``r = s_i = exp(mean_t (logp - old_logp))`` (the
-    whole sequence's ratio, see :func:`_gspo_log_ratio`) for ``'gspo'``;
+    whole sequence's ratio, see algo/policy_losses/gspo.py) for ``'gspo'``;
     ``w`` are the detached ``is_weights`` (default 1). The loss is
     ``-aggregate_loss(obj, mask, aggregation)``.
 
@@ -145,7 +138,7 @@ def ppo_policy_loss(
         mask: ``[B, T]`` valid tokens; padding never affects loss or gradient.
         clip_eps: epsilon of the ratio clip ``[1 - eps, 1 + eps]``.
         dual_clip: constant c > 1; for A < 0 the objective is floored at c * A.
-        variant: ``'ppo'`` (token ratio) or ``'gspo'`` (sequence ratio).
+        variant: a registered policy loss: ``'ppo'`` (token ratio), ``'gspo'`` (sequence ratio).
         aggregation: see :func:`aggregate_loss`; ``'token_mean'`` is classic PPO.
         is_weights: ``[B, T]`` per-token weights, e.g. truncated importance
             weights (:func:`truncated_is_weights`); never differentiated.
@@ -159,15 +152,20 @@ def ppo_policy_loss(
     """
     if dual_clip is not None and dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
-    if variant not in POLICY_LOSSES:
-        raise ValueError(f"policy loss variant must be one of {POLICY_LOSSES}, got {variant!r}")
-    valid = mask.bool()
-    # Zero padding before exp(): garbage there must not become inf (whose
-    # backward through where() would be 0 * inf = NaN).
-    token_log_ratio = torch.where(valid, logprobs - old_logprobs, torch.zeros_like(logprobs))
-    token_log_ratio = token_log_ratio.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-    log_ratio = token_log_ratio if variant == "ppo" else _gspo_log_ratio(logprobs, token_log_ratio, valid)
-    adv = torch.where(valid, advantages, torch.zeros_like(advantages)).to(log_ratio.dtype)
+    try:
+        loss_fn = POLICY_LOSSES.get(variant).fn
+    except ValueError as err:
+        raise ValueError(f"policy loss variant: {err}") from None
+    return loss_fn(PolicyLossInputs(logprobs, old_logprobs, advantages, mask, clip_eps, dual_clip, aggregation,
+                                    is_weights))
+
+
+def clipped_surrogate(x: PolicyLossInputs, log_ratio: Tensor, per_token_log_ratio: Tensor
+                      ) -> tuple[Tensor, dict[str, Tensor]]:
+    """The clipped objective of :func:`ppo_policy_loss` for a given ratio ``r = exp(log_ratio)`` [B, R]
+    (0 on padding); ``per_token_log_ratio`` (:func:`token_log_ratio`) feeds the ``approx_kl`` statistic."""
+    valid, clip_eps, dual_clip, is_weights = x.mask.bool(), x.clip_eps, x.dual_clip, x.is_weights
+    adv = torch.where(valid, x.advantages, torch.zeros_like(x.advantages)).to(log_ratio.dtype)
     ratio = log_ratio.exp()
 
     unclipped = ratio * adv
@@ -181,8 +179,8 @@ def ppo_policy_loss(
     if is_weights is not None:
         w = torch.where(valid, is_weights.detach(), torch.zeros_like(is_weights)).to(objective.dtype)
         objective = objective * w
-    loss = -aggregate_loss(objective, valid, aggregation)
-    return loss, _policy_stats(ratio, token_log_ratio, clipped < unclipped, dual_active, valid)
+    loss = -aggregate_loss(objective, valid, x.aggregation)
+    return loss, _policy_stats(ratio, per_token_log_ratio, clipped < unclipped, dual_active, valid)
 
 
 @torch.no_grad()

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlhf_dist.backends.sync.lora import wants_adapter_sync
 from rlhf_dist.cluster.facts import FactsError, ModelFacts, model_facts
 from rlhf_dist.cluster.memory import (
-    GIB, Memory, Shape, inference_memory, rollout_memory, sync_plan, trainer_memory,
+    GIB, Memory, Shape, driver_eval_bytes, inference_memory, rollout_memory, sync_plan, trainer_memory,
 )
 from rlhf_dist.cluster.placement import Bundle, Hardware, PlanError, actor_devices, make_groups, place
 from rlhf_dist.config.roles import (
-    ROLES, active_roles, actor_count, critic_dtype, critic_starts_from_reward, inference_chunk_size, resources,
+    ROLES, active_roles, actor_count, critic_dtype, critic_starts_from_reward, engine_sleep_level, engines_sleep,
+    evaluates_on_cluster,
+    inference_chunk_size, resources,
 )
 from rlhf_dist.config import RLHFConfig
 
@@ -75,29 +78,54 @@ def _role_facts(cfg: RLHFConfig, active: set[str]) -> dict[str, ModelFacts]:
     return out
 
 
+def _shape(cfg: RLHFConfig) -> Shape:
+    new_tokens = cfg.rollout.sampling.max_new_tokens
+    return Shape(cfg.data.max_prompt_length + new_tokens, new_tokens)
+
+
+def _nccl_groups(cfg: RLHFConfig, role: str) -> int:
+    """NCCL communicators one rank of `role` joins on CUDA: its own group when it has several ranks (the ZeRO
+    group, the sharded reference's), plus the weight-sync broadcast (policy rank 0; counted on every rank)."""
+    if cfg.cluster.device != "cuda":
+        return 0
+    grouped = role in ("policy", "critic") or (role == "reference" and cfg.ppo.reference_zero_stage == 3)
+    return int(grouped and actor_count(cfg, role) > 1) + int(role == "policy" and cfg.rollout.sync_backend == "nccl")
+
+
+def _sleep_levels(cfg: RLHFConfig) -> tuple[int, int] | None:
+    """(first sleep's level, later sleeps' level) where the engines sleep (config/roles.py), else None."""
+    if not engines_sleep(cfg):
+        return None
+    adapter = wants_adapter_sync(cfg)
+    return engine_sleep_level(True, adapter), engine_sleep_level(False, adapter)
+
+
 def role_memory(cfg: RLHFConfig, facts: dict[str, ModelFacts], active: set[str], hw: Hardware) -> dict[str, Memory]:
     """Per-actor memory of every active role (per device for a TP-sharded rollout engine)."""
     device, ppo, data = cfg.cluster.device, cfg.ppo, cfg.data
-    shape = Shape(data.max_prompt_length + cfg.rollout.sampling.max_new_tokens, cfg.rollout.sampling.max_new_tokens)
+    shape = _shape(cfg)
     pf = facts["policy"]
     out = {
         "policy": trainer_memory("policy", pf, pf.num_params, ppo.policy_train, cfg.policy.dtype,
                                  cfg.cluster.policy.num_actors, cfg.policy.lora, shape,
                                  cfg.policy.gradient_checkpointing, lm_head=True, device=device,
                                  inference_chunk=inference_chunk_size(cfg),
-                                 sync=sync_plan(pf, cfg.rollout, cfg.policy.dtype)),
+                                 sync=sync_plan(pf, cfg.rollout, cfg.policy.dtype), entropy=True,
+                                 nccl_groups=_nccl_groups(cfg, "policy")),
         "reference": inference_memory("reference", pf, pf.num_params, cfg.policy.dtype,
                                       inference_chunk_size(cfg), shape, lm_head=True, device=device,
-                                      shards=cfg.cluster.reference.num_actors if ppo.reference_zero_stage == 3 else 0),
+                                      shards=cfg.cluster.reference.num_actors if ppo.reference_zero_stage == 3 else 0,
+                                      nccl_groups=_nccl_groups(cfg, "reference")),
         "rollout": rollout_memory(pf, pf.num_params, cfg.rollout, cfg.policy.dtype, device,
-                                  hw.gpu_mem_gib * GIB, shape),
+                                  hw.gpu_mem_gib * GIB, shape, sleep=_sleep_levels(cfg)),
     }
     if "critic" in active:
         cf = facts["critic"]  # CriticWorker trains in critic_dtype(cfg)
         out["critic"] = trainer_memory("critic", cf, cf.backbone_params, ppo.critic_train, critic_dtype(cfg),
                                        cfg.cluster.critic.num_actors, cfg.critic.lora, shape,
                                        cfg.critic.gradient_checkpointing,
-                                       lm_head=False, device=device, inference_chunk=inference_chunk_size(cfg))
+                                       lm_head=False, device=device, inference_chunk=inference_chunk_size(cfg),
+                                       nccl_groups=_nccl_groups(cfg, "critic"))
     if "reward" in active:
         rf = facts["reward"]
         rm_shape = Shape(min(data.max_length, shape.seq), 1)
@@ -251,6 +279,26 @@ def _arch_checks(plan: Plan, facts: dict[str, ModelFacts]) -> None:
                              f"{facts['rollout'].heads} attention heads (vLLM)")
 
 
+def _driver_eval(plan: Plan, facts: dict[str, ModelFacts]) -> None:
+    """A note on where the evaluation after PPO runs: on the cluster (eval.placement; 'auto' on CUDA), in the
+    shapes of PPO's roles once those are gone, or in the driver process on a GPU of its own."""
+    cfg = plan.cfg
+    if cfg.cluster.device != "cuda":
+        return
+    if evaluates_on_cluster(cfg):
+        plan.notes.append("driver: holds no model; the evaluation after PPO runs on the cluster (eval.placement): "
+                          "two rollout engines (cluster.rollout), two frozen policies (cluster.reference), the reward "
+                          "actors (cluster.reward), placed once PPO's roles are gone")
+        return
+    rf = facts.get("reward")
+    need = driver_eval_bytes(facts["policy"], facts["policy"].num_params, cfg.policy.dtype, cfg.eval.batch_size,
+                             _shape(cfg), (rf, rf.backbone_params, cfg.reward_model.dtype) if rf else None)
+    cap = plan.hardware.gpu_mem_gib * GIB
+    verdict = "fits" if need <= cap else f"too big for one GPU ({need / cap:.1f}x): use eval.placement cluster"
+    plan.notes.append(f"driver: eval.placement driver holds the trained and the starting policy in the driver "
+                      f"process on one GPU: {need / GIB:.1f} GiB of {cap / GIB:g} GiB, {verdict}")
+
+
 def make_plan(cfg: RLHFConfig, hw: Hardware) -> Plan:
     """The placement and memory plan of `cfg`'s PPO stage on `hw`; `plan.problems` lists what does not fit."""
     if cfg.cluster.device == "cuda" and hw.gpus_per_node < 1:
@@ -266,6 +314,7 @@ def make_plan(cfg: RLHFConfig, hw: Hardware) -> Plan:
     _arch_checks(plan, facts)
     _device_loads(plan)
     _check(plan)
+    _driver_eval(plan, facts)
     for mem in plan.memory.values():
         plan.notes += [f"{mem.role}: {n}" for n in mem.notes]
     return plan

@@ -42,7 +42,7 @@ def _memory_lines(plan: Plan) -> list[str]:
             continue
         act = m.activations
         values = (m.params, m.grads, m.optimizer, act.get("train", 0), act.get("inference", 0), m.sync + m.sync_rank0,
-                  m.vllm_weights, m.kv_cache, m.context, m.peak, m.host)
+                  m.vllm_weights, m.kv_cache, m.context + m.nccl, m.peak, m.host)
         lines.append(f"  {role:<10}" + "".join(f"{fmt(v):>{CELL}}" for v in values))
     return lines
 
@@ -75,7 +75,8 @@ def render_plan(plan: Plan, config_name: str = "") -> str:
     lines += ["", "memory per actor (a TP engine: per device; rank 0, which sends the weights; peak = resident + "
               "worst phase, kept by the allocator; host = its process RAM)"]
     lines += _memory_lines(plan)
-    unit = ("GPU (the sum of its actors' peaks: no process empties its CUDA cache between phases)"
+    unit = ("GPU (the sum of its actors' peaks, each kept by its allocator; an upper bound where trainers empty "
+            "their caches for sleeping engines)"
             if cfg.cluster.device == "cuda" else "node RAM (the models live in RAM on CPU)")
     lines += ["", f"per {unit}"] + _load_lines(plan.devices)
     if plan.hosts:
@@ -107,7 +108,7 @@ def plan_to_dict(plan: Plan) -> dict:
         "memory": {role: {"resident": m.resident, "peak": m.peak, "params": m.params, "grads": m.grads,
                           "optimizer": m.optimizer, "activations": m.activations, "sync": m.sync,
                           "vllm_weights": m.vllm_weights, "kv_cache": m.kv_cache, "kv_tokens": m.kv_tokens,
-                          "context": m.context, "host": m.host, "host_transient": m.host_transient,
+                          "context": m.context, "nccl": m.nccl, "host": m.host, "host_transient": m.host_transient,
                           "sync_rank0": m.sync_rank0, "host_sync_rank0": m.host_sync_rank0}
                    for role, m in plan.memory.items()},
         "placement": {name: [{"cpu": b.cpu, "gpu": b.gpu, "node": b.node, "devices": b.devices,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rlhf_dist.config.roles import ROLES, resources
+from rlhf_dist.config.roles import COLOCATED, ROLES, needs_critic, placement_layout, resources, stage_ranks
 
 # Advantage estimators that compare the samples of one prompt (rows k*G .. k*G + G - 1).
 GROUP_ESTIMATORS = ("grpo", "rloo", "dr_grpo")
+_EPS = 1e-9  # GPU shares are float sums (5 x 0.2 GPU is one GPU)
 
 if TYPE_CHECKING:
     from rlhf_dist.config.schema import RLHFConfig
@@ -42,6 +43,7 @@ def _check_devices(cfg: "RLHFConfig") -> None:
             raise ValueError(f"cluster.{role}.gpus_per_actor is {res.gpus_per_actor:g}: Ray grants more than one GPU "
                              "in whole GPUs only (use a whole number, or a fraction below 1 to share a GPU)")
     _check_sync(cfg)
+    _check_nccl_ranks_apart(cfg)
     if cl.device == "cpu" and cfg.rollout.tensor_parallel_size > 1:
         raise ValueError("rollout.tensor_parallel_size > 1 needs cluster.device 'cuda'")
     need = cfg.rollout.tensor_parallel_size
@@ -70,10 +72,59 @@ def _check_sync(cfg: "RLHFConfig") -> None:
     if sync == "cuda_ipc" and not cl.colocate:
         raise ValueError("rollout.sync_backend 'cuda_ipc' needs cluster.colocate true: CUDA IPC hands weights "
                          "to an engine on the same GPU only; use 'nccl' or 'object_store' when disaggregated")
+    if sync == "cuda_ipc":
+        _check_cuda_ipc_layout(cfg)
     if cfg.ppo.max_staleness and cl.colocate and cl.device == "cuda" and cfg.rollout.backend == "vllm":
         raise ValueError(f"ppo.max_staleness {cfg.ppo.max_staleness} with cluster.colocate true on CUDA: colocated "
                          "vLLM engines sleep while the trainers train, so nothing can generate ahead; set "
                          "ppo.max_staleness 0 or give the engines their own GPUs")
+
+
+def _check_cuda_ipc_layout(cfg: RLHFConfig) -> None:
+    """CUDA IPC: every vLLM worker opens the bucket shared by a policy rank on ITS OWN GPU (each rank shares
+    the whole gathered bucket), else the first sync fails ("no policy rank shares this worker's GPU")."""
+    engines, ranks, tp = cfg.rollout.num_engines, cfg.cluster.policy.num_actors, cfg.rollout.tensor_parallel_size
+    if engines > ranks:
+        raise ValueError(f"rollout.sync_backend 'cuda_ipc' with rollout.num_engines {engines} > cluster.policy."
+                         f"num_actors {ranks}: colocated bundle i holds engine i and policy rank i, so engines "
+                         f"{ranks}..{engines - 1} sit on GPUs with no policy rank and get no weights at the first "
+                         "sync; use at most as many engines as policy ranks, or sync_backend 'object_store'")
+    if tp > 1:
+        raise ValueError(f"rollout.sync_backend 'cuda_ipc' with rollout.tensor_parallel_size {tp} and "
+                         f"cluster.colocate true: an engine's {tp} workers run on {tp} GPUs but its bundle holds one "
+                         "policy rank, and a worker opens IPC handles only from a rank on its own GPU, so the others "
+                         "get no weights at the first sync; use tensor_parallel_size 1 or sync_backend 'object_store'")
+    for i, bundle in enumerate(placement_layout(cfg)[COLOCATED][:engines]):
+        if bundle.gpu > 1 + _EPS:  # a bundle of more than one GPU: Ray picks each actor's GPU inside it
+            raise ValueError(f"rollout.sync_backend 'cuda_ipc' with cluster.colocate true: bundle {i} "
+                             f"({', '.join(r for r, _ in bundle.actors)}) reserves {bundle.gpu:g} GPUs, so Ray may "
+                             f"put engine {i} and policy rank {i} on different GPUs and CUDA IPC reaches the same "
+                             "GPU only; lower cluster.<role>.gpus_per_actor until each bundle sums to at most 1")
+
+
+def _nccl_roles(cfg: RLHFConfig) -> list[str]:
+    """Roles whose ranks form one NCCL group on CUDA (workers/role_groups.py): the trainers, the ZeRO-3 reference."""
+    return ["policy"] + ["critic"] * needs_critic(cfg) + ["reference"] * (cfg.ppo.reference_zero_stage == 3)
+
+
+def _check_nccl_ranks_apart(cfg: RLHFConfig) -> None:
+    """NCCL refuses two ranks of one group on one GPU ("Duplicate GPU detected"), and Ray packs GPU
+    fractions that fit together onto one GPU: two ranks' bundles must not fit on one device together."""
+    if cfg.cluster.device != "cuda":
+        return
+    layout = placement_layout(cfg)
+    for role in _nccl_roles(cfg):
+        if resources(cfg, role).num_actors < 2:
+            continue
+        if cfg.cluster.colocate:
+            shares = sorted(b.gpu for b in layout[COLOCATED] if any(r == role for r, _ in b.actors))
+            what = f"cluster.colocate true: two bundles holding {role} ranks reserve {shares[0]:g} + {shares[1]:g} GPU"
+        else:
+            shares = [resources(cfg, role).gpus_per_actor] * 2
+            what = f"cluster.{role}.gpus_per_actor {shares[0]:g} with {resources(cfg, role).num_actors} ranks"
+        if shares[0] + shares[1] <= 1 + _EPS:
+            raise ValueError(f"{what}: two {role} ranks fit on one GPU and Ray packs them there, but their NCCL "
+                             "group refuses two ranks on one device; give each rank's bundle more than half a GPU")
 
 
 def _check_ppo(cfg: "RLHFConfig") -> None:
@@ -132,10 +183,11 @@ def _check_data(cfg: "RLHFConfig") -> None:
 
 def check_cross_field(cfg: "RLHFConfig") -> None:
     """Raise ValueError on the first rule the config breaks."""
-    # SFT and reward-model training run in the launching process (data-parallel size 1).
-    _check_batches("sft.train", cfg.sft.train, 1)
+    # SFT and reward-model training run on their role's group (cluster.policy / cluster.reward ranks), or in
+    # the launching process for backend torch (one rank).
+    _check_batches("sft.train", cfg.sft.train, stage_ranks(cfg, "sft", cfg.sft.train))
     _check_engine("sft.train", cfg.sft.train)
-    _check_batches("reward.train", cfg.reward.train, 1)
+    _check_batches("reward.train", cfg.reward.train, stage_ranks(cfg, "rm", cfg.reward.train))
     _check_engine("reward.train", cfg.reward.train)
     _check_devices(cfg)
     _check_ppo(cfg)

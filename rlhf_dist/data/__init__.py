@@ -1,4 +1,10 @@
-"""Data loading, validation, pair conversion, tokenisation and demo data."""
+"""Data loading, validation, pair conversion, tokenisation and demo data.
+
+The tokenisation names load on first use (PEP 562): they import torch, which the fast commands
+(`config validate`, `plan`, `feedback stats`) must not pay for.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from rlhf_dist.data.demo import (
     demo_ab_feedback,
@@ -31,23 +37,6 @@ from rlhf_dist.data.records import (
     SFTExample,
     model_for,
 )
-from rlhf_dist.data.tokenize import (
-    IGNORE_INDEX,
-    EncodedExample,
-    EncodedPair,
-    EncodeResult,
-    OverlongError,
-    collate_pairs,
-    collate_prompts,
-    collate_sft,
-    encode_pair,
-    encode_pair_dataset,
-    encode_prompt,
-    encode_prompt_response,
-    encode_sft_dataset,
-    format_prompt,
-    pad_sequences,
-)
 from rlhf_dist.data.errors import DataFileError
 from rlhf_dist.data.validate import (
     DataValidationError,
@@ -56,6 +45,43 @@ from rlhf_dist.data.validate import (
     load_records,
     validate_rows,
 )
+
+if TYPE_CHECKING:  # for type checkers and linters; at run time __getattr__ below loads them
+    from rlhf_dist.data.tokenize import (
+        IGNORE_INDEX,
+        EncodedExample,
+        EncodedPair,
+        EncodeResult,
+        OverlongError,
+        collate_pairs,
+        collate_prompts,
+        collate_sft,
+        encode_pair,
+        encode_pair_dataset,
+        encode_prompt,
+        encode_prompt_response,
+        encode_sft_dataset,
+        format_prompt,
+        pad_sequences,
+    )
+
+_TOKENIZE_NAMES = frozenset({
+    "IGNORE_INDEX",
+    "EncodedExample",
+    "EncodedPair",
+    "EncodeResult",
+    "OverlongError",
+    "collate_pairs",
+    "collate_prompts",
+    "collate_sft",
+    "encode_pair",
+    "encode_pair_dataset",
+    "encode_prompt",
+    "encode_prompt_response",
+    "encode_sft_dataset",
+    "format_prompt",
+    "pad_sequences",
+})
 
 __all__ = [
     "ABFeedback",
@@ -107,3 +133,11 @@ __all__ = [
     "write_demo_files",
     "write_jsonl",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TOKENIZE_NAMES:
+        from rlhf_dist.data import tokenize
+
+        return getattr(tokenize, name)
+    raise AttributeError(f"module 'rlhf_dist.data' has no attribute {name!r}")

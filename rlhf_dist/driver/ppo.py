@@ -28,7 +28,7 @@ from rlhf_dist.driver.checkpoint import CheckpointManager
 from rlhf_dist.driver.rewards import combine_rewards
 from rlhf_dist.driver.preemption import PreemptionGuard
 from rlhf_dist.driver.roles import (
-    ModelDirs, Roles, build_roles, finish_inference, model_scores, start_inference, start_ray, train,
+    ModelDirs, Roles, build_roles, finish_inference, memory_peaks, model_scores, start_inference, start_ray, train,
 )
 from rlhf_dist.driver.dynamic_sampling import informative_batch
 from rlhf_dist.driver.rollouts import RolloutQueue
@@ -205,9 +205,11 @@ def ppo_step(cfg, roles, step, rollouts: RolloutQueue, kl_ctl, reward_norm, grou
         if sleeping:
             roles.rollout.wake_up().result()
         synced_bytes = roles.weight_sync.sync()
+    # 7. every role's peak memory during this step (after the sync: nothing runs on the engines now)
+    memory = memory_peaks(roles)
     kl_ctl.update(exp_stats["kl/seq_k1"], n_steps=len(batch))
     return {
-        **exp_stats, **reward_parts, **train_stats, **dapo_stats,
+        **exp_stats, **reward_parts, **train_stats, **dapo_stats, **memory,
         **{f"time/{k}": v for k, v in train_seconds.items()},
         "sync/bytes": float(synced_bytes),
         "async/staleness": float(staleness),

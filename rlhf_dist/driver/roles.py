@@ -13,7 +13,7 @@ import torch
 
 from rlhf_dist.backends.sync import WeightSync, build_weight_sync
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import actor_count, engines_sleep, needs_critic, needs_reward_model
+from rlhf_dist.config.roles import ROLES, actor_count, engines_sleep, needs_critic, needs_reward_model
 from rlhf_dist.data.experience import Experience, InferenceOutputs, RolloutBatch, pack_samples
 from rlhf_dist.tracking.quiet import QUIET_ENV, is_verbose
 from rlhf_dist.workers.group import ActorGroup, Pending, Placement, WorkerError, create_placements, remove_placements
@@ -88,6 +88,10 @@ class Roles:
     placements: dict[str, Placement]
     weight_sync: WeightSync  # policy -> engines (backends/sync: object store, NCCL, CUDA IPC or LoRA adapter)
 
+    def active(self) -> dict[str, ActorGroup]:
+        """The groups this run has, by role name (config/roles.py ROLES order)."""
+        return {role: group for role in ROLES if (group := getattr(self, role)) is not None}
+
     def trainers(self) -> dict[str, TrainerGroup]:
         return {"policy": self.policy, **({"critic": self.critic} if self.critic is not None else {})}
 
@@ -122,7 +126,7 @@ def build_roles(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int) -> Roles:
             # vLLM charges every change of free GPU memory during its start to itself: the engines start
             # alone on their GPUs, then sleep (give their memory back) while the other models load.
             rollout.init_model(dirs.policy).result()
-            rollout.sleep().result()
+            rollout.sleep(at_load=True).result()  # no sync before step 1's generation: keep the loaded weights
             loading = []
         else:
             loading = [rollout.init_model(dirs.policy)]
@@ -193,6 +197,13 @@ def finish_inference(jobs: InferenceJobs, batch: RolloutBatch) -> InferenceOutpu
 
 def model_scores(roles: Roles, prompts: list[str], responses: list[str]) -> list[float]:
     return roles.reward.score(prompts, responses).result()
+
+
+def memory_peaks(roles: Roles) -> dict[str, float]:
+    """memory/<role>/peak_gib: every role's peak memory since the previous call, its highest rank's
+    (workers/base.py RoleWorker.peak_memory: the CUDA allocator's reservation, or the peak RSS on CPU)."""
+    asked = {role: group.peak_memory() for role, group in roles.active().items()}
+    return {f"memory/{role}/peak_gib": max(pending.result()) / 2**30 for role, pending in asked.items()}
 
 
 def train(roles: Roles, experience: Experience, step: int) -> tuple[dict[str, float], dict[str, float]]:

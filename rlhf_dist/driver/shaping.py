@@ -66,4 +66,8 @@ def make_experience(
         # Whole-batch statistics of the weights the policy loss applies per micro-batch (PolicyWorker._loss).
         _, is_stats = truncated_is_weights(old_lp, batch.rollout_logprobs, mask, cfg.tis_cap)
         stats.update({f"offpolicy/{k}": float(v) for k, v in is_stats.items()})
+        # Engine vs trainer parity of the synced weights (bench/gpu_check asserts it from step 2 on); with
+        # ppo.max_staleness > 0 it includes the staleness. 'rollout' old log-probs are the engine's: 0 by definition.
+        gap = torch.where(mask.bool(), (old_lp - batch.rollout_logprobs).abs(), 0.0)
+        stats["rollout/logprob_max_abs_diff"] = float(gap.max()) if gap.numel() else 0.0
     return exp, stats

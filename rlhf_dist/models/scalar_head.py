@@ -170,7 +170,8 @@ class ScalarHeadModel(nn.Module):
         if self.head.bias is not None:
             return "the head has a bias (HF's `score` has none)"
         if hf_sequence_class(self.backbone.config) is None:
-            return (f"{type(self.backbone).__name__}'s HF classifier is not GenericForSequenceClassification "
+            backbone = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+            return (f"{type(backbone).__name__}'s HF classifier is not GenericForSequenceClassification "
                     "(e.g. an encoder's pooler on [CLS]), so its scores would differ")
         return None
 
@@ -195,19 +196,17 @@ class ScalarHeadModel(nn.Module):
         (out / HEAD_META).write_text(json.dumps(meta, indent=2))
         return out
 
-    def _save_hf_layout(self, out: Path, tokenizer) -> dict:
-        """Write backbone + head as `<Arch>ForSequenceClassification` without copying the weights."""
+    def _hf_layout_config(self, tokenizer) -> tuple[type[PreTrainedModel], PretrainedConfig, int | None]:
+        """The HF classifier class, its config (num_labels 1, a pad id that is never eos) and that pad id."""
         seq_cls = hf_sequence_class(self.backbone.config)
         config = copy.deepcopy(self.backbone.config)  # the live model's config stays as it is
         config.num_labels = 1
         pad_id = hf_pad_token_id(config, tokenizer)
         config.get_text_config().pad_token_id = pad_id
-        with torch.device("meta"):  # an empty shell; its backbone and score are ours
-            wrapper = seq_cls(config)
-        setattr(wrapper, seq_cls.base_model_prefix, self.backbone)
-        wrapper.score = self.head
-        wrapper.save_pretrained(out)
-        (out / HEAD_WEIGHTS).unlink(missing_ok=True)  # a stale v1 head would contradict score.weight
+        return seq_cls, config, pad_id
+
+    @staticmethod
+    def _save_hf_tokenizer(out: Path, tokenizer, pad_id: int | None) -> None:
         if tokenizer is not None:
             tokenizer = copy.deepcopy(tokenizer)
             if pad_id is not None and tokenizer.pad_token_id != pad_id:
@@ -216,8 +215,57 @@ class ScalarHeadModel(nn.Module):
             tokenizer.save_pretrained(out)
         if pad_id is None:
             log.warning("%s: no pad token distinct from eos; HF's classifier will refuse batches > 1", out)
+
+    @staticmethod
+    def _hf_meta(seq_cls: type[PreTrainedModel], pad_id: int | None) -> dict:
         return {"format": HF_FORMAT, "pooling": "last", "layout": HF_LAYOUT,
                 "hf_class": seq_cls.__name__, "pad_token_id": pad_id}
+
+    def _save_hf_layout(self, out: Path, tokenizer) -> dict:
+        """Write backbone + head as `<Arch>ForSequenceClassification` without copying the weights."""
+        seq_cls, config, pad_id = self._hf_layout_config(tokenizer)
+        with torch.device("meta"):  # an empty shell; its backbone and score are ours
+            wrapper = seq_cls(config)
+        setattr(wrapper, seq_cls.base_model_prefix, self.backbone)
+        wrapper.score = self.head
+        wrapper.save_pretrained(out)
+        (out / HEAD_WEIGHTS).unlink(missing_ok=True)  # a stale v1 head would contradict score.weight
+        self._save_hf_tokenizer(out, tokenizer, pad_id)
+        return self._hf_meta(seq_cls, pad_id)
+
+    # ---- a streamed save (ZeRO-3 export, workers/trainers.py): save_pretrained's files without the weights ----
+    def saved_weight_prefixes(self) -> tuple[str, str | None]:
+        """Where save_pretrained's layout puts the weights: (prefix of the backbone's names in the model files,
+        the head's name prefix there), or the head's own file HEAD_WEIGHTS when the second is None."""
+        if self.hf_layout_blocker() is None:
+            return f"{hf_sequence_class(self.backbone.config).base_model_prefix}.", "score."
+        return "", None
+
+    def save_config_files(self, out_dir: str | Path, tokenizer=None) -> dict:
+        """Everything save_pretrained writes but the weights (config.json, tokenizer, scalar_head.json), from
+        metadata alone (a ZeRO-3 partitioned model works). The weights go where saved_weight_prefixes says:
+        the model files (models/shards.py ShardWriter) and, in the backbone+head layout, HEAD_WEIGHTS."""
+        from rlhf_dist.models.shards import save_config_files
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        backbone = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+        blocker = self.hf_layout_blocker()
+        if blocker is None:
+            seq_cls, config, pad_id = self._hf_layout_config(tokenizer)
+            config.dtype = str(backbone.dtype).split(".")[1]
+            config.architectures = [seq_cls.__name__]
+            config.save_pretrained(out)
+            (out / HEAD_WEIGHTS).unlink(missing_ok=True)
+            self._save_hf_tokenizer(out, tokenizer, pad_id)
+            meta = self._hf_meta(seq_cls, pad_id)
+        else:
+            save_config_files(backbone, out)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(out)
+            meta = {"format": HEAD_FORMAT, "pooling": self.pooling, "layout": OWN_LAYOUT, "not_hf_because": blocker}
+        (out / HEAD_META).write_text(json.dumps(meta, indent=2))
+        return meta
 
     @classmethod
     def from_pretrained(
@@ -251,5 +299,7 @@ class ScalarHeadModel(nn.Module):
             model_dir, dtype=dtype, trust_remote_code=trust_remote_code
         )
         model = cls(seq.base_model, pooling=pooling)
-        model.head.load_state_dict(seq.score.state_dict())
+        # The classifier's own `score` (Linear, no bias: our head) rather than a copy of its weight: loaded
+        # ZeRO-3 partitioned (backends/train/zero_init.py) it holds only this rank's slice, already loaded.
+        model.head = seq.score
         return model

@@ -16,6 +16,7 @@ from rlhf_dist.config import RLHFConfig
 from rlhf_dist.config.roles import resources
 from rlhf_dist.utils import free_port, seed_everything
 from rlhf_dist.tracking.quiet import redirect_worker_output
+from rlhf_dist.workers.devices import local_device_index
 
 
 def node_ip() -> str:
@@ -24,24 +25,44 @@ def node_ip() -> str:
     return ray.util.get_node_ip_address()
 
 
+def assigned_gpu_index() -> int:
+    """This actor's CUDA index, from Ray's assignment. Outside a Ray actor (no GPU ids: bench/profile.py
+    builds workers in its own process) LOCAL_RANK, else 0."""
+    import ray
+
+    index = local_device_index(ray.get_gpu_ids(), os.environ) if ray.is_initialized() else None
+    return int(os.environ.get("LOCAL_RANK", "0")) if index is None else index
+
+
 class RoleWorker:
     """Base of all role actors. `rank`/`world_size` are the rank inside this role's group."""
+
+    # Name of this actor's <run>/logs/<name>-<rank>.log and .pid; None: the role. A stage that trains on a
+    # role's resources under its own name (SFT on the policy's, workers/supervised.py) sets it.
+    log_name: str | None = None
 
     def __init__(self, cfg: dict, role: str, rank: int, world_size: int):
         self.cfg = RLHFConfig.model_validate(cfg)
         self.role, self.rank, self.world_size = role, rank, world_size
         # Everything this actor prints (C++ warnings, tqdm bars, library logs) goes to its own file, so
         # Ray forwards nothing to the driver's console; exceptions still return as WorkerError.
-        logs = Path(self.cfg.run.output_dir) / "logs"
-        self.log_path = redirect_worker_output(logs / f"{role}-{rank}.log")
+        logs, name = Path(self.cfg.run.output_dir) / "logs", self.log_name or role
+        self.log_path = redirect_worker_output(logs / f"{name}-{rank}.log")
         # Which process is which role and rank (to inspect, profile or kill one; replaced on a restart).
         logs.mkdir(parents=True, exist_ok=True)
-        (logs / f"{role}-{rank}.pid").write_text(f"{os.getpid()}\n")
+        (logs / f"{name}-{rank}.pid").write_text(f"{os.getpid()}\n")
         # Several actors share a few cores on small machines: oversubscribed BLAS threads thrash.
         threads = resources(self.cfg, role).threads()
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        self.device = torch.device("cuda" if self.cfg.cluster.device == "cuda" else "cpu")
+        # The GPU Ray assigned this actor (not a constant: workers/devices.py); LOCAL_RANK names it for DeepSpeed.
+        self.local_rank, self.device = 0, torch.device("cpu")
+        if self.cfg.cluster.device == "cuda":
+            self.local_rank = assigned_gpu_index()
+            self.device = torch.device("cuda", self.local_rank)
+            # A vLLM engine picks its workers' devices itself; a CUDA context in its actor would only cost memory.
+            if not (role == "rollout" and self.cfg.rollout.backend == "vllm"):
+                torch.cuda.set_device(self.device)
         # Same seed on every rank: fresh heads / LoRA adapters start identical, runs repeat exactly.
         seed_everything(self.cfg.run.seed)
 
@@ -53,9 +74,8 @@ class RoleWorker:
         """Join this role's process group (a collective: every rank calls it together)."""
         from rlhf_dist.backends.train.dist import init_distributed
 
-        # Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so the local rank is always 0.
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
-                          WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
+                          WORLD_SIZE=str(self.world_size), LOCAL_RANK=str(self.local_rank))
         init_distributed("nccl" if self.device.type == "cuda" else "gloo")
 
     def ping(self) -> str:
@@ -72,11 +92,38 @@ class RoleWorker:
         """Peak private resident bytes above the baseline since memory_probe_start."""
         return self._probe.stop()
 
+    # ---- peak memory per PPO step (metrics memory/<role>/peak_gib, driver/roles.py memory_peaks) ----
+    def peak_memory(self) -> int:
+        """This process's peak memory in bytes since the previous call (the first: since it started); resets it.
+
+        CUDA: torch.cuda.max_memory_reserved, what PyTorch's caching allocator held at most (the CUDA
+        context and NCCL buffers are outside it). CPU: the peak resident set size (VmHWM: tensors, the
+        libraries, mapped object-store pages), reset by writing 5 to /proc/self/clear_refs; where the
+        kernel refuses that, VmHWM stays the peak since the process started."""
+        if self.device.type == "cuda":
+            if not torch.cuda.is_initialized():  # no CUDA context here (a vLLM actor whose workers are processes)
+                return 0
+            peak = torch.cuda.max_memory_reserved(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return int(peak)
+        return take_peak_rss()
+
 
 def private_resident_bytes() -> int:
     """RssAnon of this process (Linux /proc/self/statm: resident minus shared pages)."""
     fields = Path("/proc/self/statm").read_text().split()
     return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
+
+
+def take_peak_rss() -> int:
+    """VmHWM of this process (peak resident bytes), then reset it to the current RSS (Linux clear_refs 5)."""
+    status = Path("/proc/self/status").read_text()
+    peak = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) * 1024
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not permitted (some sandboxes): the peak since start
+        pass
+    return peak
 
 
 def release_free_heap() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from rlhf_dist.config.roles import engines_sleep, inference_chunk_size
+from rlhf_dist.backends.train.collectives import group_max
+from rlhf_dist.config.roles import engine_sleep_level, engines_sleep, inference_chunk_size
 from rlhf_dist.data.experience import ModelInputs
 from rlhf_dist.models import load_causal_lm, load_reward_model, load_tokenizer
 from rlhf_dist.models.forward import chunked_response_logprobs
@@ -22,32 +23,31 @@ class ReferenceWorker(RoleWorker):
     on uneven shards) and drop the padding's answers."""
 
     def init_model(self, model_dir: str) -> None:
-        model = load_causal_lm(self.cfg.policy, model_dir, trainable=False)
         self.sharded = self.cfg.ppo.reference_zero_stage == 3
-        if self.sharded:
-            from rlhf_dist.backends.train.frozen import zero3_inference_module
+        if not self.sharded:
+            self.model = load_causal_lm(self.cfg.policy, model_dir, trainable=False).to(self.device)
+            return
+        from rlhf_dist.backends.train.frozen import zero3_inference_loading, zero3_inference_module
 
-            self.model = zero3_inference_module(model.to(self.device), self.cfg.policy.dtype)
-        else:
-            self.model = model.to(self.device)
+        # Partitioned as it loads, onto this rank's device: no rank ever holds (or moves) the whole model.
+        with zero3_inference_loading(self.cfg.policy.dtype):
+            model = load_causal_lm(self.cfg.policy, model_dir, trainable=False)
+        self.model = zero3_inference_module(model, self.cfg.policy.dtype)
 
     def logprobs(self, inputs: ModelInputs) -> torch.Tensor:
         """[B, R] log-probs of the response tokens under the reference."""
+        return self.logprobs_and_entropy(inputs, with_entropy=False)[0]
+
+    def logprobs_and_entropy(self, inputs: ModelInputs, with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, R] log-probs of the response tokens, [B, R] entropy of each next-token distribution, or an
+        empty tensor without with_entropy)."""
         size = inference_chunk_size(self.cfg)
         rows = len(inputs)
         if self.sharded:  # as many forwards as the rank with the most chunks: repeat row 0 (or a pad row)
-            inputs = _padded_to(inputs, _group_max(-(-rows // size)) * size)
-        out = chunked_response_logprobs(self.model, inputs.sequences, inputs.attention_mask, inputs.response_width,
-                                        size)[0]
-        return out[:rows]
-
-
-def _group_max(value: int) -> int:
-    import torch.distributed as tdist
-
-    flag = torch.tensor([value], dtype=torch.long)
-    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
-    return int(flag.item())
+            inputs = _padded_to(inputs, group_max(-(-rows // size)) * size)
+        logprobs, entropy = chunked_response_logprobs(self.model, inputs.sequences, inputs.attention_mask,
+                                                      inputs.response_width, size, with_entropy=with_entropy)
+        return logprobs[:rows], (entropy[:rows] if with_entropy else torch.empty(0))
 
 
 def _padded_to(inputs: ModelInputs, rows: int) -> ModelInputs:
@@ -88,11 +88,22 @@ class RolloutWorker(RoleWorker):
             max_lora_rank=lora_rank, sleep_mode=engines_sleep(self.cfg),
         )
 
-    def sleep(self) -> None:
-        self.engine.sleep()
+    def _sleep_level(self, at_load: bool) -> int:
+        from rlhf_dist.backends.sync.lora import wants_adapter_sync
+
+        return engine_sleep_level(at_load, wants_adapter_sync(self.cfg))
+
+    def sleep(self, at_load: bool = False) -> None:
+        """Level 1 (weights kept) `at_load` or with the adapter sync, else 2 (config/roles.py engine_sleep_level)."""
+        self.engine.sleep(self._sleep_level(at_load))
 
     def wake_up(self) -> None:
-        self.engine.wake_up()
+        # where later sleeps are level 2, the pinned host copy of a level-1 sleep is never reused: free it
+        self.engine.wake_up(free_host_cache=self._sleep_level(at_load=False) == 2)
+
+    def peak_memory(self) -> int:
+        """This process's peak (RoleWorker.peak_memory) or, TP > 1 on CUDA, its engine workers' if higher."""
+        return max(super().peak_memory(), self.engine.worker_peak_memory())
 
     def generate(self, prompt_ids: list[list[int]], seed: int):
         return self.engine.generate(prompt_ids, self.cfg.rollout.sampling, seed)

@@ -55,6 +55,10 @@ class RoleGroup(ActorGroup):
         """Each rank's peak private resident bytes above its baseline since memory_probe_start."""
         return self.each("memory_probe_stop", lambda a: a.memory_probe_stop.remote()).result()
 
+    def peak_memory(self) -> Pending[list[int]]:
+        """Each rank's peak memory in bytes since the previous call (workers/base.py RoleWorker.peak_memory)."""
+        return self.each("peak_memory", lambda a: a.peak_memory.remote())
+
 
 class FrozenGroup(RoleGroup):
     """A role that loads one model directory and never trains: reference, reward, rollout."""
@@ -169,9 +173,10 @@ class RolloutGroup(FrozenGroup):
         return self.sharded("generate", lambda a, part: a.generate.remote(part[1], seed * 1_009 + part[0]), parts,
                             lambda answers: [group for part in answers for group in part])
 
-    def sleep(self) -> Pending[None]:
-        """Colocated on CUDA: every engine releases its GPU memory (vLLM sleep mode); else a no-op."""
-        return self.each("sleep", lambda a: a.sleep.remote(), _none)
+    def sleep(self, at_load: bool = False) -> Pending[None]:
+        """Colocated on CUDA: every engine releases its GPU memory (vLLM sleep mode); else a no-op.
+        at_load: the sleep while the other roles load, before any sync (the engines keep their weights)."""
+        return self.each("sleep", lambda a: a.sleep.remote(at_load), _none)
 
     def wake_up(self) -> Pending[None]:
         return self.each("wake_up", lambda a: a.wake_up.remote(), _none)

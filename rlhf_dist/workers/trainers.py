@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -19,12 +19,14 @@ from rlhf_dist.algo import (masked_mean, ppo_policy_loss, resolve_loss_aggregati
 from rlhf_dist.backends.sync.buckets import Bucket, TensorMeta, hf_name, plan_buckets
 from rlhf_dist.backends.train.base import TrainEngine
 from rlhf_dist.backends.train.factory import build_train_engine
-from rlhf_dist.config.roles import critic_dtype, inference_chunk_size
-from rlhf_dist.config.schema_parts import TrainConfig
+from rlhf_dist.config.roles import critic_dtype, engines_sleep, inference_chunk_size
+from rlhf_dist.config.schema_parts import LoRAConfig, TrainConfig
 from rlhf_dist.data.experience import Experience, ModelInputs, TrainStats
-from rlhf_dist.models import load_causal_lm, load_critic, load_tokenizer, merge_lora
-from rlhf_dist.models.lora import merged_state_dict
+from rlhf_dist.models import load_causal_lm, load_critic, load_tokenizer
 from rlhf_dist.models.forward import chunked_response_logprobs, response_logprobs, response_values
+from rlhf_dist.models.lora import merged_state_dict
+from rlhf_dist.models.scalar_head import HEAD_WEIGHTS
+from rlhf_dist.models.shards import ShardWriter, save_config_files
 from rlhf_dist.workers.base import RoleWorker
 from rlhf_dist.workers.tensor_wire import WireTensor, tensors_to_wire
 
@@ -37,6 +39,20 @@ def _micro_batches(batch: Experience, size: int, order: torch.Tensor) -> Iterato
         yield batch.select(order[start : start + size])
 
 
+def release_cached_memory(device: torch.device, shared: bool) -> None:
+    """Hand the caching allocator's free blocks back to the GPU (torch.cuda.empty_cache) when it is `shared`
+    with engines that wake into them (config/roles.py engines_sleep). A no-op on CPU, where large tensors go
+    back to the OS when freed, and on an unshared GPU, where the cache saves the next step's cudaMalloc calls."""
+    if shared and device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def num_parameters(model: torch.nn.Module) -> int:
+    """Parameters of the whole model; under ZeRO-3 (partitioned at load) a rank's tensors are slices, and
+    DeepSpeed keeps each full count in `ds_numel`."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+
+
 def _mean_stats(rows: list[dict[str, float]]) -> dict[str, float]:
     keys = {k for row in rows for k in row}
     return {k: sum(r[k] for r in rows if k in r) / max(1, sum(k in r for r in rows)) for k in keys}
@@ -47,6 +63,14 @@ class TrainWorker(RoleWorker):
 
     engine: TrainEngine
     train_cfg: TrainConfig
+
+    def _loading(self, train_cfg: TrainConfig, dtype: str) -> AbstractContextManager:
+        """Open it around this rank's model loading: under ZeRO-3 from_pretrained then builds the model
+        partitioned over the group (backends/train/zero_init.py), so no rank ever holds it whole; a no-op for
+        other stages. A collective under ZeRO-3 (every rank loads together)."""
+        from rlhf_dist.backends.train.zero_init import training_load_context
+
+        return training_load_context(train_cfg, self.world_size, dtype, self.device.type)
 
     def _build_engine(self, model: torch.nn.Module, total_updates: int, dtype: str) -> None:
         self.engine = build_train_engine(model, self.train_cfg, total_updates, dtype, self.world_size, self.device.type)
@@ -72,6 +96,7 @@ class TrainWorker(RoleWorker):
                 if info.boundary and info.grad_norm is not None:
                     stats[f"{self.role}/grad_norm"] = info.grad_norm
                 rows.append(stats)
+        release_cached_memory(self.device, engines_sleep(self.cfg))  # the engines wake next, on this GPU
         return TrainStats(_mean_stats(rows), self.engine.skipped_updates - skipped_before,
                           time.perf_counter() - started)
 
@@ -81,23 +106,64 @@ class TrainWorker(RoleWorker):
     def load_checkpoint(self, directory: str, tag: str) -> None:
         self.engine.load_checkpoint(Path(directory), tag)
 
+    # ---- export: a plain HF dir written one bucket of whole layers at a time ----
+    def export_hf(self, out_dir: str) -> str:
+        """Rank 0 writes the trained model as an HF dir (LoRA merged). Collective: the ranks gather one bucket
+        of whole layers at a time (rollout.sync_bucket_mb, as the weight sync), rank 0 copies it to host memory
+        and writes it as a safetensors shard, then it is released; config and tokenizer come from metadata
+        (_export_config). No rank ever holds the whole model."""
+        out = Path(out_dir)
+        self.engine.release_gathered()  # a no-grad forward may have left every layer gathered (ZeRO-3)
+        writer = ShardWriter(out) if self.rank == 0 else None
+        for bucket in self._export_plan():
+            with self.engine.gathered(bucket.sources) as live:
+                if writer is not None:
+                    writer.write(self._export_tensors(live))
+        if writer is not None:
+            writer.close()
+            self._export_config(out)
+        return str(out)
+
+    def _export_plan(self, dropped: frozenset[str] = frozenset()) -> list[Bucket]:
+        params = [TensorMeta(name, dtype, shape) for name, shape, dtype in self.engine.parameter_specs()]
+        return plan_buckets(params, self.cfg.rollout.sync_bucket_mb * 2**20, dropped)
+
+    def _export_tensors(self, live: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One gathered bucket (module parameter names) -> the tensors to save under their saved names."""
+        raise NotImplementedError
+
+    def _export_config(self, out: Path) -> None:
+        """Rank 0, after the weights: everything else the dir needs (config, tokenizer)."""
+        raise NotImplementedError
+
 
 class PolicyWorker(TrainWorker):
+    def training_config(self) -> TrainConfig:
+        """What this rank trains with (the SFT stage's worker, workers/supervised.py, trains with sft.train)."""
+        return self.cfg.ppo.policy_train
+
     def init_model(self, model_dir: str, total_updates: int) -> int:
-        self.train_cfg = self.cfg.ppo.policy_train
+        self.train_cfg = self.training_config()
         self.model_dir = model_dir
-        model = load_causal_lm(self.cfg.policy, model_dir, trainable=True)
-        # A tied lm_head is the embedding again: engines re-tie it, so weight sync leaves it out.
-        lm_head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
-        self._tied_lm_head = lm_head is not None and lm_head.weight is embedding.weight
+        with self._loading(self.train_cfg, self.cfg.policy.dtype):
+            model = load_causal_lm(self.cfg.policy, model_dir, trainable=True)
         self._build_engine(model, total_updates, self.cfg.policy.dtype)
-        return sum(p.numel() for p in model.parameters())
+        return num_parameters(model)
+
+    def _dropped(self) -> frozenset[str]:
+        """A tied lm_head is the embedding again: engines and from_pretrained re-tie it, so the weight sync and
+        the export leave it out."""
+        model = self.engine.module
+        lm_head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+        return frozenset({TIED_LM_HEAD}) if lm_head is not None and lm_head.weight is embedding.weight else frozenset()
 
     def logprobs(self, inputs: ModelInputs) -> torch.Tensor:
         """Log-probs of the response tokens under the current policy: [B, R]."""
         self.engine.eval()
-        return chunked_response_logprobs(self.engine.model, inputs.sequences, inputs.attention_mask,
-                                         inputs.response_width, inference_chunk_size(self.cfg))[0]
+        out = chunked_response_logprobs(self.engine.model, inputs.sequences, inputs.attention_mask,
+                                        inputs.response_width, inference_chunk_size(self.cfg))[0]
+        release_cached_memory(self.device, engines_sleep(self.cfg))
+        return out
 
     def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         ppo = self.cfg.ppo
@@ -123,8 +189,7 @@ class PolicyWorker(TrainWorker):
     def weight_sync_plan(self, bucket_mb: int) -> list[Bucket]:
         """The buckets of a sync, from parameter metadata alone (every rank computes the same plan)."""
         params = [TensorMeta(name, dtype, shape) for name, shape, dtype in self.engine.parameter_specs()]
-        dropped = frozenset({TIED_LM_HEAD}) if self._tied_lm_head else frozenset()
-        self._sync_plan = plan_buckets(params, bucket_mb * 2**20, dropped)
+        self._sync_plan = plan_buckets(params, bucket_mb * 2**20, self._dropped())
         return self._sync_plan
 
     @contextmanager
@@ -133,10 +198,7 @@ class PolicyWorker(TrainWorker):
         gather just this bucket's parameters, and release them when the block ends."""
         bucket = self._sync_plan[index]
         with self.engine.gathered(bucket.sources) as full:
-            if self.cfg.policy.lora.enabled:
-                full = merged_state_dict(full, self.cfg.policy.lora)
-            else:
-                full = {hf_name(name): tensor for name, tensor in full.items()}
+            full = self._export_tensors(full)
             yield [(meta.name, full[meta.name]) for meta in bucket.tensors]
 
     def weight_bucket(self, index: int) -> list | None:
@@ -177,21 +239,19 @@ class PolicyWorker(TrainWorker):
         self._held_tensors = []
         self._held.close()
 
-    def _hf_state_dict(self, copy: bool = True) -> dict[str, torch.Tensor]:
-        """HF-named full weights of the policy (what vLLM and save_pretrained expect)."""
-        if not self.cfg.policy.lora.enabled:
-            return self.engine.full_state_dict(copy)
-        return merged_state_dict(self.engine.full_state_dict(copy), self.cfg.policy.lora)
+    # ---- export (TrainWorker.export_hf): a plain causal-LM dir that transformers and vLLM load ----
+    def _export_plan(self, dropped: frozenset[str] = frozenset()) -> list[Bucket]:
+        return super()._export_plan(dropped | self._dropped())
 
-    def export_hf(self, out_dir: str) -> str:
-        """Rank 0 writes a plain HF dir of the current policy (LoRA merged). Collective."""
-        state = self._hf_state_dict()
-        if self.rank == 0:
-            model = load_causal_lm(self.cfg.policy, self.model_dir, trainable=False)
-            model.load_state_dict(state)
-            merge_lora(model).save_pretrained(out_dir)
-            load_tokenizer(self.model_dir).save_pretrained(out_dir)
-        return out_dir
+    def _export_tensors(self, live: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """HF names, LoRA folded in (a bucket holds each adapter with its base weight)."""
+        if self.cfg.policy.lora.enabled:
+            return merged_state_dict(live, self.cfg.policy.lora)
+        return {hf_name(name): tensor for name, tensor in live.items()}
+
+    def _export_config(self, out: Path) -> None:
+        save_config_files(self.engine.module, out)
+        load_tokenizer(self.model_dir, self.cfg.policy.trust_remote_code).save_pretrained(out)
 
     # ---- LoRA adapter sync: only the adapter goes to the engines (backends/sync/lora.py) ----
     def lora_adapter(self) -> tuple[list[WireTensor], dict]:
@@ -217,19 +277,42 @@ class CriticWorker(TrainWorker):
         self.train_cfg = self.cfg.ppo.critic_train
         dtype = critic_dtype(self.cfg)
         self.init_dir = init_dir
-        model = load_critic(self.cfg.critic, init_dir, dtype=dtype)
+        with self._loading(self.train_cfg, dtype):
+            model = load_critic(self.cfg.critic, init_dir, dtype=dtype)
         self._build_engine(model, total_updates, dtype)
-        return sum(p.numel() for p in model.parameters())
+        return num_parameters(model)
 
+    # ---- export (TrainWorker.export_hf): ScalarHeadModel.save_pretrained's layout, streamed ----
     def export_hf(self, out_dir: str) -> str:
-        """Rank 0 writes the trained critic (LoRA merged): an HF *ForSequenceClassification dir where
-        the backbone allows (models/scalar_head.py). Collective."""
-        state = self.engine.full_state_dict()
-        if self.rank == 0:
-            model = load_critic(self.cfg.critic, self.init_dir, dtype=critic_dtype(self.cfg))
-            model.load_state_dict(state)
-            merge_lora(model).save_pretrained(out_dir, tokenizer=load_tokenizer(self.init_dir))
-        return out_dir
+        """The trained scalar-head model (LoRA merged) as ScalarHeadModel.save_pretrained writes it: an HF
+        *ForSequenceClassification dir where the backbone and pooling allow, else backbone + head. The layout
+        and pooling come from the live model (a reward model keeps its own). Subclasses set `self.init_dir`
+        (the tokenizer's dir) and override _export_lora when their LoRA is not critic.lora. Collective."""
+        self._export_head: dict[str, torch.Tensor] = {}  # the backbone+head layout's head, for its own file
+        return super().export_hf(out_dir)
+
+    def _export_lora(self) -> LoRAConfig:
+        return self.cfg.critic.lora
+
+    def _export_tensors(self, live: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        backbone_prefix, head_prefix = self.engine.module.saved_weight_prefixes()
+        backbone = {name.removeprefix("backbone."): t for name, t in live.items() if name.startswith("backbone.")}
+        lora = self._export_lora()
+        plain = merged_state_dict(backbone, lora) if lora.enabled else {hf_name(n): t for n, t in backbone.items()}
+        out = {backbone_prefix + name: t for name, t in plain.items()}
+        head = {name.removeprefix("head."): t for name, t in live.items() if name.startswith("head.")}
+        if head_prefix is None:
+            self._export_head.update({name: t.to("cpu", copy=True) for name, t in head.items()})
+        else:
+            out.update({head_prefix + name: t for name, t in head.items()})
+        return out
+
+    def _export_config(self, out: Path) -> None:
+        from safetensors.torch import save_file
+
+        self.engine.module.save_config_files(out, tokenizer=load_tokenizer(self.init_dir))
+        if self._export_head:
+            save_file(self._export_head, out / HEAD_WEIGHTS)
 
     @torch.no_grad()
     def values(self, inputs: ModelInputs) -> torch.Tensor:
@@ -239,7 +322,9 @@ class CriticWorker(TrainWorker):
         for start in range(0, len(inputs), size):
             chunk = inputs.select(slice(start, start + size))
             out.append(response_values(self.engine.model, chunk.sequences, chunk.attention_mask, chunk.response_width))
-        return torch.cat(out).float().cpu()
+        values = torch.cat(out).float().cpu()
+        release_cached_memory(self.device, engines_sleep(self.cfg))
+        return values
 
     def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         values = response_values(self.engine.model, mb.sequences, mb.attention_mask, mb.response_width)

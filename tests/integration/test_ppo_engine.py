@@ -7,10 +7,12 @@ in a few steps on 2 cores.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from rlhf_dist.config import load_config
+from rlhf_dist.config.roles import active_roles
 from rlhf_dist.driver.ppo import TrainingAborted
 from rlhf_dist.driver.rewards import RewardError
 from rlhf_dist.stages.ppo import run_ppo_stage
@@ -43,6 +45,9 @@ def test_ppo_zero2_vllm_learns_and_weights_reach_the_engine(tmp_path):
     assert (result.policy_dir / "config.json").is_file()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 10 and "time/generation" in json.loads(lines[0])
+    # every role reports its highest rank's peak memory each step (CPU: peak RSS since the last step)
+    peaks = [{role: json.loads(line)[f"memory/{role}/peak_gib"] for role in active_roles(cfg)} for line in lines]
+    assert all(0 < v < 64 and math.isfinite(v) for row in peaks for v in row.values()), peaks
 
 
 def test_ppo_zero3_policy_and_critic_with_tied_embeddings(tmp_path):

@@ -240,6 +240,30 @@ def test_cuda_image_installs_the_gpu_extra():
     assert "python3.11" in text
 
 
+def test_cuda_image_prebuilds_every_deepspeed_op_a_preset_uses():
+    """A DeepSpeed op the image lacks is JIT-compiled by every rank at start (minutes, a compiler per node)."""
+    from rlhf_dist.backends.train.deepspeed_engine import deepspeed_config
+
+    used = set()
+    for preset in sorted(Path("configs").glob("*.yaml")):
+        cfg = load_config(preset)
+        for train in (cfg.sft.train, cfg.reward.train, cfg.ppo.policy_train, cfg.ppo.critic_train):
+            ds = deepspeed_config(train, 1, cfg.policy.dtype, cfg.cluster.device)
+            zero = ds["zero_optimization"]
+            # what would need another op: NVMe offload (async_io), quantized ZeRO weights/gradients (quantizer)
+            assert all(zero.get(k, {}).get("device", "cpu") == "cpu" for k in ("offload_optimizer", "offload_param"))
+            assert not any(k.startswith("zero_quantized") for k in zero)
+            if "optimizer" in ds:  # DeepSpeed builds its own optimizer: DeepSpeedCPUAdam (offloaded AdamW)
+                assert ds["optimizer"]["type"] == "AdamW" and ds["zero_force_ds_cpu_optimizer"]
+                used.add("CPUAdamBuilder")
+    assert used == {"CPUAdamBuilder"}  # the GPU presets offload their optimizers
+    text = Path("docker/Dockerfile").read_text()
+    assert re.search(r"^ENV TORCH_EXTENSIONS_DIR=/app/\S+", text, re.MULTILINE)  # in the image, owned by uid 1000
+    for builder in used:
+        run = re.search(rf"^RUN .*\n(?:\s+.*\n)*?.*{builder}\(\)\.load\(", text, re.MULTILINE)
+        assert run and text.index(run.group(0)) < text.index("ENTRYPOINT"), f"{builder} not prebuilt"
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=[d.name for d in DOCKERFILES])
 def test_images_run_rlhf_dist_as_non_root(dockerfile):
     text = dockerfile.read_text()

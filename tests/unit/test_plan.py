@@ -11,8 +11,9 @@ import pytest
 from rlhf_dist.cli import main
 from rlhf_dist.cluster.facts import ModelFacts, estimate_params, facts_from_config_json, model_facts
 from rlhf_dist.cluster.memory import (
-    CHECKPOINT_FILE, CUDA_CONTEXT, GIB, MIB, PROCESS_HOST, Shape, inference_memory, kv_bytes_per_token, largest_unit,
-    layer_activation_bytes, lora_params, rollout_memory, sync_plan, trainer_memory,
+    CHECKPOINT_FILE, CUDA_CONTEXT, GIB, MIB, NCCL_BUFFERS, PROCESS_HOST, VLLM_CUDA_GRAPHS, Shape, driver_eval_bytes,
+    inference_memory, kv_bytes_per_token, largest_unit, layer_activation_bytes, lora_params, rollout_memory,
+    sync_plan, trainer_memory,
 )
 from rlhf_dist.cluster.placement import Hardware, actor_devices, make_groups, parse_hardware, place
 from rlhf_dist.cluster.plan import make_plan
@@ -133,13 +134,98 @@ def test_plan_reads_reference_zero_stage_and_critic_checkpointing():
 
 
 def test_gpu_load_is_the_sum_of_the_actors_peaks():
-    # colocated: each process keeps its own peak (no empty_cache), so peaks add up, not resident + worst phase
+    # colocated: each process keeps its own peak (its allocator's cache), so peaks add up, not resident + worst phase
     cfg = load_config("configs/llama8b-1node-8gpu.yaml")
     plan = make_plan(cfg, parse_hardware("nodes=1,gpus_per_node=8,gpu_mem_gib=79", cfg))
     gpu1 = next(d for d in plan.devices if d.name == "node0 gpu1")  # rank 1 of each role: not the sender
     expected = sum(plan.memory[role].rank_peak(rank) for role, rank in gpu1.members)
     assert gpu1.peak == pytest.approx(expected)
     assert gpu1.peak > gpu1.resident + max(max(plan.memory[r].transient(1).values()) for r, _ in gpu1.members)
+
+
+def test_policy_training_adds_the_entropy_fp32_temporaries():
+    import torch
+
+    from rlhf_dist.algo import entropy_from_logits
+
+    f, train = facts8b(), TrainConfig(zero_stage=3, micro_batch_size=2)
+    mem = {e: trainer_memory("policy", f, f.num_params, train, "bfloat16", 8, LoRAConfig(), SHAPE, True,
+                             lm_head=True, device="cuda", entropy=e) for e in (False, True)}
+    # 4 fp32 [2, 1024, 128256] tensors at once: 2 x 1024 x 128256 x 4 bytes x 4 = 3.9 GiB
+    assert mem[True].activations["train"] - mem[False].activations["train"] == 4_202_692_608
+    # the 4: entropy_from_logits saves 3 of them for backward (log_softmax, its clamp, exp); the product is the 4th
+    saved: dict[int, int] = {}
+
+    def keep(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    logits = torch.randn(2, 5, 7, dtype=torch.bfloat16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        entropy_from_logits(logits)
+    assert sorted(saved.values()) == [2 * 5 * 7 * 4] * 3
+
+
+def test_cuda_context_and_nccl_buffers_per_communicator():
+    f, train = facts8b(), TrainConfig(zero_stage=3)
+    gpu = trainer_memory("critic", f, 10**9, train, "bfloat16", 8, LoRAConfig(), SHAPE, False, lm_head=False,
+                         device="cuda", nccl_groups=2)
+    cpu = trainer_memory("critic", f, 10**9, train, "bfloat16", 8, LoRAConfig(), SHAPE, False, lm_head=False,
+                         device="cpu", nccl_groups=0)
+    assert (gpu.context, gpu.nccl) == (1.0 * GIB, 1.0 * GIB) and (cpu.context, cpu.nccl) == (0, 0)
+    assert gpu.resident - cpu.resident == 2.0 * GIB  # context 0.5 + allocator slack 0.5 + 2 x 0.5 NCCL
+    # 70B preset: policy in its ZeRO group of 8 and the NCCL weight broadcast; critic (2) and sharded reference (4)
+    # in their own group; one reward replica in none; an engine's workers in the broadcast
+    plan = make_plan(load_config("configs/llama70b-multinode.yaml"), Hardware(nodes=4, gpus_per_node=8, gpu_mem_gib=79))
+    assert {role: m.nccl / NCCL_BUFFERS for role, m in plan.memory.items()} == \
+        {"policy": 2, "critic": 1, "reference": 1, "reward": 0, "rollout": 1}
+    # vLLM: the broadcast joins after it sized its KV cache (on top of its fraction); its TP group is inside it
+    tp = {n: rollout_memory(f, f.num_params, RolloutConfig(tensor_parallel_size=n, sync_backend="nccl"), "bfloat16",
+                            "cuda", 80 * GIB, SHAPE) for n in (1, 2)}
+    assert tp[1].resident == tp[2].resident == pytest.approx(0.5 * 80 * GIB + NCCL_BUFFERS)
+    assert tp[2].context == tp[1].context - 8192 * 14336 * 2 + NCCL_BUFFERS  # half the MLP activations, + TP group
+
+
+def test_sleeping_engines_pin_a_host_copy_by_level():
+    f = facts8b()
+    weights = 2 * f.num_params  # 16.06 GB: bf16, the whole engine's host copy (every TP shard)
+
+    def host(sleep, eager=True):
+        cfg = RolloutConfig(enforce_eager=eager, sync_backend="cuda_ipc")  # no host copy in the sync
+        mem = rollout_memory(f, f.num_params, cfg, "bfloat16", "cuda", 80 * GIB, SHAPE, sleep=sleep)
+        return mem.host - PROCESS_HOST["cuda"], mem.host_transient
+
+    assert host(None) == (0, {})  # awake engines
+    assert host((1, 2)) == (0, {"load": weights})  # level 1 while the others load, freed at the first wake_up
+    assert host((1, 1)) == (weights, {})  # adapter sync: level 1 every step, the pinned copy stays cached
+    assert host((1, 2), eager=False) == (0, {"load": weights + VLLM_CUDA_GRAPHS, "train": VLLM_CUDA_GRAPHS})
+    hw = Hardware(nodes=1, gpus_per_node=8, gpu_mem_gib=79)
+    plan = make_plan(load_config("configs/llama8b-1node-8gpu.yaml"), hw)
+    assert plan.memory["rollout"].host_transient["load"] == weights + VLLM_CUDA_GRAPHS
+    lora = make_plan(load_config("configs/llama8b-1node-8gpu.yaml", ["policy.lora.enabled=true",
+                                                                     "rollout.lora_sync=adapter"]), hw)
+    assert lora.memory["rollout"].host == PROCESS_HOST["cuda"] + weights + VLLM_CUDA_GRAPHS
+
+
+def test_driver_eval_holds_two_policies_on_one_gpu():
+    f = facts8b()
+    weights = 2 * 2 * 8_030_261_248  # trained + starting policy, bf16
+    generate = 32 * 2048 * 131_072 + 32 * 1024 * 167_936  # KV of 32 rows x 2048 tokens; prefill of 32 x 1024
+    score = (8192 * 167_936 + 4 * 2048 * 128_256 * 2 + 4 * 1024 * 128_256 * 4  # layer, logits, log-softmax
+             + 4 * 4 * 1024 * 128_256 * 4)  # entropy
+    assert generate > score
+    assert driver_eval_bytes(f, f.num_params, "bfloat16", 4, SHAPE) == weights + generate + 1.0 * GIB
+    reward = (facts_from_config_json(LLAMA_70B, "x"), 70 * 10**9, "bfloat16")  # a bigger model: its phase wins
+    assert driver_eval_bytes(f, f.num_params, "bfloat16", 4, SHAPE, reward) == \
+        140 * 10**9 + layer_activation_bytes(reward[0], 4 * 2048, 2) + 1.0 * GIB
+    hw = Hardware(nodes=4, gpus_per_node=8, gpu_mem_gib=79)
+    in_driver = make_plan(load_config("configs/llama70b-multinode.yaml", ["eval.placement=driver"]), hw).notes
+    assert any(n.startswith("driver: eval.placement driver") and "too big for one GPU" in n for n in in_driver)
+    # the default on CUDA ('auto'): evaluation on the cluster, the driver holds no model
+    notes = make_plan(load_config("configs/llama70b-multinode.yaml"), hw).notes
+    assert any(n.startswith("driver: holds no model") for n in notes)
+    cfg = load_config("configs/tiny.yaml")  # CPU: the evaluation shares the node's RAM after PPO, no note
+    assert not any(n.startswith("driver:") for n in make_plan(cfg, parse_hardware(None, cfg)).notes)
 
 
 def test_lora_trains_r_times_in_plus_out_per_linear():
@@ -192,13 +278,15 @@ def test_group_advantages_reserve_no_critic():
 
 
 def test_colocated_bundle_sums_roles_and_they_share_one_gpu():
+    # policy 0.3: at 0.2 bundle 1 would fit beside bundle 0 and put both NCCL policy ranks on one GPU (a rule)
     cfg = _cuda_cfg("cluster.colocate=true", *(f"cluster.{r}.gpus_per_actor=0.2" for r in
-                                               ("policy", "critic", "reference", "reward", "rollout")))
+                                               ("critic", "reference", "reward", "rollout")),
+                    "cluster.policy.gpus_per_actor=0.3")
     groups = make_groups(cfg)
     bundles = groups["colocated"]
     # rank 0 holds policy, critic, reference and rollout (no reward model source: nothing reserved for it);
     # rank 1 exists only for the policy (2 actors)
-    assert [b.gpu for b in bundles] == pytest.approx([0.8, 0.2])
+    assert [b.gpu for b in bundles] == pytest.approx([0.9, 0.3])
     assert place(groups, Hardware(nodes=1, gpus_per_node=2), "cuda") == []
     assert set(map(tuple, actor_devices(bundles[0]).values())) == {(bundles[0].devices[0],)}
 

@@ -68,7 +68,9 @@ def test_make_experience_dr_grpo_and_offpolicy_stats():
     assert stats["offpolicy/is_weight_mean"] == pytest.approx(11 / 6)
     assert stats["offpolicy/is_weight_max"] == pytest.approx(5.0)
     assert stats["offpolicy/is_clipped_frac"] == pytest.approx(1 / 6)
+    # engine vs recomputed, largest over the 6 response tokens: |ln 0.5 - ln 0.1| = ln 5 (padding left out)
+    assert stats["rollout/logprob_max_abs_diff"] == pytest.approx(math.log(5))
     # with the engine's log-probs as the old ones there is nothing to correct, and no such metrics
     _, stats = make_experience(PPOConfig(advantage="dr_grpo", old_logprobs="rollout"), batch, inference,
                                torch.zeros(4), 0.1, RunningMeanStd(), 2)
-    assert not any(k.startswith("offpolicy/") for k in stats)
+    assert not any(k.startswith("offpolicy/") for k in stats) and "rollout/logprob_max_abs_diff" not in stats

@@ -62,11 +62,20 @@ class RolloutEngine(ABC):
         outer list in prompt order. The same (prompts, sampling, seed) gives the same samples.
         """
 
-    def sleep(self) -> None:
-        """Release device memory until wake_up (colocated engines); engines that cannot: nothing."""
+    def sleep(self, level: int = 1) -> None:
+        """Release device memory until wake_up (colocated engines); engines that cannot: nothing.
 
-    def wake_up(self) -> None:
-        """Take the memory back before the next weight sync and generation."""
+        level (config/roles.py engine_sleep_level): 1 keeps the weights (a host copy), 2 discards them
+        (the caller sends every weight again before the next generation)."""
+
+    def wake_up(self, free_host_cache: bool = False) -> None:
+        """Take the memory back before the next weight sync and generation. free_host_cache: give back the
+        pinned host memory a level-1 sleep left in the allocator's cache (no later sleep reuses it)."""
+
+    def worker_peak_memory(self) -> int:
+        """Peak device bytes of engine worker processes other than this one since the last call (0: the
+        engine runs in this process, whose own peak covers it)."""
+        return 0
 
     @abstractmethod
     def update_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> None:

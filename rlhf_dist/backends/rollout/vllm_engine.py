@@ -248,16 +248,29 @@ class VLLMEngine(RolloutEngine):
         self._llm.collective_rpc("rlhf_nccl_receive", args=(meta,))
         self.reset_prefix_cache()
 
-    def sleep(self) -> None:
-        """Colocated on CUDA: offload the weights to host memory and drop the KV cache (level 1), so the
-        trainers on this GPU get the memory; a no-op elsewhere."""
+    def sleep(self, level: int = 1) -> None:
+        """Colocated on CUDA: drop the KV cache and either offload the weights to pinned host memory
+        (level 1) or discard them (level 2: the next sync rewrites them), so the trainers on this GPU get
+        the memory; a no-op elsewhere. config/roles.py engine_sleep_level picks the level."""
         if self.sleep_mode:
-            self._llm.sleep(level=1)
+            self._llm.sleep(level=level)
 
-    def wake_up(self) -> None:
-        """Back onto the GPU (weights, then a fresh KV cache) before the next sync and generation."""
+    def wake_up(self, free_host_cache: bool = False) -> None:
+        """Back onto the GPU (weights, then a fresh KV cache) before the next sync and generation.
+
+        free_host_cache: a level-1 sleep's pinned weight copy goes back to torch's host-memory cache at
+        wake_up, not to the OS; where later sleeps are level 2 nothing reuses it, so every worker frees it."""
         if self.sleep_mode:
             self._llm.wake_up()
+            if free_host_cache:
+                self._llm.collective_rpc("rlhf_free_host_cache")
+
+    def worker_peak_memory(self) -> int:
+        """TP > 1 on CUDA: the highest peak reservation of the engine's worker processes since the last
+        call (each then resets its own). Otherwise the workers run in this process: 0."""
+        if self.device != "cuda" or self.cfg.tensor_parallel_size == 1:
+            return 0
+        return max(self._llm.collective_rpc("rlhf_peak_memory"))
 
     def receive_shared_weights(self, shared: list) -> None:
         """CUDA IPC (colocated): every worker loads the bucket shared from its own GPU, then drop stale KV."""

@@ -42,6 +42,19 @@ class WeightUpdateExtension:
         model = self.model_runner.get_model()  # type: ignore[attr-defined]
         return {k: list(v) for k, v in getattr(model, "packed_modules_mapping", {}).items()}
 
+    def rlhf_peak_memory(self) -> int:
+        """This worker's peak CUDA reservation since the last call (then reset): its memory/rollout figure."""
+        peak = torch.cuda.max_memory_reserved()
+        torch.cuda.reset_peak_memory_stats()
+        return int(peak)
+
+    def rlhf_free_host_cache(self) -> None:
+        """Free the pinned host blocks cached by torch (a level-1 sleep's weight copy lands there at wake_up).
+        torch's CPU builds have no host cache: nothing to free."""
+        free = getattr(torch._C, "_host_emptyCache", None)
+        if free is not None and torch.cuda.is_available():
+            free()
+
     def rlhf_load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> int:
         """Load HF-format tensors in place; returns how many were given.
 

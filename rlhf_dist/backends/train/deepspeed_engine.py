@@ -24,7 +24,9 @@ What callers need to know:
   (`backward` re-syncs the accumulation boundary that DeepSpeed's forward would set).
 - Under ZeRO-3 the parameters outside a forward are empty placeholders (shape [0]); the
   module's own hooks gather them during forward. Do not read `module.parameters()` for
-  weights: use `full_state_dict()` (a collective: every rank must call it).
+  weights: use `gathered(names)` one bucket at a time (weight sync, export), or `full_state_dict()`
+  (the whole model on every rank: tests and small models only). Both are collectives under ZeRO-3.
+  To never hold the whole model, load it partitioned too (backends/train/zero_init.py).
 - Batch sizes: each rank feeds `micro_batch_size` sequences per `backward`;
   `global_batch_size / (micro_batch_size * world_size)` micro-steps make one update.
 - Every rank must call `backward`, `step`, `save_checkpoint`, `load_checkpoint` and
@@ -60,6 +62,7 @@ import torch
 from torch import nn
 
 from rlhf_dist.backends.train.base import StepInfo, TrainEngine, build_optimizer, build_scheduler
+from rlhf_dist.backends.train.collectives import group_max
 from rlhf_dist.backends.patches import deepspeed_step_without_update, disable_deepspeed_cpu_shm_op, method_as_forward
 from rlhf_dist.backends.train.dist import init_distributed
 from rlhf_dist.utils import free_port
@@ -193,7 +196,6 @@ class DeepSpeedEngine(TrainEngine):
         self.scheduler = ds_scheduler
         # ZeRO-0 fp32: DeepSpeed steps our AdamW directly, with no overflow check of its own.
         self._unguarded_optimizer = ds_optimizer is ds_engine.basic_optimizer
-        self._flag_device = torch.device(get_accelerator().current_device_name())
         self.skipped_updates = 0
         self.nonfinite_losses = 0  # poisoned micro-batches (agreed across ranks)
         self._window_poisoned = False
@@ -230,8 +232,6 @@ class DeepSpeedEngine(TrainEngine):
             return self.ds_engine(*args, **kwargs)
 
     def backward(self, loss: torch.Tensor) -> None:
-        import torch.distributed as tdist
-
         if self.zero_stage == 3 and not self._root_forward_seen:
             raise RuntimeError(
                 "ZeRO-3: no forward of the root module since the last backward; a method called "
@@ -240,11 +240,7 @@ class DeepSpeedEngine(TrainEngine):
             )
         self._root_forward_seen = False
 
-        nonfinite = torch.tensor(
-            [0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0], device=self._flag_device
-        )
-        tdist.all_reduce(nonfinite, op=tdist.ReduceOp.MAX)
-        if nonfinite.item() > 0:
+        if group_max(0 if bool(torch.isfinite(loss.detach()).all()) else 1):  # any rank's non-finite loss
             # Same graph on every rank (same hooks and collectives), NaN gradients everywhere:
             # the boundary's overflow check then drops the whole window on all ranks.
             self.nonfinite_losses += 1
@@ -320,6 +316,9 @@ class DeepSpeedEngine(TrainEngine):
     def full_state_dict(self, copy: bool = True) -> dict[str, torch.Tensor]:
         """Complete weights on every rank: original state-dict names, detached, on the CPU.
 
+        The whole model at once on every rank: tests and small models. The weight sync and the export
+        gather one bucket at a time instead (`gathered`).
+
         Collective under ZeRO-3 (every rank must call it): all parameters are gathered once, and
         copied whatever `copy` says (the gathered storage is released on exit). Below ZeRO-3 every
         rank holds the whole module: copy=False returns its CPU weights themselves.
@@ -355,6 +354,14 @@ class DeepSpeedEngine(TrainEngine):
         unique = list({id(params[n]): params[n] for n in names}.values())  # a tied weight is gathered once
         with deepspeed.zero.GatheredParameters(unique, modifier_rank=None):
             yield {name: params[name].detach() for name in names}
+
+    def release_gathered(self) -> None:
+        """Partition every parameter a forward left gathered. ZeRO-3 keeps a parameter whole when the recorded
+        trace (forward + backward) uses it again within stage3_max_reuse_distance elements: after a no-grad
+        forward (log-probs, values) no backward comes, and a model under that distance (1e9) stays gathered
+        whole on every rank until the next training step (measured: all of a 66 MiB model on both ranks)."""
+        if self.zero_stage == 3:
+            self.ds_engine.empty_partition_cache()
 
     def train(self) -> None:
         self.ds_engine.train()

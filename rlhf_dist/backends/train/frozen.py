@@ -1,6 +1,8 @@
 """A frozen model sharded over a group with DeepSpeed ZeRO-3 inference (the sharded reference).
 
-    module = zero3_inference_module(model, dtype="bfloat16")   # every rank of the group, together
+    with zero3_inference_loading("bfloat16"):                  # every rank of the group, together
+        model = AutoModelForCausalLM.from_pretrained(path)      # built partitioned, never whole
+    module = zero3_inference_module(model, dtype="bfloat16")   # the engine that runs the forwards
     out = module(input_ids=ids, attention_mask=mask)            # every rank, the same number of times
 
 Each rank keeps 1/N of every weight; a forward gathers one layer's weights at a time (ZeRO-3's
@@ -11,6 +13,7 @@ torch.distributed must be initialised first (the group's init_distributed).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 from torch import nn
@@ -35,6 +38,18 @@ def zero3_inference_config(dtype: str, world_size: int) -> dict[str, Any]:
         "bf16": {"enabled": dtype == "bfloat16"},
         "fp16": {"enabled": dtype == "float16"},
     }
+
+
+def zero3_inference_loading(dtype: str) -> AbstractContextManager:
+    """Open around the frozen model's from_pretrained (every rank together): it is built partitioned over the
+    current group (backends/train/zero_init.py), so no rank holds it whole; then zero3_inference_module."""
+    import torch.distributed as tdist
+
+    from rlhf_dist.backends.train.zero_init import partitioned_loading
+
+    if not (tdist.is_available() and tdist.is_initialized()):
+        raise RuntimeError("torch.distributed is not initialised: the reference group must join one first")
+    return partitioned_loading(zero3_inference_config(dtype, tdist.get_world_size()))
 
 
 def zero3_inference_module(model: nn.Module, dtype: str) -> nn.Module:

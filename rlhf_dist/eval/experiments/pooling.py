@@ -20,8 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rlhf_dist.algo.agreement import paired_accuracy_test
-from rlhf_dist.algo.metrics import wilson_interval
 from rlhf_dist.config import RLHFConfig, with_overrides
 from rlhf_dist.eval.experiments.common import BRIEF_INSTRUCTION, new_figure, provenance, save_figure
 from rlhf_dist.utils import write_json
@@ -64,6 +62,7 @@ def policy_pairs(cfg: RLHFConfig, root: Path) -> dict[str, str]:
 
 
 def _arm(cfg: RLHFConfig, pooling: str, run_dir: Path) -> dict:
+    from rlhf_dist.algo.metrics import wilson_interval  # rlhf_dist.algo imports torch: not at CLI start
     from rlhf_dist.stages.reward import train_reward_model  # torch training: only when the experiment runs
 
     arm_cfg = with_overrides(cfg, {"reward_model.pooling": pooling, "run.output_dir": str(run_dir),
@@ -116,6 +115,8 @@ def compare_on_same_pairs(last: list[dict], mean: list[dict], n_examples: int = 
     those the two poolings disagree on first (the most confident disagreements), then agreements."""
     if [r["preferred"] for r in last] != [r["preferred"] for r in mean]:
         raise ValueError("pooling arms scored different held-out pairs")
+    from rlhf_dist.algo.agreement import paired_accuracy_test  # rlhf_dist.algo imports torch: not at CLI start
+
     test = paired_accuracy_test([r["margin"] > 0 for r in last], [r["margin"] > 0 for r in mean])
     paired = {"n_pairs": len(last), "both_right": test["both_right"], "last_only": test["a_only"],
               "mean_only": test["b_only"], "both_wrong": test["both_wrong"], "p_value": test["p_value"]}
