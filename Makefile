@@ -95,7 +95,8 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Benchmarks (not tests): PPO vs TRL, generation, phases, scaling; results in bench/results/.
+# Benchmarks (not tests): every bench/*.py that measures (bench/README.md); results in bench/results/.
+# BENCH_ARGS=--quick: each one's smoke run (every code path, small sizes), results in bench/out/quick-results.
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.rlhf-dist-bench-installed
 
@@ -111,6 +112,8 @@ bench: setup $(BENCH_STAMP)
 	$(PY) -m bench.scaling $(BENCH_ARGS)
 	$(PY) -m bench.weight_sync $(BENCH_ARGS)
 	$(PY) -m bench.async_ppo $(BENCH_ARGS)
+	$(PY) -m bench.profile $(BENCH_ARGS)
+	$(PY) -m bench.feedback_service $(BENCH_ARGS)
 	$(PY) -m bench.report
 
 # The GPU paths as one table that can fail, <= 8 min on one GPU (bench/gpu_check/__init__.py): versions ==

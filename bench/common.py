@@ -304,27 +304,21 @@ def ppo_step_flops(policy: dict[str, Any], reward: dict[str, Any], batch: int, p
 # ----------------------------------------------------------------------------- Ray
 
 
-def ray_env(extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """runtime_env for a private local cluster: rlhf-dist's worker env + the bench setup hook."""
-    from rlhf_dist.driver.roles import WORKER_ENV
-
-    env = {**WORKER_ENV, **{k: v for k, v in BASE_ENV.items() if k not in ("OMP_NUM_THREADS",)},
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           **(extra or {})}
-    return {"env_vars": env, "worker_process_setup_hook": "bench.hooks.worker_setup"}
-
-
 def start_ray(num_cpus: int, patches: list[str] | None = None) -> None:
-    """A private local Ray cluster (never joins one already on the machine).
+    """A private local Ray cluster (never joins one already on the machine), started by the product's
+    starter (rlhf_dist/driver/roles.py start_private_ray: its worker env), plus the bench env, this repo on
+    the workers' PYTHONPATH and the bench setup hook.
 
     patches: bench/hooks.py what-if engine patches applied in every worker (default none).
     """
-    import ray
+    from rlhf_dist.driver.roles import start_private_ray, worker_runtime_env
 
-    temp_dir = tempfile.mkdtemp(prefix="/tmp/rbn")  # short: Ray's socket paths must stay < ~107 chars
-    env = ray_env({"RLHF_BENCH_PATCHES": ",".join(patches or [])})
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir,
-             runtime_env=env, log_to_driver=False, logging_level="ERROR")
+    product = worker_runtime_env()["env_vars"]  # its values win: the workers run as in the product
+    extra = {**{k: v for k, v in BASE_ENV.items() if k != "OMP_NUM_THREADS" and k not in product},
+             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+             "RLHF_BENCH_PATCHES": ",".join(patches or [])}
+    start_private_ray(num_cpus, temp_dir=tempfile.mkdtemp(prefix="/tmp/rbn"),  # short: socket paths < ~107 chars
+                      log_to_driver=False, extra_env=extra, setup_hook="bench.hooks.worker_setup")
 
 
 # ----------------------------------------------------------------------------- stats and output

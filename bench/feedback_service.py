@@ -1,13 +1,14 @@
 """Feedback service throughput and latency: `tasks/next` + `votes` at 1, 10 and 50 concurrent annotators.
 
-    .venv/bin/python -m bench.feedback_service [--clients 1,10,50] [--seconds 10] [--dbs sqlite,postgresql]
+    .venv/bin/python -m bench.feedback_service [--quick] [--clients 1,10,50] [--seconds 10] [--dbs sqlite,postgresql]
 
 One real server (`rlhf-dist feedback serve`, uvicorn, one process) per database; the clients are
 asyncio httpx clients in this process, each with its own annotator token, each looping
 GET /api/v1/tasks/next -> POST /api/v1/votes. Per level: 1 s warm-up, then `--seconds` measured;
 votes/s counts 201s in the measured window; p50/p95 are over every call in it. Goal: p95 < 50 ms at
 50 clients on this 2-core machine (the clients share the 2 cores with the server).
-Writes bench/results/feedback_service.json and a PNG.
+Writes bench/results/feedback_service.json and a PNG. --quick (a smoke run of both databases): 1 and 10
+clients, no think time, 2 s a level, results to bench/out/quick-results.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import SCRATCH, load, print_table, save_png, wait_quiet, write_result
+from bench.common import SCRATCH, load, print_table, quick_results, save_png, wait_quiet, write_result
 
 PAIRS_PER_LEVEL = 30_000
+QUICK = {"clients": "1,10", "seconds": 2.0, "think": "0", "pairs": 3_000}
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -84,7 +86,7 @@ def measure_level(base: str, tokens: list[str], campaign: str, seconds: float, t
 
 
 def run_db(kind: str, db_url: str, levels: list[int], seconds: float, max_load: float,
-           thinks: list[float]) -> list[dict[str, Any]]:
+           thinks: list[float], pairs_per_level: int = PAIRS_PER_LEVEL) -> list[dict[str, Any]]:
     from rlhf_dist.data.records import ComparisonPair
     from rlhf_dist.feedback import admin
     from rlhf_dist.feedback.db import open_database
@@ -95,7 +97,7 @@ def run_db(kind: str, db_url: str, levels: list[int], seconds: float, max_load: 
     for think in thinks:
         for n in levels:
             pairs = [ComparisonPair(prompt=f"Prompt {i} for {n} clients.", response_a=f"Response A {i} " * 8,
-                                    response_b=f"Response B {i} " * 8) for i in range(PAIRS_PER_LEVEL)]
+                                    response_b=f"Response B {i} " * 8) for i in range(pairs_per_level)]
             admin.add_pairs(sessions, f"bench-{think}-{n}", pairs, overlap=1)
     server = FeedbackServerProcess(db_url, SCRATCH, admin_token=uuid.uuid4().hex, rate_limit_per_minute=0).start()
     rows = []
@@ -146,14 +148,24 @@ def replot() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", default="1,10,50", help="concurrency levels (comma-separated)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level")
+    parser.add_argument("--clients", default=None, help="concurrency levels (comma-separated; default 1,10,50, "
+                        "quick 1,10)")
+    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per level (default 10, quick 2)")
     parser.add_argument("--dbs", default="sqlite,postgresql", help="databases to measure")
-    parser.add_argument("--think", default="0,1,5", help="seconds each client waits between votes (comma-separated): "
+    parser.add_argument("--think", default=None, help="seconds each client waits between votes (comma-separated; "
+                        "default 0,1,5, quick 0): "
                         "0 = back-to-back requests (the service's capacity), 1 = one vote a second per client "
                         "(still far faster than people read two responses), 5 = closer to people (yet 2-6x faster)")
     parser.add_argument("--max-load", type=float, default=1.5, help="wait for this 1-min load before a level")
+    parser.add_argument("--quick", action="store_true", help="smoke run: " + ", ".join(f"{k} {v}" for k, v in
+                        QUICK.items()) + "; results to bench/out/quick-results")
     args = parser.parse_args()
+    if args.quick:
+        quick_results()
+    defaults = QUICK if args.quick else {"clients": "1,10,50", "seconds": 10.0, "think": "0,1,5",
+                                         "pairs": PAIRS_PER_LEVEL}
+    args.clients, args.think = args.clients or defaults["clients"], args.think or defaults["think"]
+    args.seconds = args.seconds or defaults["seconds"]
     levels = [int(x) for x in args.clients.split(",")]
     thinks = [float(x) for x in args.think.split(",")]
     rows: list[dict[str, Any]] = []
@@ -161,7 +173,7 @@ def main() -> None:
         if kind == "sqlite":
             path = SCRATCH / f"feedback-bench-{uuid.uuid4().hex[:8]}.sqlite"
             path.parent.mkdir(parents=True, exist_ok=True)
-            rows += run_db(kind, f"sqlite:///{path}", levels, args.seconds, args.max_load, thinks)
+            rows += run_db(kind, f"sqlite:///{path}", levels, args.seconds, args.max_load, thinks, defaults["pairs"])
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         elif kind == "postgresql":
@@ -169,7 +181,7 @@ def main() -> None:
 
             pg = LocalPostgres().start()
             try:
-                rows += run_db(kind, pg.new_database(), levels, args.seconds, args.max_load, thinks)
+                rows += run_db(kind, pg.new_database(), levels, args.seconds, args.max_load, thinks, defaults["pairs"])
             finally:
                 pg.stop()
         else:
@@ -180,7 +192,8 @@ def main() -> None:
                   r["vote_p95_ms"], r["server_errors"]] for r in rows])
     goal = {f"{r['db']}, think {r['think_s']:g} s": r["p95_ms"] < 50 for r in rows if r["clients"] == 50}
     write_result("feedback_service", {"settings": {"levels": levels, "think_s": thinks, "seconds": args.seconds,
-                                                   "pairs_per_level": PAIRS_PER_LEVEL, "server": "uvicorn, 1 process"},
+                                                   "pairs_per_level": defaults["pairs"],
+                                                   "server": "uvicorn, 1 process"},
                                       "results": rows, "goal_p95_under_50ms_at_50_clients": goal})
     plot(rows)
 

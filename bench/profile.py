@@ -1,6 +1,6 @@
 """Where one PPO step's time goes: every role in ONE process (no Ray), each phase under torch's profiler.
 
-    .venv/bin/python -m bench.profile [--size smollm2] [--py-spy]
+    .venv/bin/python -m bench.profile [--quick] [--size smollm2] [--py-spy]
 
 The role classes the actors host (RolloutWorker, RewardWorker, ReferenceWorker, PolicyWorker,
 CriticWorker) are built directly, with the actors' thread setting (1 torch thread each), a
@@ -12,7 +12,8 @@ what-if patches of bench/hooks.py (logits_to_keep).
 Each phase reports its seconds and the top torch ops by self CPU time; the model FLOPs of the
 phase over the measured 1-thread matmul rate give its floor. With --py-spy the same run is
 sampled by py-spy (native frames) and the hottest Python/native functions are listed.
-Results: bench/results/profile_<size>.json.
+Results: bench/results/profile_<size>.json. --quick (what `make bench BENCH_ARGS=--quick` runs): the tiny
+model, with the torch profiler and py-spy both, results to bench/out/quick-results.
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ from collections import Counter
 from pathlib import Path
 
 from bench.common import (
-    SCRATCH, arch_facts, forward_flops, matmul_rate, model_dirs, print_table, setup_env, wait_quiet, write_result,
+    SCRATCH,
+    arch_facts,
+    forward_flops,
+    matmul_rate,
+    model_dirs,
+    print_table,
+    quick_results,
+    setup_env,
+    wait_quiet,
+    write_result,
 )
 
 
@@ -39,6 +49,8 @@ def build_workers(settings: dict):
     from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
 
     apply_whatif(settings.get("patches", []))
+    # Each worker points fds 1/2 at its role log (workers/base.py); the bench's own lines stay on the console.
+    console = os.fdopen(os.dup(1), "w", buffering=1)
     dirs = model_dirs(settings["size"])
     cfg = rlhf_config(settings, dirs, SCRATCH / "runs" / "profile")
     cfg_dict = cfg.model_dump(mode="json")
@@ -53,6 +65,7 @@ def build_workers(settings: dict):
     ref.init_model(str(dirs["policy"]))
     reward.init_model(str(dirs["reward"]))
     rollout.init_model(str(dirs["policy"]))
+    sys.stdout = console
     return cfg, dirs, {"policy": policy, "critic": critic, "reference": ref, "reward": reward, "rollout": rollout}
 
 
@@ -82,8 +95,8 @@ def run_step(settings: dict, profile: bool) -> dict:
 
     from bench.arms import prompt_texts
     from rlhf_dist.algo import RunningMeanStd
-    from rlhf_dist.data.tokenize import encode_prompt
     from rlhf_dist.data.experience import InferenceOutputs, RolloutBatch, pack_samples
+    from rlhf_dist.data.tokenize import encode_prompt
     from rlhf_dist.driver.shaping import make_experience
     from rlhf_dist.models import load_tokenizer
     from rlhf_dist.workers.tensor_wire import tensors_from_wire, tensors_to_wire
@@ -147,7 +160,7 @@ def run_step(settings: dict, profile: bool) -> dict:
     w["rollout"].engine.shutdown()
     facts = arch_facts(dirs["policy"])
     seq = inputs.sequences.shape[1]
-    return {"phases": phases, "sync_bytes": sum(sizes), "facts": facts, "seq_len": seq,
+    return {"phases": phases, "sync_bytes": sum(bucket.nbytes for bucket in plan), "facts": facts, "seq_len": seq,
             "flops": {"forward_lm": forward_flops(facts, settings["batch"] * seq, seq // 2),
                       "forward_value": forward_flops(facts, settings["batch"] * seq, seq // 2, lm_head=False)}}
 
@@ -183,8 +196,10 @@ def main() -> None:
     from bench.ppo_vs_trl import PRESETS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="smollm2")
+    ap.add_argument("--size", default=None, help="model size (default smollm2; quick: tiny)")
     ap.add_argument("--py-spy", action="store_true", help="also sample the run with py-spy (native frames)")
+    ap.add_argument("--quick", action="store_true", help="smoke run of every path: tiny, torch profiler and py-spy; "
+                    "results to bench/out/quick-results")
     ap.add_argument("--no-torch-profiler", action="store_true")
     ap.add_argument("--patches", default="", help="what-if engine patches (bench/hooks.py): logits_to_keep")
     ap.add_argument("--zero-stage", type=int, default=None)
@@ -192,6 +207,10 @@ def main() -> None:
     ap.add_argument("--wait-quiet", type=float, default=60.0)
     ap.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.size = args.size or ("tiny" if args.quick else "smollm2")
+    if args.quick:
+        quick_results()
+        args.py_spy = True
     settings = {**DEFAULTS, **PRESETS.get(args.size, {**PRESETS["tiny"], "size": args.size}),
                 "patches": [p for p in args.patches.split(",") if p]}
     if args.zero_stage is not None:

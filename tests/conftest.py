@@ -31,3 +31,24 @@ def _tier(item: pytest.Item) -> int:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=_tier)  # stable: file and test order inside a tier are kept
+
+
+# Every test's setup, call and teardown time, kept as a CI artefact (pytest prints only the slowest 25):
+# runs/ci/durations.txt, slowest first; RLHF_DIST_DURATIONS names another file.
+_DURATIONS: list[tuple[float, str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _DURATIONS.append((report.duration, report.when, report.nodeid))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _DURATIONS:
+        return
+    from pathlib import Path
+
+    out = Path(os.environ.get("RLHF_DIST_DURATIONS", "runs/ci/durations.txt"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    total = sum(d for d, _, _ in _DURATIONS)
+    lines = [f"{d:9.2f}s {when:<8} {nodeid}" for d, when, nodeid in sorted(_DURATIONS, reverse=True)]
+    out.write_text(f"# {len(_DURATIONS)} phases, {total:.0f} s in all (exit {exitstatus})\n" + "\n".join(lines) + "\n")

@@ -18,7 +18,8 @@ its test::
 Built-ins live one per module in algo/estimators/, algo/policy_losses/ and algo/kl_estimators/; importing
 rlhf_dist.algo imports every module of those folders (no list to edit). They must not import torch at
 module level: the schema reads their names and properties, and `rlhf-dist config validate` / `--help`
-run without torch; the tensor code imports what it needs inside the function.
+run without torch (tests/unit/test_registries.py checks it); the tensor code imports what it needs inside
+the function.
 
 Plugins outside the package (or in a test) are named in the config as 'module:function', e.g.
 ``ppo.advantage: my_pkg.my_adv:my_adv``. Looking such a name up imports `module`, whose decorator
@@ -26,7 +27,9 @@ registers the function, and the entry is then known under that name too. Every p
 does this itself: the driver validating the config, and each Ray actor, which validates the config again
 when it starts (workers/base.py), so the module only has to be importable there (installed, or on the
 path, as tests/ is in the test suite). A bare name registered at run time exists only in the process that
-registered it: Ray actors would refuse it, so plugins use the 'module:function' form.
+registered it: Ray actors would refuse it, so plugins use the 'module:function' form. Keep a plugin
+module cheap to import (every actor imports it). tests/integration/test_registries.py is a worked example:
+an estimator and a loss defined in the test file run a PPO step.
 """
 
 from __future__ import annotations
@@ -112,10 +115,11 @@ def _first_paragraph(doc: str | None) -> str:
 
 
 class Registry(Generic[EntryT]):
-    """Name -> entry for one kind of piece; `option` is the config field that names one (for messages)."""
+    """Name -> entry for one kind of piece. For messages: `kind` says what an entry is, `option` is the
+    config field that names one, `symbol` the registry's name in this module."""
 
-    def __init__(self, option: str, entry_type: type[EntryT]) -> None:
-        self.option = option
+    def __init__(self, kind: str, option: str, symbol: str, entry_type: type[EntryT]) -> None:
+        self.kind, self.option, self.symbol = kind, option, symbol
         self.entry_type = entry_type
         self._entries: dict[str, EntryT] = {}
         self._aliases: dict[str, EntryT] = {}  # 'module:function' names of plugins, once loaded
@@ -125,17 +129,17 @@ class Registry(Generic[EntryT]):
         known = {f.name for f in fields(self.entry_type)} - {"name", "fn", "description"}
         unknown = sorted(set(properties) - known)
         if unknown:
-            raise TypeError(f"{self.option} '{name}': unknown properties {unknown} (known: {sorted(known)})")
+            raise TypeError(f"{self.kind} '{name}': unknown properties {unknown} (known: {sorted(known)})")
         aggregation = properties.get("loss_aggregation")
         if aggregation is not None and aggregation not in LOSS_AGGREGATIONS:
-            raise ValueError(f"{self.option} '{name}': loss_aggregation {aggregation!r} is not one of "
+            raise ValueError(f"{self.kind} '{name}': loss_aggregation {aggregation!r} is not one of "
                              f"{', '.join(LOSS_AGGREGATIONS)}")
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             old = self._entries.get(name)
             # The same function registered again (its module imported twice) replaces itself; another clashes.
             if old is not None and _qualified(old.fn) != _qualified(fn):
-                raise ValueError(f"{self.option} '{name}' is already registered by {_qualified(old.fn)}")
+                raise ValueError(f"{self.kind} '{name}' is already registered by {_qualified(old.fn)}")
             self._entries[name] = self.entry_type(name=name, fn=fn, description=_first_paragraph(fn.__doc__),
                                                   **properties)
             return fn
@@ -148,7 +152,7 @@ class Registry(Generic[EntryT]):
         if entry is None and ":" in name:
             entry = self._load(name)
         if entry is None:
-            raise ValueError(f"unknown {self.option} '{name}' (known: {', '.join(self._entries)}, "
+            raise ValueError(f"unknown {self.kind} '{name}' (known: {', '.join(self._entries)}, "
                              f"or a registered 'module:function')")
         return entry
 
@@ -162,8 +166,9 @@ class Registry(Generic[EntryT]):
         return tuple(n for n, e in self._entries.items() if all(getattr(e, k) == v for k, v in where.items()))
 
     def describe(self) -> str:
-        """"'name' description; 'name2' ..." for the schema's field descriptions (docs/config-reference.md)."""
-        return "; ".join(f"'{e.name}' {e.description}".rstrip() for e in self._entries.values())
+        """"'name' (properties) description; ..." for the schema's field descriptions (config-reference.md)."""
+        return "; ".join(f"'{e.name}' {_properties(e)}{e.description.rstrip('.')}".rstrip()
+                         for e in self._entries.values())
 
     def __iter__(self) -> Iterator[EntryT]:
         return iter(list(self._entries.values()))
@@ -173,13 +178,23 @@ class Registry(Generic[EntryT]):
         try:
             fn = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as err:
-            raise ValueError(f"{self.option} '{spec}' cannot be loaded: {err}") from None
+            raise ValueError(f"{self.kind} '{spec}' cannot be loaded: {err}") from None
         entry = next((e for e in self._entries.values() if e.fn is fn), None)
         if entry is None:
-            raise ValueError(f"{self.option} '{spec}' is not registered: decorate it with "
-                             f"@<registry>.register(name, ...) from rlhf_dist.algo.registry")
+            raise ValueError(f"{self.kind} '{spec}' is not registered: decorate it with "
+                             f"@{self.symbol}.register(name, ...) from rlhf_dist.algo.registry")
         self._aliases[spec] = entry
         return entry
+
+
+def _properties(entry: Entry) -> str:
+    """'(group, loss_aggregation 'x') ': the properties an entry sets to other than their defaults."""
+    parts = []
+    for f in fields(entry)[len(fields(Entry)):]:
+        value = getattr(entry, f.name)
+        if value != f.default:
+            parts.append(f.name if value is True else f"{f.name} {value!r}")
+    return f"({', '.join(parts)}) " if parts else ""
 
 
 def _qualified(fn: Callable[..., Any]) -> str:
@@ -192,6 +207,7 @@ def import_all(package: str, path: list[str]) -> None:
         importlib.import_module(f"{package}.{module.name}")
 
 
-ADVANTAGES: Registry[AdvantageEstimator] = Registry("ppo.advantage", AdvantageEstimator)
-POLICY_LOSSES: Registry[PolicyLoss] = Registry("ppo.policy_loss", PolicyLoss)
-KL_ESTIMATORS: Registry[KLEstimator] = Registry("ppo.kl.estimator", KLEstimator)
+ADVANTAGES: Registry[AdvantageEstimator] = Registry("advantage estimator", "ppo.advantage", "ADVANTAGES",
+                                                    AdvantageEstimator)
+POLICY_LOSSES: Registry[PolicyLoss] = Registry("policy loss", "ppo.policy_loss", "POLICY_LOSSES", PolicyLoss)
+KL_ESTIMATORS: Registry[KLEstimator] = Registry("KL estimator", "ppo.kl.estimator", "KL_ESTIMATORS", KLEstimator)

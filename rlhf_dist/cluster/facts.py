@@ -124,9 +124,9 @@ def safetensors_param_count(model_dir: Path) -> int | None:
 def _builtin_config(name: str) -> tuple[dict, str]:
     """config.json of a builtin model without building, converting or loading it."""
     if name.startswith("tiny-"):
-        from rlhf_dist.models.tiny import tiny_config  # config objects only; no weights are made
+        from rlhf_dist.models.builtin import tiny_config_fields  # torch-free: `plan` imports no torch
 
-        return tiny_config(name.removeprefix("tiny-")).to_dict(), f"builtin:{name} (config-built)"
+        return tiny_config_fields(name.removeprefix("tiny-")), f"builtin:{name} (config-built)"
     if name == "smollm2-135m-instruct":
         from rlhf_dist.models.builtin import cache_root
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rlhf_dist.algo.registry import ADVANTAGES
+
 if TYPE_CHECKING:
     from rlhf_dist.config.schema import ActorResources, RLHFConfig
     from rlhf_dist.config.schema_parts import TrainConfig
@@ -20,8 +22,9 @@ COLOCATED = "colocated"  # name of the one placement group shared by all roles w
 
 
 def needs_critic(cfg: RLHFConfig) -> bool:
-    """A critic (value model) exists only for GAE advantages; GRPO/RLOO use group baselines."""
-    return cfg.ppo.advantage == "gae"
+    """A critic (value model) exists only for an advantage estimator registered with needs_critic (GAE);
+    the others use group or batch baselines."""
+    return ADVANTAGES.get(cfg.ppo.advantage).needs_critic
 
 
 def needs_reward_model(cfg: RLHFConfig) -> bool:

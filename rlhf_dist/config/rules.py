@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rlhf_dist.algo.registry import ADVANTAGES
 from rlhf_dist.config.roles import COLOCATED, ROLES, needs_critic, placement_layout, resources, stage_ranks
 
-# Advantage estimators that compare the samples of one prompt (rows k*G .. k*G + G - 1).
-GROUP_ESTIMATORS = ("grpo", "rloo", "dr_grpo")
 _EPS = 1e-9  # GPU shares are float sums (5 x 0.2 GPU is one GPU)
 
 if TYPE_CHECKING:
@@ -141,14 +140,17 @@ def _check_ppo(cfg: "RLHFConfig") -> None:
                 f"rollout batch ({ppo.rollout_batch_size} prompts x {sampling.samples_per_prompt} samples = "
                 f"{n_samples}) must be a multiple of {name}.global_batch_size ({train.global_batch_size})"
             )
-    if ppo.advantage in GROUP_ESTIMATORS and sampling.samples_per_prompt < 2:
+    # Group estimators (registered group=True) compare the samples of one prompt (rows k*G .. k*G + G - 1).
+    group = ADVANTAGES.get(ppo.advantage).group
+    if group and sampling.samples_per_prompt < 2:
         raise ValueError(
             f"ppo.advantage '{ppo.advantage}' compares samples of one prompt: "
             "set rollout.sampling.samples_per_prompt >= 2"
         )
-    if ppo.dynamic_sampling and ppo.advantage not in GROUP_ESTIMATORS:
+    if ppo.dynamic_sampling and not group:
         raise ValueError(f"ppo.dynamic_sampling drops groups with zero group advantage, which needs a group "
-                         f"estimator: ppo.advantage is '{ppo.advantage}', use one of {', '.join(GROUP_ESTIMATORS)}")
+                         f"estimator: ppo.advantage is '{ppo.advantage}', use one of "
+                         f"{', '.join(ADVANTAGES.names(group=True))}")
     if ppo.kl.controller == "adaptive" and ppo.kl.target is None:
         raise ValueError("ppo.kl.controller 'adaptive' needs ppo.kl.target")
     for i, src in enumerate(ppo.rewards):

@@ -5,10 +5,11 @@ Cross-field rules run at load time, so a bad config fails before any actor start
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from rlhf_dist.algo.registry import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, Registry
 from rlhf_dist.config.schema_feedback import FeedbackConfig
 from rlhf_dist.config.schema_parts import (
     CriticConfig,
@@ -20,6 +21,13 @@ from rlhf_dist.config.schema_parts import (
     Strict,
     TrainConfig,
 )
+
+
+def _choices(registry: Registry[Any]) -> str:
+    """The registered names with their properties and descriptions, for a field's description (the
+    generated docs/config-reference.md lists every built-in this way)."""
+    return (f"{registry.describe()}. Or a plugin: a function registered with @{registry.symbol}.register "
+            "(algo/registry.py), named 'module:function'.")
 
 
 class ActorResources(Strict):
@@ -51,7 +59,8 @@ class ClusterConfig(Strict):
         False, description="Place all roles in one placement group sharing devices (vs one group per role)."
     )
     policy: RoleResources = Field(default_factory=RoleResources, description="The policy's data-parallel training group.")
-    critic: RoleResources = Field(default_factory=RoleResources, description="The critic's training group (GAE only).")
+    critic: RoleResources = Field(default_factory=RoleResources, description="The critic's training group (only "
+                                  "with a ppo.advantage that needs a critic, e.g. 'gae').")
     reference: RoleResources = Field(default_factory=RoleResources, description="Frozen reference (KL penalty) group.")
     reward: RoleResources = Field(default_factory=RoleResources, description="Reward-model scoring actors (a 'model' reward source only).")
     rollout: ActorResources = Field(
@@ -64,11 +73,18 @@ class ClusterConfig(Strict):
 
 
 class KLConfig(Strict):
-    estimator: Literal["k1", "k2", "k3"] = Field("k1", description="Per-token KL estimator in the reward penalty.")
+    estimator: str = Field(
+        "k1", description="Per-token KL estimator in the reward penalty (J. Schulman, 'Approximating KL Divergence'"
+        ", log_ratio = log pi - log pi_ref): " + _choices(KL_ESTIMATORS))
     controller: Literal["fixed", "adaptive"] = Field("fixed", description="Fixed coefficient or Ziegler's adaptive one.")
     coef: float = Field(0.05, ge=0.0, le=100.0, description="(Initial) KL penalty coefficient.")
     target: float | None = Field(None, gt=0.0, description="Adaptive controller: target KL per sequence.")
     horizon: int = Field(10_000, ge=1, description="Adaptive controller: horizon in samples.")
+
+    @field_validator("estimator")
+    @classmethod
+    def _known_estimator(cls, value: str) -> str:
+        return KL_ESTIMATORS.check(value)  # ValueError naming the registered ones
 
 
 class RewardSource(Strict):
@@ -90,28 +106,24 @@ class PPOConfig(Strict):
     entropy_coef: float = Field(0.0, ge=0.0, description="Entropy bonus coefficient.")
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount factor.")
     lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda.")
-    advantage: Literal["gae", "grpo", "rloo", "reinforce_pp", "dr_grpo"] = Field(
-        "gae", description="Advantage estimator: 'gae' (critic, GAE(gamma, lam)); the group estimators over the G = "
-        "rollout.sampling.samples_per_prompt samples of a prompt, with sequence reward R_i = score_i - kl_coef * "
-        "sum_t KL_it: 'grpo' A_i = (R_i - mean_G R) / (std_G R + 1e-6), 'rloo' A_i = R_i - mean of the other G-1, "
-        "'dr_grpo' A_i = R_i - mean_G R (Dr. GRPO: no std division; its loss defaults to "
-        "ppo.loss_aggregation 'seq_mean_token_sum_norm'); 'reinforce_pp' (whitened return-to-go, no critic).")
-    policy_loss: Literal["ppo", "gspo"] = Field(
-        "ppo", description="Policy objective, per token min(r*A, clip(r, 1-clip_eps, 1+clip_eps)*A) with 'ppo' the "
-        "token ratio r_t = exp(logp_t - old_logp_t), or 'gspo' (Zheng et al. 2025) the sequence ratio s_i = "
-        "exp(mean over the response of (logp - old_logp)), clipped the same way with ppo.clip_eps (the paper "
-        "uses a much smaller clip, ~3e-4 to 4e-4). GSPO's loss defaults to ppo.loss_aggregation "
-        "'seq_mean_token_mean'.")
+    advantage: str = Field(
+        "gae", description="Advantage estimator. In parentheses its properties: group = compares the G = "
+        "rollout.sampling.samples_per_prompt samples of a prompt (rows k*G .. k*G + G - 1) by their sequence reward "
+        "R_i = score_i - kl_coef * sum_t KL_it; needs_critic = the run trains a critic; loss_aggregation = "
+        "ppo.loss_aggregation's default with it. " + _choices(ADVANTAGES))
+    policy_loss: str = Field(
+        "ppo", description="Policy objective, per token min(r*A, clip(r, 1-clip_eps, 1+clip_eps)*A) with the ratio "
+        "r of: " + _choices(POLICY_LOSSES))
     loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = Field(
         None, description="How the policy loss reduces over tokens: 'token_mean' sum_{i,t} l / n_tokens (every "
         "token weighs the same); 'seq_mean_token_mean' mean_i (mean_t l) (every sequence weighs the same); "
         "'seq_mean_token_sum_norm' sum_{i,t} l / (B * R), R the batch's response columns (Dr. GRPO: no length "
-        "normalisation). None: 'seq_mean_token_sum_norm' with ppo.advantage 'dr_grpo', 'seq_mean_token_mean' "
-        "with ppo.policy_loss 'gspo', else 'token_mean'.")
+        "normalisation). None: the loss_aggregation the ppo.advantage registers, else the ppo.policy_loss's, else "
+        "'token_mean'.")
     dynamic_sampling: bool = Field(
         False, description="DAPO dynamic sampling (Yu et al. 2025): drop prompt groups whose G scores are all equal "
         "(zero variance: every group advantage is 0) and sample more prompts until the batch is full. Only with "
-        "ppo.advantage 'grpo', 'rloo' or 'dr_grpo'.")
+        "a group estimator: ppo.advantage " + ", ".join(f"'{n}'" for n in ADVANTAGES.names(group=True)) + ".")
     dynamic_sampling_max_rounds: int = Field(
         4, ge=1, le=100, description="With ppo.dynamic_sampling: at most this many generation rounds per step "
         "(the first included) to fill the batch with informative groups.")
@@ -148,6 +160,16 @@ class PPOConfig(Strict):
         0, description="Frozen reference: 0 = each reference actor holds a full replica; 3 = the "
         "cluster.reference.num_actors ranks shard the weights with DeepSpeed ZeRO-3 inference (each holds 1/N, "
         "the forward gathers layer by layer): for models that do not fit on one device.")
+
+    @field_validator("advantage")
+    @classmethod
+    def _known_advantage(cls, value: str) -> str:
+        return ADVANTAGES.check(value)  # ValueError naming the registered ones
+
+    @field_validator("policy_loss")
+    @classmethod
+    def _known_policy_loss(cls, value: str) -> str:
+        return POLICY_LOSSES.check(value)
 
 
 class SFTStageConfig(Strict):

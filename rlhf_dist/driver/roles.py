@@ -47,27 +47,46 @@ def join_address(configured: str | None, environ: dict[str, str]) -> str | None:
     return None
 
 
+def worker_runtime_env(extra_env: dict[str, str] | None = None, setup_hook: str | None = None) -> dict:
+    """The runtime_env every actor gets, wherever Ray is started (start_ray, tests/integration/conftest.py,
+    bench/common.py): WORKER_ENV, the library quieting unless --verbose, every RLHF_DIST_* variable of this
+    process; extra_env on top (the benchmarks' settings), and a worker_process_setup_hook when given."""
+    env_vars = {**WORKER_ENV, **({} if is_verbose() else QUIET_ENV),
+                **{k: v for k, v in os.environ.items() if k.startswith("RLHF_DIST_")}, **(extra_env or {})}
+    return {"env_vars": env_vars, **({"worker_process_setup_hook": setup_hook} if setup_hook else {})}
+
+
+def _ray_quiet() -> dict:
+    """Ray's own INFO/WARNING lines only with --verbose."""
+    return {} if is_verbose() else {"logging_level": logging.ERROR}
+
+
+def start_private_ray(num_cpus: int | None = None, temp_dir: str | None = None, log_to_driver: bool = True,
+                      extra_env: dict[str, str] | None = None, setup_hook: str | None = None) -> None:
+    """Start a private local Ray cluster (never joins one already on the machine) with worker_runtime_env.
+
+    The product (start_ray), the integration tests' session cluster and the benchmarks all start it here.
+    temp_dir: Ray's session dir (keep it short: socket paths must stay under ~107 characters)."""
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+             runtime_env=worker_runtime_env(extra_env, setup_hook), log_to_driver=log_to_driver,
+             **({"_temp_dir": temp_dir} if temp_dir else {}), **_ray_quiet())
+
+
 def start_ray(cfg: RLHFConfig) -> bool:
     """Connect to cfg.cluster.address, or start a private local cluster. Returns True if we started it."""
     if ray.is_initialized():
         return False
-    verbose = is_verbose()
-    quiet_env = {} if verbose else QUIET_ENV
-    env = {"env_vars": {**WORKER_ENV, **quiet_env,
-                        **{k: v for k, v in os.environ.items() if k.startswith("RLHF_DIST_")}}}
     # Actors write to <run>/logs/<role>-<rank>.log (workers/base.py); log_to_driver stays on so a crash
-    # before that redirection still shows. Ray's own INFO/WARNING lines only with --verbose.
-    quiet = {} if verbose else {"logging_level": logging.ERROR}
-    if not verbose:
+    # before that redirection still shows.
+    if not is_verbose():
         log.info("worker logs: %s/<role>-<rank>.log (--verbose shows them here)", Path(cfg.run.output_dir) / "logs")
     address = join_address(cfg.cluster.address, dict(os.environ))
     if address:
         if not cfg.cluster.address:
             log.info("joining the Ray cluster at %s (RAY_ADDRESS / inside a Ray job)", address)
-        ray.init(address=address, runtime_env=env, log_to_driver=True, **quiet)
+        ray.init(address=address, runtime_env=worker_runtime_env(), log_to_driver=True, **_ray_quiet())
         return False
-    ray.init(address="local", num_cpus=cfg.cluster.local_num_cpus or os.cpu_count(), include_dashboard=False,
-             runtime_env=env, log_to_driver=True, **quiet)
+    start_private_ray(cfg.cluster.local_num_cpus)
     return True
 
 

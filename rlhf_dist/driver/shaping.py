@@ -6,23 +6,15 @@ import torch
 
 from rlhf_dist.algo import (
     RunningMeanStd,
-    broadcast_sequence_advantages,
     clip_rewards,
-    dr_grpo_advantages,
-    gae,
-    grpo_advantages,
     kl_penalized_rewards,
     masked_mean,
     masked_sum,
-    masked_whiten,
-    reinforce_pp_advantages,
-    rloo_advantages,
     truncated_is_weights,
 )
+from rlhf_dist.algo.registry import ADVANTAGES, AdvantageInputs
 from rlhf_dist.config import PPOConfig
 from rlhf_dist.data.experience import Experience, InferenceOutputs, RolloutBatch
-
-_GROUP_ESTIMATORS = {"grpo": grpo_advantages, "rloo": rloo_advantages, "dr_grpo": dr_grpo_advantages}
 
 
 def make_experience(
@@ -37,19 +29,11 @@ def make_experience(
         scores = reward_norm.normalize(scores)
     old_lp, ref_lp, values = inference.old_logprobs, inference.ref_logprobs, inference.values  # [B, R] each
     rewards, kl = kl_penalized_rewards(scores, old_lp, ref_lp, mask, kl_coef, cfg.kl.estimator)  # [B, R] each
-    if cfg.advantage == "gae":
-        advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
-    elif cfg.advantage == "reinforce_pp":
-        advantages = reinforce_pp_advantages(rewards, mask, cfg.gamma)
-        returns = advantages
-    else:
-        # Group estimators compare whole sequences: the KL penalty enters the sequence reward.
-        seq_reward = scores - kl_coef * masked_sum(kl, mask, dim=1)  # [B]
-        per_seq = _GROUP_ESTIMATORS[cfg.advantage](seq_reward, group_size)
-        advantages = broadcast_sequence_advantages(per_seq, mask)
-        returns = advantages
+    # Group estimators compare whole sequences: the KL penalty enters the sequence reward.
+    seq_reward = scores - kl_coef * masked_sum(kl, mask, dim=1)  # [B]
+    inputs = AdvantageInputs(scores, rewards, seq_reward, values, mask, group_size, cfg.gamma, cfg.lam,
+                             cfg.whiten_advantages)
+    advantages, returns = ADVANTAGES.get(cfg.advantage).fn(inputs)  # the registered estimator, [B, R] each
     exp = Experience(batch.inputs.sequences, batch.inputs.attention_mask, mask, old_lp, ref_lp, values, rewards,
                      advantages, returns, scores, batch.rollout_logprobs)
     seq_kl = masked_sum(old_lp - ref_lp, mask, dim=1)  # [B] k1 summed over the response

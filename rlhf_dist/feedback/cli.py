@@ -17,14 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.feedback.db import FeedbackDBError, db_url_of, open_database
-from rlhf_dist.feedback.queue import FeedbackError
 
 CLI_OPTION = {"campaign": "--campaign", "version": "--version", "name": "NAME", "role": "--role", "kind": "--kind",
               "FILE": "FILE"}
 
 
+# SQLAlchemy and alembic load inside the commands (here and below): `rlhf-dist --help` does not need them.
 def _sessions(cfg: RLHFConfig):  # noqa: ANN202 - sessionmaker
+    from rlhf_dist.feedback.db import db_url_of, open_database
+
     return open_database(db_url_of(cfg.feedback.db_url, cfg.run.output_dir))
 
 
@@ -32,6 +33,7 @@ def cmd_serve(cfg: RLHFConfig, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from rlhf_dist.feedback.app import create_app
+    from rlhf_dist.feedback.db import db_url_of
 
     fb = cfg.feedback
     db_url = db_url_of(fb.db_url, cfg.run.output_dir)
@@ -51,6 +53,7 @@ def _shown(db_url: str) -> str:
 def cmd_import(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     from rlhf_dist.data.validate import load_records
     from rlhf_dist.feedback.admin import add_pairs
+    from rlhf_dist.feedback.queue import FeedbackError
 
     if not Path(args.file).exists():
         raise FeedbackError(2, "FILE", f"{args.file}: no such file")
@@ -112,6 +115,7 @@ def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     from rlhf_dist.data.validate import load_records
     from rlhf_dist.feedback.admin import add_pairs
     from rlhf_dist.feedback.generate import sample_pairs
+    from rlhf_dist.feedback.queue import FeedbackError
     from rlhf_dist.feedback.selection import selection_ranks
 
     for flag, path in (("--policy", Path(args.policy) / "config.json"), ("--prompts", Path(args.prompts))):
@@ -177,6 +181,9 @@ def register(sub, handlers: dict, add_config_arg: Callable, load: Callable) -> N
     add_config_arg(a, ["feedback.min_reliability", "feedback.db_url"])
 
     def handler(args: argparse.Namespace, extra: list[str]) -> int:
+        from rlhf_dist.feedback.db import FeedbackDBError
+        from rlhf_dist.feedback.queue import FeedbackError
+
         cfg = load(args, extra)
         try:
             return ACTIONS[args.action](cfg, args)

@@ -3,12 +3,16 @@
 The overlap limit and "nobody judges a pair twice" are database constraints (tables.py); the code
 here picks a free slot and lets a constraint violation send it to the next candidate, so two
 annotators asking at the same moment can never both take a pair's last slot.
+
+Every vote is written here, by write_vote_once: the service's POST /vote (record_vote) and the
+in-process store (feedback/store.py FeedbackStore.add, through vote_on_pair) alike.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, exists, func, or_, select, update
@@ -16,10 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from rlhf_dist.feedback.db import transaction
-from rlhf_dist.feedback.tables import Annotator, Assignment, Campaign, Pair, Vote
+from rlhf_dist.feedback.tables import Assignment, Campaign, Pair, Vote
 
 CHOICES = {"left": 0, "right": 1, "tie": 2}
 CANDIDATES_PER_TRY = 8
+IN_PROCESS_LEASE_S = 60.0  # vote_on_pair's lease: closed in the same transaction that opens it
 
 
 class FeedbackError(Exception):
@@ -75,8 +80,9 @@ def _candidate_pairs(session: Session, campaign: Campaign, annotator_id: int, no
 
 
 def _claim_slot(session: Session, pair_id: int, overlap: int, annotator_id: int, now: float,
-                lease_seconds: float, rng: random.Random) -> Assignment | None:
-    """Take a free slot of the pair, or one whose lease expired; None when another annotator won it."""
+                lease_seconds: float, rng: random.Random, left_is_a: bool | None = None) -> Assignment | None:
+    """Take a free slot of the pair, or one whose lease expired; None when another annotator won it.
+    The page shows A on a random side unless left_is_a fixes it."""
     held = {a.slot: a for a in session.scalars(select(Assignment).where(Assignment.pair_id == pair_id,
                                                                         Assignment.slot.is_not(None)))}
     for slot in range(overlap):
@@ -92,7 +98,7 @@ def _claim_slot(session: Session, pair_id: int, overlap: int, annotator_id: int,
             if released != 1:
                 continue
         assignment = Assignment(pair_id=pair_id, annotator_id=annotator_id, slot=slot, status="leased",
-                                left_is_a=rng.random() < 0.5, leased_at=now, expires_at=now + lease_seconds)
+                                left_is_a=rng.random() < 0.5 if left_is_a is None else left_is_a, leased_at=now, expires_at=now + lease_seconds)
         try:
             with session.begin_nested():
                 session.add(assignment)
@@ -139,34 +145,64 @@ def _existing_vote(session: Session, annotator_id: int, request_id: str) -> Vote
     return session.scalar(select(Vote).where(Vote.annotator_id == annotator_id, Vote.request_id == request_id))
 
 
-def record_vote(sessions: sessionmaker[Session], annotator_id: int, task_id: int, choice: str, confidence: float,
-                reasoning: str, request_id: str) -> tuple[dict, bool]:
-    """Store one vote in one transaction; returns (vote, created). A repeated request_id returns the first vote."""
+def write_vote_once(sessions: sessionmaker[Session], annotator_id: int, request_id: str,
+                    write: Callable[[Session], Vote], already_voted: str) -> tuple[Vote, bool]:
+    """Run `write` (which adds one vote of this annotator) in one transaction, exactly once per request_id:
+    a repeated request_id returns the first vote, and (False); a copy racing the first one loses on the
+    vote's unique constraints and gets the first vote too, or FeedbackError(409, already_voted) when the
+    constraint it broke was "one vote per annotator and pair"."""
     try:
         with transaction(sessions) as session:
             first = _existing_vote(session, annotator_id, request_id)
             if first is not None:
-                return vote_payload(first), False
-            assignment = session.get(Assignment, task_id)
-            if assignment is None or assignment.annotator_id != annotator_id:
-                raise FeedbackError(404, "task_id", f"no task {task_id} is assigned to you")
-            now = time.time()
-            _check_lease(assignment, now)
-            done = session.execute(
-                update(Assignment).where(Assignment.id == task_id, Assignment.status == "leased",
-                                         Assignment.expires_at > now).values(status="done")
-            ).rowcount
-            if done != 1:
-                raise FeedbackError(409, "task_id", f"task {task_id} was closed by another request; "
-                                    "fetch the next task")
-            vote = _insert_vote(session, assignment, choice, confidence, reasoning, request_id, now)
-            return vote_payload(vote), True
+                return first, False
+            return write(session), True
     except IntegrityError:  # the same request_id raced itself: the other copy won
         with transaction(sessions) as session:
             first = _existing_vote(session, annotator_id, request_id)
             if first is None:
-                raise FeedbackError(409, "task_id", f"you already voted on the pair of task {task_id}") from None
-            return vote_payload(first), False
+                raise FeedbackError(409, "task_id", already_voted) from None
+            return first, False
+
+
+def record_vote(sessions: sessionmaker[Session], annotator_id: int, task_id: int, choice: str, confidence: float,
+                reasoning: str, request_id: str) -> tuple[dict, bool]:
+    """Store one vote in one transaction; returns (vote, created). A repeated request_id returns the first vote."""
+    def write(session: Session) -> Vote:
+        assignment = session.get(Assignment, task_id)
+        if assignment is None or assignment.annotator_id != annotator_id:
+            raise FeedbackError(404, "task_id", f"no task {task_id} is assigned to you")
+        return _close_lease_and_vote(session, assignment, choice, confidence, reasoning, request_id, time.time())
+
+    vote, created = write_vote_once(sessions, annotator_id, request_id, write,
+                                    f"you already voted on the pair of task {task_id}")
+    return vote_payload(vote), created
+
+
+def vote_on_pair(session: Session, pair_id: int, overlap: int, annotator_id: int, choice: str, confidence: float,
+                 reasoning: str, request_id: str, left_is_a: bool = True) -> Vote:
+    """An in-process judgement (FeedbackStore.add), inside write_vote_once's transaction: lease a slot of the
+    pair and vote on it at once, through the slot claim and vote writer the service's annotators use."""
+    now = time.time()
+    assignment = _claim_slot(session, pair_id, overlap, annotator_id, now, IN_PROCESS_LEASE_S, random.Random(),
+                             left_is_a=left_is_a)
+    if assignment is None:
+        raise FeedbackError(409, "pair", f"pair {pair_id} has no free slot for annotator {annotator_id}")
+    return _close_lease_and_vote(session, assignment, choice, confidence, reasoning, request_id, now)
+
+
+def _close_lease_and_vote(session: Session, assignment: Assignment, choice: str, confidence: float,
+                          reasoning: str, request_id: str, now: float) -> Vote:
+    """Close the live lease (a request that loses the close to another one gets 409) and write the vote."""
+    _check_lease(assignment, now)
+    done = session.execute(
+        update(Assignment).where(Assignment.id == assignment.id, Assignment.status == "leased",
+                                 Assignment.expires_at > now).values(status="done")
+    ).rowcount
+    if done != 1:
+        raise FeedbackError(409, "task_id", f"task {assignment.id} was closed by another request; "
+                            "fetch the next task")
+    return _insert_vote(session, assignment, choice, confidence, reasoning, request_id, now)
 
 
 def _insert_vote(session: Session, assignment: Assignment, choice: str, confidence: float, reasoning: str,

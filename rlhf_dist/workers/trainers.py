@@ -162,6 +162,7 @@ class PolicyWorker(TrainWorker):
         self.engine.eval()
         out = chunked_response_logprobs(self.engine.model, inputs.sequences, inputs.attention_mask,
                                         inputs.response_width, inference_chunk_size(self.cfg))[0]
+        self.engine.release_gathered()  # ZeRO-3 keeps a no-grad forward's layers gathered until the next backward
         release_cached_memory(self.device, engines_sleep(self.cfg))
         return out
 
@@ -323,6 +324,7 @@ class CriticWorker(TrainWorker):
             chunk = inputs.select(slice(start, start + size))
             out.append(response_values(self.engine.model, chunk.sequences, chunk.attention_mask, chunk.response_width))
         values = torch.cat(out).float().cpu()
+        self.engine.release_gathered()  # ZeRO-3 keeps a no-grad forward's layers gathered until the next backward
         release_cached_memory(self.device, engines_sleep(self.cfg))
         return values
 

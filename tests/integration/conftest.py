@@ -11,12 +11,11 @@ import pytest
 def ray_cluster():
     import ray
 
-    from rlhf_dist.driver.roles import WORKER_ENV
+    from rlhf_dist.driver.roles import start_private_ray
 
-    # A short private temp dir: Ray's socket paths must stay under ~107 characters.
-    temp_dir = tempfile.mkdtemp(prefix="/tmp/rdt")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=temp_dir,
-             runtime_env={"env_vars": dict(WORKER_ENV)}, log_to_driver=False)
+    # The product's starter (same runtime_env as `rlhf-dist ppo`); a short private temp dir: Ray's socket
+    # paths must stay under ~107 characters. Worker output stays in the workers' logs.
+    start_private_ray(2, temp_dir=tempfile.mkdtemp(prefix="/tmp/rdt"), log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -42,3 +42,18 @@ def test_unschedulable_placement_fails_with_a_clear_message():
     cfg = load_config("configs/tiny.yaml", ["cluster.policy.cpus_per_actor=64", "cluster.placement_timeout_s=3"])
     with pytest.raises(WorkerError, match="could not be scheduled"):
         create_placements(cfg)
+
+
+def test_session_cluster_gives_workers_the_products_runtime_env():
+    """conftest's cluster comes from the product's starter: actors see what `rlhf-dist ppo` gives them."""
+    import os
+
+    from rlhf_dist.driver.roles import WORKER_ENV, worker_runtime_env
+
+    @ray.remote(num_cpus=0)
+    def seen(keys: list[str]) -> dict:
+        return {k: os.environ.get(k) for k in keys}
+
+    expected = worker_runtime_env()["env_vars"]
+    assert WORKER_ENV.items() <= expected.items() and "VLLM_LOGGING_LEVEL" in expected  # the quieting too
+    assert ray.get(seen.remote(list(expected))) == expected

@@ -12,7 +12,7 @@ from rlhf_dist.data.records import ComparisonPair
 from rlhf_dist.feedback import admin, queue
 from rlhf_dist.feedback.db import FeedbackDBError, open_database, transaction
 from rlhf_dist.feedback.store import FeedbackStore
-from rlhf_dist.feedback.tables import Assignment, Base
+from rlhf_dist.feedback.tables import Assignment, Base, Pair, Vote
 
 
 def test_the_migration_creates_exactly_the_models(tmp_path):
@@ -60,6 +60,31 @@ def test_seed_store_shares_the_service_database(tmp_path):
     task = queue.next_task(sessions, alice.id, "web", 60)
     queue.record_vote(sessions, alice.id, task.task_id, "tie", 0.55, "", "r1")
     assert len(FeedbackStore(url)) == 3
+
+
+def test_seed_store_writes_votes_through_the_service_vote_path(tmp_path):
+    url = f"sqlite:///{tmp_path / 'f.sqlite'}"
+    sessions = open_database(url)
+    with transaction(sessions) as session:  # round 0's campaign exists already, with the service's overlap 2
+        admin.get_or_create_campaign(session, "round-0", "training", 2, 0)
+    store = FeedbackStore(url)
+    first = store.add("p", "a", "b", 1, 0.7, request_id="once")
+    assert store.add("p", "a", "b", 1, 0.7, request_id="once") == first  # a retry stores nothing more
+    assert len(store) == 1
+    with transaction(sessions) as session:
+        (assignment,) = session.scalars(select(Assignment)).all()
+        vote, pair = session.get(Vote, first), session.get(Pair, assignment.pair_id)
+        assert (assignment.status, assignment.slot, assignment.left_is_a) == ("done", 0, True)
+        assert (vote.choice, vote.preference, vote.request_id, vote.seconds_spent) == ("right", 1, "once", 0.0)
+        assert (pair.votes_done, pair.complete) == (1, False)  # one of the campaign's 2 votes
+    # so the pair's second slot goes to an annotator of the service, and its vote completes it
+    bob = admin.annotator_for_token(sessions, admin.add_annotator(sessions, "bob"))
+    task = queue.next_task(sessions, bob.id, "round-0", 60)
+    assert task is not None and task.prompt == "p"
+    queue.record_vote(sessions, bob.id, task.task_id, "tie", 0.5, "", "b1")
+    with transaction(sessions) as session:
+        assert session.get(Pair, assignment.pair_id).complete
+    assert [r.preference for r in store.records()] == [1, 2]
 
 
 def test_bad_database_urls_are_one_clear_error(tmp_path):

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 @ADVANTAGES.register("reinforce_pp")
 def reinforce_pp_advantage(x: AdvantageInputs) -> tuple[Tensor, Tensor]:
-    """The discounted return-to-go (ppo.gamma) of the KL-penalised token rewards, whitened over all valid
+    """the discounted return-to-go (ppo.gamma) of the KL-penalised token rewards, whitened over all valid
     tokens of the batch; no critic."""
     from rlhf_dist.algo.advantages import reinforce_pp_advantages
 

@@ -20,7 +20,23 @@ No Ray here (backends/ sits below workers/): the transports call the typed role 
 given, whose methods start remote calls and return Pending results.
 """
 
-from rlhf_dist.backends.sync.base import WeightSync, build_weight_sync
-from rlhf_dist.backends.sync.buckets import Bucket, TensorMeta, plan_buckets
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # at run time __getattr__ imports them: torch-free config facts (lora.wants_adapter_sync,
+    # read by `rlhf-dist plan`) must not pull torch in through this package
+    from rlhf_dist.backends.sync.base import WeightSync, build_weight_sync
+    from rlhf_dist.backends.sync.buckets import Bucket, TensorMeta, plan_buckets
+
+_HOME_OF = {"WeightSync": "base", "build_weight_sync": "base", "Bucket": "buckets", "TensorMeta": "buckets",
+            "plan_buckets": "buckets"}
 
 __all__ = ["Bucket", "TensorMeta", "WeightSync", "build_weight_sync", "plan_buckets"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME_OF:
+        raise AttributeError(f"module 'rlhf_dist.backends.sync' has no attribute {name!r}")
+    return getattr(import_module(f"rlhf_dist.backends.sync.{_HOME_OF[name]}"), name)

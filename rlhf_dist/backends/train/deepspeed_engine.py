@@ -65,6 +65,7 @@ from rlhf_dist.backends.train.base import StepInfo, TrainEngine, build_optimizer
 from rlhf_dist.backends.train.collectives import group_max
 from rlhf_dist.backends.patches import deepspeed_step_without_update, disable_deepspeed_cpu_shm_op, method_as_forward
 from rlhf_dist.backends.train.dist import init_distributed
+from rlhf_dist.backends.train.zero_init import cast_unpartitioned_parameters
 from rlhf_dist.utils import free_port
 from rlhf_dist.config.schema_parts import TrainConfig
 from rlhf_dist.tracking.quiet import silence_known_warnings
@@ -177,6 +178,7 @@ class DeepSpeedEngine(TrainEngine):
 
         self.ds_config = deepspeed_config(cfg, self.dp_size, dtype, get_accelerator().device_name())
         self.accum = self.ds_config["gradient_accumulation_steps"]
+        cast_unpartitioned_parameters(model, dtype)  # a model loaded partitioned: DeepSpeed casts none of it
         if "optimizer" in self.ds_config:  # DeepSpeed builds its CPU Adam; the schedule follows it
             optimizer, params = None, [p for p in model.parameters() if p.requires_grad]
             scheduler = lambda opt: build_scheduler(opt, cfg, total_updates)  # noqa: E731

@@ -21,7 +21,12 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
+import torch
+from torch import nn
+
 from rlhf_dist.config.schema_parts import TrainConfig
+
+_HALF = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @contextmanager
@@ -58,3 +63,19 @@ def training_load_context(cfg: TrainConfig, world_size: int, dtype: str, device:
     from rlhf_dist.backends.train.deepspeed_engine import deepspeed_config
 
     return partitioned_loading(deepspeed_config(cfg, world_size, dtype, device))
+
+
+def cast_unpartitioned_parameters(model: nn.Module, dtype: str) -> None:
+    """Cast the float parameters not built under zero.Init to the bf16/fp16 training dtype (fp32: nothing).
+
+    deepspeed 0.19.8 casts every parameter of a module to the training dtype at initialize, except in a module
+    built under zero.Init (engine._cast_module_mixed_precision), which it takes to be in that dtype already. A
+    model loaded partitioned still has parameters made after from_pretrained: LoRA adapters (peft keeps them in
+    fp32) and a scalar head. Left in fp32 beside a bf16 head, ZeRO-3 refuses to flatten them together; alone
+    they would train in another precision than the same model under ZeRO-2."""
+    target = _HALF.get(dtype)
+    if target is None:
+        return
+    for param in model.parameters():
+        if not hasattr(param, "ds_id") and param.is_floating_point() and param.dtype != target:
+            param.data = param.data.to(target)
