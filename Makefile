@@ -28,7 +28,7 @@ help:
 	@echo "make setup   create/reuse .venv and install the locked CPU stack (requirements/lock/cpu.txt)"
 	@echo "make lock    re-resolve requirements/*.txt into requirements/lock/ (LOCK_ARGS=--upgrade to move pins)"
 	@echo "make demo    run the embedded default job (CPU, local Ray)"
-	@echo "make test    run the whole test suite (unit + integration, real engines)"
+	@echo "make test    ruff check, then the whole test suite (unit + integration, real engines)"
 	@echo "make test-fast  unit tests only"
 	@echo "make docs    regenerate docs/config-reference.md from the schema"
 	@echo "make gpu-check  GPU paths in one table (needs the GPU stack in .venv; exit 77 without a GPU)"
@@ -89,6 +89,7 @@ demo: setup
 	$(VENV)/bin/rlhf-dist demo
 
 test: setup
+	$(PY) -m ruff check --quiet .
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; exit 1; fi; exit $$rc
 

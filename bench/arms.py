@@ -73,7 +73,8 @@ def rlhf_config(s: dict[str, Any], dirs: dict[str, Path], out_dir: Path):
 
     mb = s["batch"] // s["minibatches"]
     if mb % s["policy_ranks"] or mb % s["critic_ranks"]:
-        raise ValueError(f"mini-batch {mb} must split evenly over {s['policy_ranks']} policy / {s['critic_ranks']} critic ranks")
+        raise ValueError(f"mini-batch {mb} must split evenly over {s['policy_ranks']} policy / "
+                         f"{s['critic_ranks']} critic ranks")
 
     def train(ranks: int) -> dict[str, Any]:
         return {"backend": "deepspeed", "zero_stage": s["zero_stage"], "micro_batch_size": mb // ranks,
@@ -104,9 +105,10 @@ def rlhf_config(s: dict[str, Any], dirs: dict[str, Path], out_dir: Path):
         "rollout": {"backend": s["backend"], "num_engines": s["engines"], "kv_cache_gib": 1,
                     "gpu_memory_utilization": 0.25,
                     "sampling": {"max_new_tokens": s["response"], "temperature": 1.0, "ignore_eos": s["fixed_length"]}},
-        "cluster": {"device": dev, "colocate": dev == "cuda", "local_num_cpus": s["local_cpus"] or os.cpu_count(), "policy": res("policy", s["policy_ranks"]),
-                    "critic": res("critic", s["critic_ranks"]), "reference": res("reference", 1),
-                    "reward": res("reward", 1), "rollout": _engine_res(res("rollout", s["engines"]))},
+        "cluster": {"device": dev, "colocate": dev == "cuda", "local_num_cpus": s["local_cpus"] or os.cpu_count(),
+                    "policy": res("policy", s["policy_ranks"]), "critic": res("critic", s["critic_ranks"]),
+                    "reference": res("reference", 1), "reward": res("reward", 1),
+                    "rollout": _engine_res(res("rollout", s["engines"]))},
         "tracking": {"progress": False, "tensorboard": False, "jsonl": True},
         "checkpoint": {"every_steps": 0},
     }
@@ -142,7 +144,7 @@ def run_rlhf(s: dict[str, Any]) -> dict[str, Any]:
     finally:
         ray.shutdown()
     wall = time.perf_counter() - t0
-    records = [json.loads(l) for l in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     records = [r for r in records if r.get("phase") == "ppo"]
     # Step period = time between consecutive metric records: ppo_step plus what the driver does between steps.
     stamps = [r["time"] for r in records]

@@ -95,7 +95,8 @@ def wait_quiet(max_load: float = 1.5, max_wait_s: float = 120.0, poll_s: float =
     out = {"load_before": load(), "quiet": seen <= max_load, "max_load": max_load,
            "waited_s": round(time.time() - started, 1)}
     if not out["quiet"]:
-        print(f"[bench] machine busy: load {out['load_before']} > {max_load} after {out['waited_s']} s; measuring anyway")
+        print(f"[bench] machine busy: load {out['load_before']} > {max_load} after {out['waited_s']} s; "
+              "measuring anyway")
     return out
 
 
@@ -129,9 +130,9 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 info["cpu_model"] = line.split(":", 1)[1].strip()
                 break
-        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
         info["cpu_simd"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f" {f}" in flags]
-        mem = next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+        mem = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
         info["mem_gib"] = round(int(mem.split()[1]) / 2**20, 1)
     except (OSError, StopIteration):
         pass
@@ -289,7 +290,8 @@ def ppo_step_flops(policy: dict[str, Any], reward: dict[str, Any], batch: int, p
     seq = prompt + response
     fwd_lm = forward_flops(policy, batch * seq, seq // 2)
     fwd_value = forward_flops(reward, batch * seq, seq // 2, lm_head=False)
-    gen = forward_flops(policy, batch * prompt, prompt // 2) + forward_flops(policy, batch * response, prompt + response // 2)
+    gen = (forward_flops(policy, batch * prompt, prompt // 2)
+           + forward_flops(policy, batch * response, prompt + response // 2))
     out = {
         "generation": gen,
         "scoring": fwd_value,

@@ -137,15 +137,6 @@ def plot(rows: list[dict[str, Any]]) -> None:
     save_png(fig, "feedback_service")
 
 
-def replot() -> None:
-    """Redraw the PNG from the committed JSON (no measurement)."""
-    import json
-
-    from bench.common import RESULTS
-
-    plot(json.loads((RESULTS / "feedback_service.json").read_text())["results"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default=None, help="concurrency levels (comma-separated; default 1,10,50, "

@@ -22,7 +22,7 @@ import time
 
 from bench.common import (
     device, quick_results,
-    arch_facts, forward_flops, matmul_rate, median, model_dirs, other_cpu_users, print_table, save_png, setup_env,
+    arch_facts, forward_flops, matmul_rate, model_dirs, other_cpu_users, print_table, save_png, setup_env,
     spread, wait_quiet, write_result,
 )
 
@@ -112,7 +112,8 @@ def main() -> None:
             v, h = s["vllm_tokens_per_s"]["median"], s["hf_tokens_per_s"]["median"]
             rows.append([size, b, v, h, f"{s['speedup']:.2f}x", f"{100 * v * s['flops_per_token'] / rate:.1f}%",
                          f"{100 * h * s['flops_per_token'] / rate:.1f}%"])
-    md = print_table(f"Generation tokens/s ({args.tokens} new tokens, fp32, {threads} threads, median of {args.repeats})",
+    md = print_table(f"Generation tokens/s ({args.tokens} new tokens, fp32, {threads} threads, "
+                     f"median of {args.repeats})",
                      ["model", "batch", "vLLM tok/s", "HF tok/s", "vLLM/HF", "vLLM % matmul peak", "HF % matmul peak"],
                      rows)
     import matplotlib

@@ -1,6 +1,7 @@
 """Phase breakdown of rlhf-dist PPO steps, and weight-sync time vs model size.
 
-    .venv/bin/python -m bench.phases [--quick] [--sizes tiny,smollm2] [--sync-sizes tiny,tiny256,tiny512,tiny1024,smollm2]
+    .venv/bin/python -m bench.phases [--quick] [--sizes tiny,smollm2]
+        [--sync-sizes tiny,tiny256,tiny512,tiny1024,smollm2]
 
 Part 1: a PPO run per model (the ppo_vs_trl settings, fresh process, private Ray cluster); the
 driver's per-step timings (`time/*` metrics) of the measured steps, median seconds and share of
@@ -26,8 +27,8 @@ from pathlib import Path
 
 from bench.common import (
     quick_results,
-    SCRATCH, arch_facts, median, model_dirs, other_cpu_users, print_table, run_child, save_png, setup_env, spread,
-    wait_quiet, write_result,
+    SCRATCH, arch_facts, median, model_dirs, other_cpu_users, print_table, run_child, save_png, setup_env, wait_quiet,
+    write_result,
 )
 from bench.ppo_vs_trl import PRESETS, QUICK
 
@@ -112,7 +113,8 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(sync_child(args.sync_child, args.sync_repeats)))
         return
     sizes = (args.sizes or ("tiny" if args.quick else "tiny,smollm2")).split(",")
-    sync_sizes = (args.sync_sizes or ("tiny,tiny512,smollm2" if args.quick else "tiny,tiny256,tiny512,tiny1024,smollm2")).split(",")
+    default_sync = "tiny,tiny512,smollm2" if args.quick else "tiny,tiny256,tiny512,tiny1024,smollm2"
+    sync_sizes = (args.sync_sizes or default_sync).split(",")
     setup_env()
     runs, tables = {}, {}
     for size in sizes:

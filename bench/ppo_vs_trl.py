@@ -140,7 +140,8 @@ def main() -> None:
             floor = a["flops_per_step"] / rate
             rows.append([name, f"{s['params'] / 1e6:.2f}M", label, a["episodes_per_s"]["median"],
                          a["tokens_per_s"]["median"], a["step_s"]["median"],
-                         f"{a['step_s']['min']:.3g}-{a['step_s']['max']:.3g}", f"{100 * floor / a['step_s']['median']:.1f}%",
+                         f"{a['step_s']['min']:.3g}-{a['step_s']['max']:.3g}",
+                         f"{100 * floor / a['step_s']['median']:.1f}%",
                          s[ratio]["median"] if ratio else ""])
     md = print_table("PPO throughput, rlhf-dist vs TRL (median over repeats)",
                      ["model", "params", "framework", "episodes/s", "gen tokens/s", "step s", "step s range",

@@ -20,7 +20,8 @@ def _load(name: str) -> dict | None:
 
 def _when(res: dict) -> str:
     m = res["machine"]
-    return (f"{m.get('date', '?')}, {m.get('cpu_model', '?')} x{m.get('cpu_count')}, load after {res.get('load_after')}, "
+    return (f"{m.get('date', '?')}, {m.get('cpu_model', '?')} x{m.get('cpu_count')}, "
+            f"load after {res.get('load_after')}, "
             f"commit {m.get('git_commit', '?')}{' (engine modified)' if m.get('engine_dirty') else ''}")
 
 
@@ -69,7 +70,8 @@ def section() -> str:
         out += ["### Phase breakdown", "", f"Measured {_when(res)}.", "", res["tables_markdown"]["phases"], "",
                 res["tables_markdown"]["sync"], "", "![phases](results/phases.png)", ""]
     if res := _load("scaling"):
-        out += ["### Scaling", "", f"Measured {_when(res)}; {_rate(res)}.", "", res["tables_markdown"]["batch"], "", res["tables_markdown"]["layout"], "",
+        out += ["### Scaling", "", f"Measured {_when(res)}; {_rate(res)}.", "", res["tables_markdown"]["batch"], "",
+                res["tables_markdown"]["layout"], "",
                 "![scaling](results/scaling.png)", ""]
     if res := _load("async"):
         out += ["### Async PPO (ppo.max_staleness)", "", f"Measured {_when(res)}.", ""]
@@ -82,7 +84,8 @@ def section() -> str:
                        + (f"; without each run's last step (no rollout generates beside it) "
                           f"{r['speedup_vs_sync_steady']:.2f}" if "speedup_vs_sync_steady" in r else "")
                        + (f"; hiding all of the sync run's generation would give at most "
-                          f"{r['speedup_bound_hidden_generation']:.2f}x" if "speedup_bound_hidden_generation" in r else ""))
+                          f"{r['speedup_bound_hidden_generation']:.2f}x"
+                          if "speedup_bound_hidden_generation" in r else ""))
         if "parity" in res:
             out += ["", "![async](results/async.png)"]
         out.append("")

@@ -16,7 +16,7 @@ import json
 
 from bench.common import (
     quick_results,
-    arch_facts, matmul_rate, median, model_dirs, other_cpu_users, ppo_step_flops, print_table, run_child, save_png,
+    arch_facts, matmul_rate, model_dirs, other_cpu_users, ppo_step_flops, print_table, run_child, save_png,
     setup_env, wait_quiet, write_result,
 )
 from bench.arms import DEFAULTS
@@ -70,7 +70,8 @@ def main() -> None:
     base = {**DEFAULTS, **PRESETS.get(args.size, {**PRESETS["tiny"], "size": args.size}),
             "steps": args.steps or (2 if args.quick else 3)}
     by_batch = [point(base, args, rate, facts, batch=b) for b in batches]
-    at = next((p for p in by_batch if p["settings"]["batch"] == args.at), None) or point(base, args, rate, facts, batch=args.at)
+    at = (next((p for p in by_batch if p["settings"]["batch"] == args.at), None)
+          or point(base, args, rate, facts, batch=args.at))
     variants = [
         {"engines": 2},
         {"policy_ranks": 2, "zero_stage": 2},
@@ -80,18 +81,20 @@ def main() -> None:
         {"cpus_per_actor": 2.0, "local_cpus": 12},  # 2 torch threads for every actor (12 logical CPUs)
     ]
     layouts = [at] + [point(base, args, rate, facts, batch=args.at, **v) for v in variants[: 2 if args.quick else None]]
-    cols = ["B", "engines", "policy ranks", "critic ranks", "ZeRO", "threads/actor", "step s", "episodes/s", "floor s", "floor/step",
-            "generation", "training", "sync", "driver overhead"]
+    cols = ["B", "engines", "policy ranks", "critic ranks", "ZeRO", "threads/actor", "step s", "episodes/s", "floor s",
+            "floor/step", "generation", "training", "sync", "driver overhead"]
 
     def row(p):
         s, sh = p["settings"], p["share"]
-        return [s["batch"], s["engines"], s["policy_ranks"], s["critic_ranks"], s["zero_stage"], _threads(s), p["step_s"], p["episodes_per_s"],
-                p["floor_s"], f"{100 * p['floor_fraction']:.1f}%", f"{100 * sh['generation']:.0f}%",
-                f"{100 * sh['training']:.0f}%", f"{100 * sh['sync']:.0f}%", f"{100 * sh['driver_overhead']:.0f}%"]
+        return [s["batch"], s["engines"], s["policy_ranks"], s["critic_ranks"], s["zero_stage"], _threads(s),
+                p["step_s"], p["episodes_per_s"], p["floor_s"], f"{100 * p['floor_fraction']:.1f}%",
+                f"{100 * sh['generation']:.0f}%", f"{100 * sh['training']:.0f}%", f"{100 * sh['sync']:.0f}%",
+                f"{100 * sh['driver_overhead']:.0f}%"]
 
     md_batch = print_table(f"Step time vs rollout batch ({args.size}, {facts['params_total'] / 1e6:.2f}M params)", cols,
                            [row(p) for p in by_batch])
-    md_layout = print_table(f"Step time vs rollout engines / policy ranks (B={args.at})", cols, [row(p) for p in layouts])
+    md_layout = print_table(f"Step time vs rollout engines / policy ranks (B={args.at})", cols,
+                            [row(p) for p in layouts])
 
     import matplotlib
 

@@ -32,7 +32,8 @@ def demo_config(out_dir: Path, *overrides: str):
 
     # A function reward: no reward-model actor is needed to sync weights.
     return load_config(DEMO, [f"run.output_dir={out_dir}", "tracking.tensorboard=false", "tracking.progress=false",
-                              "ppo.rewards=[{kind: function, function: 'rlhf_dist.eval.rules:lowercase_fraction_reward'}]",
+                              "ppo.rewards=[{kind: function, function: "
+                              "'rlhf_dist.eval.rules:lowercase_fraction_reward'}]",
                               *overrides])
 
 
@@ -128,8 +129,10 @@ def main() -> None:
     mib = 2**20
     tables = {"bytes": print_table("Bytes per sync, demo policy (SmolLM2-135M + LoRA r=16, fp32)",
                                    ["path", "tensors", "params", "MiB per sync"], [
-        ["merged (LoRA folded in)", counted["merged_tensors"], counted["merged_params"], counted["merged_sync_bytes"] / mib],
-        ["adapter only", counted["adapter_tensors"], counted["adapter_params"], counted["lora_adapter_sync_bytes"] / mib],
+        ["merged (LoRA folded in)", counted["merged_tensors"], counted["merged_params"],
+         counted["merged_sync_bytes"] / mib],
+        ["adapter only", counted["adapter_tensors"], counted["adapter_params"],
+         counted["lora_adapter_sync_bytes"] / mib],
         ["ratio merged / adapter", "", "", counted["lora_sync_bytes_ratio"]],
     ])}
     timed = {}

@@ -57,10 +57,12 @@ class RLHFPipeline:
         feedback_file = self.store.export_jsonl(self.run_dir / "feedback_ab.jsonl")
         train = self.cfg.reward.train
         batch = batch_size or train.global_batch_size
+        micro = _largest_divisor_at_most(batch, train.micro_batch_size)
         cfg = with_overrides(self.cfg, {"run.output_dir": str(self.run_dir), "data.pairs_path": str(feedback_file),
-                                        "data.pairs_format": "ab", "reward.epochs": num_epochs or self.cfg.reward.epochs,
+                                        "data.pairs_format": "ab",
+                                        "reward.epochs": num_epochs or self.cfg.reward.epochs,
                                         "reward.train.global_batch_size": batch,
-                                        "reward.train.micro_batch_size": _largest_divisor_at_most(batch, train.micro_batch_size)})
+                                        "reward.train.micro_batch_size": micro})
         result = train_reward_model(cfg)
         self.reward_model_dir = result.model_dir
         self.reward_model_metrics = {"history": result.history, **result.final_metrics}
@@ -78,7 +80,8 @@ class RLHFPipeline:
         for role, dp in (("policy_train", self.cfg.cluster.policy.num_actors),
                          ("critic_train", self.cfg.cluster.critic.num_actors)):
             micro = _largest_divisor_at_most(max(1, n_samples // dp), getattr(ppo, role).micro_batch_size)
-            updates[f"ppo.{role}.global_batch_size"] = n_samples if n_samples % (micro * dp) == 0 else math.lcm(micro * dp, n_samples)
+            updates[f"ppo.{role}.global_batch_size"] = (n_samples if n_samples % (micro * dp) == 0
+                                                        else math.lcm(micro * dp, n_samples))
             updates[f"ppo.{role}.micro_batch_size"] = micro
         if self.reward_model_dir is None and needs_reward_model(self.cfg):
             raise ValueError("no reward model yet: call stage2_train_reward_model first")

@@ -116,10 +116,11 @@ def _first_paragraph(doc: str | None) -> str:
 
 class Registry(Generic[EntryT]):
     """Name -> entry for one kind of piece. For messages: `kind` says what an entry is, `option` is the
-    config field that names one, `symbol` the registry's name in this module."""
+    config field that names one, `symbol` the registry's name in module `home`."""
 
-    def __init__(self, kind: str, option: str, symbol: str, entry_type: type[EntryT]) -> None:
-        self.kind, self.option, self.symbol = kind, option, symbol
+    def __init__(self, kind: str, option: str, symbol: str, entry_type: type[EntryT],
+                 home: str = "rlhf_dist.algo.registry") -> None:
+        self.kind, self.option, self.symbol, self.home = kind, option, symbol, home
         self.entry_type = entry_type
         self._entries: dict[str, EntryT] = {}
         self._aliases: dict[str, EntryT] = {}  # 'module:function' names of plugins, once loaded
@@ -182,7 +183,7 @@ class Registry(Generic[EntryT]):
         entry = next((e for e in self._entries.values() if e.fn is fn), None)
         if entry is None:
             raise ValueError(f"{self.kind} '{spec}' is not registered: decorate it with "
-                             f"@{self.symbol}.register(name, ...) from rlhf_dist.algo.registry")
+                             f"@{self.symbol}.register(name, ...) from {self.home}")
         self._aliases[spec] = entry
         return entry
 

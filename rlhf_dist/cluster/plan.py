@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhf_dist.backends.sync.lora import wants_adapter_sync
+from rlhf_dist.backends.sync.transports.lora import wants_adapter_sync
 from rlhf_dist.cluster.facts import FactsError, ModelFacts, model_facts
 from rlhf_dist.cluster.memory import (
     GIB, Memory, Shape, driver_eval_bytes, inference_memory, rollout_memory, sync_plan, trainer_memory,

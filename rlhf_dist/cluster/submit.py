@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from rlhf_dist.config import RLHFConfig
 
 # Never uploaded: weights, checkpoints, run outputs, VCS data, virtualenvs, caches (gitignore syntax;
 # a leading "/" anchors at the working dir: "/models/" must not drop the package's rlhf_dist/models/).

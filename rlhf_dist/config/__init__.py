@@ -28,8 +28,8 @@ from rlhf_dist.config.schema_parts import (
 )
 
 __all__ = [
-    "ActorResources", "CheckpointConfig", "ClusterConfig", "ConfigError", "CriticConfig", "DataConfig", "EvalConfig", "KLConfig", "LoRAConfig",
-    "ModelConfig", "PPOConfig", "RLHFConfig", "RewardModelConfig", "RewardSource", "RoleResources", "RolloutConfig",
-    "RunConfig", "SamplingConfig", "TrackingConfig", "TrainConfig", "apply_overrides", "build_config",
-    "config_to_yaml", "load_config", "read_yaml", "with_overrides",
+    "ActorResources", "CheckpointConfig", "ClusterConfig", "ConfigError", "CriticConfig", "DataConfig", "EvalConfig",
+    "KLConfig", "LoRAConfig", "ModelConfig", "PPOConfig", "RLHFConfig", "RewardModelConfig", "RewardSource",
+    "RoleResources", "RolloutConfig", "RunConfig", "SamplingConfig", "TrackingConfig", "TrainConfig", "apply_overrides",
+    "build_config", "config_to_yaml", "load_config", "read_yaml", "with_overrides",
 ]

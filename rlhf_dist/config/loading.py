@@ -74,7 +74,8 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); save the file as UTF-8"]) from None
+        raise ConfigError([f"{path}:{line}: not UTF-8 text (byte 0x{err.object[err.start]:02x}); "
+                           "save the file as UTF-8"]) from None
     try:
         node = yaml.compose(text)
         if node is not None:
@@ -83,7 +84,8 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], dict[KeyPath, int]]:
     except yaml.YAMLError as err:
         mark, context = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        started = f" (in the block starting at line {context.line + 1})" if context and mark and context.line != mark.line else ""
+        started = (f" (in the block starting at line {context.line + 1})"
+                   if context and mark and context.line != mark.line else "")
         raise ConfigError([f"{where}: invalid YAML: {getattr(err, 'problem', err)}{started}"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1: the top level must be a mapping of sections"])

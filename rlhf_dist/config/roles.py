@@ -57,7 +57,8 @@ def engine_sleep_level(at_load: bool, adapter_sync: bool) -> int:
     2 only where a full weight sync overwrites every weight before the engine generates again, as after
     training in a PPO step (sleep -> train -> wake_up -> sync). Not `at_load` (driver/roles.py build_roles: the
     engines sleep while the other roles load, and step 1 generates with the weights they loaded, before any
-    sync), and never with the LoRA adapter sync (backends/sync/lora.py): the base weights are not sent again."""
+    sync), and never with the LoRA adapter sync (backends/sync/transports/lora.py): the base weights are not sent
+    again."""
     return 1 if at_load or adapter_sync else 2
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rlhf_dist.algo.registry import ADVANTAGES
+from rlhf_dist.backends.sync.registry import TRANSPORTS
 from rlhf_dist.config.roles import COLOCATED, ROLES, needs_critic, placement_layout, resources, stage_ranks
 
 _EPS = 1e-9  # GPU shares are float sums (5 x 0.2 GPU is one GPU)
@@ -56,49 +57,69 @@ def _check_devices(cfg: "RLHFConfig") -> None:
 
 
 def _check_sync(cfg: "RLHFConfig") -> None:
-    """Weight transports and the layouts they can work in."""
-    cl, sync = cfg.cluster, cfg.rollout.sync_backend
-    if sync in ("nccl", "cuda_ipc") and (cl.device != "cuda" or cfg.rollout.backend != "vllm"):
-        raise ValueError(f"rollout.sync_backend '{sync}' needs cluster.device 'cuda' and rollout.backend 'vllm'")
-    if sync == "nccl" and cl.colocate:
-        raise ValueError("rollout.sync_backend 'nccl' with cluster.colocate true: policy rank 0 and an engine's "
-                         "worker share a GPU, and NCCL refuses two ranks on one device; use sync_backend 'cuda_ipc'")
-    if sync == "nccl" and not cl.colocate and cl.rollout.gpus_per_actor < 1:
-        raise ValueError(f"rollout.sync_backend 'nccl' with cluster.rollout.gpus_per_actor "
-                         f"{cl.rollout.gpus_per_actor:g}: Ray may put an engine worker beside policy rank 0 (or "
-                         "another engine) on one GPU, and NCCL refuses two ranks on one device; give each engine "
-                         "whole GPUs, or colocate and use 'cuda_ipc'")
-    if sync == "cuda_ipc" and not cl.colocate:
-        raise ValueError("rollout.sync_backend 'cuda_ipc' needs cluster.colocate true: CUDA IPC hands weights "
-                         "to an engine on the same GPU only; use 'nccl' or 'object_store' when disaggregated")
-    if sync == "cuda_ipc":
-        _check_cuda_ipc_layout(cfg)
+    """The weight transport's registered properties (backends/sync/registry.py) against the layout."""
+    cl, name = cfg.cluster, cfg.rollout.sync_backend
+    transport = TRANSPORTS.get(name)
+    if cl.device not in transport.devices or (transport.needs_vllm and cfg.rollout.backend != "vllm"):
+        needs = f"cluster.device {' or '.join(repr(d) for d in transport.devices)}"
+        raise ValueError(f"rollout.sync_backend '{name}' needs {needs}"
+                         + (" and rollout.backend 'vllm'" if transport.needs_vllm else ""))
+    if transport.colocation == "forbidden":
+        _check_own_gpus(cfg, name, transport.why)
+    if transport.colocation == "required":
+        if not cl.colocate:
+            raise ValueError(f"rollout.sync_backend '{name}' needs cluster.colocate true: {transport.why}; use "
+                             f"{_other_transports(cfg, 'required', ' or ')} when disaggregated")
+        _check_same_gpu_layout(cfg, name)
     if cfg.ppo.max_staleness and cl.colocate and cl.device == "cuda" and cfg.rollout.backend == "vllm":
         raise ValueError(f"ppo.max_staleness {cfg.ppo.max_staleness} with cluster.colocate true on CUDA: colocated "
                          "vLLM engines sleep while the trainers train, so nothing can generate ahead; set "
                          "ppo.max_staleness 0 or give the engines their own GPUs")
 
 
-def _check_cuda_ipc_layout(cfg: RLHFConfig) -> None:
-    """CUDA IPC: every vLLM worker opens the bucket shared by a policy rank on ITS OWN GPU (each rank shares
-    the whole gathered bucket), else the first sync fails ("no policy rank shares this worker's GPU")."""
+def _other_transports(cfg: RLHFConfig, colocation: str, joiner: str, same: bool = False) -> str:
+    """The transports this device and engine allow whose colocation is (same) / is not `colocation`, quoted."""
+    names = [t.name for t in TRANSPORTS if t.name in TRANSPORTS.choices() and cfg.cluster.device in t.devices
+             and (cfg.rollout.backend == "vllm" or not t.needs_vllm) and (t.colocation == colocation) == same]
+    return joiner.join(f"'{n}'" for n in names) or "'object_store'"
+
+
+def _check_own_gpus(cfg: RLHFConfig, name: str, why: str) -> None:
+    """A transport that needs every engine on GPUs of its own (colocation 'forbidden')."""
+    cl = cfg.cluster
+    same_gpu = _other_transports(cfg, "required", " or ", same=True)
+    if cl.colocate:
+        raise ValueError(f"rollout.sync_backend '{name}' with cluster.colocate true: policy rank 0 and an engine's "
+                         f"worker share a GPU, and {why}; use sync_backend {same_gpu}")
+    if cl.rollout.gpus_per_actor < 1:
+        raise ValueError(f"rollout.sync_backend '{name}' with cluster.rollout.gpus_per_actor "
+                         f"{cl.rollout.gpus_per_actor:g}: Ray may put an engine worker beside policy rank 0 (or "
+                         f"another engine) on one GPU, and {why}; give each engine whole GPUs, or colocate and use "
+                         f"{same_gpu}")
+
+
+def _check_same_gpu_layout(cfg: RLHFConfig, name: str) -> None:
+    """A transport whose engine workers take weights from the policy rank on their own GPU (colocation
+    'required', e.g. CUDA IPC: each rank shares the whole gathered bucket), else the first sync fails
+    ("no policy rank shares this worker's GPU")."""
     engines, ranks, tp = cfg.rollout.num_engines, cfg.cluster.policy.num_actors, cfg.rollout.tensor_parallel_size
     if engines > ranks:
-        raise ValueError(f"rollout.sync_backend 'cuda_ipc' with rollout.num_engines {engines} > cluster.policy."
+        raise ValueError(f"rollout.sync_backend '{name}' with rollout.num_engines {engines} > cluster.policy."
                          f"num_actors {ranks}: colocated bundle i holds engine i and policy rank i, so engines "
                          f"{ranks}..{engines - 1} sit on GPUs with no policy rank and get no weights at the first "
                          "sync; use at most as many engines as policy ranks, or sync_backend 'object_store'")
     if tp > 1:
-        raise ValueError(f"rollout.sync_backend 'cuda_ipc' with rollout.tensor_parallel_size {tp} and "
+        raise ValueError(f"rollout.sync_backend '{name}' with rollout.tensor_parallel_size {tp} and "
                          f"cluster.colocate true: an engine's {tp} workers run on {tp} GPUs but its bundle holds one "
-                         "policy rank, and a worker opens IPC handles only from a rank on its own GPU, so the others "
+                         "policy rank, and a worker takes weights only from a rank on its own GPU, so the others "
                          "get no weights at the first sync; use tensor_parallel_size 1 or sync_backend 'object_store'")
     for i, bundle in enumerate(placement_layout(cfg)[COLOCATED][:engines]):
         if bundle.gpu > 1 + _EPS:  # a bundle of more than one GPU: Ray picks each actor's GPU inside it
-            raise ValueError(f"rollout.sync_backend 'cuda_ipc' with cluster.colocate true: bundle {i} "
+            raise ValueError(f"rollout.sync_backend '{name}' with cluster.colocate true: bundle {i} "
                              f"({', '.join(r for r, _ in bundle.actors)}) reserves {bundle.gpu:g} GPUs, so Ray may "
-                             f"put engine {i} and policy rank {i} on different GPUs and CUDA IPC reaches the same "
-                             "GPU only; lower cluster.<role>.gpus_per_actor until each bundle sums to at most 1")
+                             f"put engine {i} and policy rank {i} on different GPUs, and a worker takes weights "
+                             "only from the policy rank on its own GPU; lower cluster.<role>.gpus_per_actor until "
+                             "each bundle sums to at most 1")
 
 
 def _nccl_roles(cfg: RLHFConfig) -> list[str]:

@@ -58,11 +58,15 @@ class ClusterConfig(Strict):
     colocate: bool = Field(
         False, description="Place all roles in one placement group sharing devices (vs one group per role)."
     )
-    policy: RoleResources = Field(default_factory=RoleResources, description="The policy's data-parallel training group.")
+    policy: RoleResources = Field(
+        default_factory=RoleResources, description="The policy's data-parallel training group."
+    )
     critic: RoleResources = Field(default_factory=RoleResources, description="The critic's training group (only "
                                   "with a ppo.advantage that needs a critic, e.g. 'gae').")
     reference: RoleResources = Field(default_factory=RoleResources, description="Frozen reference (KL penalty) group.")
-    reward: RoleResources = Field(default_factory=RoleResources, description="Reward-model scoring actors (a 'model' reward source only).")
+    reward: RoleResources = Field(
+        default_factory=RoleResources, description="Reward-model scoring actors (a 'model' reward source only)."
+    )
     rollout: ActorResources = Field(
         default_factory=ActorResources,
         description="Each rollout engine's actor; how many there are is rollout.num_engines.")
@@ -76,7 +80,9 @@ class KLConfig(Strict):
     estimator: str = Field(
         "k1", description="Per-token KL estimator in the reward penalty (J. Schulman, 'Approximating KL Divergence'"
         ", log_ratio = log pi - log pi_ref): " + _choices(KL_ESTIMATORS))
-    controller: Literal["fixed", "adaptive"] = Field("fixed", description="Fixed coefficient or Ziegler's adaptive one.")
+    controller: Literal["fixed", "adaptive"] = Field(
+        "fixed", description="Fixed coefficient or Ziegler's adaptive one."
+    )
     coef: float = Field(0.05, ge=0.0, le=100.0, description="(Initial) KL penalty coefficient.")
     target: float | None = Field(None, gt=0.0, description="Adaptive controller: target KL per sequence.")
     horizon: int = Field(10_000, ge=1, description="Adaptive controller: horizon in samples.")
@@ -134,9 +140,15 @@ class PPOConfig(Strict):
     rewards: list[RewardSource] = Field(
         default_factory=lambda: [RewardSource()], min_length=1, description="Reward sources, summed by weight."
     )
-    policy_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5), description="Policy optimiser and engine.")
-    critic_train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=1e-5), description="Critic optimiser and engine.")
-    max_nonfinite_updates: int = Field(3, ge=0, description="Abort (after a checkpoint) past this many skipped updates.")
+    policy_train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(lr=1e-5), description="Policy optimiser and engine."
+    )
+    critic_train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(lr=1e-5), description="Critic optimiser and engine."
+    )
+    max_nonfinite_updates: int = Field(
+        3, ge=0, description="Abort (after a checkpoint) past this many skipped updates."
+    )
     inference_chunk_size: int | None = Field(
         None, ge=1, le=65_536, description="Sequences per forward pass when the reference and policy compute log-probs "
         "and the critic values (bounds activation memory). None: 2 x ppo.policy_train.micro_batch_size.")
@@ -179,7 +191,9 @@ class SFTStageConfig(Strict):
 
 class RewardStageConfig(Strict):
     epochs: int = Field(2, ge=1, le=1000, description="Passes over the preference data.")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(lr=5e-4), description="Reward-model optimiser and engine.")
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(lr=5e-4), description="Reward-model optimiser and engine."
+    )
 
 
 class TrackingConfig(Strict):
@@ -214,9 +228,15 @@ class EvalConfig(Strict):
         description=("Held-out judge of the win rate against the starting policy (never the trained reward "
                      "model): 'sentiment', 'length', 'lowercase', 'vowel', or a 'module:callable' rule."),
     )
-    num_prompts: int = Field(64, ge=1, le=1_000_000, description="Held-out prompts evaluated (the first N of data.eval_prompts_path).")
-    seed: int = Field(1234, ge=0, description="Sampling seed, the same for policy and starting policy (common random numbers).")
-    batch_size: int = Field(16, ge=1, le=65_536, description="Sequences per forward pass for log-probs and reward scores.")
+    num_prompts: int = Field(
+        64, ge=1, le=1_000_000, description="Held-out prompts evaluated (the first N of data.eval_prompts_path)."
+    )
+    seed: int = Field(
+        1234, ge=0, description="Sampling seed, the same for policy and starting policy (common random numbers)."
+    )
+    batch_size: int = Field(
+        16, ge=1, le=65_536, description="Sequences per forward pass for log-probs and reward scores."
+    )
     placement: Literal["auto", "driver", "cluster"] = Field(
         "auto", description="Where evaluation's models run. 'cluster': generation on rollout engines "
         "(cluster.rollout, rollout.backend), log-probs on frozen actors (cluster.reference), reward scores on "
@@ -242,18 +262,28 @@ class RLHFConfig(Strict):
     """Every option of rlhf-dist. Sections map to stages and roles."""
 
     run: RunConfig = Field(default_factory=RunConfig, description="Run name, output directory and seed.")
-    policy: ModelConfig = Field(default_factory=ModelConfig, description="The policy model (also the frozen reference's starting point).")
-    reward_model: RewardModelConfig = Field(default_factory=RewardModelConfig, description="The reward model's backbone and pooling.")
-    critic: CriticConfig = Field(default_factory=CriticConfig, description="The critic (value head) and what it starts from.")
+    policy: ModelConfig = Field(
+        default_factory=ModelConfig, description="The policy model (also the frozen reference's starting point)."
+    )
+    reward_model: RewardModelConfig = Field(
+        default_factory=RewardModelConfig, description="The reward model's backbone and pooling."
+    )
+    critic: CriticConfig = Field(
+        default_factory=CriticConfig, description="The critic (value head) and what it starts from."
+    )
     data: DataConfig = Field(default_factory=DataConfig, description="Datasets, formats, validation and tokenisation.")
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Stage 1: supervised fine-tuning.")
     reward: RewardStageConfig = Field(default_factory=RewardStageConfig, description="Stage 2: reward-model training.")
     ppo: PPOConfig = Field(default_factory=PPOConfig, description="Stage 3: PPO against the reward.")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Rollout generation engines.")
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray cluster, devices and per-role placement.")
+    cluster: ClusterConfig = Field(
+        default_factory=ClusterConfig, description="Ray cluster, devices and per-role placement."
+    )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Metrics sinks and progress display.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpointing and resume.")
-    fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig, description="Restarting roles after a fault.")
+    fault_tolerance: FaultToleranceConfig = Field(
+        default_factory=FaultToleranceConfig, description="Restarting roles after a fault."
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Held-out evaluation (`rlhf-dist eval`).")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="The full pipeline and its rounds.")
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig,

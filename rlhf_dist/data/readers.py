@@ -107,7 +107,8 @@ def _read_text(path: Path, encoding: str = "utf-8") -> str:
         return data.decode(encoding)
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise DataFileError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+        raise DataFileError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                            "save the file as UTF-8") from None
 
 
 def _iter_json(path: Path) -> Iterator[tuple[str, RawRow]]:

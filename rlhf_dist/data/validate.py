@@ -16,7 +16,7 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from rlhf_dist.data.errors import MAX_LISTED_ERRORS, DataFileError, DataValidationError, RowError
+from rlhf_dist.data.errors import DataFileError, DataValidationError, RowError
 from rlhf_dist.data.readers import RawRow, UnreadableRow, is_text_table, iter_raw_rows
 from rlhf_dist.data.records import RecordKind, model_for
 

@@ -50,8 +50,9 @@ class CheckpointManager:
         tmp, final = self.root / f"{name}.tmp", self.root / name
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for role, group in trainers.items():
-            group.save_checkpoint(tmp / role, TAG)
+        saving = [group.save_checkpoint(tmp / role, TAG) for role, group in trainers.items()]  # groups in parallel
+        for pending in saving:
+            pending.result()
         write_json(tmp / "driver_state.json", state.to_json())
         write_json(tmp / MANIFEST, {"step": state.step, "files": _file_table(tmp, self.checksums)})
         shutil.rmtree(final, ignore_errors=True)
@@ -102,8 +103,9 @@ class CheckpointManager:
         return None
 
     def load(self, path: Path, trainers: dict[str, TrainerGroup]) -> DriverState:
-        for role, group in trainers.items():
-            group.load_checkpoint(path / role, TAG)
+        loading = [group.load_checkpoint(path / role, TAG) for role, group in trainers.items()]
+        for pending in loading:
+            pending.result()
         state = DriverState(**json.loads((path / "driver_state.json").read_text()))
         log.info("resumed from %s (step %d)", path, state.step)
         return state

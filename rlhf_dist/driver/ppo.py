@@ -144,7 +144,8 @@ def _train(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, result: PPORe
             metrics["fault/restarts"] = float(restarts)
             state.skipped_updates += int(metrics["train/skipped_updates"])
             state.step, state.data = step, rollouts.data_after  # not the sampler's: it may be steps ahead
-            state.kl_controller, state.reward_norm, state.rng = kl_ctl.state_dict(), reward_norm.state_dict(), rng_state()
+            state.kl_controller, state.reward_norm = kl_ctl.state_dict(), reward_norm.state_dict()
+            state.rng = rng_state()
             tracker.log(metrics, step=step, phase="ppo")
             tracker.advance(status=_status_line(metrics))
             tracker.print(ppo_step_line(step, last, metrics, tracker.progress.eta()))
@@ -160,9 +161,9 @@ def _train(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, result: PPORe
                 raise Preempted(f"{preemption.requested}: stopped after step {step}, checkpoint written to "
                                 f"{ckpt.root}; continue with --resume auto")
     if state.step == ppo.steps:
-        result.policy_dir = roles.policy.export_hf(result.run_dir / "policy")
+        result.policy_dir = roles.policy.export_hf(result.run_dir / "policy").result()
         if roles.critic is not None:  # loads with AutoModelForSequenceClassification (decoder backbones)
-            result.critic_dir = roles.critic.export_hf(result.run_dir / "critic")
+            result.critic_dir = roles.critic.export_hf(result.run_dir / "critic").result()
 
 
 def ppo_step(cfg, roles, step, rollouts: RolloutQueue, kl_ctl, reward_norm, group_size) -> dict:

@@ -105,7 +105,8 @@ def _rewards_of(raw: bytes, url: str) -> list:
 
 
 def combine_rewards(
-    sources: list[RewardSource], prompts: list[str], responses: list[str], model_scores: Callable[[], list[float]] | None
+    sources: list[RewardSource], prompts: list[str], responses: list[str],
+    model_scores: Callable[[], list[float]] | None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum over sources -> scores [B], plus the mean of each source for logging."""
     total = torch.zeros(len(prompts))

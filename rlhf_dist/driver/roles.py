@@ -16,7 +16,7 @@ from rlhf_dist.config import RLHFConfig
 from rlhf_dist.config.roles import ROLES, actor_count, engines_sleep, needs_critic, needs_reward_model
 from rlhf_dist.data.experience import Experience, InferenceOutputs, RolloutBatch, pack_samples
 from rlhf_dist.tracking.quiet import QUIET_ENV, is_verbose
-from rlhf_dist.workers.group import ActorGroup, Pending, Placement, WorkerError, create_placements, remove_placements
+from rlhf_dist.workers.group import ActorGroup, Pending, Placement, create_placements, remove_placements
 from rlhf_dist.workers.role_groups import (
     CriticGroup, PolicyGroup, ReferenceGroup, RewardGroup, RolloutGroup, TrainerGroup,
 )
@@ -230,7 +230,7 @@ def train(roles: Roles, experience: Experience, step: int) -> tuple[dict[str, fl
 
     Stats keep their role prefix (policy/..., critic/...) and are averaged over ranks. Skipped updates are
     per group, not summed over ranks: DeepSpeed skips a step on every rank at once."""
-    running = {role: group.train(experience, step) for role, group in roles.trainers().items()}
+    running = {role: group.train_ppo(experience, step) for role, group in roles.trainers().items()}
     stats, seconds = {}, {}
     for role, pending in running.items():
         per_rank = pending.result()

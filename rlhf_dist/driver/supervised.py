@@ -96,7 +96,7 @@ def _train_once(cfg: RLHFConfig, stage: SupervisedStage, tracker: MetricsLogger)
         if stage.eval_before:
             outcome.before = stage.metrics(group.evaluate().result())
         _train_epochs(group, stage, n_updates, tracker, outcome)
-        group.export_hf(stage.out_dir)
+        group.export_hf(stage.out_dir).result()
         return outcome
     finally:
         if group is not None:

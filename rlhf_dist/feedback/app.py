@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, text
 
 from rlhf_dist.config.schema_feedback import FeedbackConfig
-from rlhf_dist.data.records import ComparisonPair
 from rlhf_dist.data.validate import DataValidationError, load_records
 from rlhf_dist.feedback import admin, queue
 from rlhf_dist.feedback.db import open_database, transaction

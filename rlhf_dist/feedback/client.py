@@ -26,7 +26,6 @@ class AnnotatorRun:
     statuses: Counter = field(default_factory=Counter)
     next_latency_s: list[float] = field(default_factory=list)
     vote_latency_s: list[float] = field(default_factory=list)
-    connection_errors: int = 0
 
 
 class HTTPAnnotator:
@@ -83,7 +82,6 @@ class HTTPAnnotator:
                 time.sleep(0.5)
                 continue
             except httpx.TransportError:
-                self.run.connection_errors += 1
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > retry_connection_s:
                     break

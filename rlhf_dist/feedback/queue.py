@@ -98,7 +98,8 @@ def _claim_slot(session: Session, pair_id: int, overlap: int, annotator_id: int,
             if released != 1:
                 continue
         assignment = Assignment(pair_id=pair_id, annotator_id=annotator_id, slot=slot, status="leased",
-                                left_is_a=rng.random() < 0.5 if left_is_a is None else left_is_a, leased_at=now, expires_at=now + lease_seconds)
+                                left_is_a=rng.random() < 0.5 if left_is_a is None else left_is_a, leased_at=now,
+                                expires_at=now + lease_seconds)
         try:
             with session.begin_nested():
                 session.add(assignment)

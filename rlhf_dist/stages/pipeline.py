@@ -36,7 +36,6 @@ class RoundResult:
     reward_dir: Path
     policy_dir: Path
     rm_metrics: dict
-    ppo_history: list[dict]
 
 
 def feedback_store(cfg: RLHFConfig) -> FeedbackStore:
@@ -129,7 +128,7 @@ def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Pa
     rm = train_reward_model(rm_cfg)
     ppo_cfg = with_overrides(cfg, {"run.output_dir": str(round_dir), "policy.path": str(policy_dir)})
     ppo = run_ppo_stage(ppo_cfg, policy_dir=policy_dir, reward_dir=rm.model_dir)
-    return RoundResult(rm.model_dir, ppo.policy_dir, rm.final_metrics, ppo.history)
+    return RoundResult(rm.model_dir, ppo.policy_dir, rm.final_metrics)
 
 
 def run_pipeline(cfg: RLHFConfig) -> dict:

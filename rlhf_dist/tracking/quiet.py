@@ -31,9 +31,6 @@ KNOWN_WARNINGS: list[tuple[type[Warning], str, str]] = [
      "DeepSpeed ZeRO collectives, once per step"),
 ]
 
-# Loggers whose INFO/WARNING chatter is not the user's business (errors still pass).
-THIRD_PARTY_QUIET = ("vllm", "DeepSpeed", "ray", "transformers", "torch", "httpx", "urllib3", "filelock")
-
 # Read by the libraries at import (set before they load; actors get them through WORKER_ENV too).
 QUIET_ENV = {
     "TRANSFORMERS_VERBOSITY": "error",  # transformers 5.19: load reports for heads replaced on purpose

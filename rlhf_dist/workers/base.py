@@ -17,6 +17,7 @@ from rlhf_dist.config.roles import resources
 from rlhf_dist.utils import free_port, seed_everything
 from rlhf_dist.tracking.quiet import redirect_worker_output
 from rlhf_dist.workers.devices import local_device_index
+from rlhf_dist.workers.dispatch import Dispatch, Gather, dispatch
 
 
 def node_ip() -> str:
@@ -82,17 +83,20 @@ class RoleWorker:
         return f"{self.role}[{self.rank}] ok"
 
     # ---- memory probe (tests and bench: what a phase adds to this process) ----
+    @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.LIST)
     def memory_probe_start(self, interval_s: float = 0.0005) -> int:
         """Sample this process's private resident memory (anonymous pages: tensors, not the object
         store's shared pages or mapped files) in a thread until memory_probe_stop. Returns the baseline."""
         self._probe = MemoryProbe(interval_s)
         return self._probe.baseline
 
+    @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.LIST)
     def memory_probe_stop(self) -> int:
         """Peak private resident bytes above the baseline since memory_probe_start."""
         return self._probe.stop()
 
     # ---- peak memory per PPO step (metrics memory/<role>/peak_gib, driver/roles.py memory_peaks) ----
+    @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.LIST)
     def peak_memory(self) -> int:
         """This process's peak memory in bytes since the previous call (the first: since it started); resets it.
 

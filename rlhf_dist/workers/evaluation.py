@@ -10,11 +10,10 @@ from __future__ import annotations
 import torch
 
 from rlhf_dist.data import collate_pairs
-from rlhf_dist.data.experience import ModelInputs
 from rlhf_dist.models.objectives import score_pairs
-from rlhf_dist.workers.group import Pending
+from rlhf_dist.workers.dispatch import Dispatch, Gather, dispatch
 from rlhf_dist.workers.inference import ReferenceWorker, RewardWorker, RolloutWorker
-from rlhf_dist.workers.role_groups import ReferenceGroup, RewardGroup, RolloutGroup, _contiguous
+from rlhf_dist.workers.role_groups import ReferenceGroup, RewardGroup, RolloutGroup
 
 
 class PolicySampler(RolloutWorker):
@@ -36,10 +35,11 @@ class StartScorer(ReferenceWorker):
 class EvalRewardWorker(RewardWorker):
     log_name = "eval-reward"
 
+    @dispatch(Dispatch.SHARD_LIST, gather=Gather.FLATTEN, shard=("pairs",))
     @torch.no_grad()
     def pair_answers(self, pairs: list, pad_id: int, batch_size: int) -> list:
         """(chosen scores, rejected scores, targets) per batch of tokenised held-out pairs (stages/reward.py
-        preference_metrics turns them into accuracy, tau, margin)."""
+        preference_metrics turns them into accuracy, tau, margin); a contiguous share of the pairs per rank."""
         answers = []
         for i in range(0, len(pairs), batch_size):
             batch = {k: v.to(self.device) for k, v in collate_pairs(pairs[i : i + batch_size], pad_id).items()}
@@ -56,15 +56,7 @@ class StartSamplers(RolloutGroup):
     worker = StartSampler
 
 
-class ScorerGroup(ReferenceGroup):
-    def logprobs_and_entropy(self, inputs: ModelInputs) -> Pending[tuple[torch.Tensor, torch.Tensor]]:
-        """([B, R] log-probs, [B, R] entropy) of the response tokens, rank i on shard i."""
-        return self.sharded("logprobs_and_entropy", lambda a, part: a.logprobs_and_entropy.remote(part),
-                            inputs.shard(self.num_actors),
-                            lambda answers: tuple(torch.cat(parts) for parts in zip(*answers)))
-
-
-class PolicyScorers(ScorerGroup):
+class PolicyScorers(ReferenceGroup):
     worker = PolicyScorer
 
 
@@ -74,8 +66,3 @@ class StartScorers(ReferenceGroup):
 
 class EvalRewardGroup(RewardGroup):
     worker = EvalRewardWorker
-
-    def pair_answers(self, pairs: list, pad_id: int, batch_size: int) -> Pending[list]:
-        """Every rank's answers for a contiguous share of the pairs, joined in the pairs' order."""
-        return self.sharded("pair_answers", lambda a, part: a.pair_answers.remote(part, pad_id, batch_size),
-                            _contiguous(pairs, self.num_actors), lambda answers: [x for part in answers for x in part])

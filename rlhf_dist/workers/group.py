@@ -1,11 +1,12 @@
 """Actor groups: N ranks of one role placed on Ray, called together, failing loudly.
 
     group = ActorGroup("policy", PolicyWorker, cfg, placement, num_actors)
-    group.each("init_model", lambda a: a.init_model.remote(model_dir)).result()      # every rank
-    group.sharded("train", lambda a, s: a.train_ppo.remote(s, 3), shards).result()  # shard i on rank i
+    group.invoke("init_model", model_dir, 10).result()      # as PolicyWorker.init_model declares (every rank)
+    group.invoke("logprobs", inputs).result()               # shard i on rank i, answers concatenated
 
-The typed role groups in workers/role_groups.py wrap these, so the driver calls
-`policy.logprobs(inputs)` and never names a remote method by a string.
+A worker method declares how its call is spread over the ranks and how the answers are joined
+(workers/dispatch.py); the role groups (workers/role_groups.py) get a method per declaration, so the
+driver calls `policy.logprobs(inputs)` and never names a remote method by a string.
 
 A remote call that raises, or an actor that dies or stops answering within
 cluster.dead_actor_timeout_s, raises WorkerError naming the role and rank.
@@ -27,6 +28,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.config.roles import COLOCATED, BundleSpec, active_roles, actor_count, placement_layout, resources
+from rlhf_dist.workers.dispatch import declaration
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,7 +108,7 @@ class ActorGroup:
 
     def __init__(self, role: str, worker_cls: type, cfg: RLHFConfig, placement: Placement, num_actors: int,
                  distributed: bool = True):
-        self.role, self.cfg, self.num_actors = role, cfg, num_actors
+        self.role, self.cfg, self.num_actors, self.worker_cls = role, cfg, num_actors, worker_cls
         self.log_name = worker_cls.log_name or role  # <run>/logs/<log_name>-<rank>.log (workers/base.py)
         self.timeout_s = cfg.cluster.dead_actor_timeout_s
         res = resources(cfg, role)
@@ -155,12 +157,15 @@ class ActorGroup:
         """Start `call(actor)` on every rank (e.g. `lambda a: a.init_model.remote(path)`)."""
         return Pending(self, [call(actor) for actor in self.actors], what, gather)
 
-    def sharded(self, what: str, call: Callable[[Any, Any], Any], shards: list,
-                gather: Callable[[list], T] = list) -> Pending[T]:
-        """Start `call(actor, shard)` with shard i on rank i."""
-        if len(shards) != self.num_actors:
-            raise ValueError(f"{self.role}: {len(shards)} shards for {self.num_actors} ranks")
-        return Pending(self, [call(actor, shard) for actor, shard in zip(self.actors, shards)], what, gather)
+    def invoke(self, method: str, *args: Any, **kwargs: Any) -> Pending[Any]:
+        """Start the worker's declared `method` (workers/dispatch.py) on the ranks its declaration names, each
+        with its part of the arguments; `.result()` joins the answers as declared. Errors name the method."""
+        decl = declaration(self.worker_cls, method)
+        per_rank = decl.per_rank(self.num_actors, args, kwargs)
+        if decl.put_once and len(per_rank) > 1:  # one copy in the object store that every rank reads
+            per_rank = [{name: ray.put(value) for name, value in per_rank[0].items()}] * len(per_rank)
+        refs = [getattr(actor, method).remote(**kw) for actor, kw in zip(self.actors, per_rank)]
+        return Pending(self, refs, method, decl.join)
 
     def on_rank0(self, what: str, call: Callable[[Any], Any]) -> Pending[Any]:
         """Start `call(rank 0's actor)`; the result is rank 0's answer."""

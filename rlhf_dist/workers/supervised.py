@@ -3,8 +3,8 @@
     group = SFTGroup(stage_cfg, placement, ranks)      # the policy's resources (cluster.policy)
     group.init_stage(model_dir, total_updates, train_ref, eval_ref, pad_id).result()
     per_rank = group.train_updates(epoch, first, count).result()   # [rank][update] -> stats
-    partials = group.evaluate().result()                            # [rank] -> this rank's share
-    group.export_hf(out_dir)
+    answers = group.evaluate().result()                             # every rank's shares, in order
+    group.export_hf(out_dir).result()
 
 Every rank holds the (tokenised) examples and computes the same epoch order; in each update rank r
 trains on the r-th slice of the global batch (backends/train/supervised.py), so N ranks see exactly
@@ -23,7 +23,7 @@ from rlhf_dist.config.schema_parts import LoRAConfig, TrainConfig
 from rlhf_dist.data import collate_pairs, collate_sft
 from rlhf_dist.models import load_reward_model
 from rlhf_dist.models.objectives import bradley_terry_objective, response_nll, score_pairs, sft_loss
-from rlhf_dist.workers.group import Pending
+from rlhf_dist.workers.dispatch import Dispatch, Gather, dispatch
 from rlhf_dist.workers.role_groups import TrainerGroup
 from rlhf_dist.workers.trainers import CriticWorker, PolicyWorker, num_parameters
 
@@ -34,14 +34,18 @@ class SupervisedTrainer:
     objective: LossFn
     eval_batch_size: int
 
-    def init_stage(self, model_dir: str, total_updates: int, train_set: list, eval_set: list, pad_id: int) -> int:
-        """Load the model and build the engine (collective); keep the examples. Returns the parameter count."""
+    @dispatch(Dispatch.ONE_TO_ALL)
+    def init_stage(self, model_dir: str | Path, total_updates: int, train_set: list, eval_set: list,
+                   pad_id: int) -> int:
+        """Load the model and build the engine (collective); keep the examples. Returns the parameter count.
+        The driver passes the example lists as object-store refs (put once; every rank reads them)."""
         self.train_set, self.eval_set, self.pad_id = train_set, eval_set, pad_id
         return self.init_model(model_dir, total_updates)
 
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.LIST)
     def train_updates(self, epoch: int, first: int, count: int) -> list[dict[str, float]]:
         """Updates first .. first+count-1 of `epoch` on this rank's slice of each global batch."""
         self.engine.train()
@@ -53,9 +57,11 @@ class SupervisedTrainer:
             out.append(train_update(self.engine, batches, self.objective))
         return out
 
+    @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.FLATTEN)
     @torch.no_grad()
     def evaluate(self) -> list:
-        """This rank's answers (eval_batch's) for its contiguous shard of the held-out set, in order.
+        """This rank's answers (eval_batch's) for its contiguous shard of the held-out set, in order (the group
+        joins the ranks' answers in rank order: the held-out set's order).
 
         Under ZeRO-3 a forward is a collective: every rank runs as many batches as the rank with the
         most, repeating its first example, and drops those answers."""
@@ -105,8 +111,8 @@ class RewardTrainWorker(SupervisedTrainer, CriticWorker):
     log_name = "rm"
     objective, eval_batch_size = staticmethod(bradley_terry_objective), 32
 
-    def init_model(self, model_dir: str, total_updates: int) -> int:
-        self.train_cfg, self.init_dir = self.cfg.reward.train, model_dir
+    def init_model(self, model_dir: str | Path, total_updates: int) -> int:
+        self.train_cfg, self.init_dir = self.cfg.reward.train, str(model_dir)
         with self._loading(self.train_cfg, self.cfg.reward_model.dtype):  # ZeRO-3: partitioned as it loads
             model = load_reward_model(self.cfg.reward_model, model_dir, trainable=True)
         self._build_engine(model, total_updates, self.cfg.reward_model.dtype)
@@ -125,21 +131,7 @@ class RewardTrainWorker(SupervisedTrainer, CriticWorker):
 
 
 class SupervisedGroup(TrainerGroup):
-    """The ranks of one supervised stage; each method is called on every rank together."""
-
-    def init_stage(self, model_dir: Path, total_updates: int, train_ref, eval_ref, pad_id: int) -> Pending[None]:
-        """train_ref / eval_ref: the examples, put into the object store once (every rank reads them)."""
-        return self.each("init_stage", lambda a: a.init_stage.remote(str(model_dir), total_updates, train_ref,
-                                                                     eval_ref, pad_id), lambda _: None)
-
-    def train_updates(self, epoch: int, first: int, count: int) -> Pending[list[list[dict[str, float]]]]:
-        return self.each(f"train_updates {epoch}:{first}+{count}",
-                         lambda a: a.train_updates.remote(epoch, first, count))
-
-    def evaluate(self) -> Pending[list]:
-        """Every rank's answers for its shard, joined in rank order (the held-out set's order)."""
-        return self.each("evaluate", lambda a: a.evaluate.remote(),
-                         lambda answers: [x for part in answers for x in part])
+    """The ranks of one supervised stage (its calls: SupervisedTrainer's declared methods)."""
 
 
 class SFTGroup(SupervisedGroup):

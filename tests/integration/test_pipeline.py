@@ -24,7 +24,8 @@ def test_tiny_pipeline_end_to_end_learns_from_its_own_samples(tmp_path):
         "sft.train.lr=0.0001",  # a light SFT: the stage runs, yet leaves PPO room to beat its output
         "pipeline.first_round_preferences=policy_samples", "feedback.simulated.rule=lowercase",
         "feedback.simulated.tie_margin=0.1",
-        "pipeline.pairs_per_round=192", "data.demo_size=192", "rollout.sampling.max_new_tokens=16", "ppo.rewards=[{kind: model}]", "ppo.steps=8",
+        "pipeline.pairs_per_round=192", "data.demo_size=192", "rollout.sampling.max_new_tokens=16",
+        "ppo.rewards=[{kind: model}]", "ppo.steps=8",
         "ppo.rollout_batch_size=32",  # 32 episodes a step: a learning signal that 2 rounds of 8 steps show over seeds
         "ppo.kl.coef=0.2", "critic.init_from=reward",
         "reward_model.pooling=mean",  # a per-token readout averaged = a lowercase fraction: learnable by a tiny RM

@@ -97,7 +97,8 @@ def test_rollout_logprobs_as_old_logprobs_train_like_recomputed_ones(tmp_path):
 
 
 def test_raising_reward_function_fails_the_step_naming_the_sample(tmp_path):
-    cfg = tiny_cfg(tmp_path, "ppo.steps=1", "ppo.rewards=[{kind: function, function: 'tests.integration.rewards:explode'}]")
+    cfg = tiny_cfg(tmp_path, "ppo.steps=1",
+                   "ppo.rewards=[{kind: function, function: 'tests.integration.rewards:explode'}]")
     with pytest.raises(RewardError, match="raised on sample 0"):
         run_ppo_stage(cfg)
 

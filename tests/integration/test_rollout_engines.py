@@ -196,7 +196,7 @@ def test_hf_engine(hf_engine, hf_models):
 
 
 def test_weight_buckets_release_whole_vllm_layers():
-    from rlhf_dist.backends.rollout.weight_buckets import WeightBuckets, vllm_layer_key
+    from rlhf_dist.backends.sync.weight_buckets import WeightBuckets, vllm_layer_key
 
     packed = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
     assert vllm_layer_key("model.layers.3.self_attn.k_proj.bias", packed) == "model.layers.3.self_attn.qkv_proj"

@@ -28,10 +28,14 @@ class ShardWriter:
     def __init__(self, payload: bytes):
         self.payload = payload
 
-    def save_checkpoint(self, path: Path, tag: str) -> None:
+    def save_checkpoint(self, path: Path, tag: str) -> ShardWriter:
         for rank in range(2):
             (path / tag).mkdir(parents=True, exist_ok=True)
             (path / tag / f"rank{rank}.pt").write_bytes(self.payload * (rank + 1))
+        return self  # as a group's Pending: written once `.result()` returns
+
+    def result(self, timeout_s: float | None = None) -> None:
+        return None
 
 
 def _staged(tmp_path: Path, monkeypatch, machine: str, uri: str = URI) -> Path:

@@ -67,8 +67,11 @@ def head():
     """launch/start_head.sh on loopback: own temp dir, free ports, a token file it generates."""
     temp_dir = tempfile.mkdtemp(prefix="/tmp/rj")  # short: Ray's socket paths must stay < 107 chars
     token = Path(temp_dir) / "token"
-    gcs, dash, client, nm, om, rt, agrpc, alisten, metrics = free_ports(9)
     workers = _free_range()
+    ports = free_ports(9)
+    while any(workers <= port < workers + 64 for port in ports):  # Ray refuses a port inside the worker range
+        ports = free_ports(9)
+    gcs, dash, client, nm, om, rt, agrpc, alisten, metrics = ports
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_TOKEN_PATH": str(token),
            "RAY_PORT": str(gcs), "DASHBOARD_PORT": str(dash), "DASHBOARD_HOST": "127.0.0.1",
            "RAY_USAGE_STATS_ENABLED": "0"}

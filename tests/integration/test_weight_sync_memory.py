@@ -34,9 +34,9 @@ def wide_policy(tmp_path_factory):
 
 
 def _peak_during_sync(roles, sync) -> int:
-    roles.policy.memory_probe_start()
+    roles.policy.memory_probe_start().result()
     sync.sync()
-    peaks = roles.policy.memory_probe_stop()
+    peaks = roles.policy.memory_probe_stop().result()
     print("per-rank peak extra MiB:", [round(p / MIB, 1) for p in peaks])
     return max(peaks)
 

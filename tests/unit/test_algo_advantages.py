@@ -24,7 +24,7 @@ def brute_force_gae(rewards, values, mask, gamma, lam):
         v = [float(values[b, t]) for t in idx] + [0.0]
         deltas = [r[k] + gamma * v[k + 1] - v[k] for k in range(len(idx))]
         for k, t in enumerate(idx):
-            adv[b, t] = sum((gamma * lam) ** l * deltas[k + l] for l in range(len(idx) - k))
+            adv[b, t] = sum((gamma * lam) ** j * deltas[k + j] for j in range(len(idx) - k))
     return adv
 
 

@@ -114,7 +114,8 @@ def test_config_mistake(name, tmp_path, capsys):
 
 def test_config_file_missing_and_not_utf8(tmp_path, capsys):
     rc, err = _run(capsys, ["config", "validate", str(tmp_path / "nope.yaml")])
-    assert rc == 2 and _error_lines(err) == [f"rlhf-dist: invalid config: {tmp_path / 'nope.yaml'}: config file not found"]
+    assert rc == 2 and _error_lines(err) == [
+        f"rlhf-dist: invalid config: {tmp_path / 'nope.yaml'}: config file not found"]
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b"run:\n  name: caf\xe9\n")
     rc, err = _run(capsys, ["config", "validate", str(path)])
@@ -199,7 +200,8 @@ DATA_CASES = {
                                      ["{f}: no usable preference pairs", "kept 0 of 2 rows"]),
     "not a datasets directory": ("ds", None, [], ["{f}: not a datasets save_to_disk directory"]),
     "fewer pairs than one global batch": ("p.jsonl", _jsonl(GOOD, {**GOOD, "chosen": "fine"}),
-                                          ["--reward.train.global_batch_size", "4", "--reward.train.micro_batch_size", "2"],
+                                          ["--reward.train.global_batch_size", "4",
+                                           "--reward.train.micro_batch_size", "2"],
                                           ["2 training pairs is fewer than one global batch "
                                            "(reward.train.global_batch_size = 4)"]),
 }
@@ -292,7 +294,8 @@ def test_skip_mode_logs_the_count_per_reason(tmp_path, caplog, rm_argv):
     assert len(kept) == 1
     warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"][0]
     assert "skipped 3 bad row(s)" in warning
-    assert "2 x rejected: must not be empty or whitespace-only; 1 x <row>: chosen and rejected are the same text" in warning
+    assert ("2 x rejected: must not be empty or whitespace-only; "
+            "1 x <row>: chosen and rejected are the same text") in warning
     assert len((tmp_path / "run" / "rejected_rows.jsonl").read_text().splitlines()) == 3
 
 

@@ -9,15 +9,24 @@ from rlhf_dist.driver.checkpoint import MANIFEST, CheckpointManager
 from rlhf_dist.driver.state import DriverState
 
 
+class Done:
+    """A group call that has finished (what a trainer group's Pending is once its ranks answered)."""
+
+    def result(self, timeout_s=None):
+        return None
+
+
 class FakeTrainer:
     """Writes a shard file as a trainer group's save_checkpoint does (the manager only needs these two)."""
 
     def save_checkpoint(self, directory, tag):
         directory.mkdir(parents=True)
         (directory / f"{tag}.bin").write_bytes(b"weights" * 100)
+        return Done()
 
     def load_checkpoint(self, directory, tag):
         assert (directory / f"{tag}.bin").is_file()
+        return Done()
 
 
 def saved(tmp_path, steps=(2, 4), checksums=True):
@@ -31,7 +40,8 @@ def test_manifest_lists_every_file_with_size_and_sha256(tmp_path):
     ckpt = saved(tmp_path)
     manifest = json.loads((ckpt.root / "step_000004" / MANIFEST).read_text())
     assert set(manifest["files"]) == {"driver_state.json", "policy/state.bin"}
-    assert manifest["files"]["policy/state.bin"]["size"] == 700 and len(manifest["files"]["policy/state.bin"]["sha256"]) == 64
+    state = manifest["files"]["policy/state.bin"]
+    assert state["size"] == 700 and len(state["sha256"]) == 64
     assert ckpt.latest() == ckpt.root / "step_000004"
 
 
@@ -87,6 +97,10 @@ class SlowTrainer:
                 f.write(b"x" * 4096)
                 f.flush()
                 time.sleep(0.001)
+        return self
+
+    def result(self, timeout_s=None):
+        return None
 
 print("writing", flush=True)
 CheckpointManager(Path(sys.argv[1]), keep_last=3).save(DriverState(step=4), {"policy": SlowTrainer()})

@@ -28,9 +28,9 @@ COLLECTIVES = {
     "_all_gather_base", "_reduce_scatter_base",
 }
 # The one module allowed to call them. No other exemption is needed: the NCCL weight broadcast
-# (backends/rollout/nccl_sync.py, backends/sync/nccl.py) goes through vLLM's PyNcclCommunicator on a
+# (backends/sync/transports/nccl.py, backends/rollout/pynccl.py) goes through vLLM's PyNcclCommunicator on a
 # StatelessProcessGroup of its own, not torch.distributed, and its tensors are CUDA buffers already;
-# CUDA IPC (backends/sync/cuda_ipc.py) moves no tensor through any group. DeepSpeed's own collectives
+# CUDA IPC (backends/sync/transports/cuda_ipc.py) moves no tensor through any group. DeepSpeed's own collectives
 # (ZeRO, GatheredParameters) are DeepSpeed's business: it puts their tensors on its device itself.
 ALLOWED = {"backends/train/collectives.py"}
 

@@ -21,7 +21,8 @@ def test_paired_accuracy_test_counts_and_exact_p():
 
 
 def _rows(margins):
-    return [{"prompt": f"p{i}", "preferred": f"good {i}", "other": f"bad {i}", "margin": m} for i, m in enumerate(margins)]
+    return [{"prompt": f"p{i}", "preferred": f"good {i}", "other": f"bad {i}", "margin": m}
+            for i, m in enumerate(margins)]
 
 
 def test_compare_on_same_pairs_puts_the_largest_disagreement_first():

@@ -51,7 +51,7 @@ def test_importing_the_cli_and_building_its_parser_imports_no_heavy_package():
 @pytest.mark.parametrize("argv", [
     ["config", "validate", "configs/tiny.yaml"],
     ["plan", "configs/tiny.yaml"],
-    # a GPU layout: sleeping engines ask the LoRA sync rule (backends/sync/lora.py), still without torch
+    # a GPU layout: sleeping engines ask the LoRA sync rule (backends/sync/transports/lora.py), still without torch
     ["plan", "configs/llama8b-1node-8gpu.yaml"],
 ])
 def test_config_only_commands_import_no_heavy_package(argv):

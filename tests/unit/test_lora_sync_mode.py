@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlhf_dist.backends.sync.lora import wants_adapter_sync
+from rlhf_dist.backends.sync.transports.lora import wants_adapter_sync
 from rlhf_dist.config import load_config
 
 LORA = ["policy.lora.enabled=true", "policy.lora.r=16"]

@@ -8,7 +8,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BertConfig, BertMo
 from rlhf_dist.config.schema_parts import LoRAConfig, ModelConfig, RewardModelConfig
 from rlhf_dist.models import (
     ScalarHeadModel,
-    apply_lora,
     build_byte_tokenizer,
     export_merged,
     load_causal_lm,

@@ -27,8 +27,6 @@ from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
 if TYPE_CHECKING:  # torch is heavy; only the annotations need it here
     import torch
 
-FinishReason = Literal["stop", "length"]
-
 
 @dataclass
 class RolloutSample:
@@ -137,22 +135,6 @@ def stop_token_ids(model_dir: str | Path) -> list[int]:
     if not ids:
         raise ValueError(f"{model_dir}: neither the tokenizer nor generation_config.json defines an eos token")
     return sorted(set(ids))
-
-
-def check_named_tensors(
-    named_tensors: list[tuple[str, torch.Tensor]], known_shapes: dict[str, tuple[int, ...]]
-) -> None:
-    """Raise ValueError listing every unknown name or mismatched shape (nothing is loaded then)."""
-    unknown = [name for name, _ in named_tensors if name not in known_shapes]
-    wrong = [
-        f"{name}: got {tuple(t.shape)}, expected {known_shapes[name]}"
-        for name, t in named_tensors
-        if name in known_shapes and tuple(t.shape) != tuple(known_shapes[name])
-    ]
-    if unknown or wrong:
-        problems = [f"unknown parameter names {unknown[:10]}"] if unknown else []
-        problems += [f"shape mismatches {wrong[:10]}"] if wrong else []
-        raise ValueError("update_weights rejected the bucket: " + "; ".join(problems))
 
 
 def build_rollout_engine(

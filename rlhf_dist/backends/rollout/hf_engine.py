@@ -17,10 +17,10 @@ from transformers import (
 from rlhf_dist.backends.rollout.base import (
     RolloutEngine,
     RolloutSample,
-    check_named_tensors,
     request_seeds,
     stop_token_ids,
 )
+from rlhf_dist.backends.sync.weight_buckets import check_named_tensors
 from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
 
 ROWS_PER_CHUNK = 32  # sequences per generate() call: bounds activation + KV memory

@@ -18,7 +18,7 @@ import torch
 
 from rlhf_dist.backends.patches import keep_torch_threads
 from rlhf_dist.backends.rollout.base import RolloutEngine, RolloutSample, request_seeds, stop_token_ids
-from rlhf_dist.backends.rollout.weight_buckets import WeightBuckets, checkpoint_shapes
+from rlhf_dist.backends.sync.weight_buckets import WeightBuckets, checkpoint_shapes
 from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
 
 EXTENSION = "rlhf_dist.backends.rollout.vllm_worker_ext.WeightUpdateExtension"

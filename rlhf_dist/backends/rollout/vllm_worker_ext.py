@@ -91,12 +91,12 @@ class WeightUpdateExtension:
                 if name not in loaded and method is not None:
                     method.process_weights_after_loading(modules[name])
 
-    # ---- NCCL weight sync (CUDA): see rlhf_dist/backends/rollout/nccl_sync.py ----
+    # ---- NCCL weight sync (CUDA): see rlhf_dist/backends/sync/transports/nccl.py ----
     def rlhf_nccl_init(self, host: str, port: int, rank_offset: int, world_size: int) -> int:
         """Join the policy -> engines broadcast group as rank rank_offset + this worker's TP rank."""
         from vllm.distributed import get_tensor_model_parallel_rank
 
-        from rlhf_dist.backends.rollout.nccl_sync import create_communicator
+        from rlhf_dist.backends.rollout.pynccl import create_communicator
 
         rank = rank_offset + get_tensor_model_parallel_rank()
         self._rlhf_nccl = create_communicator(host, port, rank, world_size, self.device)  # type: ignore[attr-defined]
@@ -104,16 +104,16 @@ class WeightUpdateExtension:
 
     def rlhf_nccl_receive(self, meta: list) -> int:
         """Receive one bucket (whole layers) from policy rank 0 and load it in place."""
-        from rlhf_dist.backends.rollout.nccl_sync import receive_bucket
+        from rlhf_dist.backends.sync.transports.nccl import receive_bucket
 
         bucket = receive_bucket(self._rlhf_nccl, meta, self.device)  # type: ignore[attr-defined]
         return self.rlhf_load_weights(bucket)
 
-    # ---- CUDA IPC weight sync (colocated): see rlhf_dist/backends/sync/cuda_ipc.py ----
+    # ---- CUDA IPC weight sync (colocated): see rlhf_dist/backends/sync/transports/cuda_ipc.py ----
     def rlhf_ipc_receive(self, shared: list) -> int:
         """Open the bucket the policy rank on this worker's GPU shared, load it (a device-to-device copy),
         and drop the handles before the policy releases the bucket."""
-        from rlhf_dist.backends.sync.cuda_ipc import open_shared
+        from rlhf_dist.backends.sync.transports.cuda_ipc import open_shared
 
         bucket = open_shared(shared, self.device)  # type: ignore[attr-defined]
         if not bucket:

@@ -1,4 +1,4 @@
-"""Weight sync, policy -> rollout engines: one interface, three transports, one bucket at a time.
+"""Weight sync, policy -> rollout engines: one interface, registered transports, one bucket at a time.
 
     sync = build_weight_sync(cfg, policy_group, rollout_group)   # once, after the roles exist
     bytes_sent = sync.sync()                                            # after every policy update
@@ -9,12 +9,16 @@ gather bucket i together, only rank 0 keeps what it sends, and the gathered weig
 before bucket i+1 is gathered. The extra memory of a sync is therefore about one or two buckets, not
 the model (tests/integration/test_weight_sync_memory.py measures it on 2-rank ZeRO-3).
 
+The transports, one file each in transports/ with both of their ends, registered with their properties
+(registry.py; the config's choices and rules read them):
 - object_store (any device): rank 0 returns each bucket as numpy arrays; Ray puts it in the object
   store once and every engine fetches it from there, never through the driver.
-- nccl (CUDA): rank 0 broadcasts each bucket GPU-to-GPU into every vLLM worker (nccl.py).
+- nccl (CUDA): rank 0 broadcasts each bucket GPU-to-GPU into every vLLM worker.
 - cuda_ipc (CUDA, colocated): each policy rank shares its gathered bucket with the vLLM worker on its
-  own GPU through CUDA IPC handles; no copy leaves the device (cuda_ipc.py).
-- LoRA (lora.py): with a LoRA policy and an engine that takes adapters, only the adapter is sent.
+  own GPU through CUDA IPC handles; no copy leaves the device.
+- lora_adapter (rollout.lora_sync): with a LoRA policy and an engine that takes adapters, only the adapter
+  is sent.
+weight_buckets.py is the engines' end every merged sync shares (validation, whole fused vLLM layers).
 
 No Ray here (backends/ sits below workers/): the transports call the typed role groups they are
 given, whose methods start remote calls and return Pending results.
@@ -25,15 +29,16 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # at run time __getattr__ imports them: torch-free config facts (lora.wants_adapter_sync,
-    # read by `rlhf-dist plan`) must not pull torch in through this package
+if TYPE_CHECKING:  # at run time __getattr__ imports them: the config schema imports registry.py through this
+    # package, which must stay light
     from rlhf_dist.backends.sync.base import WeightSync, build_weight_sync
     from rlhf_dist.backends.sync.buckets import Bucket, TensorMeta, plan_buckets
+    from rlhf_dist.backends.sync.registry import TRANSPORTS
 
 _HOME_OF = {"WeightSync": "base", "build_weight_sync": "base", "Bucket": "buckets", "TensorMeta": "buckets",
-            "plan_buckets": "buckets"}
+            "plan_buckets": "buckets", "TRANSPORTS": "registry"}
 
-__all__ = ["Bucket", "TensorMeta", "WeightSync", "build_weight_sync", "plan_buckets"]
+__all__ = ["TRANSPORTS", "Bucket", "TensorMeta", "WeightSync", "build_weight_sync", "plan_buckets"]
 
 
 def __getattr__(name: str) -> Any:

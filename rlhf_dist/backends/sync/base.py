@@ -1,44 +1,52 @@
-"""The weight-sync interface the driver calls, and the bucket loop every transport shares."""
+"""The weight-sync interface the driver calls, the bucket loop every transport shares, and the builder.
+
+The transports themselves are one file each in transports/, registered in registry.py.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rlhf_dist.backends.sync.buckets import Bucket, TensorMeta
-from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.schema_parts import RolloutConfig
+
+if TYPE_CHECKING:  # the config schema imports the transports (registry.py): no config import at run time
+    from rlhf_dist.config import RLHFConfig
+    from rlhf_dist.config.schema_parts import RolloutConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", covariant=True)
 
 
-class Waitable(Protocol):
-    def result(self, timeout_s: float | None = None) -> Any: ...
+class Waitable(Protocol[T]):
+    def result(self, timeout_s: float | None = None) -> T: ...
 
 
+# What a transport may ask the groups: their methods are the workers' declared ones (workers/dispatch.py);
+# tests/unit/test_dispatch.py checks that these protocols match the groups' derived signatures.
 class PolicySide(Protocol):
-    """What a transport may ask the policy group (workers/role_groups.PolicyGroup)."""
+    """What a transport may ask the policy group (workers/role_groups.PolicyGroup, from PolicyWorker)."""
 
     num_actors: int
 
-    def weight_sync_plan(self, bucket_mb: int) -> list[Bucket]: ...
-    def weight_bucket(self, index: int) -> tuple[Any, Waitable]: ...
-    def broadcast_weight_bucket(self, index: int) -> Waitable: ...
-    def share_weight_bucket(self, index: int) -> Waitable: ...
-    def release_weight_bucket(self) -> Waitable: ...
-    def weight_broadcast_rendezvous(self) -> tuple[str, int]: ...
-    def init_weight_broadcast(self, host: str, port: int, world_size: int) -> Waitable: ...
+    def weight_sync_plan(self, bucket_mb: int) -> Waitable[list[Bucket]]: ...
+    def weight_bucket(self, index: int) -> tuple[Any, Waitable[None]]: ...
+    def broadcast_weight_bucket(self, index: int) -> Waitable[None]: ...
+    def share_weight_bucket(self, index: int) -> Waitable[list]: ...
+    def release_weight_bucket(self) -> Waitable[None]: ...
+    def weight_broadcast_rendezvous(self) -> Waitable[tuple[str, int]]: ...
+    def init_weight_broadcast(self, host: str, port: int, world_size: int) -> Waitable[None]: ...
 
 
 class EngineSide(Protocol):
-    """What a transport may ask the rollout group (workers/role_groups.RolloutGroup)."""
+    """What a transport may ask the rollout group (workers/role_groups.RolloutGroup, from RolloutWorker)."""
 
     num_actors: int
 
-    def update_weights(self, bucket_ref: Any) -> Waitable: ...
-    def receive_weights(self, meta: list[TensorMeta]) -> Waitable: ...
-    def receive_shared_weights(self, shared: list) -> Waitable: ...
-    def init_weight_broadcast(self, host: str, port: int, tensor_parallel: int, world_size: int) -> Waitable: ...
+    def update_weights(self, bucket: Any) -> Waitable[None]: ...
+    def receive_weights(self, meta: list[TensorMeta]) -> Waitable[None]: ...
+    def receive_shared_weights(self, shared: list) -> Waitable[None]: ...
+    def init_weight_broadcast(self, host: str, port: int, world_size: int) -> Waitable[None]: ...
 
 
 class WeightSync:
@@ -60,7 +68,8 @@ class WeightSync:
     def sync(self) -> int:
         if self.plan is None:
             self.setup()
-            self.plan = self.policy.weight_sync_plan(self.cfg.sync_bucket_mb)
+            plan = self.policy.weight_sync_plan(self.cfg.sync_bucket_mb)
+            self.plan = plan.result(timeout_s=self.cfg.sync_timeout_s)
         in_flight: list[tuple[int, list[Waitable]]] = []
         for index in range(len(self.plan)):
             in_flight.append((index, self.send(index)))
@@ -79,48 +88,11 @@ class WeightSync:
             raise
 
 
-class ObjectStoreSync(WeightSync):
-    """Rank 0's bucket goes into Ray's object store once; every engine fetches it from there.
-
-    rollout.sync_buckets_in_flight buckets at once: rank 0 gathers and puts bucket i+1 while the
-    engines load bucket i (the policy ranks run their bucket calls in order, one at a time)."""
-
-    def __init__(self, cfg: RolloutConfig, policy: PolicySide, rollout: EngineSide):
-        super().__init__(cfg, policy, rollout)
-        self.window = cfg.sync_buckets_in_flight
-
-    def send(self, index: int) -> list[Waitable]:
-        bucket_ref, gathered = self.policy.weight_bucket(index)
-        return [gathered, self.rollout.update_weights(bucket_ref)]
-
-
-class AdapterSync(WeightSync):
-    """A LoRA policy whose engines take adapters: only the adapter travels, a new version each sync."""
-
-    def __init__(self, cfg: RolloutConfig, policy: Any, rollout: Any):
-        super().__init__(cfg, policy, rollout)
-        self.version = 0
-
-    def sync(self) -> int:
-        from rlhf_dist.backends.sync.lora import sync_lora_adapter
-
-        self.version += 1
-        return sync_lora_adapter(self.policy, self.rollout, self.version, self.cfg.sync_timeout_s)
-
-
 def build_weight_sync(cfg: RLHFConfig, policy: PolicySide, rollout: EngineSide) -> WeightSync:
     """The LoRA adapter sync where it applies (rollout.lora_sync), else the transport rollout.sync_backend
-    names (config/rules.py rejects combinations that cannot work)."""
-    from rlhf_dist.backends.sync.lora import wants_adapter_sync
+    names (registry.py; config/rules.py rejects what its properties rule out)."""
+    from rlhf_dist.backends.sync.registry import TRANSPORTS
+    from rlhf_dist.backends.sync.transports.lora import ADAPTER_SYNC, wants_adapter_sync
 
-    if wants_adapter_sync(cfg):
-        return AdapterSync(cfg.rollout, policy, rollout)
-    if cfg.rollout.sync_backend == "nccl":
-        from rlhf_dist.backends.sync.nccl import NcclSync
-
-        return NcclSync(cfg.rollout, policy, rollout)
-    if cfg.rollout.sync_backend == "cuda_ipc":
-        from rlhf_dist.backends.sync.cuda_ipc import CudaIpcSync
-
-        return CudaIpcSync(cfg.rollout, policy, rollout)
-    return ObjectStoreSync(cfg.rollout, policy, rollout)
+    name = ADAPTER_SYNC if wants_adapter_sync(cfg) else cfg.rollout.sync_backend
+    return TRANSPORTS.get(name).fn(cfg.rollout, policy, rollout)

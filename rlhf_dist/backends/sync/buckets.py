@@ -9,8 +9,10 @@ bucket. The plan is computed on every policy rank from metadata alone (ZeRO-3 sh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch inside dtype_of only: the config schema imports the transports, which import this
+    import torch
 
 LORA_PARTS = (".lora_A.", ".lora_B.")
 
@@ -40,6 +42,8 @@ class Bucket:
 
 
 def dtype_of(name: str) -> torch.dtype:
+    import torch
+
     dtype = getattr(torch, name.removeprefix("torch."), None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {name!r}")

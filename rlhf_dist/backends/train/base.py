@@ -81,7 +81,8 @@ class TrainEngine(ABC):
     def parameter_specs(self) -> list[tuple[str, tuple[int, ...], str]]:
         """(name, full shape, dtype name) of every parameter in model order, tied ones under each name.
         Metadata only: no gather, on every rank the same."""
-        return [(name, tuple(p.shape), str(p.dtype)) for name, p in self.module.named_parameters(remove_duplicate=False)]
+        params = self.module.named_parameters(remove_duplicate=False)
+        return [(name, tuple(p.shape), str(p.dtype)) for name, p in params]
 
     @contextmanager
     def gathered(self, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:

@@ -1,4 +1,4 @@
-"""Bucketed weight sync into vLLM: validate names/shapes, hold back half-sent fused layers.
+"""The engines' end of every weight sync: validate names/shapes, hold back half-sent fused vLLM layers.
 
 Why the hold-back: vLLM fuses HF tensors into one kernel layer (q/k/v -> qkv_proj,
 gate/up -> gate_up_proj, all experts of a layer -> one MoE module) and, on CPU, repacks
@@ -14,15 +14,31 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from rlhf_dist.backends.rollout.base import check_named_tensors
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 # "...mlp.experts.7.gate_proj" -> "...mlp.experts": vLLM loads all experts into one FusedMoE layer.
 _EXPERT = re.compile(r"\.experts\.\d+(\..*)?$")
+
+
+def check_named_tensors(
+    named_tensors: list[tuple[str, torch.Tensor]], known_shapes: dict[str, tuple[int, ...]]
+) -> None:
+    """Raise ValueError listing every unknown name or mismatched shape (nothing is loaded then)."""
+    unknown = [name for name, _ in named_tensors if name not in known_shapes]
+    wrong = [
+        f"{name}: got {tuple(t.shape)}, expected {known_shapes[name]}"
+        for name, t in named_tensors
+        if name in known_shapes and tuple(t.shape) != tuple(known_shapes[name])
+    ]
+    if unknown or wrong:
+        problems = [f"unknown parameter names {unknown[:10]}"] if unknown else []
+        problems += [f"shape mismatches {wrong[:10]}"] if wrong else []
+        raise ValueError("update_weights rejected the bucket: " + "; ".join(problems))
 
 
 def checkpoint_shapes(model_dir: str | Path) -> dict[str, tuple[int, ...]]:
@@ -40,6 +56,7 @@ def checkpoint_shapes(model_dir: str | Path) -> dict[str, tuple[int, ...]]:
                 shapes[name] = tuple(f.get_slice(name).get_shape())
     if shapes:
         return shapes
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with torch.device("meta"):
