@@ -41,6 +41,8 @@ def check_given_data_paths(cfg: RLHFConfig) -> None:
         if given is not None and not Path(given).exists():
             raise DataFileNotFound(f"{given}: data file not found (data.{key}_path; check the path or the "
                                    "working directory)")
+        if given is not None and Path(given).is_file() and Path(given).stat().st_size == 0:
+            raise DataFileError(f"{given}: no data rows (the file is empty; data.{key}_path)")
 
 
 def resolve_data_files(cfg: RLHFConfig) -> DataFiles:

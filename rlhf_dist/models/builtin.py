@@ -96,12 +96,17 @@ def tiny_config_fields(arch: str = "llama", vocab_size: int = 259, hidden: int =
     )
 
 
-def resolve_model_path(path: str, seed: int = 0) -> Path:
-    """A local model dir for `path` (a directory, or a builtin: name)."""
+def resolve_model_path(path: str, seed: int = 0, option: str = "") -> Path:
+    """A local model dir for `path` (a directory, or a builtin: name). `option` names the setting it came from
+    (e.g. policy.path) in the one-line error a wrong directory gives (DataFileNotFound: exit 3, nothing written)."""
     if not path.startswith(BUILTIN_PREFIX):
         local = Path(path).expanduser()
         if not (local / "config.json").is_file():
-            raise FileNotFoundError(f"model path '{path}' is not a Hugging Face model directory (no config.json)")
+            from rlhf_dist.data.errors import DataFileNotFound
+
+            where = f" ({option}; a local model directory or builtin:NAME)" if option else ""
+            raise DataFileNotFound(f"model path '{path}' is not a Hugging Face model directory (no config.json)"
+                                   f"{where}")
         return local
     name = path[len(BUILTIN_PREFIX):]
     if name.startswith("tiny-"):

@@ -137,7 +137,7 @@ def run_pipeline(cfg: RLHFConfig) -> dict:
     cfg = localize(cfg)  # run.output_dir a storage URI: written to a staging dir, mirrored to the URI
     run_dir = prepare_run_dir(cfg)
     store = feedback_store(cfg)
-    policy_dir = resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
+    policy_dir = resolve_model_path(cfg.policy.path, seed=cfg.run.seed, option="policy.path")
     if cfg.pipeline.run_sft:
         from rlhf_dist.stages.sft import train_sft
 

@@ -34,7 +34,7 @@ def _trained_reward_dir(cfg: RLHFConfig) -> Path:
 
 
 def resolve_model_dirs(cfg: RLHFConfig, policy_dir: Path | None = None, reward_dir: Path | None = None) -> ModelDirs:
-    policy = policy_dir or resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
+    policy = policy_dir or resolve_model_path(cfg.policy.path, seed=cfg.run.seed, option="policy.path")
     reward = reward_dir or (_trained_reward_dir(cfg) if needs_reward_model(cfg) else None)
     critic_init = reward if (critic_starts_from_reward(cfg) and reward is not None) else policy
     return ModelDirs(policy=Path(policy), reward=Path(reward) if reward else None, critic_init=Path(critic_init))

@@ -89,8 +89,9 @@ def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> R
     """Train, evaluate every epoch, save to <run>/reward_model; returns per-epoch eval metrics."""
     cfg = localize(cfg)  # run.output_dir a storage URI: written to a staging dir, mirrored to the URI
     seed_everything(cfg.run.seed)
+    model_dir = (Path(init_dir) if init_dir else  # checked before anything is written
+                 resolve_model_path(cfg.reward_model.path, seed=cfg.run.seed, option="reward_model.path"))
     files = resolve_data_files(cfg)
-    model_dir = Path(init_dir) if init_dir else resolve_model_path(cfg.reward_model.path, seed=cfg.run.seed)
     tokenizer = load_tokenizer(model_dir, cfg.reward_model.trust_remote_code)
     train_set = load_encoded_pairs(cfg, tokenizer, files.pairs, files.pairs_format, "train pairs")
     eval_set = load_encoded_pairs(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")

@@ -55,8 +55,8 @@ def response_perplexity(model, examples: list, pad_id: int, batch_size: int = 16
 def train_sft(cfg: RLHFConfig) -> SFTResult:
     cfg = localize(cfg)  # run.output_dir a storage URI: written to a staging dir, mirrored to the URI
     seed_everything(cfg.run.seed)
+    model_dir = resolve_model_path(cfg.policy.path, seed=cfg.run.seed, option="policy.path")  # before any write
     files = resolve_data_files(cfg)
-    model_dir = resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
     tokenizer = load_tokenizer(model_dir, cfg.policy.trust_remote_code)
     # every bad row with file:line, <run>/rejected_rows.jsonl
     examples = load_encoded_sft(cfg, tokenizer, files.sft, "sft data")

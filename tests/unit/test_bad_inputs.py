@@ -328,3 +328,24 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(ConfigError, match="ppo.steps"):
         main(["--debug", "config", "validate", "configs/tiny.yaml", "--ppo.steps=-1"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["rm", "--data.pairs_path", "{empty}"],
+    ["sft", "--data.sft_path", "{empty}"],
+    ["rm", "--reward_model.path", "{nomodel}"],
+    ["sft", "--policy.path", "{nomodel}"],
+    ["ppo", "--policy.path", "{nomodel}"],
+], ids=["rm empty pairs", "sft empty file", "rm model dir without config.json", "sft model dir without config.json",
+        "ppo model dir without config.json"])
+def test_empty_file_or_missing_model_writes_nothing(argv, tmp_path, capsys):
+    from rlhf_dist.cli import main
+
+    (tmp_path / "empty.jsonl").touch()
+    (tmp_path / "nomodel").mkdir()
+    out = tmp_path / "new-run"
+    args = [a.format(empty=tmp_path / "empty.jsonl", nomodel=tmp_path / "nomodel") for a in argv]
+    assert main([*args, "-c", "configs/tiny.yaml", f"--run.output_dir={out}"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and (argv[1].removeprefix("--") in err[0])  # one line naming the option
+    assert not out.exists()
