@@ -183,7 +183,10 @@ def test_preempted_job_checkpoints_requeues_resumes_and_completes_cleanly(slurm)
     it starts, is signalled, checkpoints, is requeued, resumes, finishes COMPLETED with the exported
     policy in its output dir, and tears its Ray steps down cleanly."""
     started = time.monotonic()
-    job_id, out_dir, log = _sbatch(slurm, "preempt", ["--ppo.steps", "4", "--checkpoint.every_steps", "0"])
+    # A tiny step takes ~0.2 s: 30 steps leave the signal (sent after step 1) seconds to arrive mid-run; with
+    # 4 the run could finish first and never be preempted (seen in CI).
+    steps = 30
+    job_id, out_dir, log = _sbatch(slurm, "preempt", ["--ppo.steps", str(steps), "--checkpoint.every_steps", "0"])
     deadline = time.monotonic() + 600
     while not _ppo_steps(out_dir):  # training has started: the driver's SIGTERM handler is in place
         assert time.monotonic() < deadline and _job(slurm, job_id)["JobState"] in ("PENDING", "RUNNING"), \
@@ -199,10 +202,11 @@ def test_preempted_job_checkpoints_requeues_resumes_and_completes_cleanly(slurm)
     job = _wait_done(slurm, job_id, log)
     text = log.read_text()
     ctld = (slurm["dir"] / "slurmctld.log").read_text()[-3000:]
+    print(f"--- job log {log}:\n{text}\n--- slurmctld.log (end):\n{ctld}")  # shown in full on a failure
     assert job["JobState"] == "COMPLETED" and job["Restarts"] == "1", (job, text[-4000:], ctld)
     assert "SIGTERM: asking the driver to checkpoint" in text and "finished with exit code 75" in text
     assert f"requeueing job {job_id}" in text and "finished with exit code 0" in text
-    assert _ppo_steps(out_dir) == [1, 2, 3, 4]  # the requeued run resumed: no step trained twice
+    assert _ppo_steps(out_dir) == list(range(1, steps + 1))  # the requeued run resumed: no step trained twice
     assert (out_dir / "policy" / "config.json").is_file()
     # the Ray steps ended by themselves, cleanly: no "Killed", no srun error, no Ray process left
     assert "Killed" not in text and "srun: error" not in text and "ended with an error" not in text, text[-3000:]
