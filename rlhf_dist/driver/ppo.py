@@ -28,7 +28,8 @@ from rlhf_dist.driver.checkpoint import CheckpointManager
 from rlhf_dist.driver.rewards import combine_rewards
 from rlhf_dist.driver.preemption import PreemptionGuard
 from rlhf_dist.driver.roles import (
-    ModelDirs, Roles, build_roles, finish_inference, memory_peaks, model_scores, start_inference, start_ray, train,
+    ModelDirs, Roles, build_roles, finish_inference, memory_peaks, model_scores, roles_to_rebuild, start_inference,
+    start_ray, train,
 )
 from rlhf_dist.driver.dynamic_sampling import informative_batch
 from rlhf_dist.driver.rollouts import RolloutQueue
@@ -68,8 +69,9 @@ def _load_prompts(cfg: RLHFConfig, tokenizer) -> tuple[list[str], list[list[int]
 def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> PPOResult:
     """Train for cfg.ppo.steps (or stop after `stop_after` steps, as if killed) and export the policy.
 
-    A role that dies or hangs (WorkerError) costs a restart: every group is torn down and built again,
-    and training goes on from the newest complete checkpoint (fault_tolerance.max_restarts times).
+    A role that dies or hangs (WorkerError) costs a restart: the failed role's group (and any other that no
+    longer answers) is built again, and every role goes on from the newest complete checkpoint
+    (fault_tolerance.max_restarts times; without a checkpoint yet, every group is rebuilt).
     SIGTERM/SIGINT: checkpoint at the end of the current step, then Preempted (exit EXIT_PREEMPTED)."""
     seed_everything(cfg.run.seed)
     ckpt = CheckpointManager(Path(cfg.run.output_dir), cfg.checkpoint.keep_last, cfg.checkpoint.checksums)
@@ -83,11 +85,11 @@ def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> 
     n_samples = ppo.rollout_batch_size * cfg.rollout.sampling.samples_per_prompt
     total_updates = ppo.steps * ppo.ppo_epochs * n_samples // ppo.policy_train.global_batch_size
     started_ray = start_ray(cfg)
-    result, restarts = PPOResult(run_dir), 0
+    result, restarts, roles = PPOResult(run_dir), 0, None
     try:
         with PreemptionGuard() as preemption:
+            roles = build_roles(cfg, dirs, total_updates=total_updates)
             while True:
-                roles = build_roles(cfg, dirs, total_updates=total_updates)
                 try:
                     _train(cfg, roles, ckpt, result, (prompt_texts, prompt_ids, tokenizer), stop_after,
                            resume=bool(cfg.checkpoint.resume) or restarts > 0, restarts=restarts,
@@ -97,14 +99,18 @@ def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> 
                     restarts += 1
                     if restarts > cfg.fault_tolerance.max_restarts:
                         raise
-                    log.warning("restart %d/%d after a role failure: %s", restarts,
-                                cfg.fault_tolerance.max_restarts, err)
-                finally:
-                    roles.shutdown()
+                    # only what failed is replaced; the survivors are restored from the checkpoint with the rest
+                    rebuild = roles_to_rebuild(cfg, roles, err, have_checkpoint=ckpt.latest() is not None)
+                    log.warning("restart %d/%d after a role failure: %s; new actors for: %s", restarts,
+                                cfg.fault_tolerance.max_restarts, err, ", ".join(sorted(rebuild)))
+                    roles.kill(rebuild)
+                    roles = build_roles(cfg, dirs, total_updates, keep=roles, rebuild=rebuild)
         write_json(run_dir / "ppo_metrics.json", {"history": result.history, "restarts": restarts})
         say(ppo_timing_table(result.history))
         return result
     finally:
+        if roles is not None:
+            roles.shutdown()
         if started_ray:
             ray.shutdown()
 

@@ -6,23 +6,23 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import ray
 import torch
 
 from rlhf_dist.backends.sync import WeightSync, build_weight_sync
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import ROLES, actor_count, engines_sleep, needs_critic, needs_reward_model
+from rlhf_dist.config.roles import ROLES, active_roles, actor_count, engines_sleep, needs_reward_model
 from rlhf_dist.data.experience import Experience, InferenceOutputs, RolloutBatch, pack_samples
 from rlhf_dist.tracking.quiet import QUIET_ENV, is_verbose
-from rlhf_dist.workers.group import ActorGroup, Pending, Placement, create_placements, remove_placements
+from rlhf_dist.workers.group import (
+    ActorGroup, Pending, Placement, WorkerError, create_placements, remove_placements,
+)
 from rlhf_dist.workers.role_groups import (
     CriticGroup, PolicyGroup, ReferenceGroup, RewardGroup, RolloutGroup, TrainerGroup,
 )
 
 log = logging.getLogger(__name__)
-G = TypeVar("G", bound=ActorGroup)
 
 # Environment every actor gets: in-process vLLM engines (fast start, tensors pass directly).
 # Library quieting (tracking/quiet.py QUIET_ENV) is read at import, before an actor's own redirection runs.
@@ -115,55 +115,88 @@ class Roles:
         return {"policy": self.policy, **({"critic": self.critic} if self.critic is not None else {})}
 
     def shutdown(self) -> None:
-        for group in (self.policy, self.reference, self.rollout, self.critic, self.reward):
-            if group is not None:
-                group.kill()
+        for group in self.active().values():
+            group.kill()
         remove_placements(self.placements)
 
+    def kill(self, roles: frozenset[str]) -> None:
+        """Kill these roles' actors (their placements stay, for the groups that replace them)."""
+        for role in roles:
+            if (group := getattr(self, role)) is not None:
+                group.kill()
 
-def build_roles(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int) -> Roles:
+
+_GROUPS = {"policy": PolicyGroup, "reference": ReferenceGroup, "rollout": RolloutGroup, "critic": CriticGroup,
+           "reward": RewardGroup}
+
+
+def build_roles(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int, keep: Roles | None = None,
+                rebuild: frozenset[str] = frozenset()) -> Roles:
     """Create the actor groups of the roles this run uses, then load every model in parallel.
 
-    On failure nothing is left behind."""
+    With `keep` (a restart, see roles_to_rebuild): only the roles in `rebuild` get new groups, in their old
+    placements; the others keep their actors and loaded models. On failure nothing new is left behind."""
     if needs_reward_model(cfg) and dirs.reward is None:
         raise ValueError("ppo.rewards has a 'model' source but no trained reward model was given")
-    placements = create_placements(cfg)
-    groups: list[ActorGroup] = []
-
-    def made(group: G) -> G:
-        groups.append(group)
-        return group
-
+    placements = keep.placements if keep is not None else create_placements(cfg)
+    kept = {} if keep is None else {role: group for role, group in keep.active().items() if role not in rebuild}
+    made: dict[str, ActorGroup] = {}
     try:
-        policy = made(PolicyGroup(cfg, placements["policy"], actor_count(cfg, "policy")))
-        reference = made(ReferenceGroup(cfg, placements["reference"], actor_count(cfg, "reference")))
-        rollout = made(RolloutGroup(cfg, placements["rollout"], actor_count(cfg, "rollout")))
-        critic = made(CriticGroup(cfg, placements["critic"], actor_count(cfg, "critic"))) if needs_critic(cfg) else None
-        reward = (made(RewardGroup(cfg, placements["reward"], actor_count(cfg, "reward")))
-                  if needs_reward_model(cfg) else None)
-        if engines_sleep(cfg):
-            # vLLM charges every change of free GPU memory during its start to itself: the engines start
-            # alone on their GPUs, then sleep (give their memory back) while the other models load.
-            rollout.init_model(dirs.policy).result()
-            rollout.sleep(at_load=True).result()  # no sync before step 1's generation: keep the loaded weights
-            loading = []
-        else:
-            loading = [rollout.init_model(dirs.policy)]
-        loading += [policy.init_model(dirs.policy, total_updates), reference.init_model(dirs.policy)]
-        if critic is not None:
-            loading.append(critic.init_model(dirs.critic_init, total_updates))
-        if reward is not None:
-            loading.append(reward.init_model(dirs.reward))
-        for pending in loading:
-            pending.result()
-        if engines_sleep(cfg):
-            rollout.wake_up().result()  # everything is loaded: the engines take their memory back
-        return Roles(policy, reference, rollout, critic, reward, placements, build_weight_sync(cfg, policy, rollout))
+        for role in active_roles(cfg):
+            if role not in kept:
+                made[role] = _GROUPS[role](cfg, placements[role], actor_count(cfg, role))
+        groups = {**kept, **made}
+        _load_models(cfg, dirs, total_updates, made)
+        weight_sync = (keep.weight_sync if keep is not None and not {"policy", "rollout"} & made.keys()
+                       else build_weight_sync(cfg, groups["policy"], groups["rollout"]))
+        return Roles(groups["policy"], groups["reference"], groups["rollout"], groups.get("critic"),
+                     groups.get("reward"), placements, weight_sync)
     except BaseException:
-        for group in groups:
+        for group in made.values():
             group.kill()
-        remove_placements(placements)
+        if keep is None:
+            remove_placements(placements)
         raise
+
+
+def _load_models(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int, groups: dict[str, ActorGroup]) -> None:
+    """init_model on every group given, concurrently (the engines first and alone when they sleep)."""
+    sources = {"policy": (dirs.policy, total_updates), "reference": (dirs.policy,), "rollout": (dirs.policy,),
+               "critic": (dirs.critic_init, total_updates), "reward": (dirs.reward,)}
+    loading = []
+    if "rollout" in groups and engines_sleep(cfg):
+        # vLLM charges every change of free GPU memory during its start to itself: the engines start
+        # alone on their GPUs, then sleep (give their memory back) while the other models load.
+        groups["rollout"].init_model(dirs.policy).result()
+        groups["rollout"].sleep(at_load=True).result()  # no sync before step 1's generation: keep the weights
+    for role, group in groups.items():
+        if not (role == "rollout" and engines_sleep(cfg)):
+            loading.append(group.init_model(*sources[role]))
+    for pending in loading:
+        pending.result()
+    if "rollout" in groups and engines_sleep(cfg):
+        groups["rollout"].wake_up().result()  # everything is loaded: the engines take their memory back
+
+
+def roles_to_rebuild(cfg: RLHFConfig, roles: Roles, err: WorkerError, have_checkpoint: bool) -> frozenset[str]:
+    """After a role failure, the roles that need new actors: the one that failed, any other that does not
+    answer a ping within cluster.dead_actor_timeout_s (a lost node takes several), the policy and the
+    engines together (the weight sync joins them), and every role when there is no checkpoint to restore
+    the survivors to or the engines sleep between phases (they must start alone on their GPUs)."""
+    everything = frozenset(roles.active())
+    if not have_checkpoint or engines_sleep(cfg) or err.role not in everything:
+        return everything
+    pings = {role: group.each("ping", lambda a: a.ping.remote()) for role, group in roles.active().items()
+             if role != err.role}
+    failed = {err.role}
+    for role, pending in pings.items():
+        try:
+            pending.result()
+        except WorkerError:
+            failed.add(role)
+    if failed & {"policy", "rollout"}:
+        failed |= {"policy", "rollout"}
+    return frozenset(failed)
 
 
 def start_generation(roles: Roles, prompt_ids: list[list[int]], seed: int) -> Pending[list]:

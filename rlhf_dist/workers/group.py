@@ -35,7 +35,11 @@ T = TypeVar("T")
 
 
 class WorkerError(RuntimeError):
-    """A role's actor failed, died or hung."""
+    """A role's actor failed, died or hung. `role`: the group it was noticed in (None: no one group)."""
+
+    def __init__(self, message: str, role: str | None = None):
+        super().__init__(message)
+        self.role = role
 
 
 @dataclass
@@ -142,15 +146,17 @@ class ActorGroup:
             if not done:
                 rank = rank_of[pending[0]]
                 raise WorkerError(f"{self.role} rank {rank}: '{method}' gave no answer in {timeout_s:.0f}s "
-                                  "(hung or dead actor; see cluster.dead_actor_timeout_s)")
+                                  "(hung or dead actor; see cluster.dead_actor_timeout_s)", self.role)
             rank = rank_of[done[0]]
             log_file = f"(log: {Path(self.cfg.run.output_dir) / 'logs' / f'{self.log_name}-{rank}.log'})"
             try:
                 out[rank] = ray.get(done[0])
             except RayActorError as err:
-                raise WorkerError(f"{self.role} rank {rank} died during '{method}': {err} {log_file}") from None
+                raise WorkerError(f"{self.role} rank {rank} died during '{method}': {err} {log_file}",
+                                  self.role) from None
             except RayTaskError as err:
-                raise WorkerError(f"{self.role} rank {rank} failed in '{method}': {err.cause!r} {log_file}") from err
+                raise WorkerError(f"{self.role} rank {rank} failed in '{method}': {err.cause!r} {log_file}",
+                                  self.role) from err
         return out
 
     def each(self, what: str, call: Callable[[Any], Any], gather: Callable[[list], T] = list) -> Pending[T]:

@@ -1,6 +1,6 @@
 """Fault tolerance on the real engine: a role's process is killed (or stopped) by PID in the middle of a
-PPO run; the driver tears the groups down, builds them again, restores the newest complete checkpoint
-and finishes with the same metrics as an uninterrupted run."""
+PPO run; the driver replaces that role's group (the policy and the engines together), restores every role
+from the newest complete checkpoint and finishes with the same metrics as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -51,11 +51,20 @@ FAULTS = [
 ]
 
 
-def test_each_killed_or_hung_role_is_rebuilt_and_the_run_ends_identical(tmp_path, monkeypatch, uninterrupted):
+# What each restart replaces: the failed role only; the policy and the engines together (the weight sync
+# joins them). The other roles keep their actors and are restored from the checkpoint.
+REBUILT = ["policy, rollout", "reference", "policy, rollout", "critic", "reference"]
+
+
+def test_each_killed_or_hung_role_is_rebuilt_and_the_run_ends_identical(tmp_path, monkeypatch, uninterrupted, caplog):
     monkeypatch.setenv(ENV, fault_spec(tmp_path, 3, *FAULTS))
-    result = run_ppo_stage(fault_cfg(tmp_path, "fault_tolerance.max_restarts=5", "cluster.dead_actor_timeout_s=20"))
+    with caplog.at_level("WARNING", logger="rlhf_dist.driver.ppo"):
+        result = run_ppo_stage(fault_cfg(tmp_path, "fault_tolerance.max_restarts=5", "cluster.dead_actor_timeout_s=20"))
     fired = (tmp_path / "fault-fired.txt").read_text().splitlines()
     assert [line.split()[0] for line in fired] == [f.split(":")[0] for f in FAULTS]
+    restarts = [r.getMessage() for r in caplog.records if "new actors for: " in r.getMessage()]
+    rebuilt = [message.rsplit("new actors for: ", 1)[1] for message in restarts]
+    assert rebuilt == REBUILT
     assert_same_run(uninterrupted, result.history)
     assert result.history[-1]["fault/restarts"] == len(FAULTS) and result.policy_dir is not None
     assert json.loads((tmp_path / "ppo_metrics.json").read_text())["restarts"] == len(FAULTS)
