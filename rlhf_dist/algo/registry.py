@@ -193,7 +193,7 @@ def _properties(entry: Entry) -> str:
     parts = []
     for f in fields(entry)[len(fields(Entry)):]:
         value = getattr(entry, f.name)
-        if value != f.default:
+        if value != f.default and not callable(value):  # a check function says nothing in a description
             parts.append(f.name if value is True else f"{f.name} {value!r}")
     return f"({', '.join(parts)}) " if parts else ""
 

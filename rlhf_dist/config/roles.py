@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rlhf_dist.algo.registry import ADVANTAGES
+from rlhf_dist.rewards import REWARD_SOURCES
 
 if TYPE_CHECKING:
     from rlhf_dist.config.schema import ActorResources, RLHFConfig
@@ -29,7 +30,7 @@ def needs_critic(cfg: RLHFConfig) -> bool:
 
 def needs_reward_model(cfg: RLHFConfig) -> bool:
     """A reward-model actor exists only when some ppo.rewards source is a trained model."""
-    return any(src.kind == "model" for src in cfg.ppo.rewards)
+    return any(REWARD_SOURCES.get(src.kind).needs_reward_model for src in cfg.ppo.rewards)
 
 
 def critic_starts_from_reward(cfg: RLHFConfig) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rlhf_dist.algo.registry import ADVANTAGES
+from rlhf_dist.rewards import REWARD_SOURCES
 from rlhf_dist.backends.sync.registry import TRANSPORTS
 from rlhf_dist.config.roles import COLOCATED, ROLES, needs_critic, placement_layout, resources, stage_ranks
 
@@ -174,11 +175,13 @@ def _check_ppo(cfg: "RLHFConfig") -> None:
                          f"{', '.join(ADVANTAGES.names(group=True))}")
     if ppo.kl.controller == "adaptive" and ppo.kl.target is None:
         raise ValueError("ppo.kl.controller 'adaptive' needs ppo.kl.target")
-    for i, src in enumerate(ppo.rewards):
-        if src.kind == "function" and not (src.function and ":" in src.function):
-            raise ValueError(f"ppo.rewards[{i}].function must be 'module:callable' for kind 'function'")
-        if src.kind == "http" and not src.url:
-            raise ValueError(f"ppo.rewards[{i}].url is required for kind 'http'")
+    for i, src in enumerate(ppo.rewards):  # what each source needs (rewards/registry.py: requires, check)
+        source = REWARD_SOURCES.get(src.kind)
+        for name in source.requires:
+            if not getattr(src, name):
+                raise ValueError(f"ppo.rewards[{i}].{name} is required for kind '{src.kind}'")
+        if source.check is not None and (problem := source.check(src)):
+            raise ValueError(f"ppo.rewards[{i}].{source.requires[0] if source.requires else 'kind'}: {problem}")
     if cfg.data.max_prompt_length >= cfg.data.max_length:
         raise ValueError(
             f"data.max_prompt_length ({cfg.data.max_prompt_length}) must be < data.max_length ({cfg.data.max_length})"

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rlhf_dist.algo.registry import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, Registry
+from rlhf_dist.rewards import REWARD_SOURCES
 from rlhf_dist.config.schema_feedback import FeedbackConfig
 from rlhf_dist.config.schema_parts import (
     CriticConfig,
@@ -27,7 +28,7 @@ def _choices(registry: Registry[Any]) -> str:
     """The registered names with their properties and descriptions, for a field's description (the
     generated docs/config-reference.md lists every built-in this way)."""
     return (f"{registry.describe()}. Or a plugin: a function registered with @{registry.symbol}.register "
-            "(algo/registry.py), named 'module:function'.")
+            f"({registry.home}), named 'module:function'.")
 
 
 class ActorResources(Strict):
@@ -94,12 +95,17 @@ class KLConfig(Strict):
 
 
 class RewardSource(Strict):
-    kind: Literal["model", "function", "http"] = Field("model", description="Reward model, Python function, or HTTP.")
+    kind: str = Field("model", description="Where the score comes from: " + _choices(REWARD_SOURCES))
     weight: float = Field(1.0, description="Weight of this source in the summed reward.")
     function: str | None = Field(None, description="'module:callable' taking (prompts, responses) -> list[float].")
     url: str | None = Field(None, description="HTTP endpoint receiving {prompts, responses}, returning {rewards}.")
     timeout_s: float = Field(30.0, gt=0, description="HTTP timeout per request.")
     max_retries: int = Field(3, ge=0, le=100, description="HTTP retries before the step fails.")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        return REWARD_SOURCES.check(value)  # ValueError naming the registered ones
 
 
 class PPOConfig(Strict):

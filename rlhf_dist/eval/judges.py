@@ -17,7 +17,7 @@ __all__ = ["JUDGES", "judge_scores", "judge_spec", "trained_on_judge"]
 
 def judge_scores(name: str, prompts: list[str], responses: list[str]) -> list[float]:
     """The judge's score of every (prompt, response); a judge that raises names the failing sample."""
-    from rlhf_dist.driver.rewards import call_function  # torch-heavy: only when a judge runs
+    from rlhf_dist.rewards.sources.python_function import call_function
 
     return call_function(judge_spec(name), prompts, responses)
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 from rlhf_dist.algo.registry import ADVANTAGES, POLICY_LOSSES, AdvantageInputs, PolicyLossInputs
 from rlhf_dist.backends.sync.registry import TRANSPORTS
 from rlhf_dist.backends.sync.transports.object_store import ObjectStoreSync
+from rlhf_dist.rewards import REWARD_SOURCES, RewardCall
 
 CALLS: list[tuple[int, int]] = []  # (B, R) of each toy estimator call in this process
 SENT: list[int] = []  # bucket indices the toy transport sent, in this process
+SCORED: list[int] = []  # how many samples each toy reward source call scored, in this process
 
 
 @ADVANTAGES.register("toy_sign", group=True)
@@ -37,3 +39,10 @@ class ToyCountedStore(ObjectStoreSync):
     def send(self, index: int):
         SENT.append(index)
         return super().send(index)
+
+
+@REWARD_SOURCES.register("toy_vowels")
+def toy_vowel_count(src, call: RewardCall) -> list[float]:
+    """The number of vowels in the response."""
+    SCORED.append(len(call.responses))
+    return [float(sum(ch in "aeiou" for ch in response)) for response in call.responses]

@@ -14,7 +14,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "rlhf_dist"
 LAYERS = [
     {"cli"}, {"api"}, {"stages", "eval"}, {"driver", "cluster"}, {"workers"}, {"backends", "feedback"},
-    {"models", "tracking"}, {"algo", "data", "config", "utils", "storage"},
+    {"models", "tracking"}, {"algo", "data", "config", "rewards", "utils", "storage"},
 ]
 RANK = {name: depth for depth, names in enumerate(LAYERS) for name in names}
 # Known exceptions, each with its reason (keep this list short).

@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rlhf_dist.config import RewardSource
-from rlhf_dist.driver.rewards import RewardError, backoff_s, call_http
+from rlhf_dist.rewards import RewardError
+from rlhf_dist.rewards.sources.http_endpoint import backoff_s, call_http
 
 
 class _Scripted(BaseHTTPRequestHandler):
