@@ -90,9 +90,19 @@ class BundleSpec:
     cpu: float
     gpu: float
     actors: tuple[tuple[str, int], ...]
+    custom: tuple[tuple[str, float], ...] = ()  # cluster.<role>.resources: custom Ray resources (name, amount)
 
     def ray_bundle(self) -> dict[str, float]:
-        return {"CPU": self.cpu, **({"GPU": self.gpu} if self.gpu else {})}
+        return {"CPU": self.cpu, **({"GPU": self.gpu} if self.gpu else {}), **dict(self.custom)}
+
+
+def custom_resources(cfg: RLHFConfig, roles: list[str] | tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    """The custom resources of these roles' actors, summed by name (one bundle holds them all)."""
+    total: dict[str, float] = {}
+    for role in roles:
+        for name, amount in resources(cfg, role).resources.items():
+            total[name] = total.get(name, 0.0) + amount
+    return tuple(sorted(total.items()))
 
 
 def placement_layout(cfg: RLHFConfig) -> dict[str, list[BundleSpec]]:
@@ -109,9 +119,10 @@ def placement_layout(cfg: RLHFConfig) -> dict[str, list[BundleSpec]]:
             members = [r for r in roles if i < counts[r]]
             bundles.append(BundleSpec(sum(resources(cfg, r).cpus_per_actor for r in members),
                                       sum(resources(cfg, r).gpus_per_actor for r in members),
-                                      tuple((r, i) for r in members)))
+                                      tuple((r, i) for r in members), custom_resources(cfg, members)))
         return {COLOCATED: bundles}
-    return {role: [BundleSpec(resources(cfg, role).cpus_per_actor, resources(cfg, role).gpus_per_actor, ((role, i),))
+    return {role: [BundleSpec(resources(cfg, role).cpus_per_actor, resources(cfg, role).gpus_per_actor, ((role, i),),
+                              custom_resources(cfg, (role,)))
                    for i in range(counts[role])]
             for role in roles}
 

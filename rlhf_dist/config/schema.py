@@ -41,6 +41,22 @@ class ActorResources(Strict):
         "at least 1. Raise it for a role that runs while the others wait (the rollout engine generates alone); "
         "roles that run at once on shared cores thrash with more threads than cores.")
 
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each actor's bundle also reserves, e.g. "
+        "{train_node: 1} to place this role only on nodes started with `--resources '{\"train_node\": 8}'` "
+        "(launch/start_worker.sh passes extra `ray start` arguments on). Empty: any node with the CPUs/GPUs.")
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if not name or name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"resource name {name!r}: use cpus_per_actor / gpus_per_actor for CPU and GPU; "
+                                 "custom names only")
+            if not amount > 0:
+                raise ValueError(f"resource {name!r}: amount must be > 0, got {amount}")
+        return value
+
     def threads(self) -> int:
         """torch threads an actor of this role uses."""
         return self.torch_threads if self.torch_threads is not None else max(1, int(self.cpus_per_actor))

@@ -27,7 +27,9 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import COLOCATED, BundleSpec, active_roles, actor_count, placement_layout, resources
+from rlhf_dist.config.roles import (
+    COLOCATED, BundleSpec, active_roles, actor_count, custom_resources, placement_layout, resources,
+)
 from rlhf_dist.workers.dispatch import declaration
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ def create_placements(cfg: RLHFConfig) -> dict[str, Placement]:
 def create_role_placement(cfg: RLHFConfig, role: str) -> Placement:
     """One placement group for one role alone (a training stage's or evaluation's group): a bundle per rank."""
     res = resources(cfg, role)
-    bundle = BundleSpec(res.cpus_per_actor, res.gpus_per_actor, ()).ray_bundle()
+    bundle = BundleSpec(res.cpus_per_actor, res.gpus_per_actor, (), custom_resources(cfg, (role,))).ray_bundle()
     group = placement_group([bundle] * actor_count(cfg, role), strategy="PACK")
     try:
         _wait_ready(group, role, cfg.cluster.placement_timeout_s)
