@@ -39,8 +39,13 @@ class FeedbackConfig(Strict):
                                "the API or admin page (413 above).")
     rate_limit_per_minute: int = Field(600, ge=0, le=1_000_000, description="Requests per minute per token "
                                        "(429 above); 0 disables the limit.")
+    login_failures_per_minute: int = Field(20, ge=0, le=1_000_000, description="Wrong tokens one client address "
+                                           "may send within a minute; past that every request from it gets 429 "
+                                           "until the minute is over (behind a proxy on this machine the address "
+                                           "is X-Forwarded-For's); 0 disables the limit.")
     admin_token_env: str = Field("RLHF_DIST_FEEDBACK_ADMIN_TOKEN", min_length=1, description="Environment "
-                                 "variable whose value, when set, is an admin token of the service (user 'admin').")
+                                 "variable whose value, when set, is an admin token of the service (user 'admin'), "
+                                 "valid only while the variable is set (never stored); at least 32 characters.")
     aggregate: Literal["majority", "soft"] = Field(
         "majority", description="How `feedback export` turns several votes on one pair into one A/B row: the "
         "majority choice (equal A and B counts make a tie), or a soft target p_a = (votes A + ties / 2) / votes.")

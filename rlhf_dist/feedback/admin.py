@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 import secrets
 import time
 from collections import defaultdict
@@ -22,9 +24,11 @@ from rlhf_dist.feedback.db import transaction
 from rlhf_dist.feedback.quality import VoteFact, annotator_quality, position_bias
 from rlhf_dist.feedback.queue import FeedbackError, find_campaign
 from rlhf_dist.feedback.tables import Annotator, Campaign, Pair, Snapshot, Vote
+from rlhf_dist.feedback.text import ID_MAX, check_name, control_problem
 
-NAME_MAX = 200
 Quality = tuple[float, str]  # (feedback.min_reliability, feedback.unreliable)
+ENV_ADMIN = "admin"  # the user whose token is the value of feedback.admin_token_env, and only that
+ADMIN_TOKEN_MIN = 32
 
 
 def hash_token(token: str) -> str:
@@ -33,15 +37,94 @@ def hash_token(token: str) -> str:
 
 
 def _check_name(field: str, name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > NAME_MAX or any(ch in name for ch in "\n\r\t"):
-        raise FeedbackError(422, field, f"must be 1-{NAME_MAX} characters on one line, got {name!r}")
-    return name
+    try:
+        return check_name(name)
+    except ValueError as err:
+        raise FeedbackError(422, field, str(err)) from None
+
+
+def env_admin_token(variable: str) -> str | None:
+    """The admin token from the environment (None when unset or empty); a short one is refused."""
+    token = os.environ.get(variable) or None
+    if token is not None and len(token) < ADMIN_TOKEN_MIN:
+        raise FeedbackError(2, variable, f"the admin token is {len(token)} characters; use at least "
+                            f"{ADMIN_TOKEN_MIN} (make one with: python -c "
+                            "'import secrets; print(secrets.token_urlsafe(32))')")
+    return token
+
+
+def prepare_env_admin(sessions: sessionmaker[Session], present: bool) -> None:
+    """User 'admin' exists while the environment holds its token, which is never stored: a token that earlier
+    versions stored for it is cleared here, so it stops working when the variable is unset."""
+    with transaction(sessions) as session:
+        user = session.scalar(select(Annotator).where(Annotator.name == ENV_ADMIN))
+        if user is None and present:
+            session.add(Annotator(name=ENV_ADMIN, role="admin", token_hash=None, created_at=time.time()))
+        elif user is not None:
+            user.role, user.token_hash, user.disabled_at = "admin", None, None
+
+
+def annotator_for_token(sessions: sessionmaker[Session], token: str, env_token: str | None = None) -> Annotator | None:
+    """The enabled annotator whose token this is, or None. Looked up on every request, so `disable` and
+    `rotate` (here or from the CLI, another process) take effect at once."""
+    with transaction(sessions) as session:
+        if env_token is not None and hmac.compare_digest(token.encode(), env_token.encode()):
+            return session.scalar(select(Annotator).where(Annotator.name == ENV_ADMIN))
+        return session.scalar(select(Annotator).where(Annotator.token_hash == hash_token(token),
+                                                      Annotator.disabled_at.is_(None)))
+
+
+def _find_annotator(session: Session, name: str) -> Annotator:
+    problem = control_problem(name)
+    if problem is not None:
+        raise FeedbackError(422, "name", problem)
+    user = session.scalar(select(Annotator).where(Annotator.name == name))
+    if user is None:
+        known = ", ".join(session.scalars(select(Annotator.name).order_by(Annotator.name))) or "none yet"
+        raise FeedbackError(404, "name", f"no annotator named {name!r} (known: {known})")
+    if user.name == ENV_ADMIN:
+        raise FeedbackError(409, "name", f"the token of {ENV_ADMIN!r} is the value of the environment variable "
+                            "named by feedback.admin_token_env (default RLHF_DIST_FEEDBACK_ADMIN_TOKEN): change "
+                            "or unset it and restart the service")
+    return user
+
+
+def list_annotators(sessions: sessionmaker[Session]) -> list[dict]:
+    """Every account: name, role, status (active | disabled | environment | no login), votes, created_at."""
+    with transaction(sessions) as session:
+        votes = dict(session.execute(select(Vote.annotator_id, func.count()).group_by(Vote.annotator_id)).all())
+        out = []
+        for user in session.scalars(select(Annotator).order_by(Annotator.id)):
+            status = ("environment" if user.name == ENV_ADMIN else "disabled" if user.disabled_at is not None
+                      else "active" if user.token_hash is not None else "no login")
+            out.append({"name": user.name, "role": user.role, "status": status, "votes": votes.get(user.id, 0),
+                        "created_at": user.created_at})
+        return out
+
+
+def disable_annotator(sessions: sessionmaker[Session], name: str) -> dict:
+    """The account's token stops working at once; its votes stay. `rotate` gives it a new token."""
+    with transaction(sessions) as session:
+        user = _find_annotator(session, name)
+        user.token_hash, user.disabled_at = None, user.disabled_at or time.time()
+    return {"name": name, "role": user.role, "status": "disabled"}
+
+
+def rotate_token(sessions: sessionmaker[Session], name: str) -> str:
+    """A new token for the account (enabled again if it was disabled); the old one stops working at once."""
+    token = secrets.token_urlsafe(32)
+    with transaction(sessions) as session:
+        user = _find_annotator(session, name)
+        user.token_hash, user.disabled_at = hash_token(token), None
+    return token
 
 
 def add_annotator(sessions: sessionmaker[Session], name: str, role: str = "annotator") -> str:
     """Create an annotator; returns the token (stored only as its hash, so shown once)."""
     name = _check_name("name", name)
+    if name == ENV_ADMIN:
+        raise FeedbackError(409, "name", f"{ENV_ADMIN!r} is reserved for the admin token of the environment "
+                            "(feedback.admin_token_env); pick another name")
     if role not in ("admin", "annotator"):
         raise FeedbackError(422, "role", f"must be 'admin' or 'annotator', got {role!r}")
     token = secrets.token_urlsafe(32)
@@ -54,18 +137,13 @@ def add_annotator(sessions: sessionmaker[Session], name: str, role: str = "annot
 
 
 def ensure_annotator(sessions: sessionmaker[Session], name: str, token: str, role: str = "annotator") -> None:
-    """Create `name`, or give it this token and role (the admin token from the environment, simulated annotators)."""
+    """Create `name`, or give it this token and role, enabled (the pipeline's simulated annotators)."""
     with transaction(sessions) as session:
         user = session.scalar(select(Annotator).where(Annotator.name == name))
         if user is None:
             session.add(Annotator(name=name, role=role, token_hash=hash_token(token), created_at=time.time()))
         else:
-            user.role, user.token_hash = role, hash_token(token)
-
-
-def annotator_for_token(sessions: sessionmaker[Session], token: str) -> Annotator | None:
-    with transaction(sessions) as session:
-        return session.scalar(select(Annotator).where(Annotator.token_hash == hash_token(token)))
+            user.role, user.token_hash, user.disabled_at = role, hash_token(token), None
 
 
 def get_or_create_campaign(session: Session, name: str, kind: str, overlap: int,
@@ -183,35 +261,64 @@ def aggregated_rows(session: Session, campaign: Campaign, how: Aggregate, max_vo
     return rows, sum(len(vs) for vs in kept.values())
 
 
+def _check_out_path(out_path: Path) -> None:
+    for path in (out_path, Path(f"{out_path}.meta.json")):
+        if path.is_dir():
+            raise FeedbackError(2, "out", f"{path} is a directory; name a file")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise FeedbackError(2, "out", f"{path.parent} is not a directory")
+
+
 def export_snapshot(sessions: sessionmaker[Session], campaign_name: str, out_path: str | Path, how: Aggregate,
                     version: int | None = None, quality: Quality | None = None) -> dict:
     """Write the campaign's votes as A/B JSONL (data.pairs_format: ab) and record it as a new version.
 
     With `version`, re-export exactly the votes of that earlier snapshot (same rows, same sha256).
+    The file and its .meta.json are written (as temp files) before the version is committed and moved into
+    place after: an export that fails leaves no recorded version behind.
     """
-    with transaction(sessions) as session:
-        campaign = find_campaign(session, campaign_name)
-        if version is not None:
-            snap = session.scalar(select(Snapshot).where(Snapshot.campaign_id == campaign.id,
-                                                         Snapshot.version == version))
+    out_path = Path(out_path)
+    if version is not None and not 1 <= version <= ID_MAX:
+        raise FeedbackError(422, "version", f"must be 1-{ID_MAX}, got {version}")
+    _check_out_path(out_path)
+    tmp_rows, tmp_meta = Path(f"{out_path}.tmp{os.getpid()}"), Path(f"{out_path}.meta.json.tmp{os.getpid()}")
+    try:
+        with transaction(sessions) as session:
+            campaign = find_campaign(session, campaign_name)
+            how, max_vote_id, snap = _export_target(session, campaign, how, version)
+            rows, n_votes = aggregated_rows(session, campaign, how, max_vote_id, quality)
+            digest = hashlib.sha256(write_jsonl(tmp_rows, rows).read_bytes()).hexdigest()
             if snap is None:
-                raise FeedbackError(404, "version", f"campaign {campaign_name!r} has no snapshot version {version}")
-            how, max_vote_id = snap.aggregate, snap.max_vote_id  # type: ignore[assignment]
-        else:
-            max_vote_id = session.scalar(select(func.max(Vote.id)).join(Pair, Pair.id == Vote.pair_id)
-                                         .where(Pair.campaign_id == campaign.id))
-            if max_vote_id is None:
-                raise FeedbackError(409, "campaign", f"campaign {campaign_name!r} has no votes yet: nothing to export")
-        rows, n_votes = aggregated_rows(session, campaign, how, max_vote_id, quality)
-        path = write_jsonl(out_path, rows)
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        if version is None:
-            version = 1 + (session.scalar(select(func.max(Snapshot.version))
-                                          .where(Snapshot.campaign_id == campaign.id)) or 0)
-            session.add(Snapshot(campaign_id=campaign.id, version=version, max_vote_id=max_vote_id, aggregate=how,
-                                 n_votes=n_votes, n_rows=len(rows), sha256=digest, created_at=time.time()))
-    meta = {"campaign": campaign_name, "version": version, "aggregate": how, "votes": n_votes, "rows": len(rows),
-            "unreliable": None if quality is None else {"min_reliability": quality[0], "policy": quality[1]},
-            "max_vote_id": max_vote_id, "sha256": digest, "path": str(path)}
-    Path(f"{path}.meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+                version = 1 + (session.scalar(select(func.max(Snapshot.version))
+                                              .where(Snapshot.campaign_id == campaign.id)) or 0)
+                session.add(Snapshot(campaign_id=campaign.id, version=version, max_vote_id=max_vote_id,
+                                     aggregate=how, n_votes=n_votes, n_rows=len(rows), sha256=digest,
+                                     created_at=time.time()))
+            meta = {"campaign": campaign_name, "version": version, "aggregate": how, "votes": n_votes,
+                    "rows": len(rows), "max_vote_id": max_vote_id, "sha256": digest, "path": str(out_path),
+                    "unreliable": None if quality is None else {"min_reliability": quality[0],
+                                                                "policy": quality[1]}}
+            tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+            session.flush()  # a version taken by a concurrent export fails here, before anything is moved
+        os.replace(tmp_rows, out_path)
+        os.replace(tmp_meta, f"{out_path}.meta.json")
+    finally:
+        tmp_rows.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
     return meta
+
+
+def _export_target(session: Session, campaign: Campaign, how: Aggregate,
+                   version: int | None) -> tuple[Aggregate, int, Snapshot | None]:
+    """(aggregate, last vote id, earlier snapshot or None) of a new export or of a re-export of `version`."""
+    if version is not None:
+        snap = session.scalar(select(Snapshot).where(Snapshot.campaign_id == campaign.id,
+                                                     Snapshot.version == version))
+        if snap is None:
+            raise FeedbackError(404, "version", f"campaign {campaign.name!r} has no snapshot version {version}")
+        return snap.aggregate, snap.max_vote_id, snap  # type: ignore[return-value]
+    max_vote_id = session.scalar(select(func.max(Vote.id)).join(Pair, Pair.id == Vote.pair_id)
+                                 .where(Pair.campaign_id == campaign.id))
+    if max_vote_id is None:
+        raise FeedbackError(409, "campaign", f"campaign {campaign.name!r} has no votes yet: nothing to export")
+    return how, max_vote_id, None

@@ -1,32 +1,37 @@
 """The feedback service: a FastAPI app over the feedback database (served by uvicorn).
 
-    annotator page  GET /            admin page  GET /admin         OpenAPI docs  GET /docs
+    annotator page  GET /            admin page  GET /admin         OpenAPI docs  GET /docs, /redoc
     GET  /api/v1/tasks/next?campaign=NAME   -> {task_id, prompt, left, right, ...} | 204
     POST /api/v1/votes {task_id, choice, confidence, reasoning, request_id} -> 201 (200: repeated request_id)
 Every /api route needs `Authorization: Bearer <token>`; admin routes need an admin's token.
+/docs and /redoc load Swagger UI and ReDoc from this service (the fastapi-offline package): no CDN, so they
+work without internet.
 """
 
 
-import os
 import random
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Path as InPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, text
 
 from rlhf_dist.config.schema_feedback import FeedbackConfig
-from rlhf_dist.data.validate import DataValidationError, load_records
+from rlhf_dist.data.validate import DataValidationError
 from rlhf_dist.feedback import admin, queue
 from rlhf_dist.feedback.db import open_database, transaction
 from rlhf_dist.feedback.queue import FeedbackError
-from rlhf_dist.feedback.security import GuardMiddleware, RateLimiter, TTLCache
+from rlhf_dist.feedback.security import GuardMiddleware, LoginGuard, RateLimiter, TTLCache
 from rlhf_dist.feedback.tables import Annotator, Campaign, Pair, Vote
+from rlhf_dist.feedback.text import FreeText, Id, Lookup, Name, load_pairs
 
 STATIC = Path(__file__).parent / "static"
 IMPORT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -34,45 +39,47 @@ IMPORT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 class VoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task_id: int = Field(..., strict=True, description="From GET /api/v1/tasks/next.")
+    task_id: Id = Field(..., strict=True, description="From GET /api/v1/tasks/next.")
     choice: Literal["left", "right", "tie"] = Field(..., description="The response shown on the left, right, or a tie.")
     confidence: float = Field(..., strict=True, ge=0.0, le=1.0, allow_inf_nan=False,
                               description="How sure: the page sends 0.55 / 0.7 / 0.85 / 1.0 for negligibly / "
                               "slightly / clearly / much better.")
-    reasoning: str = Field("", max_length=10_000, description="Why (optional).")
+    reasoning: FreeText = Field("", max_length=10_000, description="Why (optional; no control characters "
+                                "but newlines and tabs).")
     request_id: str = Field(..., min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
                             description="Client-chosen id; retrying with the same id never adds a second vote.")
 
 
 class CampaignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., min_length=1, max_length=200)
+    name: Name = Field(..., description="1-200 printable characters, no '/'.")
     kind: Literal["training", "evaluation"] = "training"
     overlap: int | None = Field(None, ge=1, le=100, description="Votes per pair; None: feedback.overlap.")
 
 
 class AnnotatorIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., min_length=1, max_length=200)
+    name: Name = Field(..., description="1-200 printable characters, no '/'.")
     role: Literal["admin", "annotator"] = "annotator"
 
 
 def create_app(cfg: FeedbackConfig, db_url: str) -> FastAPI:
-    """The service over db_url (migrated on start); the admin token comes from cfg.admin_token_env."""
+    """The service over db_url (migrated on start). The admin token is read from cfg.admin_token_env here,
+    checked (FeedbackError when short) before anything is opened, and never stored."""
+    env_token = admin.env_admin_token(cfg.admin_token_env)
     sessions = open_database(db_url)
-    admin_token = os.environ.get(cfg.admin_token_env)
-    if admin_token:
-        admin.ensure_annotator(sessions, "admin", admin_token, role="admin")
-    app = FastAPI(title="rlhf-dist feedback service", version="1",
-                  description="People compare two responses; every vote lands exactly once.")
+    admin.prepare_env_admin(sessions, present=env_token is not None)
+    app = FastAPIOffline(title="rlhf-dist feedback service", version="1",
+                         description="People compare two responses; every vote lands exactly once.")
     app.add_middleware(GuardMiddleware, max_body_bytes=cfg.max_body_kb * 1024,
                        max_import_bytes=cfg.max_import_mb * 1024 * 1024)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     _add_error_handlers(app)
-    user_dep, admin_dep = _auth_dependencies(sessions, cfg)
+    user_dep, admin_dep = _auth_dependencies(sessions, cfg, env_token)
     register_annotator_routes(app, sessions, cfg, user_dep)
     register_admin_routes(app, sessions, cfg, admin_dep)
+    register_account_routes(app, sessions, admin_dep)
     return app
 
 
@@ -87,22 +94,30 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_request: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path")) or "body"
-        return JSONResponse({"error": f"{field}: {first['msg']}", "field": field}, status_code=422)
+        message = first["msg"].removeprefix("Value error, ")
+        return JSONResponse({"error": f"{field}: {message}", "field": field}, status_code=422)
 
 
-def _auth_dependencies(sessions, cfg: FeedbackConfig):  # noqa: ANN001, ANN202 - FastAPI dependency types
-    """Bearer-token user and admin dependencies, with the per-token rate limit."""
+def _auth_dependencies(sessions, cfg: FeedbackConfig, env_token: str | None):  # noqa: ANN001, ANN202
+    """Bearer-token user and admin dependencies (FastAPI types), with the per-token rate limit and the
+    per-address limit on wrong tokens. The token is looked up on every request: no cache that would let a
+    disabled or replaced token work a little longer."""
     limiter = RateLimiter(cfg.rate_limit_per_minute)
-    users = TTLCache(seconds=10.0)  # token -> annotator: one lookup per token, not one per request
+    guard = LoginGuard(cfg.login_failures_per_minute)
 
-    def current_user(authorization: Annotated[str | None, Header()] = None) -> Annotator:
+    def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> Annotator:
+        address = request.client.host if request.client else "unknown"
+        if guard.blocked(address):
+            raise FeedbackError(429, "authorization", f"{cfg.login_failures_per_minute} wrong tokens from "
+                                f"{address} within a minute (feedback.login_failures_per_minute); wait a minute")
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise FeedbackError(401, "authorization", "send 'Authorization: Bearer <token>'")
-        user = users.get(token.strip(), lambda t: admin.annotator_for_token(sessions, t))
+        user = admin.annotator_for_token(sessions, token.strip(), env_token)
         if user is None:
-            raise FeedbackError(401, "authorization", "unknown token")
-        if not limiter.allow(user.token_hash or ""):
+            guard.failed(address)
+            raise FeedbackError(401, "authorization", "unknown token (or one that was disabled or replaced)")
+        if not limiter.allow(str(user.id)):  # per account: one token each
             raise FeedbackError(429, "authorization", f"over {cfg.rate_limit_per_minute} requests a minute; slow down")
         return user
 
@@ -144,7 +159,7 @@ def register_annotator_routes(app: FastAPI, sessions, cfg: FeedbackConfig, User)
                     for c in session.scalars(select(Campaign).order_by(Campaign.id))]
 
     @app.get("/api/v1/tasks/next", tags=["annotators"], responses={204: {"description": "Nothing left for you."}})
-    def next_task(user: User, campaign: Annotated[str, Query(min_length=1, max_length=200)]) -> Response:
+    def next_task(user: User, campaign: Annotated[Lookup, Query()]) -> Response:
         task = queue.next_task(sessions, user.id, campaign, cfg.lease_seconds, rng)
         if task is None:
             return Response(status_code=204)
@@ -159,7 +174,7 @@ def register_annotator_routes(app: FastAPI, sessions, cfg: FeedbackConfig, User)
         return JSONResponse(payload, status_code=201 if created else 200)
 
     @app.post("/api/v1/tasks/{task_id}/skip", tags=["annotators"])
-    def skip(user: User, task_id: int) -> dict:
+    def skip(user: User, task_id: Annotated[Id, InPath()]) -> dict:
         queue.skip_task(sessions, user.id, task_id)
         return {"task_id": task_id, "status": "skipped"}
 
@@ -168,12 +183,13 @@ def register_annotator_routes(app: FastAPI, sessions, cfg: FeedbackConfig, User)
                 "yours": queue.votes_by(sessions, user.id, campaign)}
 
     @app.get("/api/v1/progress", tags=["annotators"])
-    def my_progress(user: User, campaign: Annotated[str, Query(min_length=1, max_length=200)]) -> dict:
+    def my_progress(user: User, campaign: Annotated[Lookup, Query()]) -> dict:
         """Votes collected and wanted in the campaign (refreshed every 2 s) and yours."""
         return progress(user, campaign)
 
     @app.get("/api/v1/votes", tags=["annotators"])
-    def votes(user: User, annotator: str | None = None, campaign: str | None = None) -> list[dict]:
+    def votes(user: User, annotator: Annotated[Lookup | None, Query()] = None,
+              campaign: Annotated[Lookup | None, Query()] = None) -> list[dict]:
         """Your own votes; an admin may read anyone's (`annotator=NAME`) or everyone's."""
         if annotator is not None and annotator != user.name and user.role != "admin":
             raise FeedbackError(403, "annotator", "only admins read other annotators' votes")
@@ -204,8 +220,8 @@ def register_admin_routes(app: FastAPI, sessions, cfg: FeedbackConfig, Admin) ->
         return {"name": body.name, "kind": body.kind, "overlap": overlap}
 
     @app.post("/api/v1/campaigns/{name}/import", tags=["admin"], status_code=201)
-    async def import_pairs(_admin: Admin, name: str, request: Request,
-                           filename: Annotated[str, Query(min_length=1, max_length=200)]) -> dict:
+    async def import_pairs(_admin: Admin, name: Annotated[Lookup, InPath()], request: Request,
+                           filename: Annotated[Lookup, Query()]) -> dict:
         """Add pairs from an uploaded file (body = the file; JSONL, JSON, CSV or Parquet by `filename`)."""
         suffix = Path(filename).suffix.lower()
         if suffix not in IMPORT_SUFFIXES:
@@ -215,7 +231,7 @@ def register_admin_routes(app: FastAPI, sessions, cfg: FeedbackConfig, Admin) ->
             path = Path(tmp) / Path(filename).name
             path.write_bytes(body)
             try:
-                rows = load_records(path, "comparison").records
+                rows = load_pairs(str(path)).records
             except DataValidationError as err:
                 raise FeedbackError(422, "file", str(err).replace(str(path), filename)) from None
         if not rows:
@@ -224,11 +240,12 @@ def register_admin_routes(app: FastAPI, sessions, cfg: FeedbackConfig, Admin) ->
         return {"campaign": name, "added": count}
 
     @app.get("/api/v1/stats", tags=["admin"])
-    def stats(_admin: Admin, campaign: str | None = None) -> list[dict]:
+    def stats(_admin: Admin, campaign: Annotated[Lookup | None, Query()] = None) -> list[dict]:
         return admin.all_stats(sessions, campaign, cfg.min_reliability)
 
     @app.post("/api/v1/campaigns/{name}/export", tags=["admin"])
-    def export(_admin: Admin, name: str, aggregate: Literal["majority", "soft"] | None = None) -> Response:
+    def export(_admin: Admin, name: Annotated[Lookup, InPath()],
+               aggregate: Literal["majority", "soft"] | None = None) -> Response:
         """A new versioned snapshot as A/B JSONL (`data.pairs_format: ab`); version and sha256 in the headers."""
         with tempfile.TemporaryDirectory() as tmp:
             meta = admin.export_snapshot(sessions, name, Path(tmp) / "export.jsonl", aggregate or cfg.aggregate,
@@ -236,4 +253,29 @@ def register_admin_routes(app: FastAPI, sessions, cfg: FeedbackConfig, Admin) ->
             content = Path(meta["path"]).read_bytes()
         return Response(content, media_type="application/x-ndjson", headers={
             "x-snapshot-version": str(meta["version"]), "x-snapshot-sha256": meta["sha256"],
-            "content-disposition": f'attachment; filename="{name}-v{meta["version"]}.jsonl"'})
+            "content-disposition": attachment(f"{name}-v{meta['version']}.jsonl")})
+
+
+def attachment(filename: str) -> str:
+    """Content-Disposition for any file name (RFC 6266): an ASCII fallback and the exact name, UTF-8 encoded."""
+    fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "_" for ch in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def register_account_routes(app: FastAPI, sessions, Admin) -> None:  # noqa: ANN001, N803
+    """List accounts, disable one, give one a new token: each takes effect on the very next request."""
+
+    @app.get("/api/v1/annotators", tags=["admin"])
+    def annotators(_admin: Admin) -> list[dict]:
+        """Every account: name, role, status (active, disabled, environment, no login) and votes."""
+        return admin.list_annotators(sessions)
+
+    @app.post("/api/v1/annotators/{name}/disable", tags=["admin"])
+    def disable(_admin: Admin, name: Annotated[Lookup, InPath()]) -> dict:
+        """The account's token is refused from now on (401); its votes stay."""
+        return admin.disable_annotator(sessions, name)
+
+    @app.post("/api/v1/annotators/{name}/rotate", tags=["admin"])
+    def rotate(_admin: Admin, name: Annotated[Lookup, InPath()]) -> dict:
+        """A new token (in this response only); the old one is refused from now on. Enables a disabled account."""
+        return {"name": name, "token": admin.rotate_token(sessions, name)}

@@ -4,6 +4,7 @@
     rlhf-dist feedback generate --policy runs/tiny/policy --prompts prompts.jsonl --campaign round-2
     rlhf-dist feedback import pairs.jsonl --campaign round-1
     rlhf-dist feedback annotator add alice          # the token is the last line of stdout
+    rlhf-dist feedback annotator list | disable alice | rotate alice   # rotate prints a new token last
     rlhf-dist feedback export votes.jsonl --campaign round-1
     rlhf-dist feedback stats
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from rlhf_dist.config import RLHFConfig
 
 CLI_OPTION = {"campaign": "--campaign", "version": "--version", "name": "NAME", "role": "--role", "kind": "--kind",
-              "FILE": "FILE"}
+              "FILE": "FILE", "out": "OUT"}
 
 
 # SQLAlchemy and alembic load inside the commands (here and below): `rlhf-dist --help` does not need them.
@@ -50,14 +51,26 @@ def _shown(db_url: str) -> str:
     return make_url(db_url).render_as_string(hide_password=True)
 
 
+def _check_name(field: str, name: str) -> None:
+    """The name rule (feedback/text.py), before anything is opened or written."""
+    from rlhf_dist.feedback.queue import FeedbackError
+    from rlhf_dist.feedback.text import check_name
+
+    try:
+        check_name(name)
+    except ValueError as err:
+        raise FeedbackError(2, field, str(err)) from None
+
+
 def cmd_import(cfg: RLHFConfig, args: argparse.Namespace) -> int:
-    from rlhf_dist.data.validate import load_records
     from rlhf_dist.feedback.admin import add_pairs
     from rlhf_dist.feedback.queue import FeedbackError
+    from rlhf_dist.feedback.text import load_pairs
 
+    _check_name("campaign", args.campaign)
     if not Path(args.file).exists():
         raise FeedbackError(2, "FILE", f"{args.file}: no such file")
-    loaded = load_records(args.file, "comparison", on_error=cfg.data.on_error)
+    loaded = load_pairs(args.file, on_error=cfg.data.on_error)
     if not loaded.records:
         raise FeedbackError(2, "FILE", f"{args.file}: no pairs in the file")
     added = add_pairs(_sessions(cfg), args.campaign, loaded.records, kind=args.kind, overlap=cfg.feedback.overlap)
@@ -67,9 +80,26 @@ def cmd_import(cfg: RLHFConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_annotator(cfg: RLHFConfig, args: argparse.Namespace) -> int:
-    from rlhf_dist.feedback.admin import add_annotator
+    from rlhf_dist.feedback import admin
 
-    token = add_annotator(_sessions(cfg), args.name, args.role)
+    if args.verb == "list":
+        rows = admin.list_annotators(_sessions(cfg))
+        width = max([len(r["name"]) for r in rows] + [4])
+        print(f"{'name':<{width}}  role       status       votes")
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['role']:<9}  {r['status']:<11}  {r['votes']}")
+        return 0
+    if args.verb == "disable":
+        admin.disable_annotator(_sessions(cfg), args.name)
+        print(f"disabled {args.name!r}: their token is refused from now on (`annotator rotate` gives a new one)")
+        return 0
+    if args.verb == "rotate":
+        token = admin.rotate_token(_sessions(cfg), args.name)
+        print(f"new token for {args.name!r} (the old one is refused from now on; shown once, keep it secret):")
+        print(token)
+        return 0
+    _check_name("name", args.name)
+    token = admin.add_annotator(_sessions(cfg), args.name, args.role)
     print(f"added {args.role} {args.name!r}; their token (shown once, keep it secret):")
     print(token)
     return 0
@@ -118,6 +148,11 @@ def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     from rlhf_dist.feedback.queue import FeedbackError
     from rlhf_dist.feedback.selection import selection_ranks
 
+    from rlhf_dist.feedback.text import ID_MAX
+
+    _check_name("campaign", args.campaign)
+    if args.seed is not None and not -ID_MAX - 1 <= args.seed <= ID_MAX:
+        raise FeedbackError(2, "--seed", f"must be a 32-bit integer, got {args.seed}")
     for flag, path in (("--policy", Path(args.policy) / "config.json"), ("--prompts", Path(args.prompts))):
         if not path.exists():
             raise FeedbackError(2, flag, f"{path.parent if flag == '--policy' else path}: not found")
@@ -142,7 +177,7 @@ ACTIONS: dict[str, Callable[[RLHFConfig, argparse.Namespace], int]] = {
 
 
 def register(sub, handlers: dict, add_config_arg: Callable, load: Callable) -> None:  # noqa: ANN001
-    p = sub.add_parser("feedback", help="the human-feedback service: serve, import, annotator add, export, stats",
+    p = sub.add_parser("feedback", help="the human-feedback service: serve, import, annotator, export, stats",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("serve", help="run the web service (annotator page, admin page, API) with uvicorn")
@@ -164,11 +199,21 @@ def register(sub, handlers: dict, add_config_arg: Callable, load: Callable) -> N
     a.add_argument("--seed", type=int, help="sampling seed (default run.seed)")
     a.add_argument("--reward-model", help="trained reward model dir, for feedback.selection uncertainty/disagreement")
     add_config_arg(a, ["feedback.selection", "feedback.overlap", "rollout.sampling.temperature", "feedback.db_url"])
-    a = actions.add_parser("annotator", help="'annotator add NAME': create a login; prints the token last")
-    a.add_argument("verb", choices=["add"], help="add")
-    a.add_argument("name", help="the annotator's name")
-    a.add_argument("--role", choices=["annotator", "admin"], default="annotator", help="default: annotator")
-    add_config_arg(a, ["feedback.db_url"])
+    a = actions.add_parser("annotator", help="accounts: 'add NAME' (prints the token last), 'list', "
+                           "'disable NAME', 'rotate NAME' (a new token; the old one is refused at once)")
+    verbs = a.add_subparsers(dest="verb", required=True, metavar="VERB")
+    v = verbs.add_parser("add", help="create a login; prints its token last (shown once)")
+    v.add_argument("name", help="the annotator's name: 1-200 printable characters, no '/'")
+    v.add_argument("--role", choices=["annotator", "admin"], default="annotator", help="default: annotator")
+    add_config_arg(v, ["feedback.db_url"])
+    v = verbs.add_parser("list", help="every account: name, role, status, votes (never a token)")
+    add_config_arg(v, ["feedback.db_url"])
+    v = verbs.add_parser("disable", help="refuse this account's token from now on (its votes stay)")
+    v.add_argument("name", help="the annotator's name")
+    add_config_arg(v, ["feedback.db_url"])
+    v = verbs.add_parser("rotate", help="give the account a new token (printed last; enables a disabled one)")
+    v.add_argument("name", help="the annotator's name")
+    add_config_arg(v, ["feedback.db_url"])
     a = actions.add_parser("export", help="write a campaign's votes as A/B JSONL for `rlhf-dist rm` (a new version)")
     a.add_argument("out", help="output .jsonl (a .meta.json with version and sha256 is written beside it)")
     a.add_argument("--campaign", required=True, help="campaign to export")

@@ -69,7 +69,8 @@ class LocalPostgres:
 class FeedbackServerProcess:
     """`rlhf-dist feedback serve` in a child process on a free port of 127.0.0.1."""
 
-    def __init__(self, db_url: str, log_dir: Path, admin_token: str, **options):
+    def __init__(self, db_url: str, log_dir: Path, admin_token: str | None, **options):
+        """admin_token: the value of RLHF_DIST_FEEDBACK_ADMIN_TOKEN for the server; None: the variable unset."""
         self.db_url, self.log_dir, self.admin_token = db_url, Path(log_dir), admin_token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -82,7 +83,9 @@ class FeedbackServerProcess:
                "--feedback.port", str(self.port), "--feedback.log_level", "warning"]
         for key, value in self.options.items():
             cmd += [f"--feedback.{key}", str(value)]
-        env = {**os.environ, "RLHF_DIST_FEEDBACK_ADMIN_TOKEN": self.admin_token}
+        env = {k: v for k, v in os.environ.items() if k != "RLHF_DIST_FEEDBACK_ADMIN_TOKEN"}
+        if self.admin_token is not None:
+            env["RLHF_DIST_FEEDBACK_ADMIN_TOKEN"] = self.admin_token
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -116,6 +119,6 @@ class FeedbackServerProcess:
                 self.kill()
 
     def client(self, token: str | None = None) -> httpx.Client:
-        token = self.admin_token if token is None else token
+        token = (self.admin_token or "") if token is None else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)

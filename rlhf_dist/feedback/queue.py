@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rlhf_dist.feedback.db import transaction
 from rlhf_dist.feedback.tables import Assignment, Campaign, Pair, Vote
+from rlhf_dist.feedback.text import control_problem
 
 CHOICES = {"left": 0, "right": 1, "tie": 2}
 CANDIDATES_PER_TRY = 8
@@ -46,6 +47,9 @@ class Task:
 
 
 def find_campaign(session: Session, name: str) -> Campaign:
+    problem = control_problem(name)
+    if problem is not None:  # PostgreSQL cannot even compare a NUL: refuse it on both databases
+        raise FeedbackError(422, "campaign", problem)
     campaign = session.scalar(select(Campaign).where(Campaign.name == name))
     if campaign is None:
         known = ", ".join(session.scalars(select(Campaign.name).order_by(Campaign.name))) or "none yet"

@@ -24,7 +24,14 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
-DOCS_PATHS = ("/docs", "/redoc")  # FastAPI's docs pages load their script from a CDN: no CSP there
+# The docs pages (Swagger UI, ReDoc: local files, see app.py) start from an inline script: their own CSP
+DOCS_PATHS = ("/docs", "/redoc")
+DOCS_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
+     b"'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
 
 async def _json_error(send: Send, status: int, field: str, message: str) -> None:
@@ -36,6 +43,19 @@ async def _json_error(send: Send, status: int, field: str, message: str) -> None
 
 class _TooLarge(Exception):
     pass
+
+
+async def _read_within(receive: Receive, limit: int) -> list[Message] | None:
+    """The whole request body as its ASGI messages, or None as soon as it passes `limit` bytes."""
+    messages, seen = [], 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            return None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
 
 
 class GuardMiddleware:
@@ -54,6 +74,18 @@ class GuardMiddleware:
             await _json_error(send, 413, "body",
                               f"request body of {int(declared)} bytes is over the {limit}-byte limit")
             return
+        if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            # chunked: read it here, because FastAPI turns any error raised while it reads a body into a 400
+            buffered = await _read_within(receive, limit)
+            if buffered is None:
+                await _json_error(send, 413, "body", f"request body is over the {limit}-byte limit")
+                return
+            replay = iter(buffered)
+
+            async def replayed() -> Message:
+                return next(replay, None) or await receive()
+
+            receive = replayed
         seen = 0
         started = False
 
@@ -69,8 +101,8 @@ class GuardMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if not scope["path"].startswith(DOCS_PATHS):
-                    message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
+                extra = DOCS_HEADERS if scope["path"].startswith(DOCS_PATHS) else SECURITY_HEADERS
+                message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
         try:
@@ -101,6 +133,39 @@ class RateLimiter:
                 return False
             self._buckets[key] = (tokens - 1.0, now)
             return True
+
+
+class LoginGuard:
+    """Wrong tokens per client address: past `per_minute` in the last minute the address is refused (429)
+    until the oldest of them is a minute old. Brute force goes at `per_minute` guesses a minute at most."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(address, []) if now - t < 60.0]
+        if kept:
+            self._failures[address] = kept
+        else:
+            self._failures.pop(address, None)
+        return kept
+
+    def blocked(self, address: str) -> bool:
+        if self.per_minute <= 0:
+            return False
+        with self._lock:
+            return len(self._recent(address, time.monotonic())) >= self.per_minute
+
+    def failed(self, address: str) -> None:
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if len(self._failures) > 100_000:  # bounded: forget everyone rather than grow
+                self._failures.clear()
+            self._failures[address] = self._recent(address, now)[-self.per_minute:] + [now]
 
 
 class TTLCache:

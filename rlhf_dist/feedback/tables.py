@@ -5,7 +5,7 @@ Correctness lives in constraints, not in Python checks:
   live assignment, so concurrent annotators can never push a pair past its overlap;
 - uq_assignment_annotator / uq_vote_annotator: nobody is handed, or votes on, the same pair twice;
 - uq_vote_request: a retried POST with the same request_id finds the first vote.
-The Alembic migration in migrations/versions/ creates exactly these tables.
+The Alembic migrations in migrations/versions/ create exactly these tables.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ class Annotator(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     role: Mapped[str] = mapped_column(String(20), CheckConstraint("role IN ('admin', 'annotator')", name="ck_role"))
-    # sha256 of the token; NULL for in-process annotators (seed API, simulated) that never log in
+    # sha256 of the token; NULL for in-process annotators (seed API, simulated) that never log in, for
+    # disabled accounts, and for user 'admin', whose token lives only in the environment (admin.py)
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    disabled_at: Mapped[float | None] = mapped_column(Float)  # set by `annotator disable` (migration 0002)
 
 
 class Campaign(Base):

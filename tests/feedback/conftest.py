@@ -6,6 +6,7 @@ PostgreSQL comes from Debian's package (`.ci/run` installs it); each test gets a
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 
 import httpx
@@ -14,6 +15,9 @@ import pytest
 from rlhf_dist.feedback.local import FeedbackServerProcess, LocalPostgres
 
 ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +36,19 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'feedback.sqlite'}"
     return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium driven by Playwright (no browser download)."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install -y chromium` (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 def FeedbackServer(db_url: str, log_dir, **options) -> FeedbackServerProcess:  # noqa: N802 - a factory

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from rlhf_dist.feedback.db import open_database, transaction
 from rlhf_dist.feedback.tables import Pair, Vote
-from tests.feedback.conftest import add_annotator, import_pairs
+from tests.feedback.conftest import ADMIN_TOKEN, add_annotator, import_pairs
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 PAIRS = [
     {"prompt": "Greet the user.", "response_a": "Hello! How can I help?",
      "response_b": "<script>alert('xss')</script>"},
@@ -23,18 +18,6 @@ PAIRS = [
      "response_b": "A quiet place with good coffee.\n" * 40},
     {"prompt": "Say goodbye.", "response_a": "Goodbye, take care!", "response_b": "bye"},
 ]
-
-
-@pytest.fixture
-def browser():
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install -y chromium` (.ci/run does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_annotator_votes_with_the_keyboard(tmp_path, serve, browser):
@@ -106,3 +89,27 @@ def test_page_fits_a_phone_and_rejects_a_bad_token(tmp_path, serve, browser):
     assert page.locator("html").evaluate("e => e.scrollWidth") <= 390
     assert any(box.evaluate("e => e.scrollHeight > e.clientHeight") for box in page.locator(".response").all())
     page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+
+
+def test_admin_page_lists_disables_and_rotates_accounts(tmp_path, serve, browser):
+    server = serve(f"sqlite:///{tmp_path / 'feedback.sqlite'}")
+    admin = server.client()
+    alice_token, bob_token = add_annotator(admin, "alice"), add_annotator(admin, "bob")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("dialog", lambda d: d.accept())  # "Disable alice?"
+    page.goto(server.url + "/admin")
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#login-form button[type=submit]")
+    row = page.locator("#annotators tbody tr", has_text="alice")
+    expect(row).to_contain_text("active")
+
+    row.get_by_role("button", name="Disable").click()
+    expect(row).to_contain_text("disabled")
+    assert server.client(alice_token).get("/api/v1/me").status_code == 401
+
+    page.locator("#annotators tbody tr", has_text="bob").get_by_role("button", name="New token").click()
+    expect(page.locator("#new-token")).to_contain_text("bob: ")
+    new_bob = page.inner_text("#new-token").split("bob: ", 1)[1].strip()
+    assert server.client(bob_token).get("/api/v1/me").status_code == 401
+    assert server.client(new_bob).get("/api/v1/me").json()["name"] == "bob"
+    page.screenshot(path=str(tmp_path / "admin-accounts.png"), full_page=True)

@@ -25,7 +25,10 @@ COMMANDS = {
     "feedback serve": ["feedback", "serve"],
     "feedback import": ["feedback", "import", "pairs.jsonl", "--campaign", "r1"],
     "feedback generate": ["feedback", "generate", "--policy", "p", "--prompts", "q.jsonl", "--campaign", "r1"],
-    "feedback annotator": ["feedback", "annotator", "add", "alice"],
+    "feedback annotator add": ["feedback", "annotator", "add", "alice"],
+    "feedback annotator list": ["feedback", "annotator", "list"],
+    "feedback annotator disable": ["feedback", "annotator", "disable", "alice"],
+    "feedback annotator rotate": ["feedback", "annotator", "rotate", "alice"],
     "feedback export": ["feedback", "export", "votes.jsonl", "--campaign", "r1"],
     "feedback stats": ["feedback", "stats"],
 }
@@ -77,7 +80,7 @@ def test_two_different_configs_is_one_error_line(command, capsys):
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_help_names_main_options_defaults_and_reference(command, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(COMMANDS[command][:2 if command.startswith(("config", "experiment", "feedback")) else 1] + ["--help"])
+        main(COMMANDS[command][:len(command.split())] + ["--help"])  # the words of the (sub)command
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "[CONFIG]" in out and "-c CONFIG, --config CONFIG" in out

@@ -1,4 +1,4 @@
-// The admin page: campaign statistics, pair imports, new annotators, exports.
+// The admin page: campaign statistics, pair imports, accounts (add, disable, new token), exports.
 "use strict";
 const $ = (id) => document.getElementById(id);
 
@@ -29,6 +29,43 @@ async function refresh() {
     button.textContent = "Export";
     button.addEventListener("click", () => exportCampaign(s.campaign).catch((e) => showMessage(e.message)));
     cell(row, "").append(button);
+    body.append(row);
+  }
+}
+
+function actionButton(label, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = label;
+  button.addEventListener("click", () => onClick().catch((e) => showMessage(e.message)));
+  return button;
+}
+
+async function refreshAnnotators() {
+  const body = $("annotators").querySelector("tbody");
+  const rows = await api("GET", "/api/v1/annotators");
+  body.replaceChildren();
+  for (const a of rows) {
+    const row = document.createElement("tr");
+    cell(row, a.name); cell(row, a.role); cell(row, a.status); cell(row, a.votes);
+    const actions = cell(row, "");
+    if (a.status !== "environment") {
+      const path = `/api/v1/annotators/${encodeURIComponent(a.name)}`;
+      if (a.status !== "disabled") {
+        actions.append(actionButton("Disable", async () => {
+          if (!window.confirm(`Disable ${a.name}? Their token stops working at once.`)) return;
+          await api("POST", `${path}/disable`);
+          showMessage(`disabled ${a.name}`, "ok");
+          await refreshAnnotators();
+        }));
+      }
+      actions.append(actionButton("New token", async () => {
+        const created = await api("POST", `${path}/rotate`);
+        $("new-token").textContent = `${created.name}: ${created.token}`;
+        showMessage(`new token for ${a.name}; the old one no longer works`, "ok");
+        await refreshAnnotators();
+      }));
+    }
     body.append(row);
   }
 }
@@ -68,6 +105,7 @@ async function addAnnotator(event) {
     const created = await api("POST", "/api/v1/annotators",
       { name: $("annotator-name").value.trim(), role: $("annotator-role").value });
     $("new-token").textContent = `${created.name}: ${created.token}`;
+    await refreshAnnotators();
   } catch (err) {
     showMessage(err.message);
   }
@@ -84,6 +122,7 @@ async function login(event) {
     $("panel").hidden = false;
     showMessage("");
     await refresh();
+    await refreshAnnotators();
   } catch (err) {
     showMessage(err.message);
   }
