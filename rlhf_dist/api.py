@@ -123,7 +123,8 @@ class RLHFPipeline:
 
         policy = self.policy_dir or resolve_model_path(self.cfg.policy.path, seed=self.cfg.run.seed)
         pairs = sample_pairs(self.cfg, policy, prompts or round_prompts(self.cfg), seed=self.cfg.run.seed)
-        return add_pairs(self.store.sessions, campaign, pairs, overlap=self.cfg.feedback.overlap)
+        return add_pairs(self.store.sessions, campaign, pairs, overlap=self.cfg.feedback.overlap,
+                         max_votes=self.cfg.feedback.adaptive_overlap.max_votes)
 
     def human_evaluation_report(self, campaign: str) -> dict:
         """Win rate (ties half), bootstrap 95% CI and votes of an evaluation campaign; kept in the status."""

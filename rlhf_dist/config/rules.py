@@ -207,6 +207,16 @@ def _check_data(cfg: "RLHFConfig") -> None:
                          f"not '{d.pairs_format}': set the format or remove the option")
 
 
+def _check_feedback(cfg: "RLHFConfig") -> None:
+    fb = cfg.feedback
+    # every vote on a pair comes from a different annotator: with fewer, a round would wait forever
+    needed = max(fb.overlap, fb.adaptive_overlap.max_votes or 0)
+    if fb.source == "service-simulated" and fb.simulated.count < needed:
+        raise ValueError(f"feedback.simulated.count ({fb.simulated.count}) is below the {needed} different "
+                         "annotators a pair may need (feedback.overlap, feedback.adaptive_overlap.max_votes): "
+                         "the round would wait forever")
+
+
 def check_cross_field(cfg: "RLHFConfig") -> None:
     """Raise ValueError on the first rule the config breaks."""
     # SFT and reward-model training run on their role's group (cluster.policy / cluster.reward ranks), or in
@@ -218,3 +228,4 @@ def check_cross_field(cfg: "RLHFConfig") -> None:
     _check_devices(cfg)
     _check_ppo(cfg)
     _check_data(cfg)
+    _check_feedback(cfg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from rlhf_dist.config.schema_parts import Strict
 
@@ -23,6 +23,19 @@ class SimulatedAnnotatorsConfig(Strict):
                                  "the left whatever it says (service-simulated: the page's sides are random).")
 
 
+class AdaptiveOverlapConfig(Strict):
+    """More votes where people disagree (Label Studio's "assign an additional annotator on low agreement",
+    Scale's consensus): a pair whose votes split is handed out again until it has `max_votes`."""
+
+    max_votes: int | None = Field(
+        None, ge=1, le=100, description="Votes a pair of a new training campaign may get when its votes split "
+        "(they do not all prefer the same response; any tie vote counts as a split): as soon as one does, the "
+        "pair stays in the queue until it has this many, each from a different annotator; pairs whose first "
+        "feedback.overlap votes agree leave with feedback.overlap. Decided in the transaction that records "
+        "the vote. At least feedback.overlap; None: off (every pair gets exactly feedback.overlap). "
+        "Evaluation campaigns keep a fixed overlap, so every prompt weighs the same in the win rate.")
+
+
 class FeedbackConfig(Strict):
     host: str = Field("127.0.0.1", min_length=1, description="Address `rlhf-dist feedback serve` listens on "
                       "(127.0.0.1: this machine only; 0.0.0.0: every interface, put TLS in front).")
@@ -32,6 +45,8 @@ class FeedbackConfig(Strict):
         "<run.output_dir>/feedback.sqlite. Teams: 'postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB'.")
     overlap: int = Field(1, ge=1, le=100, description="Votes wanted per pair, each from a different annotator "
                          "(new campaigns take this value).")
+    adaptive_overlap: AdaptiveOverlapConfig = Field(default_factory=AdaptiveOverlapConfig,
+                                                    description="Extra votes for pairs whose votes split.")
     lease_seconds: float = Field(600.0, gt=0, le=604_800, description="How long a pair handed to an annotator "
                                  "stays reserved; an expired lease returns the pair to the queue.")
     max_body_kb: int = Field(64, ge=1, le=1_048_576, description="Largest request body the API accepts (413 above).")
@@ -57,8 +72,10 @@ class FeedbackConfig(Strict):
         "the seed API), 'service' (pairs from the current policy go to a campaign; the round waits for people's "
         "votes), 'service-simulated' (as 'service', with the service started on loopback and simulated "
         "annotators voting through its HTTP API).")
-    votes_per_round: int | None = Field(None, ge=1, le=10_000_000, description="Votes a service round waits for. "
-                                        "None: every pair of the round's campaign times its overlap.")
+    votes_per_round: int | None = Field(None, ge=1, le=10_000_000, description="Votes a service round waits for "
+                                        "(at most the votes its pairs are planned to get). None: until every pair "
+                                        "of the round's campaign is settled: its overlap, or "
+                                        "adaptive_overlap.max_votes where its votes split.")
     wait_timeout_s: float = Field(86_400.0, gt=0, description="A service round that has not collected its votes by "
                                   "then fails (restart the pipeline to keep waiting: the pairs are kept).")
     selection: Literal["random", "uncertainty", "disagreement"] = Field(
@@ -80,3 +97,12 @@ class FeedbackConfig(Strict):
         "by their reliability (a BT weight with data.confidence_as_weight), or drop them.")
     simulated: SimulatedAnnotatorsConfig = Field(default_factory=SimulatedAnnotatorsConfig,
                                                  description="Simulated annotators for tests and demos.")
+
+    @field_validator("adaptive_overlap")
+    @classmethod
+    def _max_votes_at_least_overlap(cls, value: AdaptiveOverlapConfig, info: ValidationInfo) -> AdaptiveOverlapConfig:
+        overlap = info.data.get("overlap")
+        if value.max_votes is not None and overlap is not None and value.max_votes < overlap:
+            raise ValueError(f"max_votes ({value.max_votes}) must be at least feedback.overlap ({overlap}); "
+                             "None turns adaptive overlap off")
+        return value

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -147,13 +147,20 @@ def ensure_annotator(sessions: sessionmaker[Session], name: str, token: str, rol
 
 
 def get_or_create_campaign(session: Session, name: str, kind: str, overlap: int,
-                           round_index: int | None = None) -> Campaign:
+                           round_index: int | None = None, max_votes: int | None = None) -> Campaign:
+    """The campaign, created with these settings when new (an existing one keeps its own).
+
+    max_votes (feedback.adaptive_overlap.max_votes): votes for pairs whose votes split; training campaigns
+    only, so every prompt of an evaluation campaign weighs the same in its win rate."""
     name = _check_name("campaign", name)
     if kind not in ("training", "evaluation"):
         raise FeedbackError(422, "kind", f"must be 'training' or 'evaluation', got {kind!r}")
+    if max_votes is not None and max_votes < overlap:
+        raise FeedbackError(422, "max_votes", f"must be at least the overlap ({overlap}), got {max_votes}")
     campaign = session.scalar(select(Campaign).where(Campaign.name == name))
     if campaign is None:
-        campaign = Campaign(name=name, kind=kind, overlap=overlap, round_index=round_index, created_at=time.time())
+        campaign = Campaign(name=name, kind=kind, overlap=overlap, round_index=round_index, created_at=time.time(),
+                            max_votes=max_votes if kind == "training" else None)
         session.add(campaign)
         session.flush()
     return campaign
@@ -166,19 +173,21 @@ def _logprobs_json(pair: ComparisonPair) -> str | None:
 
 
 def add_pairs(sessions: sessionmaker[Session], campaign_name: str, pairs: Sequence[ComparisonPair],
-              kind: str = "training", overlap: int = 1, ranks: Sequence[float] | None = None) -> int:
-    """Add validated pairs to a campaign (created when missing), all or none; returns the count.
+              kind: str = "training", overlap: int = 1, ranks: Sequence[float] | None = None,
+              max_votes: int | None = None) -> int:
+    """Add validated pairs to a campaign (created when missing, with overlap and max_votes), all or none;
+    returns the count.
 
     ranks: each pair's queue_rank (lower is handed out first; active selection sets it), default 0.
     """
     now = time.time()
     with transaction(sessions) as session:
-        campaign = get_or_create_campaign(session, campaign_name, kind, overlap)
+        campaign = get_or_create_campaign(session, campaign_name, kind, overlap, max_votes=max_votes)
         session.add_all(Pair(campaign_id=campaign.id, prompt=p.prompt, response_a=p.response_a,
                              response_b=p.response_b, source_a=p.source_a, source_b=p.source_b,
                              sampling_json=json.dumps(p.sampling) if p.sampling is not None else None,
                              seed=p.seed, gold=p.gold, logprobs_json=_logprobs_json(p), queue_rank=rank,
-                             votes_done=0, complete=False, created_at=now)
+                             votes_done=0, votes_wanted=campaign.overlap, complete=False, created_at=now)
                         for p, rank in zip(pairs, ranks or [0.0] * len(pairs)))
     return len(pairs)
 
@@ -201,9 +210,24 @@ def _facts(session: Session, by_pair: dict[int, list[Vote]]) -> list[VoteFact]:
             for vs in by_pair.values() for v in vs]
 
 
+def _overlap_stats(session: Session, campaign: Campaign) -> dict:
+    """Pairs and their planned votes: settled (complete), split (their votes split: given max_votes) and the
+    votes beyond the overlap that those pairs have received so far."""
+    pairs, wanted, settled, split, extra = session.execute(
+        select(func.count(), func.coalesce(func.sum(Pair.votes_wanted), 0),
+               func.coalesce(func.sum(case((Pair.complete, 1), else_=0)), 0),
+               func.coalesce(func.sum(case((Pair.votes_wanted > campaign.overlap, 1), else_=0)), 0),
+               func.coalesce(func.sum(case((Pair.votes_done > campaign.overlap,
+                                            Pair.votes_done - campaign.overlap), else_=0)), 0))
+        .where(Pair.campaign_id == campaign.id)).one()
+    return {"pairs": int(pairs), "votes_wanted": int(wanted), "pairs_complete": int(settled),
+            "pairs_split": int(split), "extra_votes": int(extra)}
+
+
 def campaign_stats(session: Session, campaign: Campaign, min_reliability: float = 0.0) -> dict:
-    """Progress, per-annotator quality, agreement between annotators and position bias."""
-    pairs = session.scalar(select(func.count()).select_from(Pair).where(Pair.campaign_id == campaign.id))
+    """Progress (with adaptive overlap: pairs split and their extra votes), per-annotator quality, agreement
+    between annotators and position bias."""
+    counts = _overlap_stats(session, campaign)
     by_pair = _votes_by_pair(session, campaign)
     votes = [v for vs in by_pair.values() for v in vs]
     facts = _facts(session, by_pair)
@@ -213,9 +237,8 @@ def campaign_stats(session: Session, campaign: Campaign, min_reliability: float 
     agreement = pairwise_agreement(units)
     bias = position_bias(facts)
     return {
-        "campaign": campaign.name, "kind": campaign.kind, "overlap": campaign.overlap, "pairs": pairs,
-        "votes": len(votes), "votes_wanted": pairs * campaign.overlap,
-        "pairs_complete": sum(len(vs) >= campaign.overlap for vs in by_pair.values()),
+        "campaign": campaign.name, "kind": campaign.kind, "overlap": campaign.overlap,
+        "max_votes": campaign.max_votes, **counts, "votes": len(votes),
         "per_annotator": {name: q["votes"] for name, q in quality.items()},
         "annotators": quality,
         "flagged": [name for name, q in quality.items() if q["flagged"]],

@@ -55,6 +55,8 @@ class CampaignIn(BaseModel):
     name: Name = Field(..., description="1-200 printable characters, no '/'.")
     kind: Literal["training", "evaluation"] = "training"
     overlap: int | None = Field(None, ge=1, le=100, description="Votes per pair; None: feedback.overlap.")
+    max_votes: int | None = Field(None, ge=1, le=100, description="Votes for a pair whose votes split (training "
+                                  "campaigns; at least the overlap); None: feedback.adaptive_overlap.max_votes.")
 
 
 class AnnotatorIn(BaseModel):
@@ -155,7 +157,7 @@ def register_annotator_routes(app: FastAPI, sessions, cfg: FeedbackConfig, User)
     @app.get("/api/v1/campaigns", tags=["annotators"])
     def campaigns(_user: User) -> list[dict]:
         with transaction(sessions) as session:
-            return [{"name": c.name, "kind": c.kind, "overlap": c.overlap}
+            return [{"name": c.name, "kind": c.kind, "overlap": c.overlap, "max_votes": c.max_votes}
                     for c in session.scalars(select(Campaign).order_by(Campaign.id))]
 
     @app.get("/api/v1/tasks/next", tags=["annotators"], responses={204: {"description": "Nothing left for you."}})
@@ -213,11 +215,14 @@ def register_admin_routes(app: FastAPI, sessions, cfg: FeedbackConfig, Admin) ->
     @app.post("/api/v1/campaigns", tags=["admin"], status_code=201)
     def create_campaign(_admin: Admin, body: CampaignIn) -> dict:
         overlap = body.overlap or cfg.overlap
+        max_votes = body.max_votes or cfg.adaptive_overlap.max_votes
+        if body.max_votes is None and max_votes is not None and max_votes < overlap:
+            max_votes = None  # this campaign's own overlap is above the configured maximum: a fixed overlap
         with transaction(sessions) as session:
             if session.scalar(select(Campaign).where(Campaign.name == body.name)) is not None:
                 raise FeedbackError(409, "name", f"a campaign named {body.name!r} exists already")
-            admin.get_or_create_campaign(session, body.name, body.kind, overlap)
-        return {"name": body.name, "kind": body.kind, "overlap": overlap}
+            campaign = admin.get_or_create_campaign(session, body.name, body.kind, overlap, max_votes=max_votes)
+            return {"name": body.name, "kind": body.kind, "overlap": overlap, "max_votes": campaign.max_votes}
 
     @app.post("/api/v1/campaigns/{name}/import", tags=["admin"], status_code=201)
     async def import_pairs(_admin: Admin, name: Annotated[Lookup, InPath()], request: Request,
@@ -236,7 +241,7 @@ def register_admin_routes(app: FastAPI, sessions, cfg: FeedbackConfig, Admin) ->
                 raise FeedbackError(422, "file", str(err).replace(str(path), filename)) from None
         if not rows:
             raise FeedbackError(422, "file", f"{filename}: no pairs in the file")
-        count = admin.add_pairs(sessions, name, rows, overlap=cfg.overlap)
+        count = admin.add_pairs(sessions, name, rows, overlap=cfg.overlap, max_votes=cfg.adaptive_overlap.max_votes)
         return {"campaign": name, "added": count}
 
     @app.get("/api/v1/stats", tags=["admin"])

@@ -73,7 +73,8 @@ def cmd_import(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     loaded = load_pairs(args.file, on_error=cfg.data.on_error)
     if not loaded.records:
         raise FeedbackError(2, "FILE", f"{args.file}: no pairs in the file")
-    added = add_pairs(_sessions(cfg), args.campaign, loaded.records, kind=args.kind, overlap=cfg.feedback.overlap)
+    added = add_pairs(_sessions(cfg), args.campaign, loaded.records, kind=args.kind, overlap=cfg.feedback.overlap,
+                      max_votes=cfg.feedback.adaptive_overlap.max_votes)
     skipped = f" ({len(loaded.errors)} bad rows skipped)" if loaded.errors else ""
     print(f"added {added} pairs to campaign {args.campaign!r}{skipped}")
     return 0
@@ -132,6 +133,9 @@ def cmd_stats(cfg: RLHFConfig, args: argparse.Namespace) -> int:
               f"{s['pairs_complete']}/{s['pairs']} pairs complete; A {s['choices']['A']} B {s['choices']['B']} "
               f"tie {s['choices']['tie']}; left chosen {left}; alpha {s['krippendorff_alpha']}, "
               f"pairwise agreement {s['pairwise_agreement']}")
+        if s["max_votes"] is not None:
+            print(f"  adaptive overlap: {s['pairs_split']} pairs split and got extra votes (up to {s['max_votes']} "
+                  f"each): {s['extra_votes']} votes beyond the overlap of {s['overlap']}")
         if s["left_binomial_p"] is not None and s["decisive_votes"]:
             print(f"  position bias: left chosen {left}, binomial p = {s['left_binomial_p']:.4g}")
         for name, q in s["annotators"].items():
@@ -164,7 +168,8 @@ def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     prompts = prompts[: args.limit] if args.limit else prompts
     pairs = sample_pairs(cfg, args.policy, prompts, seed=cfg.run.seed if args.seed is None else args.seed)
     ranks = selection_ranks(cfg, pairs, Path(args.reward_model) if args.reward_model else None)
-    added = add_pairs(sessions, args.campaign, pairs, kind=args.kind, overlap=cfg.feedback.overlap, ranks=ranks)
+    added = add_pairs(sessions, args.campaign, pairs, kind=args.kind, overlap=cfg.feedback.overlap, ranks=ranks,
+                      max_votes=cfg.feedback.adaptive_overlap.max_votes)
     print(f"added {added} pairs sampled from {args.policy} to campaign {args.campaign!r} "
           f"(selection: {cfg.feedback.selection}); serve them with `rlhf-dist feedback serve`")
     return 0
@@ -188,7 +193,7 @@ def register(sub, handlers: dict, add_config_arg: Callable, load: Callable) -> N
     a.add_argument("file", help="the pairs file")
     a.add_argument("--campaign", required=True, help="campaign name (created when new)")
     a.add_argument("--kind", choices=["training", "evaluation"], default="training", help="for a new campaign")
-    add_config_arg(a, ["feedback.overlap", "feedback.db_url", "data.on_error"])
+    add_config_arg(a, ["feedback.overlap", "feedback.adaptive_overlap.max_votes", "feedback.db_url", "data.on_error"])
     a = actions.add_parser("generate", help="sample two responses per prompt from a policy into a campaign "
                            "(rollout engine; records the policy hash, sampling, seed and log-probs)")
     a.add_argument("--policy", required=True, help="policy HF dir (e.g. runs/tiny/policy)")
@@ -198,7 +203,8 @@ def register(sub, handlers: dict, add_config_arg: Callable, load: Callable) -> N
     a.add_argument("--limit", type=int, help="only the first N prompts")
     a.add_argument("--seed", type=int, help="sampling seed (default run.seed)")
     a.add_argument("--reward-model", help="trained reward model dir, for feedback.selection uncertainty/disagreement")
-    add_config_arg(a, ["feedback.selection", "feedback.overlap", "rollout.sampling.temperature", "feedback.db_url"])
+    add_config_arg(a, ["feedback.selection", "feedback.overlap", "feedback.adaptive_overlap.max_votes",
+                       "rollout.sampling.temperature", "feedback.db_url"])
     a = actions.add_parser("annotator", help="accounts: 'add NAME' (prints the token last), 'list', "
                            "'disable NAME', 'rotate NAME' (a new token; the old one is refused at once)")
     verbs = a.add_subparsers(dest="verb", required=True, metavar="VERB")

@@ -4,6 +4,11 @@ The overlap limit and "nobody judges a pair twice" are database constraints (tab
 here picks a free slot and lets a constraint violation send it to the next candidate, so two
 annotators asking at the same moment can never both take a pair's last slot.
 
+Adaptive overlap (campaign.max_votes): the transaction that records a vote locks the pair's row,
+reads the pair's votes and, when they split (not all the same side; a tie vote is a split), raises
+the pair's votes_wanted, i.e. its slots, to max_votes. A split stays a split, so votes_wanted only
+grows and a pair ends with exactly `overlap` votes (they agree) or `max_votes` (they split).
+
 Every vote is written here, by write_vote_once: the service's POST /vote (record_vote) and the
 in-process store (feedback/store.py FeedbackStore.add, through vote_on_pair) alike.
 """
@@ -15,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -73,7 +78,7 @@ def _candidate_pairs(session: Session, campaign: Campaign, annotator_id: int, no
                   .where(Assignment.pair_id == Pair.id, _live(now)).scalar_subquery())
     mine = exists().where(Assignment.pair_id == Pair.id, Assignment.annotator_id == annotator_id)
     query = (select(Pair.id).where(Pair.campaign_id == campaign.id, Pair.complete == False, ~mine,  # noqa: E712
-                                   live_count < campaign.overlap)
+                                   live_count < Pair.votes_wanted)
              .order_by(Pair.queue_rank, Pair.id).limit(CANDIDATES_PER_TRY))
     if session.bind.dialect.name != "postgresql":  # SQLite: BEGIN IMMEDIATE already serialises claimers
         return list(session.scalars(query))
@@ -83,13 +88,16 @@ def _candidate_pairs(session: Session, campaign: Campaign, annotator_id: int, no
             or list(session.scalars(query.with_for_update(of=Pair))))
 
 
-def _claim_slot(session: Session, pair_id: int, overlap: int, annotator_id: int, now: float,
-                lease_seconds: float, rng: random.Random, left_is_a: bool | None = None) -> Assignment | None:
+def _claim_slot(session: Session, pair_id: int, annotator_id: int, now: float, lease_seconds: float,
+                rng: random.Random, left_is_a: bool | None = None) -> Assignment | None:
     """Take a free slot of the pair, or one whose lease expired; None when another annotator won it.
     The page shows A on a random side unless left_is_a fixes it."""
+    # the pair's slots now (PostgreSQL: read under the candidate's row lock; it only ever grows, so an
+    # older value would only hand out fewer slots)
+    wanted = session.scalar(select(Pair.votes_wanted).where(Pair.id == pair_id))
     held = {a.slot: a for a in session.scalars(select(Assignment).where(Assignment.pair_id == pair_id,
                                                                         Assignment.slot.is_not(None)))}
-    for slot in range(overlap):
+    for slot in range(wanted):
         current = held.get(slot)
         if current is not None:
             if current.status != "leased" or current.expires_at > now:
@@ -134,7 +142,7 @@ def next_task(sessions: sessionmaker[Session], annotator_id: int, campaign_name:
             if not candidates:
                 return None
             for pair_id in candidates:
-                assignment = _claim_slot(session, pair_id, campaign.overlap, annotator_id, now, lease_seconds, rng)
+                assignment = _claim_slot(session, pair_id, annotator_id, now, lease_seconds, rng)
                 if assignment is not None:
                     return _task(assignment, session.get(Pair, pair_id), campaign)
     return None
@@ -184,12 +192,13 @@ def record_vote(sessions: sessionmaker[Session], annotator_id: int, task_id: int
     return vote_payload(vote), created
 
 
-def vote_on_pair(session: Session, pair_id: int, overlap: int, annotator_id: int, choice: str, confidence: float,
+def vote_on_pair(session: Session, pair_id: int, annotator_id: int, choice: str, confidence: float,
                  reasoning: str, request_id: str, left_is_a: bool = True) -> Vote:
     """An in-process judgement (FeedbackStore.add), inside write_vote_once's transaction: lease a slot of the
     pair and vote on it at once, through the slot claim and vote writer the service's annotators use."""
     now = time.time()
-    assignment = _claim_slot(session, pair_id, overlap, annotator_id, now, IN_PROCESS_LEASE_S, random.Random(),
+    _lock_pair(session, pair_id)
+    assignment = _claim_slot(session, pair_id, annotator_id, now, IN_PROCESS_LEASE_S, random.Random(),
                              left_is_a=left_is_a)
     if assignment is None:
         raise FeedbackError(409, "pair", f"pair {pair_id} has no free slot for annotator {annotator_id}")
@@ -200,6 +209,8 @@ def _close_lease_and_vote(session: Session, assignment: Assignment, choice: str,
                           reasoning: str, request_id: str, now: float) -> Vote:
     """Close the live lease (a request that loses the close to another one gets 409) and write the vote."""
     _check_lease(assignment, now)
+    # the pair first, then the assignment: the order next_task takes its locks in
+    _lock_pair(session, assignment.pair_id)
     done = session.execute(
         update(Assignment).where(Assignment.id == assignment.id, Assignment.status == "leased",
                                  Assignment.expires_at > now).values(status="done")
@@ -210,12 +221,25 @@ def _close_lease_and_vote(session: Session, assignment: Assignment, choice: str,
     return _insert_vote(session, assignment, choice, confidence, reasoning, request_id, now)
 
 
+def _lock_pair(session: Session, pair_id: int) -> None:
+    """Hold the pair's row until the transaction ends, so votes on one pair are counted one at a time
+    (PostgreSQL; SQLite's BEGIN IMMEDIATE already runs one writer at a time)."""
+    session.execute(select(Pair.id).where(Pair.id == pair_id).with_for_update())
+
+
+def _split(session: Session, pair_id: int) -> bool:
+    """The pair's votes do not all prefer the same response (a tie vote counts as a split)."""
+    sides = set(session.scalars(select(Vote.preference).where(Vote.pair_id == pair_id).distinct()))
+    return len(sides) > 1 or CHOICES["tie"] in sides
+
+
 def _insert_vote(session: Session, assignment: Assignment, choice: str, confidence: float, reasoning: str,
                  request_id: str, now: float) -> Vote:
-    """The vote row, and the pair's vote count (and complete flag) in the same transaction."""
-    campaign_id, overlap = session.execute(
-        select(Campaign.id, Campaign.overlap).join(Pair, Pair.campaign_id == Campaign.id)
-        .where(Pair.id == assignment.pair_id)).one()
+    """The vote row and, in the same transaction (the pair's row locked by the caller), the pair's vote
+    count, its planned votes (max_votes once its votes split) and its complete flag."""
+    campaign_id, max_votes, done, wanted = session.execute(
+        select(Campaign.id, Campaign.max_votes, Pair.votes_done, Pair.votes_wanted)
+        .join(Pair, Pair.campaign_id == Campaign.id).where(Pair.id == assignment.pair_id)).one()
     # "left"/"right" as clicked -> A/B through the side the page showed A on
     preference = CHOICES[choice] if choice == "tie" or assignment.left_is_a else 1 - CHOICES[choice]
     vote = Vote(assignment_id=assignment.id, pair_id=assignment.pair_id, annotator_id=assignment.annotator_id,
@@ -223,9 +247,11 @@ def _insert_vote(session: Session, assignment: Assignment, choice: str, confiden
                 confidence=confidence, reasoning=reasoning, seconds_spent=now - assignment.leased_at,
                 request_id=request_id, created_at=now)
     session.add(vote)
-    session.execute(update(Pair).where(Pair.id == assignment.pair_id).values(
-        votes_done=Pair.votes_done + 1, complete=Pair.votes_done + 1 >= overlap))
     session.flush()
+    if max_votes is not None and wanted < max_votes and _split(session, assignment.pair_id):
+        wanted = max_votes  # people disagree: the pair stays in the queue for more votes
+    session.execute(update(Pair).where(Pair.id == assignment.pair_id).values(
+        votes_done=done + 1, votes_wanted=wanted, complete=done + 1 >= wanted))
     return vote
 
 
@@ -252,12 +278,16 @@ def skip_task(sessions: sessionmaker[Session], annotator_id: int, task_id: int) 
 
 
 def campaign_totals(sessions: sessionmaker[Session], campaign_name: str) -> dict:
-    """Votes collected, votes wanted and pairs of a campaign (a scan of its pairs: cache it)."""
+    """Votes collected, votes planned so far (overlap per pair, max_votes for pairs whose votes split: it
+    grows as pairs split), pairs, and pairs settled (complete). A scan of its pairs: cache it."""
     with transaction(sessions) as session:
         campaign = find_campaign(session, campaign_name)
-        pairs, votes = session.execute(select(func.count(), func.coalesce(func.sum(Pair.votes_done), 0))
-                                       .where(Pair.campaign_id == campaign.id)).one()
-    return {"votes": int(votes), "wanted": int(pairs) * campaign.overlap, "pairs": int(pairs)}
+        pairs, votes, wanted, settled = session.execute(
+            select(func.count(), func.coalesce(func.sum(Pair.votes_done), 0),
+                   func.coalesce(func.sum(Pair.votes_wanted), 0),
+                   func.coalesce(func.sum(case((Pair.complete, 1), else_=0)), 0))
+            .where(Pair.campaign_id == campaign.id)).one()
+    return {"votes": int(votes), "wanted": int(wanted), "pairs": int(pairs), "settled": int(settled)}
 
 
 def votes_by(sessions: sessionmaker[Session], annotator_id: int, campaign_name: str) -> int:

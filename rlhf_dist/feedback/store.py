@@ -66,11 +66,11 @@ class FeedbackStore:
             campaign = get_or_create_campaign(session, round_campaign(round_index), "training", 1, round_index)
             pair = Pair(campaign_id=campaign.id, prompt=row.prompt, response_a=row.response_a,
                         response_b=row.response_b, source_a="", source_b="", queue_rank=0.0, votes_done=0,
-                        complete=False, created_at=time.time())
+                        votes_wanted=campaign.overlap, complete=False, created_at=time.time())
             session.add(pair)
             session.flush()
-            return queue.vote_on_pair(session, pair.id, campaign.overlap, annotator_id, CHOICE_OF[row.preference],
-                                      row.confidence, row.reasoning, request_id_, left_is_a=True)
+            return queue.vote_on_pair(session, pair.id, annotator_id, CHOICE_OF[row.preference], row.confidence,
+                                      row.reasoning, request_id_, left_is_a=True)
 
         request_id_ = request_id or uuid.uuid4().hex
         vote, _created = queue.write_vote_once(self.sessions, annotator_id, request_id_, write,

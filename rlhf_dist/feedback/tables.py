@@ -1,8 +1,10 @@
 """The feedback database: campaigns of pairs, leased assignments, votes, annotators, snapshots.
 
 Correctness lives in constraints, not in Python checks:
-- uq_assignment_slot: a pair has `overlap` slots (0..overlap-1) and each slot holds at most one
-  live assignment, so concurrent annotators can never push a pair past its overlap;
+- uq_assignment_slot: a pair has `votes_wanted` slots (0..votes_wanted-1) and each slot holds at most
+  one live assignment, so concurrent annotators can never push a pair past its limit. votes_wanted
+  starts at the campaign's overlap and only grows (to max_votes, when the pair's votes split), in
+  the transaction that records the vote, with the pair's row locked (queue.py);
 - uq_assignment_annotator / uq_vote_annotator: nobody is handed, or votes on, the same pair twice;
 - uq_vote_request: a retried POST with the same request_id finds the first vote.
 The Alembic migrations in migrations/versions/ create exactly these tables.
@@ -46,6 +48,8 @@ class Campaign(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(20), CheckConstraint("kind IN ('training', 'evaluation')", name="ck_kind"))
     overlap: Mapped[int] = mapped_column(Integer, CheckConstraint("overlap >= 1", name="ck_overlap"))
+    # feedback.adaptive_overlap.max_votes when the campaign was created; None: a fixed overlap (migration 0003)
+    max_votes: Mapped[int | None] = mapped_column(Integer)
     round_index: Mapped[int | None] = mapped_column(Integer)  # pipeline round that made it, if any
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -65,9 +69,11 @@ class Pair(Base):
     logprobs_json: Mapped[str | None] = mapped_column(Text)  # {"a": [...], "b": [...]} per-token log-probs
     gold: Mapped[int | None] = mapped_column(Integer, CheckConstraint("gold IN (0, 1, 2)", name="ck_gold"))
     queue_rank: Mapped[float] = mapped_column(Float, default=0.0)  # lower is handed out first
-    # votes so far and whether that reaches the campaign's overlap, kept in step with the vote table
-    # in the same transaction: the queue walks ix_pair_queue over open pairs only, in hand-out order
+    # votes so far, votes planned (the campaign's overlap; max_votes once its votes split) and whether it
+    # has them, kept in step with the vote table in the same transaction: the queue walks ix_pair_queue
+    # over open pairs only, in hand-out order
     votes_done: Mapped[int] = mapped_column(Integer, default=0)
+    votes_wanted: Mapped[int] = mapped_column(Integer)  # migration 0003
     complete: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
 

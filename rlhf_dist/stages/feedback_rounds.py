@@ -59,7 +59,8 @@ def ensure_round_pairs(cfg: RLHFConfig, sessions: sessionmaker[Session], campaig
         rng = random.Random(seed)
         ranks = list(ranks) + [rng.choice(ranks) for _ in gold]
         log.info("campaign %s: %d gold pairs from %s mixed in", campaign, len(gold), cfg.feedback.gold_path)
-    return admin.add_pairs(sessions, campaign, pairs + gold, "training", cfg.feedback.overlap, ranks)
+    return admin.add_pairs(sessions, campaign, pairs + gold, "training", cfg.feedback.overlap, ranks,
+                           max_votes=cfg.feedback.adaptive_overlap.max_votes)
 
 
 def gold_pairs(cfg: RLHFConfig, n_generated: int, seed: int) -> list[ComparisonPair]:
@@ -77,21 +78,28 @@ def gold_pairs(cfg: RLHFConfig, n_generated: int, seed: int) -> list[ComparisonP
     return random.Random(seed).sample(rows, min(k, len(rows)))
 
 
-def wait_for_votes(sessions: sessionmaker[Session], campaign: str, target: int, timeout_s: float,
+def wait_for_votes(sessions: sessionmaker[Session], campaign: str, target: int | None, timeout_s: float,
                    show_progress: bool = True) -> int:
-    """Block until the campaign has `target` votes; a progress bar shows votes, votes/s and the ETA."""
+    """Block until every pair of the campaign is settled (target None) or it has `target` votes, never more
+    than its pairs' planned votes; a progress bar shows votes, votes/s and the ETA.
+
+    The planned votes are re-read on every poll: with feedback.adaptive_overlap they grow while pairs split.
+    """
     from tqdm import tqdm
 
-    started, start_votes = time.monotonic(), queue.campaign_totals(sessions, campaign)["votes"]
-    with tqdm(total=target, initial=min(start_votes, target), desc=f"votes for {campaign}", unit="vote",
-              disable=not show_progress, dynamic_ncols=True) as bar:
+    started, totals = time.monotonic(), queue.campaign_totals(sessions, campaign)
+    with tqdm(total=totals["wanted"], desc=f"votes for {campaign}", unit="vote", disable=not show_progress,
+              dynamic_ncols=True) as bar:
         while True:
-            votes = queue.campaign_totals(sessions, campaign)["votes"]
-            bar.update(min(votes, target) - bar.n)
-            if votes >= target:
+            totals = queue.campaign_totals(sessions, campaign)
+            votes, goal = totals["votes"], min(target or totals["wanted"], totals["wanted"])
+            bar.total = goal  # votes >= every pair's planned votes <=> every pair is settled
+            bar.update(min(votes, goal) - bar.n)
+            if votes >= goal:
                 return votes
             if time.monotonic() - started > timeout_s:
-                raise TimeoutError(f"campaign {campaign}: {votes} of {target} votes after {timeout_s:.0f} s "
+                raise TimeoutError(f"campaign {campaign}: {votes} of {goal} votes ({totals['settled']} of "
+                                   f"{totals['pairs']} pairs settled) after {timeout_s:.0f} s "
                                    "(feedback.wait_timeout_s); run the pipeline again to keep waiting")
             time.sleep(POLL_S)
 
@@ -130,8 +138,9 @@ def simulated_annotators(cfg: RLHFConfig, db_url: str, campaign: str, log_dir: P
         server.stop()
 
 
-def collect_votes(cfg: RLHFConfig, db_url: str, campaign: str, target: int, log_dir: Path) -> int:
-    """Wait for `target` votes on the campaign; with service-simulated, simulated annotators cast them."""
+def collect_votes(cfg: RLHFConfig, db_url: str, campaign: str, target: int | None, log_dir: Path) -> int:
+    """Wait for `target` votes on the campaign (None: until every pair is settled); with service-simulated,
+    simulated annotators cast them."""
     sessions = open_database(db_url)
     if cfg.feedback.source == "service-simulated":
         with simulated_annotators(cfg, db_url, campaign, log_dir):
@@ -150,11 +159,10 @@ def collect_service_round(cfg: RLHFConfig, round_index: int, round_dir: Path, po
     campaign = round_campaign(cfg, round_index)
     n_pairs = ensure_round_pairs(cfg, sessions, campaign, policy_dir, prompts, cfg.run.seed * 31 + round_index,
                                  reward_dir, labelled)
-    with transaction(sessions) as session:
-        overlap = queue.find_campaign(session, campaign).overlap
-    target = min(cfg.feedback.votes_per_round or n_pairs * overlap, n_pairs * overlap)
-    log.info("round %d: waiting for %d votes on campaign %s (serve it: rlhf-dist feedback serve; "
-             "annotators open /?campaign=%s)", round_index, target, campaign, campaign)
+    target = cfg.feedback.votes_per_round  # None: every pair settled (adaptive overlap: split pairs get more)
+    log.info("round %d: waiting for %s on campaign %s, %d pairs (serve it: rlhf-dist feedback serve; "
+             "annotators open /?campaign=%s)", round_index, "every pair's votes" if target is None else
+             f"{target} votes", campaign, n_pairs, campaign)
     collect_votes(cfg, db_url, campaign, target, round_dir)
     fb = cfg.feedback
     meta = admin.export_snapshot(sessions, campaign, round_dir / "feedback" / f"{campaign}.jsonl", fb.aggregate,

@@ -76,8 +76,9 @@ def make_pairs(n: int, prefix: str = "p") -> list[dict]:
 
 
 def import_pairs(admin: httpx.Client, campaign: str, pairs: list[dict], overlap: int = 1,
-                 kind: str = "training") -> None:
-    r = admin.post("/api/v1/campaigns", json={"name": campaign, "kind": kind, "overlap": overlap})
+                 kind: str = "training", max_votes: int | None = None) -> None:
+    r = admin.post("/api/v1/campaigns", json={"name": campaign, "kind": kind, "overlap": overlap,
+                                              "max_votes": max_votes})
     assert r.status_code == 201, r.text
     body = "".join(json.dumps(p) + "\n" for p in pairs)
     r = admin.post(f"/api/v1/campaigns/{campaign}/import", params={"filename": "pairs.jsonl"}, content=body)

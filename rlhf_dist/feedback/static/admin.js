@@ -17,6 +17,8 @@ async function refresh() {
     const row = document.createElement("tr");
     cell(row, s.campaign); cell(row, s.kind); cell(row, s.pairs);
     cell(row, `${s.votes} / ${s.votes_wanted}`); cell(row, s.pairs_complete);
+    cell(row, s.max_votes === null ? "off" :
+      `${s.pairs_split} pairs split: +${s.extra_votes} votes (up to ${s.max_votes} each)`);
     cell(row, `${s.choices.A} / ${s.choices.B} / ${s.choices.tie}`);
     cell(row, s.left_rate === null ? null :
       `${(100 * s.left_rate).toFixed(1)}% of ${s.decisive_votes} (binomial p ${s.left_binomial_p})`);
@@ -89,6 +91,7 @@ async function importPairs(event) {
   try {
     await api("POST", "/api/v1/campaigns", {
       name, kind: $("import-kind").value, overlap: Number($("import-overlap").value),
+      max_votes: $("import-max-votes").value === "" ? null : Number($("import-max-votes").value),
     }).catch((err) => { if (err.status !== 409) throw err; });  // adding to an existing campaign is fine
     const result = await api("POST", `/api/v1/campaigns/${encodeURIComponent(name)}/import?filename=` +
       encodeURIComponent(file.name), file, { "Content-Type": "application/octet-stream" });
