@@ -86,6 +86,8 @@ class ModelConfig(Strict):
     @field_validator("path")
     @classmethod
     def _known_builtin(cls, path: str) -> str:
+        if not path.strip():
+            raise ValueError("empty path: give a local model directory or builtin:NAME")
         name = path.removeprefix("builtin:")
         if path.startswith("builtin:") and name not in BUILTIN_MODELS:
             known = ", ".join(f"builtin:{b}" for b in BUILTIN_MODELS)
@@ -141,6 +143,14 @@ class DataConfig(Strict):
     min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="Drop A/B rows below this annotator confidence.")
     confidence_as_weight: bool = Field(False, description="Weight each A/B pair's loss by its confidence.")
     rating_min_gap: float = Field(0.0, ge=0.0, description="Ratings -> pairs: minimum reward gap for a pair.")
+
+    @field_validator("sft_path", "pairs_path", "eval_pairs_path", "prompts_path", "eval_prompts_path")
+    @classmethod
+    def _not_empty(cls, path: str | None) -> str | None:
+        # '' would read as the working directory; unset (null) is how the built-in demo data is asked for
+        if path is not None and not path.strip():
+            raise ValueError("empty path: give a data file, or leave the option unset for the built-in demo data")
+        return path
 
 
 class SamplingConfig(Strict):

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_LISTED_ERRORS = 10  # on screen; every one goes to <run>/rejected_rows.jsonl (write_rejected_rows)
+MAX_LISTED_ERRORS = 10  # on screen, the rest counted per reason; 'skip' mode saves each (write_rejected_rows)
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,15 @@ class DataValidationError(ValueError):
     def __init__(self, errors: list[RowError], source: str = "data", saved_to: Path | None = None) -> None:
         self.errors = list(errors)
         self.source = source
+        self.saved_to = saved_to
         n_rows = len({e.location for e in self.errors})
         lines = [f"{len(self.errors)} error(s) in {n_rows} row(s) of {source}:"]
         lines += [f"  {e}" for e in self.errors[:MAX_LISTED_ERRORS]]
         if len(self.errors) > MAX_LISTED_ERRORS:
-            more = f"  ... and {len(self.errors) - MAX_LISTED_ERRORS} more"
-            lines.append(more + (f" (all {len(self.errors)} in {saved_to})" if saved_to else ""))
+            rest = self.errors[MAX_LISTED_ERRORS:]
+            more = f"  ... and {len(rest)} more"  # by reason: a failed check writes no file to list them in
+            lines.append(more + (f" (all {len(self.errors)} in {saved_to})" if saved_to
+                                 else f": {reason_counts(rest)}"))
         elif saved_to:
             lines.append(f"  (also in {saved_to})")
         super().__init__("\n".join(lines))
@@ -49,12 +52,22 @@ class DataFileError(DataValidationError):
     """A whole data file is unusable (missing, empty, not the format its name says): one line."""
 
     def __init__(self, message: str) -> None:
-        self.errors, self.source = [], ""
+        self.errors, self.source, self.saved_to = [], "", None
         ValueError.__init__(self, message)
 
 
 class DataFileNotFound(DataFileError, FileNotFoundError):
     """A data path that does not exist."""
+
+
+def naming_option(err: DataValidationError, option: str) -> DataValidationError:
+    """The same problem, its message naming the option the file came from (`data.pairs_path: p.txt: ...`;
+    a list of bad rows: `... of p.jsonl (data.pairs_path):`). Unchanged when it names the option already."""
+    if option in str(err).split("\n")[0]:
+        return err
+    if err.errors:
+        return DataValidationError(err.errors, source=f"{err.source} ({option})", saved_to=err.saved_to)
+    return type(err)(f"{option}: {err}")
 
 
 def reason_counts(errors: list[RowError]) -> str:

@@ -54,14 +54,51 @@ def _default_reward_dir(run_dir: Path) -> Path | None:
     return path if (path / HEAD_META).is_file() else None
 
 
+def _given_reward_dir(path: str) -> Path:
+    """--reward-model: a trained reward model (scalar_head.json beside the weights), else one line naming it."""
+    from rlhf_dist.data.errors import DataFileNotFound
+    from rlhf_dist.models import resolve_model_path
+    from rlhf_dist.models.scalar_head import HEAD_META
+
+    model_dir = resolve_model_path(path, option="--reward-model")
+    if not (model_dir / HEAD_META).is_file():
+        raise DataFileNotFound(f"--reward-model '{path}' is not a trained reward model (no {HEAD_META}; train one "
+                               "with `rlhf-dist rm`)")
+    return model_dir
+
+
+def _empty_flag(args: argparse.Namespace, flags: tuple[str, ...]) -> str | None:
+    """The first of these path options given as an empty string ('' would mean the working directory)."""
+    return next((f for f in flags if (v := getattr(args, f[2:].replace("-", "_"))) is not None and not v.strip()),
+                None)
+
+
+def _human_eval_models(args: argparse.Namespace, cfg: RLHFConfig) -> tuple[Path, Path]:
+    """--human's policy and baseline, and the held-out prompts, checked before the database is opened."""
+    from rlhf_dist.models import resolve_model_path
+    from rlhf_dist.stages.inputs import check_inputs
+
+    policy = resolve_model_path(args.policy, option="--policy") if args.policy else Path(cfg.run.output_dir) / "policy"
+    baseline = resolve_model_path(args.baseline or cfg.policy.path, seed=cfg.run.seed,
+                                  option="--baseline" if args.baseline else "policy.path")
+    if not (policy / "config.json").is_file():
+        from rlhf_dist.data.errors import DataFileNotFound
+
+        raise DataFileNotFound(f"eval --human: no policy at {policy} (run `rlhf-dist ppo` first, or pass --policy DIR)")
+    check_inputs(cfg, splits=["eval_prompts"])
+    return policy, baseline
+
+
 def cmd_human_eval(args: argparse.Namespace, cfg: RLHFConfig) -> int:
     """--human: create a blind evaluation campaign, or (--report CAMPAIGN) compute its win rate."""
     from rlhf_dist.eval.human import create_human_eval_campaign, human_eval_report
     from rlhf_dist.feedback.db import db_url_of, open_database
     from rlhf_dist.feedback.queue import FeedbackError
-    from rlhf_dist.models import resolve_model_path
 
+    if flag := _empty_flag(args, ("--policy", "--baseline", "--campaign", "--report")):
+        return _fail(f"eval --human: {flag}: empty value", 2)
     run_dir = Path(cfg.run.output_dir)
+    policy, baseline = _human_eval_models(args, cfg) if not args.report else (None, None)
     try:
         sessions = open_database(db_url_of(cfg.feedback.db_url, run_dir))
         if args.report:
@@ -73,11 +110,6 @@ def cmd_human_eval(args: argparse.Namespace, cfg: RLHFConfig) -> int:
                   f"{report['votes']} votes); seed target > {report['target']:.2f}: "
                   f"{'met' if report['meets_target'] else 'not met'}; saved to {run_dir / 'human_evaluation.json'}")
             return 0
-        policy = Path(args.policy) if args.policy else run_dir / "policy"
-        baseline = Path(args.baseline) if args.baseline else resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
-        for flag, path in (("--policy", policy), ("--baseline", baseline)):
-            if not (path / "config.json").is_file():
-                return _fail(f"eval --human: {flag}: no model at {path}")
         campaign = args.campaign or f"{cfg.run.name}-human-eval"
         n = create_human_eval_campaign(cfg, sessions, campaign, policy, baseline,
                                        cfg.feedback.human_eval_prompts or cfg.eval.num_prompts)
@@ -96,6 +128,8 @@ def cmd_eval(args: argparse.Namespace, cfg: RLHFConfig) -> int:
     from rlhf_dist.models import resolve_model_path
     from rlhf_dist.storage import fetch_run, push_outputs
 
+    if flag := _empty_flag(args, ("--policy", "--reference", "--reward-model")):
+        return _fail(f"eval: {flag}: empty path (give a model directory, or leave {flag} out for its default)", 2)
     # a run behind a URI: what this eval reads comes down to its staging dir; eval.json and report/ go back
     needed = ["policy"] * (not args.policy) + ["reward_model"] * (not (args.reward_model or args.no_reward_model))
     run_dir = fetch_run(cfg.run.output_dir, needed + INPUTS)
@@ -103,9 +137,15 @@ def cmd_eval(args: argparse.Namespace, cfg: RLHFConfig) -> int:
     policy = Path(args.policy) if args.policy else run_dir / "policy"
     if not (policy / "config.json").is_file():
         return _fail(f"eval: no policy at {policy} (run `rlhf-dist ppo` first, or pass --policy DIR)")
-    reference = Path(args.reference) if args.reference else resolve_model_path(cfg.policy.path, seed=cfg.run.seed)
-    reward = None if args.no_reward_model else (Path(args.reward_model) if args.reward_model
+    reference = resolve_model_path(args.reference or cfg.policy.path, seed=cfg.run.seed,
+                                   option="--reference" if args.reference else "policy.path")
+    reward = None if args.no_reward_model else (_given_reward_dir(args.reward_model) if args.reward_model
                                                  else _default_reward_dir(run_dir))
+    from rlhf_dist.stages.inputs import check_inputs
+
+    # the held-out prompts (and pairs, for the RM's accuracy) read and checked before eval writes anything
+    check_inputs(cfg, splits=["eval_prompts", *(["eval_pairs"] if reward else [])],
+                 dirs={"reward_model.path": reward} if reward else None)
     result = evaluate_policy(cfg, policy, reference, reward, cfg.eval.judge)
     print(json.dumps(result, indent=2, default=float))
     if not args.no_report:

@@ -27,11 +27,11 @@ import torch
 from rlhf_dist.algo import masked_mean, masked_sum, pairwise_accuracy
 from rlhf_dist.backends.rollout.base import RolloutSample
 from rlhf_dist.backends.rollout.hf_engine import HFEngine
-from rlhf_dist.config import RLHFConfig, with_overrides
+from rlhf_dist.config import ConfigError, RLHFConfig, with_overrides
 from rlhf_dist.config.roles import evaluates_on_cluster
-from rlhf_dist.data import collate_pairs, encode_prompt, load_records
+from rlhf_dist.data import collate_pairs, encode_prompt
 from rlhf_dist.data.experience import ModelInputs, pack_samples
-from rlhf_dist.data.files import load_encoded_pairs, resolve_data_files
+from rlhf_dist.data.files import load_encoded_pairs, load_prompts, read_splits, resolve_data_files
 from rlhf_dist.eval.judges import judge_scores, trained_on_judge
 from rlhf_dist.models import load_reward_model, load_tokenizer
 from rlhf_dist.models.forward import chunked_response_logprobs
@@ -46,12 +46,9 @@ N_EXAMPLES = 5  # generations kept in eval.json for the report
 
 def load_eval_prompts(cfg: RLHFConfig) -> list[str]:
     """The first cfg.eval.num_prompts held-out prompts (data.eval_prompts_path, or the built-in eval split)."""
-    path = resolve_data_files(cfg).eval_prompts
-    loaded = load_records(path, "prompt", on_error=cfg.data.on_error)
-    prompts = [r.prompt for r in loaded.records][: cfg.eval.num_prompts]
-    if not prompts:
-        raise ValueError(f"no held-out prompts in {path}")
-    return prompts
+    files = resolve_data_files(cfg)
+    return read_splits(files, {"eval_prompts": lambda path: load_prompts(cfg, path)})["eval_prompts"][
+        : cfg.eval.num_prompts]
 
 
 class LocalEval:
@@ -116,8 +113,8 @@ class LocalEval:
 def _check_same_tokenizer(policy_tok, reference_dir: Path, prompt: str) -> None:
     ref_tok = load_tokenizer(reference_dir)
     if len(ref_tok) != len(policy_tok) or encode_prompt(ref_tok, prompt) != encode_prompt(policy_tok, prompt):
-        raise ValueError(f"reference {reference_dir} has another tokenizer than the policy: KL and "
-                         "perplexity need one shared vocabulary")
+        raise ConfigError([f"reference {reference_dir} has another tokenizer than the policy: KL and "
+                           "perplexity need one shared vocabulary (pass the policy's starting model as --reference)"])
 
 
 def _reward_metrics(cfg: RLHFConfig, models, reward_dir: Path, prompts: list[str], policy_texts: list[str],

@@ -104,10 +104,20 @@ def resolve_model_path(path: str, seed: int = 0, option: str = "") -> Path:
         if not (local / "config.json").is_file():
             from rlhf_dist.data.errors import DataFileNotFound
 
+            what = ("does not exist" if not local.exists() else "is a file, not a model directory"
+                    if not local.is_dir() else "is not a Hugging Face model directory (no config.json)")
             where = f" ({option}; a local model directory or builtin:NAME)" if option else ""
-            raise DataFileNotFound(f"model path '{path}' is not a Hugging Face model directory (no config.json)"
-                                   f"{where}")
+            raise DataFileNotFound(f"model path '{path}' {what}{where}")
         return local
+    try:
+        return _resolve_builtin(path, seed)
+    except FileNotFoundError as err:  # a built-in model's package is not installed: one line, not a traceback
+        from rlhf_dist.config import ConfigError
+
+        raise ConfigError([f"{option or 'model path'}: {path}: {err}"]) from None
+
+
+def _resolve_builtin(path: str, seed: int) -> Path:
     name = path[len(BUILTIN_PREFIX):]
     if name.startswith("tiny-"):
         from rlhf_dist.models.tiny import make_tiny_model_dir

@@ -21,7 +21,7 @@ from rlhf_dist.data.readers import write_jsonl
 from rlhf_dist.data.records import ABFeedback
 from rlhf_dist.feedback import FeedbackStore, SimulatedAnnotator
 from rlhf_dist.feedback.db import db_url_of
-from rlhf_dist.models import resolve_model_path
+from rlhf_dist.stages.inputs import check_cluster, check_inputs, pipeline_splits
 from rlhf_dist.tracking.console import StageProgress
 from rlhf_dist.storage import localize, push_outputs
 from rlhf_dist.utils import prepare_run_dir, write_json
@@ -135,9 +135,12 @@ def run_pipeline(cfg: RLHFConfig) -> dict:
     """Every stage, every round, then evaluation and the report; returns the summary."""
     started = time.time()
     cfg = localize(cfg)  # run.output_dir a storage URI: written to a staging dir, mirrored to the URI
+    # both models and every data file the rounds and the evaluation read: checked before the first write
+    dirs = check_inputs(cfg, ["policy.path", "reward_model.path"], pipeline_splits(cfg))
+    check_cluster(cfg)  # PPO joins cluster.address: an unreachable head or a missing token in one line
     run_dir = prepare_run_dir(cfg)
     store = feedback_store(cfg)
-    policy_dir = resolve_model_path(cfg.policy.path, seed=cfg.run.seed, option="policy.path")
+    policy_dir = dirs["policy.path"]
     if cfg.pipeline.run_sft:
         from rlhf_dist.stages.sft import train_sft
 
@@ -176,8 +179,11 @@ def metric_names(cfg: RLHFConfig) -> dict[str, str]:
     """One name per figure (summary.json, the demo's console lines, the report): the last RM's validation
     accuracy and the eval's RM accuracy are measured on different pairs."""
     feedback = cfg.pipeline.rounds > 1 or cfg.pipeline.first_round_preferences == "policy_samples"
-    eval_pairs = f"eval pairs ({cfg.data.eval_pairs_path})" if cfg.data.eval_pairs_path else "built-in eval pairs"
-    validation = "held-out feedback pairs" if feedback else eval_pairs
+    d = cfg.data
+    eval_pairs = f"eval pairs ({d.eval_pairs_path})" if d.eval_pairs_path else "built-in eval pairs"
+    # the user's pairs without eval pairs: the RM stage held every 10th of them out (stages/reward.py)
+    own = f"pairs held out of {d.pairs_path}" if d.pairs_path and not d.eval_pairs_path else eval_pairs
+    validation = "held-out feedback pairs" if feedback else own
     return {"rm_accuracy": f"RM accuracy on {validation}", "rm_eval_pairs": f"{validation} (count)",
             "rm_accuracy_eval_pairs": f"RM accuracy on {eval_pairs}"}
 

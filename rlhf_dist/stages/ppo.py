@@ -16,17 +16,15 @@ from rlhf_dist.config.roles import critic_starts_from_reward, needs_reward_model
 from rlhf_dist.driver.ppo import PPOResult, run_ppo
 from rlhf_dist.driver.roles import ModelDirs
 from rlhf_dist.models import resolve_model_path
-from rlhf_dist.models.scalar_head import HEAD_META
+from rlhf_dist.stages.inputs import check_ppo_inputs, reward_model_to_train
 from rlhf_dist.storage import localize, push_outputs
 
 log = logging.getLogger(__name__)
 
 
 def _trained_reward_dir(cfg: RLHFConfig) -> Path:
-    if not cfg.reward_model.path.startswith("builtin:"):
-        path = Path(cfg.reward_model.path)
-        if (path / HEAD_META).is_file():
-            return path
+    if not reward_model_to_train(cfg):
+        return Path(cfg.reward_model.path)
     from rlhf_dist.stages.reward import train_reward_model
 
     log.info("no trained reward model at %s: training one first (rlhf-dist rm)", cfg.reward_model.path)
@@ -43,6 +41,7 @@ def resolve_model_dirs(cfg: RLHFConfig, policy_dir: Path | None = None, reward_d
 def run_ppo_stage(cfg: RLHFConfig, policy_dir: Path | None = None, reward_dir: Path | None = None,
                   stop_after: int | None = None) -> PPOResult:
     cfg = localize(cfg)  # run.output_dir a storage URI: written to a staging dir, mirrored to the URI
+    check_ppo_inputs(cfg, policy_dir, reward_dir)  # models, prompts (and an RM's data): before any write
     result = run_ppo(cfg, resolve_model_dirs(cfg, policy_dir, reward_dir), stop_after=stop_after)
     push_outputs(result.run_dir)  # metrics, exported policy (its _COMPLETE marker last)
     return result

@@ -21,9 +21,12 @@ from rlhf_dist.algo import calibration, kendall_tau, pairwise_accuracy, reward_m
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.config.roles import trains_in_driver
 from rlhf_dist.data import collate_pairs
-from rlhf_dist.data.files import load_encoded_pairs, resolve_data_files
+from rlhf_dist.data.files import (
+    HOLD_OUT_EVERY, DataFiles, hold_out, load_encoded_pairs, read_splits, resolve_data_files,
+)
 from rlhf_dist.models import ScalarHeadModel, load_reward_model, load_tokenizer, merge_lora, resolve_model_path
 from rlhf_dist.models.objectives import bradley_terry_objective, score_pairs
+from rlhf_dist.stages.inputs import check_cluster
 from rlhf_dist.stages.loop import train_epochs, updates_per_epoch
 from rlhf_dist.storage import localize, push_outputs
 from rlhf_dist.tracking import MetricsLogger
@@ -38,6 +41,7 @@ class RewardTrainResult:
     eval_pairs: Path  # the held-out file `history` was measured on (the built-in one under <run>/data if unset)
     eval_pairs_format: str
     history: list[dict] = field(default_factory=list)  # one eval dict per epoch
+    eval_held_out: bool = False  # history was measured on data.files.hold_out(eval_pairs' pairs)[1], not all
 
     @property
     def final_metrics(self) -> dict:
@@ -93,12 +97,14 @@ def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> R
                  resolve_model_path(cfg.reward_model.path, seed=cfg.run.seed, option="reward_model.path"))
     files = resolve_data_files(cfg)
     tokenizer = load_tokenizer(model_dir, cfg.reward_model.trust_remote_code)
-    train_set = load_encoded_pairs(cfg, tokenizer, files.pairs, files.pairs_format, "train pairs")
-    eval_set = load_encoded_pairs(cfg, tokenizer, files.eval_pairs, files.eval_pairs_format, "eval pairs")
+    train_set, eval_set, eval_source = _train_and_eval_sets(cfg, files, tokenizer)
     tcfg, epochs = cfg.reward.train, cfg.reward.epochs
     total_updates = updates_per_epoch(len(train_set), tcfg, "training pairs", "reward.train.global_batch_size") * epochs
+    if not trains_in_driver(cfg, tcfg):
+        check_cluster(cfg)  # the Ray cluster it trains on: reachable, with this shell's token
     run_dir = prepare_run_dir(cfg)  # config.yaml only once the data is known to be usable
-    result = RewardTrainResult(run_dir / "reward_model", files.eval_pairs, files.eval_pairs_format)
+    eval_path, eval_format, held_out = eval_source
+    result = RewardTrainResult(run_dir / "reward_model", eval_path, eval_format, eval_held_out=held_out)
     n_micro = total_updates * tcfg.global_batch_size // tcfg.micro_batch_size
     with MetricsLogger(run_dir, cfg.tracking, total=n_micro, desc="reward model") as tracker:
         if trains_in_driver(cfg, tcfg):
@@ -115,6 +121,33 @@ def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> R
     log.info("reward model saved to %s", result.model_dir)
     push_outputs(run_dir)
     return result
+
+
+def _train_and_eval_sets(cfg: RLHFConfig, files: DataFiles, tokenizer) -> tuple[list, list, tuple[Path, str, bool]]:
+    """(train pairs, held-out pairs, (held-out file, its format, held out of it)), the user's files read
+    before any built-in one is written. The user's pairs without data.eval_pairs_path: every 10th of them is
+    held out for evaluation (the built-in pairs would say nothing about a model of this data) unless there
+    are too few, which a warning then says."""
+    def read(split: str):
+        fmt = files.pairs_format if split == "pairs" else files.eval_pairs_format
+        what = "train pairs" if split == "pairs" else "eval pairs"
+        return lambda path: load_encoded_pairs(cfg, tokenizer, path, fmt, what)
+
+    if files.is_given("pairs") and not files.is_given("eval_pairs"):
+        given = read_splits(files, {"pairs": read("pairs")})["pairs"]
+        train, held = hold_out(given)
+        gbs = cfg.reward.train.global_batch_size
+        if held and len(train) >= gbs:
+            log.info("data.eval_pairs_path unset: the reward model is evaluated on every %dth of the %d pairs of "
+                     "%s (%d held out, not trained on)", HOLD_OUT_EVERY, len(given), files.pairs, len(held))
+            return train, held, (files.pairs, files.pairs_format, True)
+        log.warning("data.eval_pairs_path unset and %s has %d usable pairs, too few to hold out every %dth and keep "
+                    "one global batch (reward.train.global_batch_size %d): evaluating on the built-in demo pairs, "
+                    "which say nothing about this data; set --data.eval_pairs_path", files.pairs, len(given),
+                    HOLD_OUT_EVERY, gbs)
+        return given, read("eval_pairs")(files.eval_pairs), (files.eval_pairs, files.eval_pairs_format, False)
+    sets = read_splits(files, {"pairs": read("pairs"), "eval_pairs": read("eval_pairs")})
+    return sets["pairs"], sets["eval_pairs"], (files.eval_pairs, files.eval_pairs_format, False)
 
 
 def _train_here(cfg: RLHFConfig, model_dir: Path, train_set: list, eval_set: list, tokenizer,

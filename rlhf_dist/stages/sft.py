@@ -19,9 +19,10 @@ import torch
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.config.roles import trains_in_driver
 from rlhf_dist.data import collate_sft
-from rlhf_dist.data.files import load_encoded_sft, resolve_data_files
+from rlhf_dist.data.files import load_encoded_sft, read_splits, resolve_data_files
 from rlhf_dist.models import load_causal_lm, load_tokenizer, merge_lora, resolve_model_path
 from rlhf_dist.models.objectives import response_nll, sft_loss
+from rlhf_dist.stages.inputs import check_cluster
 from rlhf_dist.stages.loop import train_epochs, updates_per_epoch
 from rlhf_dist.storage import localize, push_outputs
 from rlhf_dist.tracking import MetricsLogger
@@ -59,11 +60,13 @@ def train_sft(cfg: RLHFConfig) -> SFTResult:
     files = resolve_data_files(cfg)
     tokenizer = load_tokenizer(model_dir, cfg.policy.trust_remote_code)
     # every bad row with file:line, <run>/rejected_rows.jsonl
-    examples = load_encoded_sft(cfg, tokenizer, files.sft, "sft data")
+    examples = read_splits(files, {"sft": lambda path: load_encoded_sft(cfg, tokenizer, path, "sft data")})["sft"]
     n_eval = max(1, len(examples) // 10)  # a held-out tenth for perplexity
     train_set, eval_set = examples[n_eval:], examples[:n_eval]
     tcfg, epochs = cfg.sft.train, cfg.sft.epochs
     total_updates = updates_per_epoch(len(train_set), tcfg, "SFT examples", "sft.train.global_batch_size") * epochs
+    if not trains_in_driver(cfg, tcfg):
+        check_cluster(cfg)  # the Ray cluster it trains on: reachable, with this shell's token
     run_dir = prepare_run_dir(cfg)  # config.yaml only once the data is known to be usable
     result = SFTResult(model_dir=run_dir / "sft")
     n_micro = total_updates * tcfg.global_batch_size // tcfg.micro_batch_size

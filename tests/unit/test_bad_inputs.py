@@ -138,7 +138,7 @@ def _jsonl(*rows) -> bytes:
 LONG = "word " * 200
 # name: (file name, bytes, extra argv, substrings of the error ('{f}' = the file's path))
 DATA_CASES = {
-    "empty file": ("p.jsonl", b"", [], ["{f}: no data rows (the file is empty)"]),
+    "empty file": ("p.jsonl", b"", [], ["{f}: no data rows (the file is empty", "data.pairs_path"]),
     "blank lines only": ("p.jsonl", b"\n  \n\n", [], ["{f}: no data rows"]),
     "chosen == rejected": ("p.jsonl", _jsonl(GOOD, {"prompt": "p", "chosen": "same", "rejected": "same"}), [],
                            ["{f}:2: <row>: chosen and rejected are the same text ('same')"]),
@@ -184,7 +184,8 @@ DATA_CASES = {
         ["--data.pairs_format", "ab"], ["{f}:1: confidence: ", "got 2"]),
     "A/B only ties, dropped": (
         "ab.jsonl", _jsonl({"prompt": "p", "response_a": "a", "response_b": "b", "preference": 2}),
-        ["--data.pairs_format", "ab"], ["{f}: no usable preference pairs", "dropped 1 ties"]),
+        ["--data.pairs_format", "ab"], ["{f}: no usable preference pairs", "dropped 1 ties",
+                                        "--data.tie_policy half trains on them"]),
     "A/B identical responses only": (
         "ab.jsonl", _jsonl({"prompt": "p", "response_a": "a", "response_b": "a", "preference": 0}),
         ["--data.pairs_format", "ab"], ["{f}: no usable preference pairs", "the same text"]),
@@ -240,16 +241,17 @@ def test_data_mistake(name, tmp_path, capsys, rm_argv):
         assert piece.format(f=path) in text, (piece, text)
     if "{f}:" not in expected[0]:  # a whole-file problem: one line
         assert len(block) == 1, block
-    # nothing but the list of rejected rows is written to the run dir before the data is valid
-    run = tmp_path / "run"
-    assert not run.exists() or {p.name for p in run.iterdir()} <= {"rejected_rows.jsonl"}
+    if "{f}" in expected[0]:
+        assert "data.pairs_path" in block[0]  # the option the file came from
+    assert not (tmp_path / "run").exists()  # nothing written: not even a list of the (<= 10, shown) bad rows
 
 
 def test_missing_data_file(tmp_path, capsys, rm_argv):
     rc, err = _run(capsys, rm_argv(tmp_path / "nope.jsonl", []))
     assert rc == 3
     assert _error_lines(err) == [f"rlhf-dist: {tmp_path / 'nope.jsonl'}: data file not found "
-                                 "(check the data.*_path option or the working directory)"]
+                                 "(data.pairs_path; check the path or the working directory)"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_data_file_with_the_other_splits_left_to_the_demo_data_writes_nothing(tmp_path, capsys):
@@ -260,21 +262,19 @@ def test_missing_data_file_with_the_other_splits_left_to_the_demo_data_writes_no
     assert not run.exists()  # the built-in demo data for the unset splits is not written first
 
 
-def test_every_bad_row_is_counted_and_saved_with_its_reason(tmp_path, capsys, rm_argv):
+def test_every_bad_row_is_counted_and_nothing_is_written(tmp_path, capsys, rm_argv):
     rows = [GOOD] + [{"prompt": "p", "chosen": "a", "rejected": ""}] * 24 + [{"prompt": "p", "chosen": "x"}]
     path = tmp_path / "many.jsonl"
     path.write_bytes(_jsonl(*rows))
     rc, err = _run(capsys, rm_argv(path, []))
     block = _error_lines(err)
     assert rc == 3
-    assert block[0] == f"rlhf-dist: 25 error(s) in 25 row(s) of {path}:"
-    assert len(block) == 1 + 10 + 1  # header, the first 10 on screen, the total
+    assert block[0] == f"rlhf-dist: 25 error(s) in 25 row(s) of {path} (data.pairs_path):"
+    assert len(block) == 1 + 10 + 1  # header, the first 10 on screen, the rest by reason
     assert block[1].strip() == f"{path}:2: rejected: must not be empty or whitespace-only"
-    saved = tmp_path / "run" / "rejected_rows.jsonl"
-    assert block[-1].strip() == f"... and 15 more (all 25 in {saved})"
-    lines = [json.loads(line) for line in saved.read_text().splitlines()]
-    assert len(lines) == 25 and lines[-1] == {"what": "train pairs", "location": f"{path}:26",
-                                              "field": "rejected", "problem": "missing required field"}
+    assert block[-1].strip() == ("... and 15 more: 14 x rejected: must not be empty or whitespace-only; "
+                                 "1 x rejected: missing required field")
+    assert not (tmp_path / "run").exists()  # no rejected_rows.jsonl either: a failed check writes nothing
 
 
 def test_skip_mode_logs_the_count_per_reason(tmp_path, caplog, rm_argv):
@@ -302,7 +302,7 @@ def test_skip_mode_logs_the_count_per_reason(tmp_path, caplog, rm_argv):
 def test_sft_over_long_row_names_its_line(tmp_path, capsys, rm_argv):
     path = tmp_path / "sft_bad.jsonl"
     path.write_bytes(_jsonl({"prompt": "p", "response": "r"}, {"prompt": "p", "response": LONG}))
-    argv = rm_argv(tmp_path / "unused.jsonl", ["--data.max_length", "64", "--data.max_prompt_length", "8"])
+    argv = rm_argv(tmp_path / "good.jsonl", ["--data.max_length", "64", "--data.max_prompt_length", "8"])
     argv[0] = "sft"
     argv[argv.index("--data.sft_path") + 1] = str(path)
     argv[argv.index("--reward_model.path")] = "--policy.path"
@@ -349,3 +349,174 @@ def test_empty_file_or_missing_model_writes_nothing(argv, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and (argv[1].removeprefix("--") in err[0])  # one line naming the option
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- nothing written before every input is checked
+
+def _nothing_written(out: Path) -> None:
+    assert not out.exists(), sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+
+
+# A user's file that is wrong, for a command whose other data paths are unset (the built-in demo data would
+# fill them): the file is read and refused before the demo data, a run dir or a feedback database is written.
+BAD_FILES = {
+    "blank lines only": ("p.jsonl", b"\n \n"),
+    "invalid JSON": ("p.jsonl", b'{"prompt": \n'),
+    "a directory": ("d", None),
+    "a .txt file": ("p.txt", b"hello\n"),
+    "a row without the fields": ("p.jsonl", b'{"foo": "bar"}\n'),
+    "a JSON object, not a list": ("p.json", b'{"prompt": "p"}'),
+    "not UTF-8": ("p.jsonl", b"\xff\xfe\n"),
+}
+COMMAND_FILES = [("sft", "data.sft_path"), ("rm", "data.pairs_path"), ("rm", "data.eval_pairs_path"),
+                 ("ppo", "data.prompts_path"), ("pipeline", "data.prompts_path"),
+                 ("pipeline", "data.eval_prompts_path"), ("pipeline", "data.pairs_path"),
+                 ("pipeline", "data.eval_pairs_path"), ("eval", "data.eval_prompts_path"),
+                 ("experiment kl-sweep", "data.prompts_path")]
+
+
+@pytest.mark.parametrize("bad", list(BAD_FILES))
+@pytest.mark.parametrize("command, option", COMMAND_FILES, ids=[f"{c} {o}" for c, o in COMMAND_FILES])
+def test_a_bad_file_is_refused_before_the_demo_data_is_written(command, option, bad, tmp_path, capsys, tiny_llama_dir):
+    name, content = BAD_FILES[bad]
+    path = tmp_path / name
+    path.mkdir() if content is None else path.write_bytes(content)
+    out = tmp_path / "run"
+    extra = ["--policy", str(tiny_llama_dir)] if command == "eval" else []
+    rc, err = _run(capsys, [*command.split(), "configs/tiny.yaml", f"--{option}", str(path), *extra,
+                            f"--run.output_dir={out}"])
+    block = _error_lines(err)
+    assert rc == 3, err
+    assert option in block[0] and str(path) in "\n".join(block), block  # the option and the file
+    _nothing_written(out)
+
+
+MODEL_OPTIONS = [("sft", "--policy.path", []), ("rm", "--reward_model.path", []), ("ppo", "--policy.path", []),
+                 ("ppo", "--reward_model.path", ["--ppo.rewards.0.kind", "model"]), ("pipeline", "--policy.path", []),
+                 ("pipeline", "--reward_model.path", []), ("eval", "--reference", []), ("eval", "--reward-model", []),
+                 ("experiment kl-sweep", "--policy.path", [])]
+NOT_MODELS = {"does not exist": "nope", "a dir without config.json": "empty", "a file": "file.txt"}
+
+
+@pytest.mark.parametrize("kind", list(NOT_MODELS))
+@pytest.mark.parametrize("command, option, extra", MODEL_OPTIONS, ids=[f"{c} {o}" for c, o, _ in MODEL_OPTIONS])
+def test_a_model_path_that_is_no_model_is_one_line(command, option, extra, kind, tmp_path, capsys, tiny_llama_dir):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("not a model\n")
+    bad = tmp_path / NOT_MODELS[kind]
+    out = tmp_path / "run"
+    extra = [*extra, *(["--policy", str(tiny_llama_dir)] if command == "eval" else [])]
+    rc, err = _run(capsys, [*command.split(), "configs/tiny.yaml", option, str(bad), *extra,
+                            f"--run.output_dir={out}"])
+    block = _error_lines(err)
+    assert rc == 3 and len(block) == 1, err
+    assert f"'{bad}'" in block[0] and option.removeprefix("--") in block[0], block[0]
+    _nothing_written(out)
+
+
+def test_a_reward_model_dir_that_was_never_trained_is_refused_by_eval(tmp_path, capsys, tiny_llama_dir):
+    rc, err = _run(capsys, ["eval", "configs/tiny.yaml", "--policy", str(tiny_llama_dir), "--reward-model",
+                            str(tiny_llama_dir), f"--run.output_dir={tmp_path / 'run'}"])
+    assert rc == 3 and _error_lines(err) == [f"rlhf-dist: --reward-model '{tiny_llama_dir}' is not a trained reward "
+                                             "model (no scalar_head.json; train one with `rlhf-dist rm`)"]
+    _nothing_written(tmp_path / "run")
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["rm", "--data.pairs_path", ""], "data.pairs_path"), (["ppo", "--data.prompts_path", " "], "data.prompts_path"),
+    (["sft", "--policy.path", ""], "policy.path"), (["rm", "--reward_model.path", ""], "reward_model.path"),
+    (["eval", "--reference", ""], "--reference"), (["eval", "--human", "--baseline", ""], "--baseline"),
+], ids=["data path", "data path of spaces", "policy", "reward model", "eval --reference", "eval --human --baseline"])
+def test_an_empty_path_option_is_reported_as_empty(argv, option, tmp_path, capsys):
+    rc, err = _run(capsys, [*argv, "configs/tiny.yaml", f"--run.output_dir={tmp_path / 'run'}"])
+    block = _error_lines(err)
+    assert rc == 2 and len(block) == 1 and option in block[0] and "empty" in block[0], err
+    assert "save_to_disk" not in block[0]
+    _nothing_written(tmp_path / "run")
+
+
+def _ties(n: int) -> bytes:
+    return _jsonl(*[{"prompt": f"p{i}", "response_a": f"a {i}", "response_b": f"b {i}", "preference": 2}
+                    for i in range(n)])
+
+
+def test_an_all_ties_export_suggests_tie_policy_half(tmp_path, capsys):
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(_ties(40))
+    rc, err = _run(capsys, ["rm", "configs/tiny.yaml", "--data.pairs_path", str(path), "--data.pairs_format", "ab",
+                            f"--run.output_dir={tmp_path / 'run'}"])
+    block = _error_lines(err)
+    assert rc == 3 and len(block) == 1, err
+    assert "all 40 usable rows are ties" in block[0] and "--data.tie_policy half" in block[0]
+    _nothing_written(tmp_path / "run")
+
+
+def test_tie_policy_half_evaluates_on_the_users_pairs_not_the_built_in_ones(tmp_path, capsys, tiny_llama_dir):
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(_ties(40))
+    out = tmp_path / "run"
+    rc, _ = _run(capsys, ["rm", "configs/tiny.yaml", "--data.pairs_path", str(path), "--data.pairs_format", "ab",
+                          "--data.tie_policy", "half", "--reward.epochs", "1", "--reward_model.path",
+                          str(tiny_llama_dir), f"--run.output_dir={out}"])
+    assert rc == 0
+    final = json.loads((out / "reward_metrics.json").read_text())["history"][-1]
+    assert final["n_pairs"] == 4 == final["n_tie_pairs"]  # every 10th of the user's 40 pairs, held out
+    assert not (out / "data").exists()  # the built-in demo data is not what this run uses: never written
+
+
+def test_too_few_pairs_to_hold_out_says_why_it_uses_the_built_in_ones(tmp_path, capsys, tiny_llama_dir):
+    path = tmp_path / "few.jsonl"
+    path.write_bytes(_ties(9))
+    out = tmp_path / "run"
+    rc = main(["rm", "configs/tiny.yaml", "--data.pairs_path", str(path), "--data.pairs_format", "ab",
+               "--data.tie_policy", "half", "--reward.epochs", "1", "--reward.train.global_batch_size", "8",
+               "--reward.train.micro_batch_size", "8", "--reward_model.path", str(tiny_llama_dir),
+               f"--run.output_dir={out}"])
+    logged = "".join(capsys.readouterr())  # log lines go through the console (tracking/console.py say)
+    assert rc == 0
+    assert "too few to hold out" in logged and "set --data.eval_pairs_path" in logged  # the warning says why
+    assert json.loads((out / "reward_metrics.json").read_text())["history"][-1]["n_tie_pairs"] == 0
+    assert (out / "data" / "eval_pairs.jsonl").is_file()  # the built-in pairs are what it evaluated on
+
+
+def test_skipped_rows_are_not_saved_when_another_file_is_refused(tmp_path, capsys):
+    mixed, bad = tmp_path / "mixed.jsonl", tmp_path / "bad.jsonl"
+    mixed.write_bytes(_jsonl(*[{**GOOD, "chosen": f"good {i}"} for i in range(20)], {"prompt": "p"}))
+    bad.write_bytes(_jsonl(b'{"prompt": '))
+    rc, err = _run(capsys, ["rm", "configs/tiny.yaml", "--data.pairs_path", str(mixed), "--data.on_error", "skip",
+                            "--data.eval_pairs_path", str(bad), f"--run.output_dir={tmp_path / 'run'}"])
+    assert rc == 3 and "data.eval_pairs_path" in _error_lines(err)[0]
+    _nothing_written(tmp_path / "run")  # no rejected_rows.jsonl for the skipped row of the first file
+
+
+@pytest.mark.parametrize("argv", [
+    # an over-long row only the reward model's tokenizer finds: checked before the pipeline's run dir
+    ["pipeline", "--data.pairs_path", "{long}", "--data.max_length", "64", "--data.truncation", "error"],
+    ["pipeline", "--pipeline.run_sft", "true", "--data.sft_path", "{bad}"],
+    # `--resume` with a reward model to train first: no checkpoint is found before that training
+    ["ppo", "--ppo.rewards.0.kind", "model", "--resume"],
+    ["eval", "--human", "--policy", "{nomodel}"],
+], ids=["pipeline over-long pair", "pipeline bad sft file", "ppo --resume with nothing to resume", "eval --human"])
+def test_a_late_read_input_is_checked_first(argv, tmp_path, capsys):
+    (tmp_path / "long.jsonl").write_bytes(_jsonl({"prompt": "p", "chosen": LONG, "rejected": "b"}))
+    (tmp_path / "bad.jsonl").write_bytes(_jsonl(b'{"prompt": '))
+    args = [a.format(long=tmp_path / "long.jsonl", bad=tmp_path / "bad.jsonl", nomodel=tmp_path / "nope") for a in argv]
+    rc, err = _run(capsys, [*args, "configs/tiny.yaml", f"--run.output_dir={tmp_path / 'run'}"])
+    assert rc in (2, 3) and _error_lines(err), err
+    _nothing_written(tmp_path / "run")
+
+
+def test_demo_data_is_written_only_when_a_split_uses_it(tmp_path):
+    from rlhf_dist.config import load_config
+    from rlhf_dist.data.files import load_prompts, read_splits, resolve_data_files
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_bytes(_jsonl({"prompt": "hello"}))
+    out = tmp_path / "run"
+    files = resolve_data_files(load_config("configs/tiny.yaml", [f"data.prompts_path={prompts}",
+                                                                  f"run.output_dir={out}"]))
+    cfg = load_config("configs/tiny.yaml")
+    assert read_splits(files, {"prompts": lambda p: load_prompts(cfg, p)}) == {"prompts": ["hello"]}
+    _nothing_written(out)
+    assert files.eval_prompts == out / "data" / "eval_prompts.jsonl" and files.eval_prompts.is_file()
+    assert len(list((out / "data").iterdir())) == 8

@@ -28,7 +28,8 @@ def test_colocated_bundles_sum_what_their_members_ask():
     assert layout["colocated"] == [{"CPU": 1.0, "fast": 2.0, "node_a": 1.5}, {"CPU": 0.25, "node_a": 0.5}]
 
 
-@pytest.mark.parametrize("value, problem", [("{CPU: 1}", "resource name 'CPU'"), ("{a: 0}", "resource 'a': amount must be > 0")])
+@pytest.mark.parametrize("value, problem", [("{CPU: 1}", "resource name 'CPU'"),
+                                            ("{a: 0}", "resource 'a': amount must be > 0")])
 def test_builtin_names_and_empty_amounts_are_refused_naming_the_option(value, problem):
     with pytest.raises(ConfigError, match=rf"cluster.critic.resources: {problem}"):
         load_config("configs/tiny.yaml", [f"cluster.critic.resources={value}"])

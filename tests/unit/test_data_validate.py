@@ -107,7 +107,7 @@ def test_message_lists_first_10_and_total():
     text = str(DataValidationError(errors, source="f.jsonl"))
     assert text.splitlines()[0] == "25 error(s) in 25 row(s) of f.jsonl:"
     assert "f.jsonl:10: prompt" in text and "f.jsonl:11: prompt" not in text
-    assert text.splitlines()[-1].strip() == "... and 15 more"
+    assert text.splitlines()[-1].strip() == "... and 15 more: 15 x prompt: missing required field"  # by reason
     assert isinstance(DataValidationError(errors), ValueError)
 
 

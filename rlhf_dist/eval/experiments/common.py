@@ -35,9 +35,10 @@ def brief_prompt_files(cfg: RLHFConfig, run_dir: Path) -> dict[str, str]:
     import json
 
     from rlhf_dist.data.demo import demo_prompts
-    from rlhf_dist.data.files import check_given_data_paths
+    from rlhf_dist.stages.inputs import check_inputs
 
-    check_given_data_paths(cfg)  # a mistyped path: one line, nothing written
+    # the policy and the user's prompt files checked first: a mistake writes nothing
+    check_inputs(cfg, ["policy.path"], ["prompts", "eval_prompts"])
     updates: dict[str, str] = {}
     given = {"data.prompts_path": cfg.data.prompts_path, "data.eval_prompts_path": cfg.data.eval_prompts_path}
     for split, key in (("train", "data.prompts_path"), ("eval", "data.eval_prompts_path")):

@@ -75,6 +75,7 @@ def _arm(cfg: RLHFConfig, pooling: str, run_dir: Path) -> dict:
     return {"accuracy": final["accuracy"], "ci": [low, high], "n_eval_pairs": n,
             "kendall_tau": final["kendall_tau"], "margin_mean": final["margin_mean"],
             "accuracy_per_epoch": [h["accuracy"] for h in history], "run_dir": str(run_dir),
+            "eval_held_out": trained.eval_held_out,
             "held_out": held_out_margins(arm_cfg, trained)}
 
 
@@ -84,7 +85,7 @@ def held_out_margins(cfg: RLHFConfig, trained: RewardTrainResult) -> list[dict]:
     import torch
 
     from rlhf_dist.data import collate_pairs
-    from rlhf_dist.data.files import read_pairs
+    from rlhf_dist.data.files import hold_out, read_pairs
     from rlhf_dist.data.tokenize import OverlongError, encode_pair
     from rlhf_dist.models import load_reward_model, load_tokenizer
     from rlhf_dist.stages.reward import score_pairs
@@ -100,6 +101,8 @@ def held_out_margins(cfg: RLHFConfig, trained: RewardTrainResult) -> list[dict]:
         except OverlongError:  # the RM stage skipped it too
             continue
         kept.append(pair)
+    if trained.eval_held_out:  # the RM stage evaluated on the pairs it held out of the training file
+        kept, encoded = hold_out(kept)[1], hold_out(encoded)[1]
     margins: list[float] = []
     with torch.no_grad():  # batches of 32 as the RM stage's eval: the same scores, bit for bit
         for i in range(0, len(encoded), 32):
@@ -164,9 +167,11 @@ def pooling_experiment(cfg: RLHFConfig, out_dir: str | Path, runs_dir: str | Pat
     result: dict = {"experiment": "pooling", "backbone": cfg.reward_model.path}
     for pooling in POOLINGS:
         result[pooling] = _arm(cfg, pooling, runs_root / pooling)
+    held_out = [result[p].pop("eval_held_out") for p in POOLINGS][0]  # the RM stage held some user pairs out
     result["pairs"] = {"source": source,
                        "train": cfg.data.pairs_path or f"built-in demo pairs (data.demo_size {cfg.data.demo_size})",
-                       "eval": cfg.data.eval_pairs_path or "built-in held-out demo pairs",
+                       "eval": cfg.data.eval_pairs_path or (f"every 10th pair of {cfg.data.pairs_path}, held out"
+                                                            if held_out else "built-in held-out demo pairs"),
                        "format": cfg.data.pairs_format, "n_eval": result["last"]["n_eval_pairs"]}
     result["difference_mean_minus_last"] = result["mean"]["accuracy"] - result["last"]["accuracy"]
     result["paired"], result["examples"] = compare_on_same_pairs(result["last"].pop("held_out"),
