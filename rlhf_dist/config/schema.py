@@ -239,9 +239,14 @@ class CheckpointConfig(Strict):
 class FaultToleranceConfig(Strict):
     max_restarts: int = Field(
         2, ge=0, le=1000, description="When an actor dies or misses its deadline (cluster.dead_actor_timeout_s), "
-        "tear the role groups down, build them again, restore the newest complete checkpoint and go on; at most "
-        "this many times per run (0: fail at the first fault). SFT and reward-model training on a group start "
-        "again from their beginning (they keep no checkpoints).")
+        "replace the failed roles' groups (every group before the first checkpoint), restore the newest complete "
+        "checkpoint and go on; at most this many times per run (0: fail at the first fault). SFT and "
+        "reward-model training on a group start again from their beginning (they keep no checkpoints).")
+    node_wait_s: float = Field(
+        300.0, gt=0, le=86_400, description="After a fault, how long the replaced roles may wait for Ray to reserve "
+        "their placement again (a lost node's share: the node coming back, a replacement joining, or spare "
+        "capacity). Past it the run ends with exit code 75 (resumable) and its newest checkpoint intact: "
+        "`--resume auto` continues once the nodes are back.")
 
 
 class EvalConfig(Strict):

@@ -28,7 +28,7 @@ from rlhf_dist.driver.checkpoint import CheckpointManager
 from rlhf_dist.driver.rewards import combine_rewards
 from rlhf_dist.driver.preemption import PreemptionGuard
 from rlhf_dist.driver.roles import (
-    ModelDirs, Roles, build_roles, finish_inference, memory_peaks, model_scores, roles_to_rebuild, start_inference,
+    ModelDirs, Roles, build_roles, finish_inference, memory_peaks, model_scores, replace_failed_roles, start_inference,
     start_ray, train,
 )
 from rlhf_dist.driver.dynamic_sampling import informative_batch
@@ -89,22 +89,21 @@ def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> 
     try:
         with PreemptionGuard() as preemption:
             roles = build_roles(cfg, dirs, total_updates=total_updates)
+            failure: WorkerError | None = None
             while True:
                 try:
+                    if failure is not None:  # only what failed is replaced; every role is restored from the checkpoint
+                        roles = replace_failed_roles(cfg, roles, failure, dirs, total_updates, ckpt.latest())
                     _train(cfg, roles, ckpt, result, (prompt_texts, prompt_ids, tokenizer), stop_after,
                            resume=bool(cfg.checkpoint.resume) or restarts > 0, restarts=restarts,
                            preemption=preemption)
                     break
-                except WorkerError as err:
+                except WorkerError as err:  # also while replacing: a lost node's actors can die as they start
                     restarts += 1
                     if restarts > cfg.fault_tolerance.max_restarts:
                         raise
-                    # only what failed is replaced; the survivors are restored from the checkpoint with the rest
-                    rebuild = roles_to_rebuild(cfg, roles, err, have_checkpoint=ckpt.latest() is not None)
-                    log.warning("restart %d/%d after a role failure: %s; new actors for: %s", restarts,
-                                cfg.fault_tolerance.max_restarts, err, ", ".join(sorted(rebuild)))
-                    roles.kill(rebuild)
-                    roles = build_roles(cfg, dirs, total_updates, keep=roles, rebuild=rebuild)
+                    log.warning("restart %d/%d after a role failure", restarts, cfg.fault_tolerance.max_restarts)
+                    failure = err
         write_json(run_dir / "ppo_metrics.json", {"history": result.history, "restarts": restarts})
         say(ppo_timing_table(result.history))
         return result

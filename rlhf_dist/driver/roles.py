@@ -15,8 +15,9 @@ from rlhf_dist.config import RLHFConfig
 from rlhf_dist.config.roles import ROLES, active_roles, actor_count, engines_sleep, needs_reward_model
 from rlhf_dist.data.experience import Experience, InferenceOutputs, RolloutBatch, pack_samples
 from rlhf_dist.tracking.quiet import QUIET_ENV, is_verbose
+from rlhf_dist.utils import Preempted
 from rlhf_dist.workers.group import (
-    ActorGroup, Pending, Placement, WorkerError, create_placements, remove_placements,
+    ActorGroup, Pending, Placement, WorkerError, create_placements, placements_restored, remove_placements,
 )
 from rlhf_dist.workers.role_groups import (
     CriticGroup, PolicyGroup, ReferenceGroup, RewardGroup, RolloutGroup, TrainerGroup,
@@ -84,6 +85,9 @@ def start_ray(cfg: RLHFConfig) -> bool:
     if address:
         if not cfg.cluster.address:
             log.info("joining the Ray cluster at %s (RAY_ADDRESS / inside a Ray job)", address)
+        from rlhf_dist.driver.join import check_join
+
+        check_join(address)  # unreachable, or a token-auth head this shell has no token for: one line, exit 2
         ray.init(address=address, runtime_env=worker_runtime_env(), log_to_driver=True, **_ray_quiet())
         return False
     start_private_ray(cfg.cluster.local_num_cpus)
@@ -147,6 +151,7 @@ def build_roles(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int, keep: Role
                 made[role] = _GROUPS[role](cfg, placements[role], actor_count(cfg, role))
         groups = {**kept, **made}
         _load_models(cfg, dirs, total_updates, made)
+        _log_placement(made)
         weight_sync = (keep.weight_sync if keep is not None and not {"policy", "rollout"} & made.keys()
                        else build_weight_sync(cfg, groups["policy"], groups["rollout"]))
         return Roles(groups["policy"], groups["reference"], groups["rollout"], groups.get("critic"),
@@ -176,6 +181,32 @@ def _load_models(cfg: RLHFConfig, dirs: ModelDirs, total_updates: int, groups: d
         pending.result()
     if "rollout" in groups and engines_sleep(cfg):
         groups["rollout"].wake_up().result()  # everything is loaded: the engines take their memory back
+
+
+def _log_placement(groups: dict[str, ActorGroup]) -> None:
+    """Which node and process each new actor landed on (multi-node runs: the placement is visible in the log)."""
+    asked = {role: group.each("ping", lambda a: a.ping.remote()) for role, group in groups.items()}
+    for role, pending in asked.items():
+        log.info("%s: %s", role, "; ".join(pending.result()))
+
+
+def replace_failed_roles(cfg: RLHFConfig, roles: Roles, err: WorkerError, dirs: ModelDirs, total_updates: int,
+                         checkpoint: Path | None) -> Roles:
+    """After a role failure (err): kill what must be replaced (roles_to_rebuild), wait for Ray to reserve its
+    placement again (a lost node's share: fault_tolerance.node_wait_s), then build those roles anew.
+
+    checkpoint: the newest complete checkpoint, None without one. Capacity that does not come back in
+    time ends the run as a preemption would (Preempted: exit 75, the checkpoint untouched, --resume auto)."""
+    rebuild = roles_to_rebuild(cfg, roles, err, have_checkpoint=checkpoint is not None)
+    log.warning("%s; new actors for: %s", err, ", ".join(sorted(rebuild)))
+    roles.kill(rebuild)
+    waiting = placements_restored(roles.placements, rebuild, cfg.fault_tolerance.node_wait_s)
+    if waiting:
+        saved = f"checkpoint {checkpoint} is intact" if checkpoint is not None else "no checkpoint yet"
+        raise Preempted(f"after '{err}', the cluster could not place {', '.join(waiting)} again within "
+                        f"fault_tolerance.node_wait_s={cfg.fault_tolerance.node_wait_s:.0f}s (a lost node and no "
+                        f"spare capacity); {saved}: continue with --resume auto once the nodes are back")
+    return build_roles(cfg, dirs, total_updates, keep=roles, rebuild=rebuild)
 
 
 def roles_to_rebuild(cfg: RLHFConfig, roles: Roles, err: WorkerError, have_checkpoint: bool) -> frozenset[str]:

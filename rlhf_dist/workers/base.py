@@ -73,14 +73,16 @@ class RoleWorker:
 
     def init_distributed(self, master_addr: str, master_port: int) -> None:
         """Join this role's process group (a collective: every rank calls it together)."""
-        from rlhf_dist.backends.train.dist import init_distributed
+        from rlhf_dist.backends.train.dist import init_distributed, use_interface_of
 
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK=str(self.local_rank))
+        use_interface_of(node_ip())  # the interface of this node's Ray address, not the hostname's (multi-node)
         init_distributed("nccl" if self.device.type == "cuda" else "gloo")
 
     def ping(self) -> str:
-        return f"{self.role}[{self.rank}] ok"
+        """Where this actor runs: "rank R on NODE_IP (pid P)" (the driver logs it after placing a group)."""
+        return f"rank {self.rank} on {node_ip()} (pid {os.getpid()})"
 
     # ---- memory probe (tests and bench: what a phase adds to this process) ----
     @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.LIST)

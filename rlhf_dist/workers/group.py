@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlhf_dist.config import RLHFConfig
@@ -92,6 +92,19 @@ def _wait_ready(pg: PlacementGroup, what: str, timeout_s: float) -> None:
             f"resources asked for ({pg.bundle_specs}); run `rlhf-dist plan`, lower cluster.*.cpus/gpus_per_actor "
             "or raise cluster.placement_timeout_s"
         )
+
+
+def placements_restored(placements: dict[str, Placement], roles: Iterable[str], timeout_s: float) -> list[str]:
+    """Wait until these roles' placement groups are whole again; the roles still waiting after timeout_s.
+
+    When a node is lost, Ray re-reserves its bundles elsewhere (state RESCHEDULING until it can: spare
+    capacity, the node back, or a replacement joining); actors created meanwhile would wait without bound."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        waiting = [role for role in roles if placement_group_table(placements[role].group).get("state") != "CREATED"]
+        if not waiting or time.monotonic() >= deadline:
+            return waiting
+        time.sleep(1.0)
 
 
 def remove_placements(placements: dict[str, Placement]) -> None:

@@ -23,7 +23,13 @@ def reference_group():
 
 
 def test_group_calls_every_rank(reference_group):
-    assert reference_group.ping() == ["reference[0] ok", "reference[1] ok"]
+    answers = reference_group.ping()  # each rank says where it runs: its node and its own process
+    assert [a.split(" on ")[0] for a in answers] == ["rank 0", "rank 1"]
+    import ray
+
+    node = ray.util.get_node_ip_address()  # one node here: the driver's
+    assert all(a.split(" on ")[1].startswith(f"{node} (pid ") for a in answers)
+    assert len({a.split("(pid ")[1] for a in answers}) == 2
 
 
 def test_remote_exception_names_role_rank_and_method(reference_group):
