@@ -163,9 +163,11 @@ def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     if cfg.feedback.selection != "random" and args.reward_model is None:
         raise FeedbackError(2, "--reward-model", f"feedback.selection={cfg.feedback.selection} ranks pairs with a "
                             "trained reward model: pass --reward-model DIR (or --feedback.selection random)")
-    sessions = _sessions(cfg)
     prompts = [r.prompt for r in load_records(args.prompts, "prompt", on_error=cfg.data.on_error).records]
     prompts = prompts[: args.limit] if args.limit else prompts
+    if not prompts:
+        raise FeedbackError(2, "--prompts", f"{args.prompts}: no prompts in it")
+    sessions = _sessions(cfg)  # the database only once the inputs were read: a bad file creates nothing
     pairs = sample_pairs(cfg, args.policy, prompts, seed=cfg.run.seed if args.seed is None else args.seed)
     ranks = selection_ranks(cfg, pairs, Path(args.reward_model) if args.reward_model else None)
     added = add_pairs(sessions, args.campaign, pairs, kind=args.kind, overlap=cfg.feedback.overlap, ranks=ranks,

@@ -86,6 +86,17 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
     assert "feedback.port" in r.stderr
 
 
+@pytest.mark.parametrize("content", ["", '{"prompt": "fine"}\n{"text": "no prompt field"}\n'], ids=["empty", "bad row"])
+def test_generate_with_a_bad_prompts_file_creates_no_database(tmp_path, tiny_llama_dir, content):
+    prompts, db = tmp_path / "p.jsonl", tmp_path / "fb.sqlite"
+    prompts.write_text(content)
+    r = subprocess.run([sys.executable, "-m", "rlhf_dist.cli", "feedback", "generate", "--policy", str(tiny_llama_dir),
+                        "--prompts", str(prompts), "--campaign", "c", "--feedback.db_url", f"sqlite:///{db}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode in (2, 3) and "p.jsonl" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not db.exists()  # the inputs are read before the database is opened
+
+
 def test_generate_pairs_from_a_policy_records_what_made_them(tmp_path, tiny_llama_dir):
     from sqlalchemy import select
 
