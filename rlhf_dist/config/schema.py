@@ -150,7 +150,9 @@ class PPOConfig(Strict):
         "'token_mean'.")
     dynamic_sampling: bool = Field(
         False, description="DAPO dynamic sampling (Yu et al. 2025): drop prompt groups whose G scores are all equal "
-        "(zero variance: every group advantage is 0) and sample more prompts until the batch is full. Only with "
+        "(the scores say nothing about which sample is better; with ppo.kl.coef > 0 their advantages are not 0 but "
+        "come from the KL penalty alone, so they would only teach the policy to stay near the reference) and sample "
+        "more prompts until the batch is full. Only with "
         "a group estimator: ppo.advantage " + ", ".join(f"'{n}'" for n in ADVANTAGES.names(group=True)) + ".")
     dynamic_sampling_max_rounds: int = Field(
         4, ge=1, le=100, description="With ppo.dynamic_sampling: at most this many generation rounds per step "
