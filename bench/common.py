@@ -308,12 +308,12 @@ def ppo_step_flops(policy: dict[str, Any], reward: dict[str, Any], batch: int, p
 
 def start_ray(num_cpus: int, patches: list[str] | None = None) -> None:
     """A private local Ray cluster (never joins one already on the machine), started by the product's
-    starter (rlhf_dist/driver/roles.py start_private_ray: its worker env), plus the bench env, this repo on
+    starter (rlhf_dist/driver/actors.py start_private_ray: its worker env), plus the bench env, this repo on
     the workers' PYTHONPATH and the bench setup hook.
 
     patches: bench/hooks.py what-if engine patches applied in every worker (default none).
     """
-    from rlhf_dist.driver.roles import start_private_ray, worker_runtime_env
+    from rlhf_dist.driver.actors import start_private_ray, worker_runtime_env
 
     product = worker_runtime_env()["env_vars"]  # its values win: the workers run as in the product
     extra = {**{k: v for k, v in BASE_ENV.items() if k != "OMP_NUM_THREADS" and k not in product},

@@ -90,7 +90,7 @@ def run_db(kind: str, db_url: str, levels: list[int], seconds: float, max_load: 
     from rlhf_dist.data.records import ComparisonPair
     from rlhf_dist.feedback import admin
     from rlhf_dist.feedback.db import open_database
-    from rlhf_dist.feedback.local import FeedbackServerProcess
+    from rlhf_dist.feedback.server_process import FeedbackServerProcess
 
     sessions = open_database(db_url)
     tokens = [admin.add_annotator(sessions, f"bench-{i}") for i in range(max(levels))]
@@ -168,7 +168,7 @@ def main() -> None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         elif kind == "postgresql":
-            from rlhf_dist.feedback.local import LocalPostgres
+            from rlhf_dist.feedback.server_process import LocalPostgres
 
             pg = LocalPostgres().start()
             try:

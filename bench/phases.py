@@ -57,7 +57,7 @@ def sync_child(size: str, repeats: int) -> dict:
     from bench.arms import DEFAULTS, rlhf_config
     from bench.common import start_ray
     from rlhf_dist.config import with_overrides
-    from rlhf_dist.driver.roles import ModelDirs, build_roles
+    from rlhf_dist.driver.actors import ModelDirs, build_roles
 
     dirs = model_dirs(size)
     s = {**DEFAULTS, "size": size, "batch": 8, "minibatches": 1}

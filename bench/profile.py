@@ -97,7 +97,7 @@ def run_step(settings: dict, profile: bool) -> dict:
     from rlhf_dist.algo import RunningMeanStd
     from rlhf_dist.data.experience import InferenceOutputs, RolloutBatch, pack_samples
     from rlhf_dist.data.tokenize import encode_prompt
-    from rlhf_dist.driver.shaping import make_experience
+    from rlhf_dist.driver.experience import make_experience
     from rlhf_dist.models import load_tokenizer
     from rlhf_dist.workers.tensor_wire import tensors_from_wire, tensors_to_wire
 

@@ -81,7 +81,7 @@ def timed_syncs(size: str, repeats: int) -> dict[str, Any]:
     from rlhf_dist.backends.sync import build_weight_sync
     from rlhf_dist.backends.sync.lora import sync_lora_adapter, wants_adapter_sync
     from rlhf_dist.config import with_overrides
-    from rlhf_dist.driver.roles import build_roles
+    from rlhf_dist.driver.actors import build_roles
     from rlhf_dist.stages.ppo import resolve_model_dirs
 
     cfg = timed_cfg(size, SCRATCH / "runs" / f"weight-sync-{size}")

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig, load_config, with_overrides
-from rlhf_dist.config.roles import needs_reward_model
+from rlhf_dist.config.topology import needs_reward_model
 from rlhf_dist.stages.pipeline import feedback_store
 from rlhf_dist.storage import localize
 
@@ -100,7 +100,7 @@ class RLHFPipeline:
         """
         import secrets
 
-        from rlhf_dist.feedback.local import FeedbackServerProcess
+        from rlhf_dist.feedback.server_process import FeedbackServerProcess
 
         if self._service is None:
             self._service = FeedbackServerProcess(

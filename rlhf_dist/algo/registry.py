@@ -3,7 +3,7 @@
 Each piece registers itself, with the properties the rest of the system asks about, by decorating its
 function. The config schema's choices (ppo.advantage, ppo.policy_loss, ppo.kl.estimator) and their
 descriptions in docs/config-reference.md, the config rules (group estimators, needs a critic), the driver
-(driver/shaping.py) and the loss (algo/losses.py) all read the registry, so a new piece is ONE file plus
+(driver/experience.py) and the loss (algo/losses.py) all read the registry, so a new piece is ONE file plus
 its test::
 
     # rlhf_dist/algo/estimators/my_adv.py  (a built-in: every module of the folder is imported)

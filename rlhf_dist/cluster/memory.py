@@ -28,7 +28,7 @@ Formulas (bytes; b = bytes per parameter of the role's dtype, P = parameters, T 
 - vLLM (CUDA) takes gpu_memory_utilization x device memory: weights / TP, a profile-run
   activation peak, CUDA graphs unless eager, its CUDA context and TP group's NCCL buffers (vLLM counts
   what is in use when it profiles), the rest is KV cache. A weight-sync NCCL group joins later: on top.
-- vLLM sleep (colocated on CUDA, config/roles.py engine_sleep_level): level 1 copies the weights (and
+- vLLM sleep (colocated on CUDA, config/topology.py engine_sleep_level): level 1 copies the weights (and
   CUDA graphs) to pinned host memory, which stays in torch's pinned-memory cache after wake_up; level 2
   discards the weights. The first sleep, while the other roles load, is level 1 (a host copy during
   load, freed at the first wake_up where later sleeps are level 2); the LoRA adapter sync keeps level 1
@@ -290,7 +290,7 @@ def rollout_memory(facts: ModelFacts, params: int, cfg: RolloutConfig, dtype: st
     """One vLLM engine, per device it spans (TP shards on CUDA; all of it on CPU); host: the whole engine.
 
     sleep: (level of the first sleep while the others load, level of every later one) where the engines
-    sleep (config/roles.py engine_sleep_level), None where they stay awake."""
+    sleep (config/topology.py engine_sleep_level), None where they stay awake."""
     b, tp = DTYPE_BYTES[dtype], cfg.tensor_parallel_size if device == "cuda" else 1
     weights = b * params / tp
     bucket = sync_plan(facts, cfg, dtype).bucket  # every TP worker receives the whole bucket

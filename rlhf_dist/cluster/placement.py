@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import placement_layout, resources
+from rlhf_dist.config.topology import placement_layout, resources
 
 EPS = 1e-9
 
@@ -78,7 +78,7 @@ class Bundle:
 
 
 def make_groups(cfg: RLHFConfig) -> dict[str, list[Bundle]]:
-    """Placement groups exactly as workers/group.py creates them (config/roles.py placement_layout)."""
+    """Placement groups exactly as workers/group.py creates them (config/topology.py placement_layout)."""
     return {name: [Bundle(name, i, spec.cpu, spec.gpu,
                           [(role, rank, resources(cfg, role).gpus_per_actor) for role, rank in spec.actors])
                    for i, spec in enumerate(specs)]

@@ -17,7 +17,7 @@ from rlhf_dist.cluster.memory import (
     GIB, Memory, Shape, driver_eval_bytes, inference_memory, rollout_memory, sync_plan, trainer_memory,
 )
 from rlhf_dist.cluster.placement import Bundle, Hardware, PlanError, actor_devices, make_groups, place
-from rlhf_dist.config.roles import (
+from rlhf_dist.config.topology import (
     ROLES, active_roles, actor_count, critic_dtype, critic_starts_from_reward, engine_sleep_level, engines_sleep,
     evaluates_on_cluster,
     inference_chunk_size, resources,
@@ -93,7 +93,7 @@ def _nccl_groups(cfg: RLHFConfig, role: str) -> int:
 
 
 def _sleep_levels(cfg: RLHFConfig) -> tuple[int, int] | None:
-    """(first sleep's level, later sleeps' level) where the engines sleep (config/roles.py), else None."""
+    """(first sleep's level, later sleeps' level) where the engines sleep (config/topology.py), else None."""
     if not engines_sleep(cfg):
         return None
     adapter = wants_adapter_sync(cfg)

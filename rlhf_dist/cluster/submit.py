@@ -113,7 +113,7 @@ def upload_files(working_dir: Path, excludes: list[str]) -> list[tuple[Path, int
 def build_runtime_env(working_dir: Path, env: list[str], extra_excludes: list[str] = ()) -> dict:
     """working_dir (excludes applied) + env vars; `env` items are KEY=VALUE, or KEY to copy the local value."""
     env_vars = {"PYTHONUNBUFFERED": "1",
-                # the driver's ray.init adds its own env vars (driver/roles.py): merge them with the job's
+                # the driver's ray.init adds its own env vars (driver/actors.py): merge them with the job's
                 # instead of failing on a shared key
                 "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}
     for item in env:

@@ -275,7 +275,7 @@ class EvalConfig(Strict):
     @field_validator("judge")
     @classmethod
     def _known_judge(cls, value: str) -> str:
-        from rlhf_dist.data.rules import judge_spec
+        from rlhf_dist.data.text_rules import judge_spec
 
         judge_spec(value)  # raises ValueError naming the known judges
         return value
@@ -320,7 +320,7 @@ class RLHFConfig(Strict):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "RLHFConfig":
-        from rlhf_dist.config.rules import check_cross_field
+        from rlhf_dist.config.checks import check_cross_field
 
         check_cross_field(self)
         return self

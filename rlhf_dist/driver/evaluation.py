@@ -20,9 +20,9 @@ import torch
 
 from rlhf_dist.backends.rollout.base import RolloutSample
 from rlhf_dist.config import RLHFConfig, with_overrides
-from rlhf_dist.config.roles import actor_count
+from rlhf_dist.config.topology import actor_count
 from rlhf_dist.data.experience import ModelInputs
-from rlhf_dist.driver.roles import start_ray
+from rlhf_dist.driver.actors import start_ray
 from rlhf_dist.workers.evaluation import EvalRewardGroup, PolicySamplers, PolicyScorers, StartSamplers, StartScorers
 from rlhf_dist.workers.group import ActorGroup, Placement, create_role_placement, remove_placements
 

@@ -21,19 +21,19 @@ import ray
 from rlhf_dist.algo import RunningMeanStd, build_kl_controller
 from rlhf_dist.algo.kl import KLController
 from rlhf_dist.config import ConfigError, RLHFConfig
-from rlhf_dist.config.roles import engines_sleep
+from rlhf_dist.config.topology import engines_sleep
 from rlhf_dist.data.tokenize import encode_prompt
 from rlhf_dist.data.validate import load_records
 from rlhf_dist.driver.checkpoint import CheckpointManager
 from rlhf_dist.driver.rewards import combine_rewards
 from rlhf_dist.driver.preemption import PreemptionGuard
-from rlhf_dist.driver.roles import (
+from rlhf_dist.driver.actors import (
     ModelDirs, Roles, build_roles, finish_inference, memory_peaks, model_scores, replace_failed_roles, start_inference,
-    start_ray, train,
+    start_ray, update_policy_and_critic,
 )
 from rlhf_dist.driver.dynamic_sampling import informative_batch
 from rlhf_dist.driver.rollouts import RolloutQueue
-from rlhf_dist.driver.shaping import make_experience
+from rlhf_dist.driver.experience import make_experience
 from rlhf_dist.driver.state import DriverState, PromptSampler, rng_state, set_rng_state
 from rlhf_dist.models import load_tokenizer
 from rlhf_dist.utils import Preempted, prepare_run_dir, seed_everything, write_json
@@ -94,7 +94,7 @@ def run_ppo(cfg: RLHFConfig, dirs: ModelDirs, stop_after: int | None = None) -> 
                 try:
                     if failure is not None:  # only what failed is replaced; every role is restored from the checkpoint
                         roles = replace_failed_roles(cfg, roles, failure, dirs, total_updates, ckpt.latest())
-                    _train(cfg, roles, ckpt, result, (prompt_texts, prompt_ids, tokenizer), stop_after,
+                    _run_steps(cfg, roles, ckpt, result, (prompt_texts, prompt_ids, tokenizer), stop_after,
                            resume=bool(cfg.checkpoint.resume) or restarts > 0, restarts=restarts,
                            preemption=preemption)
                     break
@@ -130,7 +130,7 @@ def _restore(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, resume: boo
     return state
 
 
-def _train(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, result: PPOResult, prompts: tuple,
+def _run_steps(cfg: RLHFConfig, roles: Roles, ckpt: CheckpointManager, result: PPOResult, prompts: tuple,
            stop_after: int | None, resume: bool, restarts: int, preemption: PreemptionGuard) -> None:
     """Steps from the restored state to the end; checkpoints; the policy export at the last step."""
     ppo, (prompt_texts, prompt_ids, tokenizer) = cfg.ppo, prompts
@@ -205,7 +205,7 @@ def ppo_step(cfg, roles, step, rollouts: RolloutQueue, kl_ctl, reward_norm, grou
     with timer("training"):
         if sleeping := engines_sleep(cfg):
             roles.rollout.sleep().result()
-        train_stats, train_seconds = train(roles, experience, step)
+        train_stats, train_seconds = update_policy_and_critic(roles, experience, step)
     # 6. new policy weights -> rollout engines
     with timer("sync"):
         if sleeping:

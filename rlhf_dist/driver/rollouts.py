@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from rlhf_dist.config import RLHFConfig
 from rlhf_dist.data.experience import RolloutBatch
-from rlhf_dist.driver.roles import Roles, finish_generation, start_generation
+from rlhf_dist.driver.actors import Roles, finish_generation, start_generation
 from rlhf_dist.driver.state import PromptSampler
 from rlhf_dist.workers.group import Pending
 

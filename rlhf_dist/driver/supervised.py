@@ -3,7 +3,7 @@
     outcome = train_on_group(cfg, stage, tracker)
 
 The driver holds no model: it places the stage's ranks on its role's resources (SFT on cluster.policy,
-the reward model on cluster.reward; config/roles.py stage_overrides), hands them the tokenised
+the reward model on cluster.reward; config/topology.py stage_overrides), hands them the tokenised
 examples once through the object store, asks for updates in chunks (logging each update and moving
 the progress bar), combines the ranks' held-out answers after every epoch, and has rank 0 export the
 trained model. The group is removed when the stage ends, failed or not.
@@ -20,9 +20,9 @@ from pathlib import Path
 import ray
 
 from rlhf_dist.config import RLHFConfig, with_overrides
-from rlhf_dist.config.roles import STAGE_ROLES, resources, stage_overrides
+from rlhf_dist.config.topology import STAGE_ROLES, resources, stage_overrides
 from rlhf_dist.config.schema_parts import TrainConfig
-from rlhf_dist.driver.roles import start_ray
+from rlhf_dist.driver.actors import start_ray
 from rlhf_dist.tracking import MetricsLogger
 from rlhf_dist.workers.group import WorkerError, create_role_placement, remove_placements
 from rlhf_dist.workers.supervised import RewardTrainGroup, SFTGroup, SupervisedGroup
@@ -38,7 +38,7 @@ CALLS_PER_EPOCH = 20
 class SupervisedStage:
     """What a training stage (stages/sft.py, stages/reward.py) hands the driver."""
 
-    name: str  # "sft" | "rm" (config/roles.py STAGE_ROLES)
+    name: str  # "sft" | "rm" (config/topology.py STAGE_ROLES)
     train: TrainConfig
     epochs: int
     model_dir: Path  # what the model starts from

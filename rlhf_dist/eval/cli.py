@@ -282,7 +282,7 @@ def _register_experiments(kinds, add_config_arg: Callable[..., None]) -> None:
 
 
 def cmd_active_selection(args: argparse.Namespace, cfg: RLHFConfig) -> int:
-    from rlhf_dist.eval.active_selection import active_selection_experiment
+    from rlhf_dist.eval.experiments.active_selection import active_selection_experiment
 
     for flag, value in (("--seeds", args.seeds), ("--budget", args.budget), ("--batch", args.batch)):
         if value < 1:

@@ -28,7 +28,7 @@ from rlhf_dist.algo import masked_mean, masked_sum, pairwise_accuracy
 from rlhf_dist.backends.rollout.base import RolloutSample
 from rlhf_dist.backends.rollout.hf_engine import HFEngine
 from rlhf_dist.config import ConfigError, RLHFConfig, with_overrides
-from rlhf_dist.config.roles import evaluates_on_cluster
+from rlhf_dist.config.topology import evaluates_on_cluster
 from rlhf_dist.data import collate_pairs, encode_prompt
 from rlhf_dist.data.experience import ModelInputs, pack_samples
 from rlhf_dist.data.files import load_encoded_pairs, load_prompts, read_splits, resolve_data_files

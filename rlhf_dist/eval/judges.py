@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from rlhf_dist.data.rules import JUDGES, judge_spec
+from rlhf_dist.data.text_rules import JUDGES, judge_spec
 
 log = logging.getLogger(__name__)
 __all__ = ["JUDGES", "judge_scores", "judge_spec", "trained_on_judge"]

@@ -1,6 +1,6 @@
 """Checkable rule rewards, usable as `ppo.rewards: [{kind: function, function: "rlhf_dist.eval.rules:NAME"}]`.
 
-Each takes (prompts, responses) and returns one float per sample: the text rule of data/rules.py
+Each takes (prompts, responses) and returns one float per sample: the text rule of data/text_rules.py
 applied to every response.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from rlhf_dist.data.demo import NEGATIVE_WORDS, POSITIVE_WORDS
-from rlhf_dist.data.rules import TEXT_RULES
+from rlhf_dist.data.text_rules import TEXT_RULES
 
 
 def _apply(rule: str, responses: list[str]) -> list[float]:

@@ -10,7 +10,7 @@ import math
 import random
 from collections.abc import Callable
 
-from rlhf_dist.data.rules import TEXT_RULES
+from rlhf_dist.data.text_rules import TEXT_RULES
 
 
 

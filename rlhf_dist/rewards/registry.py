@@ -1,6 +1,6 @@
 """The reward sources' registry: each source registers itself, with its properties, by decorating its function.
-The schema's choices for ppo.rewards[i].kind, the config rules (the fields a source needs, config/rules.py),
-whether the run gets reward-model actors (config/roles.py needs_reward_model) and the driver's weighted sum
+The schema's choices for ppo.rewards[i].kind, the config rules (the fields a source needs, config/checks.py),
+whether the run gets reward-model actors (config/topology.py needs_reward_model) and the driver's weighted sum
 (driver/rewards.py) all read it, so a new source is ONE file plus its test::
 
     # rlhf_dist/rewards/sources/my_source.py  (every module of the folder is imported)

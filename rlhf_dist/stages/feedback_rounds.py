@@ -108,7 +108,7 @@ def wait_for_votes(sessions: sessionmaker[Session], campaign: str, target: int |
 def simulated_annotators(cfg: RLHFConfig, db_url: str, campaign: str, log_dir: Path) -> Iterator[None]:
     """The service on a free loopback port and feedback.simulated.count annotators voting through it."""
     from rlhf_dist.feedback.client import HTTPAnnotator
-    from rlhf_dist.feedback.local import FeedbackServerProcess
+    from rlhf_dist.feedback.server_process import FeedbackServerProcess
     from rlhf_dist.feedback.simulated import http_judge
 
     sim = cfg.feedback.simulated

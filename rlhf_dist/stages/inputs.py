@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import needs_reward_model
+from rlhf_dist.config.topology import needs_reward_model
 from rlhf_dist.config.schema_parts import ModelConfig
 from rlhf_dist.data.files import (
     DataFiles, load_encoded_pairs, load_encoded_sft, load_prompts, read_splits, resolve_data_files,
@@ -100,7 +100,7 @@ def check_cluster(cfg: RLHFConfig) -> None:
     import os
 
     from rlhf_dist.driver.join import check_join
-    from rlhf_dist.driver.roles import join_address
+    from rlhf_dist.driver.actors import join_address
 
     address = join_address(cfg.cluster.address, dict(os.environ))
     if address:

@@ -1,5 +1,5 @@
 """The supervised training loop of SFT and reward-model training when the stage trains in this
-process (`backend: torch` on CPU; config/roles.py trains_in_driver). On a Ray + DeepSpeed group the
+process (`backend: torch` on CPU; config/topology.py trains_in_driver). On a Ray + DeepSpeed group the
 same schedule runs on every rank (driver/supervised.py, workers/supervised.py).
 
     history = train_epochs(engine, examples, collate, loss_fn, evaluate, tcfg, epochs, tracker, "rm", seed)

@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import critic_starts_from_reward, needs_reward_model
+from rlhf_dist.config.topology import critic_starts_from_reward, needs_reward_model
 from rlhf_dist.driver.ppo import PPOResult, run_ppo
-from rlhf_dist.driver.roles import ModelDirs
+from rlhf_dist.driver.actors import ModelDirs
 from rlhf_dist.models import resolve_model_path
 from rlhf_dist.stages.inputs import check_ppo_inputs, reward_model_to_train
 from rlhf_dist.storage import localize, push_outputs

@@ -5,7 +5,7 @@
 Reads preferences in any supported format (pairs, A/B feedback with ties and confidence,
 ranked lists, ratings), trains a scalar-head model with the BT loss on the reward role's Ray +
 DeepSpeed group (cluster.reward; driver/supervised.py), or in this process for a one-process CPU run
-(`reward.train.backend torch`, config/roles.py trains_in_driver), evaluates held-out accuracy /
+(`reward.train.backend torch`, config/topology.py trains_in_driver), evaluates held-out accuracy /
 Kendall's tau / margin / calibration after every epoch, and saves an HF dir to <run>/reward_model.
 """
 
@@ -19,7 +19,7 @@ import torch
 
 from rlhf_dist.algo import calibration, kendall_tau, pairwise_accuracy, reward_margin_stats
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import trains_in_driver
+from rlhf_dist.config.topology import trains_in_driver
 from rlhf_dist.data import collate_pairs
 from rlhf_dist.data.files import (
     HOLD_OUT_EVERY, DataFiles, hold_out, load_encoded_pairs, read_splits, resolve_data_files,

@@ -2,7 +2,7 @@
 
 Cross-entropy on response tokens only (prompt and padding labels are -100), LoRA optional (merged at
 export). Trains on the policy's Ray + DeepSpeed group (cluster.policy; driver/supervised.py), or in
-this process for a one-process CPU run (`sft.train.backend torch`, config/roles.py trains_in_driver).
+this process for a one-process CPU run (`sft.train.backend torch`, config/topology.py trains_in_driver).
 Held-out perplexity after each epoch; the result is a plain HF dir at <run>/sft that PPO, vLLM and
 transformers load directly.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import trains_in_driver
+from rlhf_dist.config.topology import trains_in_driver
 from rlhf_dist.data import collate_sft
 from rlhf_dist.data.files import load_encoded_sft, read_splits, resolve_data_files
 from rlhf_dist.models import load_causal_lm, load_tokenizer, merge_lora, resolve_model_path

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import resources
+from rlhf_dist.config.topology import resources
 from rlhf_dist.utils import free_port, seed_everything
 from rlhf_dist.tracking.quiet import redirect_worker_output
 from rlhf_dist.workers.devices import local_device_index
@@ -97,7 +97,7 @@ class RoleWorker:
         """Peak private resident bytes above the baseline since memory_probe_start."""
         return self._probe.stop()
 
-    # ---- peak memory per PPO step (metrics memory/<role>/peak_gib, driver/roles.py memory_peaks) ----
+    # ---- peak memory per PPO step (metrics memory/<role>/peak_gib, driver/actors.py memory_peaks) ----
     @dispatch(Dispatch.ONE_TO_ALL, gather=Gather.LIST)
     def peak_memory(self) -> int:
         """This process's peak memory in bytes since the previous call (the first: since it started); resets it.

@@ -27,7 +27,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, placement_
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import (
+from rlhf_dist.config.topology import (
     COLOCATED, BundleSpec, active_roles, actor_count, custom_resources, placement_layout, resources,
 )
 from rlhf_dist.workers.dispatch import declaration
@@ -55,7 +55,7 @@ class Placement:
 def create_placements(cfg: RLHFConfig) -> dict[str, Placement]:
     """One placement group per active role (disaggregated) or one shared by all roles (colocated).
 
-    The bundles come from config/roles.py placement_layout, the same function `rlhf-dist plan` lays out."""
+    The bundles come from config/topology.py placement_layout, the same function `rlhf-dist plan` lays out."""
     layout = placement_layout(cfg)
     groups: dict[str, PlacementGroup] = {}
     try:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rlhf_dist.backends.train.collectives import group_max
-from rlhf_dist.config.roles import engine_sleep_level, engines_sleep, inference_chunk_size
+from rlhf_dist.config.topology import engine_sleep_level, engines_sleep, inference_chunk_size
 from rlhf_dist.data.experience import ModelInputs
 from rlhf_dist.models import load_causal_lm, load_reward_model, load_tokenizer
 from rlhf_dist.models.forward import chunked_response_logprobs
@@ -115,7 +115,7 @@ class RolloutWorker(RoleWorker):
     def sleep(self, at_load: bool = False) -> None:
         """Colocated on CUDA: the engine releases its GPU memory (vLLM sleep mode); else a no-op. Level 1
         (weights kept) `at_load` (the sleep while the other roles load, before any sync) or with the adapter
-        sync, else 2 (config/roles.py engine_sleep_level)."""
+        sync, else 2 (config/topology.py engine_sleep_level)."""
         self.engine.sleep(self._sleep_level(at_load))
 
     @dispatch(Dispatch.ONE_TO_ALL)

@@ -19,7 +19,7 @@ from rlhf_dist.algo import (masked_mean, ppo_policy_loss, resolve_loss_aggregati
 from rlhf_dist.backends.sync.buckets import Bucket, TensorMeta, hf_name, plan_buckets
 from rlhf_dist.backends.train.base import TrainEngine
 from rlhf_dist.backends.train.factory import build_train_engine
-from rlhf_dist.config.roles import critic_dtype, engines_sleep, inference_chunk_size
+from rlhf_dist.config.topology import critic_dtype, engines_sleep, inference_chunk_size
 from rlhf_dist.config.schema_parts import LoRAConfig, TrainConfig
 from rlhf_dist.data.experience import Experience, ModelInputs, TrainStats
 from rlhf_dist.models import load_causal_lm, load_critic, load_tokenizer
@@ -42,7 +42,7 @@ def _micro_batches(batch: Experience, size: int, order: torch.Tensor) -> Iterato
 
 def release_cached_memory(device: torch.device, shared: bool) -> None:
     """Hand the caching allocator's free blocks back to the GPU (torch.cuda.empty_cache) when it is `shared`
-    with engines that wake into them (config/roles.py engines_sleep). A no-op on CPU, where large tensors go
+    with engines that wake into them (config/topology.py engines_sleep). A no-op on CPU, where large tensors go
     back to the OS when freed, and on an unshared GPU, where the cache saves the next step's cudaMalloc calls."""
     if shared and device.type == "cuda":
         torch.cuda.empty_cache()

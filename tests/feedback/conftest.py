@@ -12,7 +12,7 @@ import uuid
 import httpx
 import pytest
 
-from rlhf_dist.feedback.local import FeedbackServerProcess, LocalPostgres
+from rlhf_dist.feedback.server_process import FeedbackServerProcess, LocalPostgres
 
 ADMIN_TOKEN = "test-admin-token-" + uuid.uuid4().hex
 CHROMIUM = "/usr/bin/chromium"

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from rlhf_dist.feedback.db import open_database, transaction
-from rlhf_dist.feedback.local import FeedbackServerProcess
+from rlhf_dist.feedback.server_process import FeedbackServerProcess
 from rlhf_dist.feedback.tables import Annotator
 from rlhf_dist.utils import free_port
 from tests.feedback.conftest import ADMIN_TOKEN, add_annotator, import_pairs, make_pairs

@@ -11,7 +11,7 @@ import pytest
 def ray_cluster():
     import ray
 
-    from rlhf_dist.driver.roles import start_private_ray
+    from rlhf_dist.driver.actors import start_private_ray
 
     # The product's starter (same runtime_env as `rlhf-dist ppo`); a short private temp dir: Ray's socket
     # paths must stay under ~107 characters. Worker output stays in the workers' logs.

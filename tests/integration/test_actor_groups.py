@@ -54,7 +54,7 @@ def test_session_cluster_gives_workers_the_products_runtime_env():
     """conftest's cluster comes from the product's starter: actors see what `rlhf-dist ppo` gives them."""
     import os
 
-    from rlhf_dist.driver.roles import WORKER_ENV, worker_runtime_env
+    from rlhf_dist.driver.actors import WORKER_ENV, worker_runtime_env
 
     @ray.remote(num_cpus=0)
     def seen(keys: list[str]) -> dict:

@@ -11,14 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from rlhf_dist.utils import free_ports
-from tests.integration.test_submit import REPO, VENV_BIN, _free_range, _stop_head
+from tests.integration.test_submit import REPO, VENV_BIN, loopback_head
 
 pytestmark = pytest.mark.slow
 MAX_SECONDS = 25  # start-up imports on a busy 2-core box; Ray's own retry alone takes 20 s more
@@ -26,30 +25,8 @@ MAX_SECONDS = 25  # start-up imports on a busy 2-core box; Ray's own retry alone
 
 @pytest.fixture(scope="module")
 def head():
-    temp_dir = tempfile.mkdtemp(prefix="/tmp/rj")  # short: Ray's socket paths must stay < 107 chars
-    token = Path(temp_dir) / "token"
-    workers = _free_range()
-    ports = free_ports(9)
-    while any(workers <= port < workers + 64 for port in ports):  # Ray refuses a port inside the worker range
-        ports = free_ports(9)
-    gcs, dash, client, nm, om, rt, agrpc, alisten, metrics = ports
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_TOKEN_PATH": str(token),
-           "RAY_PORT": str(gcs), "DASHBOARD_PORT": str(dash), "DASHBOARD_HOST": "127.0.0.1",
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_AUTH_MODE", None)  # the script turns token auth on itself
-    args = ["--temp-dir", temp_dir, "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
-            "--ray-client-server-port", str(client), "--node-manager-port", str(nm), "--object-manager-port", str(om),
-            "--runtime-env-agent-port", str(rt), "--dashboard-agent-grpc-port", str(agrpc),
-            "--dashboard-agent-listen-port", str(alisten), "--metrics-export-port", str(metrics),
-            "--min-worker-port", str(workers), "--max-worker-port", str(workers + 63)]
-    try:
-        started = subprocess.run([str(REPO / "launch" / "start_head.sh"), *args], env=env, capture_output=True,
-                                 text=True, timeout=120)
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield {"address": f"127.0.0.1:{gcs}", "token": token, "dashboard": f"127.0.0.1:{dash}"}
-    finally:
-        _stop_head(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with loopback_head(num_cpus=1) as started:
+        yield {"address": started["gcs"], "token": started["token"], "dashboard": started["dashboard"]}
 
 
 def _shell(home: Path, **env: str) -> dict[str, str]:

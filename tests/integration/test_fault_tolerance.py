@@ -58,7 +58,7 @@ REBUILT = ["policy, rollout", "reference", "policy, rollout", "critic", "referen
 
 def test_each_killed_or_hung_role_is_rebuilt_and_the_run_ends_identical(tmp_path, monkeypatch, uninterrupted, caplog):
     monkeypatch.setenv(ENV, fault_spec(tmp_path, 3, *FAULTS))
-    with caplog.at_level("WARNING", logger="rlhf_dist.driver.roles"):
+    with caplog.at_level("WARNING", logger="rlhf_dist.driver.actors"):
         result = run_ppo_stage(fault_cfg(tmp_path, "fault_tolerance.max_restarts=5", "cluster.dead_actor_timeout_s=20"))
     fired = (tmp_path / "fault-fired.txt").read_text().splitlines()
     assert [line.split()[0] for line in fired] == [f.split(":")[0] for f in FAULTS]

@@ -15,8 +15,10 @@ import torch
 from rlhf_dist.algo.rewards import RunningMeanStd
 from rlhf_dist.backends.sync.transports.lora import sync_lora_adapter, wants_adapter_sync
 from rlhf_dist.config import load_config
-from rlhf_dist.driver.roles import build_roles, finish_inference, generate, start_inference, train
-from rlhf_dist.driver.shaping import make_experience
+from rlhf_dist.driver.actors import (
+    build_roles, finish_inference, generate, start_inference, update_policy_and_critic,
+)
+from rlhf_dist.driver.experience import make_experience
 from rlhf_dist.models import load_causal_lm, load_tokenizer
 from rlhf_dist.stages.ppo import resolve_model_dirs
 
@@ -58,7 +60,7 @@ def test_adapter_sync_matches_policy_logprobs_and_sends_only_the_adapter(tmp_pat
             inference = finish_inference(start_inference(roles, batch, recompute_old_logprobs=True), batch)
             scores = torch.arange(len(batch), dtype=torch.float32)  # distinct: non-zero RLOO advantages
             experience, _ = make_experience(cfg.ppo, batch, inference, scores, 0.0, RunningMeanStd(), group_size=2)
-            train(roles, experience, step=version)
+            update_policy_and_critic(roles, experience, step=version)
             sent = sync_lora_adapter(roles.policy, roles.rollout, version=version, timeout_s=120)
             assert sent == adapter_bytes, (sent, adapter_bytes)
 

@@ -12,7 +12,7 @@ import math
 import pytest
 
 from rlhf_dist.config import load_config
-from rlhf_dist.config.roles import active_roles
+from rlhf_dist.config.topology import active_roles
 from rlhf_dist.driver.ppo import TrainingAborted
 from rlhf_dist.driver.rewards import RewardError
 from rlhf_dist.stages.ppo import run_ppo_stage

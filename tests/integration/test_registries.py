@@ -18,7 +18,7 @@ PLUGINS = "tests.integration.toy_plugins"  # imported by the config's lookup onl
 @pytest.mark.usefixtures("ray_cluster")
 def test_toy_estimator_loss_transport_and_reward_source_from_a_test_file_run_a_ppo_step(tmp_path):
     from rlhf_dist.config import load_config
-    from rlhf_dist.config.roles import active_roles
+    from rlhf_dist.config.topology import active_roles
     from rlhf_dist.stages.ppo import run_ppo_stage
     from tests.integration.toy_plugins import CALLS, SCORED, SENT
 

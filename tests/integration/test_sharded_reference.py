@@ -12,7 +12,7 @@ import torch
 
 from rlhf_dist.config import load_config
 from rlhf_dist.data.experience import ModelInputs
-from rlhf_dist.driver.roles import ModelDirs, build_roles
+from rlhf_dist.driver.actors import ModelDirs, build_roles
 from rlhf_dist.models.builtin import resolve_model_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]

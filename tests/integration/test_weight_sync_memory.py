@@ -14,7 +14,7 @@ import pytest
 
 from rlhf_dist.backends.sync import build_weight_sync
 from rlhf_dist.config import load_config, with_overrides
-from rlhf_dist.driver.roles import ModelDirs, build_roles
+from rlhf_dist.driver.actors import ModelDirs, build_roles
 from rlhf_dist.models.tiny import build_byte_tokenizer, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]

@@ -12,7 +12,7 @@ from rlhf_dist.algo.selection import (
     fit_bt_heads,
     uncertainty_rank,
 )
-from rlhf_dist.eval.active_selection import votes_to_reach
+from rlhf_dist.eval.experiments.active_selection import votes_to_reach
 
 
 def test_bt_probability_and_uncertainty_rank():

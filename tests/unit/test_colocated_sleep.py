@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rlhf_dist.config import load_config
-from rlhf_dist.config.roles import engine_sleep_level, engines_sleep
+from rlhf_dist.config.topology import engine_sleep_level, engines_sleep
 
 
 # policy 0.6: its 2 NCCL ranks must not fit on one GPU together (config rule), colocated or not

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rlhf_dist.config import ConfigError, load_config
-from rlhf_dist.config.roles import placement_layout
+from rlhf_dist.config.topology import placement_layout
 
 
 def _layout(*overrides: str) -> dict[str, list[dict[str, float]]]:

@@ -14,7 +14,7 @@ from rlhf_dist.backends.rollout import RolloutSample
 from rlhf_dist.config import PPOConfig, RewardSource
 from rlhf_dist.data.experience import Experience, InferenceOutputs, ModelInputs, RolloutBatch, pack_samples
 from rlhf_dist.driver.rewards import RewardError, combine_rewards
-from rlhf_dist.driver.shaping import make_experience
+from rlhf_dist.driver.experience import make_experience
 from rlhf_dist.driver.state import PromptSampler, rng_state, set_rng_state
 
 

@@ -32,7 +32,7 @@ def test_rule_names_are_one_list_shared_by_judges_rewards_and_annotators():
     import typing
 
     from rlhf_dist.config.schema_feedback import SimulatedAnnotatorsConfig
-    from rlhf_dist.data.rules import TEXT_RULES
+    from rlhf_dist.data.text_rules import TEXT_RULES
     from rlhf_dist.eval import rules
     from rlhf_dist.feedback.simulated import SimulatedAnnotator
 

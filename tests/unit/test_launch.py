@@ -137,7 +137,7 @@ def test_slurm_script_plans_starts_ray_and_runs_the_driver():
 
 
 def test_a_driver_inside_a_ray_job_joins_its_cluster():
-    from rlhf_dist.driver.roles import join_address
+    from rlhf_dist.driver.actors import join_address
 
     job = {"RAY_JOB_CONFIG_JSON_ENV_VAR": "{}", "RAY_ADDRESS": "10.0.0.1:6379"}
     assert join_address(None, job) == "10.0.0.1:6379"

@@ -29,7 +29,7 @@ ALLOWED_MODULES = {
 
 
 def _unit(module: str) -> str | None:
-    """'rlhf_dist.driver.roles' -> 'driver'; the package root itself -> None."""
+    """'rlhf_dist.driver.actors' -> 'driver'; the package root itself -> None."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[0] == "rlhf_dist" else None
 

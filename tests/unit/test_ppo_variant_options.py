@@ -11,7 +11,7 @@ from rlhf_dist.algo import RunningMeanStd
 from rlhf_dist.backends.rollout import RolloutSample
 from rlhf_dist.config import ConfigError, PPOConfig, load_config
 from rlhf_dist.data.experience import RolloutBatch, InferenceOutputs, pack_samples
-from rlhf_dist.driver.shaping import make_experience
+from rlhf_dist.driver.experience import make_experience
 
 
 def test_defaults_keep_todays_loss():

@@ -1,5 +1,5 @@
 """The registries of advantage estimators, policy losses and KL estimators (algo/registry.py): every
-built-in registers with its properties, the schema / rules / roles / shaping read them, and a piece
+built-in registers with its properties, the schema / checks / topology / experience read them, and a piece
 registered from a test (no other module touched) is a valid config choice that the driver code runs."""
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from rlhf_dist.algo.registry import (
 from rlhf_dist.backends.rollout import RolloutSample
 from rlhf_dist.config import ConfigError, KLConfig, PPOConfig, load_config
 from rlhf_dist.config.reference import markdown_reference
-from rlhf_dist.config.roles import active_roles
+from rlhf_dist.config.topology import active_roles
 from rlhf_dist.data.experience import InferenceOutputs, RolloutBatch, pack_samples
-from rlhf_dist.driver.shaping import make_experience
+from rlhf_dist.driver.experience import make_experience
 
 REGISTRIES = [(ADVANTAGES, AdvantageEstimator, "advantage"), (POLICY_LOSSES, PolicyLoss, "policy_loss"),
               (KL_ESTIMATORS, KLEstimator, "estimator")]
@@ -85,7 +85,7 @@ def test_unknown_names_are_one_line_naming_the_known_ones(override, message):
 
 
 def test_names_and_properties_load_without_torch():
-    code = ("import sys; from rlhf_dist.config import load_config; from rlhf_dist.config.roles import needs_critic; "
+    code = ("import sys; from rlhf_dist.config import load_config; from rlhf_dist.config.topology import needs_critic; "
             "cfg = load_config(None, ['ppo.advantage=grpo', 'rollout.sampling.samples_per_prompt=2']); "
             "from rlhf_dist.algo.registry import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES; "
             "assert not needs_critic(cfg) and len(ADVANTAGES.names()) >= 5 and POLICY_LOSSES.names() "
@@ -116,14 +116,14 @@ def _toy_scores(x: AdvantageInputs):
     return adv, adv + 1.0
 
 
-def test_a_test_registered_estimator_drives_roles_rules_and_shaping(scratch):
+def test_a_test_registered_estimator_drives_topology_checks_and_experience(scratch):
     ADVANTAGES.register("toy", group=True, needs_critic=True, loss_aggregation="seq_mean_token_mean")(_toy_scores)
     with pytest.raises(ConfigError, match="ppo.advantage 'toy' compares samples of one prompt"):
         load_config(None, ["ppo.advantage=toy"])
     cfg = load_config(None, ["ppo.advantage=toy", "rollout.sampling.samples_per_prompt=2", "ppo.dynamic_sampling=true"])
     assert "critic" in active_roles(cfg)  # needs_critic -> a critic actor
     assert resolve_loss_aggregation(None, "toy", "gspo") == "seq_mean_token_mean"
-    # shaping hands the estimator R_i = score_i - kl_coef * sum_t k1_it: rows of 2, 1, 1, 2 tokens with k1 0.5
+    # make_experience hands the estimator R_i = score_i - kl_coef * sum_t k1_it: rows of 2, 1, 1, 2 tokens with k1 0.5
     inputs, lp = pack_samples([RolloutSample([5], [6] * n, [0.0] * n, "stop") for n in (2, 1, 1, 2)], 0)
     batch = RolloutBatch(inputs, lp, ["a", "a", "b", "b"], ["w", "x", "y", "z"])
     old = torch.full_like(inputs.action_mask, -1.0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from rlhf_dist.config import ConfigError, load_config
-from rlhf_dist.config.roles import active_roles, needs_reward_model
+from rlhf_dist.config.topology import active_roles, needs_reward_model
 from rlhf_dist.driver.rewards import RewardError, combine_rewards
 from rlhf_dist.rewards import REWARD_SOURCES
 

@@ -7,7 +7,7 @@ import torch
 
 from rlhf_dist.backends.train.supervised import epoch_order, update_micro_batches
 from rlhf_dist.config import load_config
-from rlhf_dist.config.roles import stage_overrides, stage_ranks, trains_in_driver
+from rlhf_dist.config.topology import stage_overrides, stage_ranks, trains_in_driver
 from rlhf_dist.config.schema_parts import TrainConfig
 
 ORDER = list(range(100, 116))  # a stand-in epoch order: example i sits at position i - 100

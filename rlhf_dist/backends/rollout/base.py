@@ -63,7 +63,7 @@ class RolloutEngine(ABC):
     def sleep(self, level: int = 1) -> None:
         """Release device memory until wake_up (colocated engines); engines that cannot: nothing.
 
-        level (config/roles.py engine_sleep_level): 1 keeps the weights (a host copy), 2 discards them
+        level (config/topology.py engine_sleep_level): 1 keeps the weights (a host copy), 2 discards them
         (the caller sends every weight again before the next generation)."""
 
     def wake_up(self, free_host_cache: bool = False) -> None:

@@ -251,7 +251,7 @@ class VLLMEngine(RolloutEngine):
     def sleep(self, level: int = 1) -> None:
         """Colocated on CUDA: drop the KV cache and either offload the weights to pinned host memory
         (level 1) or discard them (level 2: the next sync rewrites them), so the trainers on this GPU get
-        the memory; a no-op elsewhere. config/roles.py engine_sleep_level picks the level."""
+        the memory; a no-op elsewhere. config/topology.py engine_sleep_level picks the level."""
         if self.sleep_mode:
             self._llm.sleep(level=level)
 

@@ -90,7 +90,7 @@ class WeightSync:
 
 def build_weight_sync(cfg: RLHFConfig, policy: PolicySide, rollout: EngineSide) -> WeightSync:
     """The LoRA adapter sync where it applies (rollout.lora_sync), else the transport rollout.sync_backend
-    names (registry.py; config/rules.py rejects what its properties rule out)."""
+    names (registry.py; config/checks.py rejects what its properties rule out)."""
     from rlhf_dist.backends.sync.registry import TRANSPORTS
     from rlhf_dist.backends.sync.transports.lora import ADAPTER_SYNC, wants_adapter_sync
 

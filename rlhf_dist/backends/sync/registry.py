@@ -13,7 +13,7 @@ rules read. A new transport is ONE file in backends/sync/transports/ plus its te
         def send(self, index: int) -> list[Waitable]: ...   # start bucket `index` on both sides
 
 Everything reads the registry: the schema's choices for rollout.sync_backend and their descriptions
-(config/schema_parts.py), the rules that follow from the properties (config/rules.py _check_sync: which
+(config/schema_parts.py), the rules that follow from the properties (config/checks.py _check_sync: which
 devices, colocation required or forbidden, vLLM engines), and build_weight_sync (base.py). The transport's
 calls on the groups are the workers' declared methods (workers/dispatch.py): a transport that needs a new
 one adds a decorated method to PolicyWorker / RolloutWorker, and the groups have it.

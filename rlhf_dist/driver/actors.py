@@ -12,7 +12,7 @@ import torch
 
 from rlhf_dist.backends.sync import WeightSync, build_weight_sync
 from rlhf_dist.config import RLHFConfig
-from rlhf_dist.config.roles import ROLES, active_roles, actor_count, engines_sleep, needs_reward_model
+from rlhf_dist.config.topology import ROLES, active_roles, actor_count, engines_sleep, needs_reward_model
 from rlhf_dist.data.experience import Experience, InferenceOutputs, RolloutBatch, pack_samples
 from rlhf_dist.tracking.quiet import QUIET_ENV, is_verbose
 from rlhf_dist.utils import Preempted
@@ -106,13 +106,13 @@ class Roles:
     policy: PolicyGroup
     reference: ReferenceGroup
     rollout: RolloutGroup
-    critic: CriticGroup | None  # only for GAE (config/roles.py needs_critic)
-    reward: RewardGroup | None  # only with a 'model' reward source (config/roles.py needs_reward_model)
+    critic: CriticGroup | None  # only for GAE (config/topology.py needs_critic)
+    reward: RewardGroup | None  # only with a 'model' reward source (config/topology.py needs_reward_model)
     placements: dict[str, Placement]
     weight_sync: WeightSync  # policy -> engines (backends/sync: object store, NCCL, CUDA IPC or LoRA adapter)
 
     def active(self) -> dict[str, ActorGroup]:
-        """The groups this run has, by role name (config/roles.py ROLES order)."""
+        """The groups this run has, by role name (config/topology.py ROLES order)."""
         return {role: group for role in ROLES if (group := getattr(self, role)) is not None}
 
     def trainers(self) -> dict[str, TrainerGroup]:
@@ -289,7 +289,8 @@ def memory_peaks(roles: Roles) -> dict[str, float]:
     return {f"memory/{role}/peak_gib": max(pending.result()) / 2**30 for role, pending in asked.items()}
 
 
-def train(roles: Roles, experience: Experience, step: int) -> tuple[dict[str, float], dict[str, float]]:
+def update_policy_and_critic(roles: Roles, experience: Experience,
+                             step: int) -> tuple[dict[str, float], dict[str, float]]:
     """Policy and critic updates run concurrently; returns (stats, seconds per role: its slowest rank's own time).
 
     Stats keep their role prefix (policy/..., critic/...) and are averaged over ranks. Skipped updates are

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rlhf_dist.algo.registry import ADVANTAGES
 from rlhf_dist.rewards import REWARD_SOURCES
 from rlhf_dist.backends.sync.registry import TRANSPORTS
-from rlhf_dist.config.roles import COLOCATED, ROLES, needs_critic, placement_layout, resources, stage_ranks
+from rlhf_dist.config.topology import COLOCATED, ROLES, needs_critic, placement_layout, resources, stage_ranks
 
 _EPS = 1e-9  # GPU shares are float sums (5 x 0.2 GPU is one GPU)
 

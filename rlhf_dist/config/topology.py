@@ -1,6 +1,6 @@
 """Which roles a run has, how many actors each gets, and the placement bundles they reserve.
 
-The ONE place these facts live: the driver (driver/roles.py), the actor placement (workers/group.py),
+The ONE place these facts live: the driver (driver/actors.py), the actor placement (workers/group.py),
 the planner (cluster/plan.py, cluster/placement.py), the config rules and the stage entry points
 all ask here, so a role that a run does not use reserves nothing anywhere.
 """
@@ -56,7 +56,7 @@ def engine_sleep_level(at_load: bool, adapter_sync: bool) -> int:
     back at wake_up; 2 discards them (no host copy, no copy back) and keeps only the model's buffers.
 
     2 only where a full weight sync overwrites every weight before the engine generates again, as after
-    training in a PPO step (sleep -> train -> wake_up -> sync). Not `at_load` (driver/roles.py build_roles: the
+    training in a PPO step (sleep -> train -> wake_up -> sync). Not `at_load` (driver/actors.py build_roles: the
     engines sleep while the other roles load, and step 1 generates with the weights they loaded, before any
     sync), and never with the LoRA adapter sync (backends/sync/transports/lora.py): the base weights are not sent
     again."""
