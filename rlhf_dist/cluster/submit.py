@@ -156,7 +156,7 @@ def build_entrypoint(stage: str, config_rel: str | None, overrides: list[str], p
     """`python -m rlhf_dist.cli STAGE --config C --k=v ...`.
 
     No --cluster.address: inside a Ray job the driver joins the job's cluster by itself
-    (driver/roles.join_address), as it does under a plain `ray job submit`."""
+    (driver/actors.join_address), as it does under a plain `ray job submit`."""
     parts = [python, "-m", "rlhf_dist.cli", stage]
     if config_rel:
         parts += ["--config", config_rel]
