@@ -6,10 +6,10 @@ custom resources each worker was started with: one policy rank per worker (`poli
 policy's gloo group crosses the link; the critic on node a, the reference and the engine on node b, so the
 object-store weight sync (policy rank 0 on a -> engine on b) and every batch the driver sends cross it too.
 
-Then nodes are lost mid-run (a checkpoint after every step; the reward sleeps 1 s so a step lasts long enough
+Then machines are lost mid-run (a checkpoint after every step; the reward sleeps 1 s so a step lasts long enough
 to act in): node b's link cut with no capacity left, ending in exit 75 and `--resume auto` on a replacement node
-that joined; the head killed with the driver, and the job resubmitted. Each run ends with the uninterrupted run's
-metrics.
+that joined; then the head killed with the driver, and the job resubmitted. The run ends with the uninterrupted
+run's metrics.
 """
 
 from __future__ import annotations
@@ -107,8 +107,12 @@ def test_tiny_ppo_across_three_nodes_equals_the_one_node_run(cluster, tmp_path, 
     assert (run / "policy" / "config.json").is_file()
 
 
-def test_a_cut_node_without_spare_capacity_ends_resumable_and_resumes_identical(cluster, tmp_path, uninterrupted):
-    run = tmp_path / "cut"
+def test_a_cut_node_then_the_head_lost_each_end_resumable_and_the_run_ends_identical(cluster, tmp_path,
+                                                                                     uninterrupted):
+    """One run, two machines lost in turn (each case costs a run start, so they share one):
+    node b cut off with no spare capacity -> exit 75 -> a replacement joins -> `--resume auto` goes on; then the head
+    dies with the driver -> the cluster comes back -> the resubmitted job resumes and ends identical."""
+    run = tmp_path / "lost"
     proc = _start(cluster, run, *FAULTS, "--fault_tolerance.node_wait_s", "15")
     _wait_checkpoint(proc, run, 2)
     cluster.cut(2)  # node b unreachable: policy rank 1, reference, engine
@@ -118,31 +122,27 @@ def test_a_cut_node_without_spare_capacity_ends_resumable_and_resumes_identical(
         cluster.restore(2)
     assert proc.returncode == EXIT_PREEMPTED, console[-4000:]
     assert "could not place" in console and "--resume auto" in console and "Traceback" not in console, console[-3000:]
-    saved = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
-    assert saved and not any(p.suffix == ".tmp" for p in (run / "checkpoints").iterdir()), saved
+    _assert_checkpoints_whole(run, "step_000002")
     # Ray declared node b dead (and never takes it back): the machine is retired, a replacement takes its place
     cluster.retire(2)
     cluster.add_worker(NODE_B)
+
     resumed = _start(cluster, run, *FAULTS, "--resume", "auto")
-    console, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, console[-4000:]
-    assert f"resumed from {run / 'checkpoints'}" in console
-    _assert_same(uninterrupted, _metrics(run))
-
-
-def test_the_head_lost_takes_the_driver_and_a_resubmitted_job_resumes_identical(cluster, tmp_path, uninterrupted):
-    run = tmp_path / "head"
-    proc = _start(cluster, run, *FAULTS)
-    _wait_checkpoint(proc, run, 2)
+    _wait_checkpoint(resumed, run, 3)
     cluster.kill_node(0)  # the head machine: GCS, raylet, dashboard, and the driver that runs there
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
-    saved = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert "step_000002" in saved and not any(name.endswith(".tmp") for name in saved), saved
+    console, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode != 0 and f"resumed from {run / 'checkpoints'}" in console, console[-4000:]
+    _assert_checkpoints_whole(run, "step_000003")
     cluster.stop()  # the workers lost their head too: the machines come back and Ray starts again
     cluster.start_nodes()
-    resumed = _start(cluster, run, "--resume", "auto")
-    console, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, console[-4000:]
+
+    again = _start(cluster, run, "--resume", "auto")
+    console, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, console[-4000:]
     assert f"resumed from {run / 'checkpoints'}" in console
     _assert_same(uninterrupted, _metrics(run))
+
+
+def _assert_checkpoints_whole(run, newest: str) -> None:
+    saved = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert newest in saved and not any(name.endswith(".tmp") for name in saved), saved
