@@ -3,6 +3,8 @@
 Decoders save as an HF classifier (backbone + `score.weight`): no missing keys, and HF's score on
 the rightmost non-pad token equals ours on the last valid token, left-padded, right-padded and
 with pad == eos. Encoders and mean pooling keep our own layout. Old dirs still load.
+A reloaded model equals the saved one to 1e-6 absolute or relative: scores of ~14 differ by an ulp between
+batch layouts on AVX2-only CPUs.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def test_decoder_rm_loads_in_hf_with_no_missing_keys_and_same_scores(decoder_dir
     torch.testing.assert_close(hf_scores(hf, enc), ours, atol=1e-5, rtol=0)
     again = ScalarHeadModel.from_pretrained(tmp_path / "rm")
     with torch.no_grad():
-        torch.testing.assert_close(again(enc["input_ids"], enc["attention_mask"]), ours, atol=1e-6, rtol=0)
+        torch.testing.assert_close(again(enc["input_ids"], enc["attention_mask"]), ours, atol=1e-6, rtol=1e-6)
 
 
 def test_pad_equal_to_eos_gets_a_distinct_pad_so_hf_reads_the_eos(decoder_dir, tmp_path):
@@ -106,7 +108,7 @@ def test_critic_saves_as_hf_classifier_and_reloads_per_token_values(tmp_path):
     again = ScalarHeadModel.from_pretrained(tmp_path / "critic")
     with torch.no_grad():
         values = critic(ids, mask, per_token=True)
-        torch.testing.assert_close(again(ids, mask, per_token=True), values, atol=1e-6, rtol=0)
+        torch.testing.assert_close(again(ids, mask, per_token=True), values, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(hf_scores(hf, enc), values[:, -1], atol=1e-5, rtol=0)  # left padded: last column
 
 
@@ -126,7 +128,7 @@ def test_old_format_dir_loads_and_resaves_as_hf_classifier(tiny_llama_dir, tmp_p
     assert old.head.bias is None  # a zero bias (all BT-trained RMs) is dropped
     with torch.no_grad():
         expected = rm(enc["input_ids"], enc["attention_mask"])
-        torch.testing.assert_close(old(enc["input_ids"], enc["attention_mask"]), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(old(enc["input_ids"], enc["attention_mask"]), expected, atol=1e-6, rtol=1e-6)
     old.save_pretrained(tmp_path / "new", build_byte_tokenizer())
     hf, info = hf_load(tmp_path / "new")
     assert not info["missing_keys"]
@@ -140,13 +142,13 @@ def test_old_format_with_nonzero_bias_keeps_it_and_our_layout(tiny_llama_dir, tm
     old = ScalarHeadModel.from_pretrained(tmp_path / "old")
     with torch.no_grad():
         expected = rm(enc["input_ids"], enc["attention_mask"]) + 0.75
-        torch.testing.assert_close(old(enc["input_ids"], enc["attention_mask"]), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(old(enc["input_ids"], enc["attention_mask"]), expected, atol=1e-6, rtol=1e-6)
     old.save_pretrained(tmp_path / "resaved")
     meta = json.loads((tmp_path / "resaved" / HEAD_META).read_text())
     assert meta["layout"] == OWN_LAYOUT and "bias" in meta["not_hf_because"]
     with torch.no_grad():
         got = ScalarHeadModel.from_pretrained(tmp_path / "resaved")(enc["input_ids"], enc["attention_mask"])
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
 
 
 def test_mean_pooling_keeps_our_layout(tiny_llama_dir, tmp_path):
@@ -159,7 +161,7 @@ def test_mean_pooling_keeps_our_layout(tiny_llama_dir, tmp_path):
     assert again.pooling == "mean"
     with torch.no_grad():
         torch.testing.assert_close(again(enc["input_ids"], enc["attention_mask"]),
-                                   rm(enc["input_ids"], enc["attention_mask"]), atol=1e-6, rtol=0)
+                                   rm(enc["input_ids"], enc["attention_mask"]), atol=1e-6, rtol=1e-6)
 
 
 def test_encoder_keeps_our_layout_because_hf_reads_cls_through_a_pooler(tmp_path):
@@ -179,7 +181,7 @@ def test_encoder_keeps_our_layout_because_hf_reads_cls_through_a_pooler(tmp_path
     again = ScalarHeadModel.from_pretrained(tmp_path / "rm")
     with torch.no_grad():
         torch.testing.assert_close(again(enc["input_ids"], enc["attention_mask"]),
-                                   rm(enc["input_ids"], enc["attention_mask"]), atol=1e-6, rtol=0)
+                                   rm(enc["input_ids"], enc["attention_mask"]), atol=1e-6, rtol=1e-6)
 
 
 def test_unknown_head_format_names_the_file(tiny_llama_dir, tmp_path):
