@@ -3,13 +3,16 @@
 `add()` records an in-process judgement (the seed's `stage1_collect_feedback`, the simulated
 annotator) as a pair in campaign "round-<r>" with one vote, through the same tables, constraints,
 migrations and vote writer (feedback/queue.py: slot lease, vote, exactly once per request id) that
-the HTTP API uses: one store, not two.
+the HTTP API uses: one store, not two. `add_pass()` stores a pipeline round's in-process judgements of one
+sampling pass in one transaction, keyed by (campaign, seed): stored once, never twice.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -17,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from rlhf_dist.data.readers import write_jsonl
-from rlhf_dist.data.records import ABFeedback
+from rlhf_dist.data.records import ABFeedback, ComparisonPair
 from rlhf_dist.feedback import queue
 from rlhf_dist.feedback.admin import get_or_create_campaign
 from rlhf_dist.feedback.db import open_database, transaction
@@ -76,6 +79,41 @@ class FeedbackStore:
         vote, _created = queue.write_vote_once(self.sessions, annotator_id, request_id_, write,
                                                f"annotator {annotator!r} already voted on this pair")
         return int(vote.id)
+
+    def judged_pass(self, campaign: str, seed: int) -> list[ABFeedback] | None:
+        """The judgements stored by add_pass for (campaign, seed), in the order they were made; None: not stored."""
+        query = (select(Vote, Pair).join(Pair, Pair.id == Vote.pair_id).join(Campaign, Campaign.id == Pair.campaign_id)
+                 .where(Campaign.name == campaign, Pair.seed == seed).order_by(Pair.id))
+        with transaction(self.sessions) as session:
+            rows = [ABFeedback(prompt=p.prompt, response_a=p.response_a, response_b=p.response_b,
+                               preference=v.preference, confidence=v.confidence, reasoning=v.reasoning)
+                    for v, p in session.execute(query)]
+        return rows or None
+
+    def add_pass(self, campaign: str, round_index: int, seed: int, pairs: Sequence[ComparisonPair],
+                 judgements: Sequence[tuple[int, float, str]], annotator: str = "simulated") -> int:
+        """Store one sampling pass of in-process judgements ((preference, confidence, reasoning) per pair), all or
+        none, keyed by (campaign, seed): when that pass is stored already nothing is added (returns 0), so a
+        restarted pipeline never stores a round's pass twice. Returns the number of votes added."""
+        rows = [ABFeedback(prompt=p.prompt, response_a=p.response_a, response_b=p.response_b, preference=pref,
+                           confidence=conf, reasoning=why) for p, (pref, conf, why) in zip(pairs, judgements)]
+        annotator_id, now = self._annotator_id(annotator), time.time()
+        with transaction(self.sessions) as session:
+            found = get_or_create_campaign(session, campaign, "training", 1, round_index)
+            if session.scalar(select(Pair.id).where(Pair.campaign_id == found.id, Pair.seed == seed).limit(1)):
+                return 0
+            for i, (pair, row) in enumerate(zip(pairs, rows)):
+                logprobs = None if pair.logprobs_a is None else json.dumps({"a": pair.logprobs_a, "b": pair.logprobs_b})
+                stored = Pair(campaign_id=found.id, prompt=row.prompt, response_a=row.response_a,
+                              response_b=row.response_b, source_a=pair.source_a, source_b=pair.source_b,
+                              sampling_json=None if pair.sampling is None else json.dumps(pair.sampling), seed=seed,
+                              logprobs_json=logprobs, queue_rank=0.0, votes_done=0, votes_wanted=found.overlap,
+                              complete=False, created_at=now)
+                session.add(stored)
+                session.flush()
+                queue.vote_on_pair(session, stored.id, annotator_id, CHOICE_OF[row.preference], row.confidence,
+                                   row.reasoning, f"{campaign}/{seed}/{i}", left_is_a=True)
+        return len(rows)
 
     def _votes(self, round_index: int | None = None):  # noqa: ANN202 - a select
         query = (select(Vote, Pair, Campaign, Annotator).join(Pair, Pair.id == Vote.pair_id)

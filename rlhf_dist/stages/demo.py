@@ -22,11 +22,12 @@ def demo_config(overrides: list[str] | None = None) -> RLHFConfig:
         return load_config(path, overrides)
 
 
-def run_demo(cfg: RLHFConfig | None = None) -> int:
+def run_demo(cfg: RLHFConfig | None = None, fresh: bool = False) -> int:
+    """fresh: move an earlier demo run in run.output_dir aside first (else it goes on where that one stopped)."""
     from rlhf_dist.stages.pipeline import run_pipeline
 
     cfg = cfg or demo_config()
-    summary = run_pipeline(cfg)
+    summary = run_pipeline(cfg, fresh=fresh)
     ok = (summary["rm_accuracy"] >= TARGETS["rm_accuracy"] and summary["win_rate"] >= TARGETS["win_rate"]
           and summary["kl"] <= TARGETS["kl_max"])
     print("\n=== rlhf-dist demo ===")

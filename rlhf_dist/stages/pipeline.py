@@ -6,6 +6,9 @@
               simulated annotators voting through the feedback service) -> retrain the RM on all
               feedback so far -> PPO again from the current policy
     end:      held-out evaluation (judge != training RM) -> report -> summary.json
+
+Run again on the same run dir, it goes on where it stopped: finished rounds reused, a round's stored feedback
+never sampled or added twice, PPO from its checkpoint (stages/resume.py); --fresh starts clean.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from rlhf_dist.data.records import ABFeedback
 from rlhf_dist.feedback import FeedbackStore, SimulatedAnnotator
 from rlhf_dist.feedback.db import db_url_of
 from rlhf_dist.stages.inputs import check_cluster, check_inputs, pipeline_splits
+from rlhf_dist.stages.resume import PipelineState, check_fresh, set_aside
 from rlhf_dist.tracking.console import StageProgress
 from rlhf_dist.storage import localize, push_outputs
 from rlhf_dist.utils import prepare_run_dir, write_json
@@ -54,24 +58,40 @@ def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackSto
 
     Passes over the round's prompts repeat (new sampling seeds) until pipeline.min_decisive_pairs pairs
     were judged A or B, at most MAX_PASSES times: a rule that often calls a tie leaves few pairs to learn from.
+    Each pass is stored at once, keyed by campaign "<run.name>-round-<r>" and its sampling seed: a restarted
+    pipeline reuses the passes it finds (no sampling, nothing added) and samples only the ones still missing.
+    Returns the judgements the round has (found + new).
     """
     from rlhf_dist.feedback.generate import sample_pairs
+    from rlhf_dist.stages.feedback_rounds import round_campaign
 
-    sim = cfg.feedback.simulated
-    annotator = SimulatedAnnotator(sim.rule, sim.noise, sim.tie_margin, seed=cfg.run.seed + round_index,
-                                   tie_rate=sim.tie_rate)
+    sim, campaign = cfg.feedback.simulated, round_campaign(cfg, round_index)
     prompts, added, decisive = round_prompts(cfg), 0, 0
     for attempt in range(MAX_PASSES):
         seed = cfg.run.seed * 31 + round_index + 1000 * attempt
-        pairs = sample_pairs(cfg, policy_dir, prompts, seed=seed)
-        with StageProgress(f"round {round_index} pass {attempt + 1}: judging", total=len(pairs),
-                           enabled=cfg.tracking.progress) as bar:
-            for pair in pairs:
-                preference, confidence, reasoning = annotator.judge(pair.prompt, pair.response_a, pair.response_b)
-                store.add(pair.prompt, pair.response_a, pair.response_b, preference, confidence, reasoning,
-                          annotator="simulated", round_index=round_index)
-                added, decisive = added + 1, decisive + (preference != 2)
-                bar.advance(status=f"{decisive} decisive")
+        judged = store.judged_pass(campaign, seed)
+        if judged is not None:
+            log.info("round %d pass %d: %d judgements already stored in %s (campaign %s): reused, not sampled "
+                     "again", round_index, attempt + 1, len(judged), store.where, campaign)
+            judgements = [row.preference for row in judged]
+        else:
+            # one annotator seed per pass: a pass judged after a restart gets the labels it would have got
+            annotator = SimulatedAnnotator(sim.rule, sim.noise, sim.tie_margin, tie_rate=sim.tie_rate,
+                                           seed=cfg.run.seed + round_index + 1000 * attempt)
+            pairs = sample_pairs(cfg, policy_dir, prompts, seed=seed)
+            with StageProgress(f"round {round_index} pass {attempt + 1}: judging", total=len(pairs),
+                               enabled=cfg.tracking.progress) as bar:
+                labels, shown = [], decisive
+                for pair in pairs:
+                    labels.append(annotator.judge(pair.prompt, pair.response_a, pair.response_b))
+                    shown += labels[-1][0] != 2
+                    bar.advance(status=f"{shown} decisive")
+            if not store.add_pass(campaign, round_index, seed, pairs, labels):
+                raise ValueError(f"round {round_index}: campaign {campaign} in {store.where} holds pairs of sampling "
+                                 f"seed {seed} without in-process judgements (made for feedback.source service?): "
+                                 "go on with that source, or start clean with --fresh")
+            judgements = [preference for preference, _confidence, _reasoning in labels]
+        added, decisive = added + len(judgements), decisive + sum(p != 2 for p in judgements)
         log.info("round %d pass %d: %d decisive pairs so far (want %d)", round_index, attempt + 1, decisive,
                  cfg.pipeline.min_decisive_pairs)
         if decisive >= cfg.pipeline.min_decisive_pairs:
@@ -93,7 +113,7 @@ def split_feedback(rows: list[ABFeedback], out_dir: Path, eval_fraction: float =
 
 
 def round_preferences(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Path, store: FeedbackStore,
-                      snapshots: list[Path], reward_dir: Path | None) -> tuple[Path, Path]:
+                      snapshots: list[Path], reward_dir: Path | None, state: PipelineState) -> tuple[Path, Path]:
     """This round's labels from feedback.source; train/held-out files over all feedback so far."""
     source = cfg.feedback.source
     if source in ("service", "service-simulated"):
@@ -101,57 +121,91 @@ def round_preferences(cfg: RLHFConfig, round_index: int, round_dir: Path, policy
         from rlhf_dist.stages.feedback_rounds import collect_service_round
 
         earlier = [row for path in snapshots for row in load_records(path, "ab").records]
-        snapshots.append(collect_service_round(cfg, round_index, round_dir, policy_dir, round_prompts(cfg),
-                                               reward_dir, earlier))
-        rows = earlier + load_records(snapshots[-1], "ab").records
+        snapshot = state.snapshot(round_index)
+        if snapshot is not None:  # exported before a restart: the same file, no new snapshot version
+            log.info("round %d: votes exported earlier to %s: reused", round_index, snapshot)
+        else:
+            snapshot = collect_service_round(cfg, round_index, round_dir, policy_dir, round_prompts(cfg), reward_dir,
+                                             earlier)
+            state.record(round_index, snapshot=snapshot)
+        snapshots.append(snapshot)
+        rows = earlier + load_records(snapshot, "ab").records
         log.info("round %d: reward model trains on %d snapshot(s), %d rows", round_index, len(snapshots), len(rows))
         return split_feedback(rows, round_dir)
     if source == "simulated":
         n = collect_round_feedback(cfg, policy_dir, store, round_index)
-        log.info("round %d: %d new simulated judgements stored in %s", round_index, n, store.where)
+        log.info("round %d: %d simulated judgements in %s", round_index, n, store.where)
     if len(store) == 0:
         raise ValueError(f"round {round_index}: the feedback store {store.where} is empty: collect feedback first")
     return split_feedback(store.records(), round_dir)
 
 
 def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Path, store: FeedbackStore,
-              snapshots: list[Path], reward_dir: Path | None) -> RoundResult:
+              snapshots: list[Path], reward_dir: Path | None, state: PipelineState) -> RoundResult:
+    """Feedback -> reward model -> PPO; what an earlier run of this pipeline finished is reused (stages/resume.py)."""
     from rlhf_dist.stages.ppo import run_ppo_stage
     from rlhf_dist.stages.reward import train_reward_model
 
+    done, saved = state.finished_policy(round_index), state.reward_model(round_index)
+    if done is not None and saved is not None:
+        if (snapshot := state.snapshot(round_index)) is not None:
+            snapshots.append(snapshot)
+        log.info("round %d finished in an earlier run: its reward model %s and policy %s are reused", round_index,
+                 saved[0], done)
+        return RoundResult(saved[0], done, saved[1])
     rm_cfg = with_overrides(cfg, {"run.output_dir": str(round_dir)})
     if round_index > 1 or cfg.pipeline.first_round_preferences == "policy_samples":
         train_file, eval_file = round_preferences(cfg, round_index, round_dir, policy_dir, store, snapshots,
-                                                  reward_dir)
+                                                  reward_dir, state)
         rm_cfg = with_overrides(cfg, {"run.output_dir": str(round_dir), "data.pairs_path": str(train_file),
                                       "data.eval_pairs_path": str(eval_file), "data.pairs_format": "ab"})
-    rm = train_reward_model(rm_cfg)
     ppo_cfg = with_overrides(cfg, {"run.output_dir": str(round_dir), "policy.path": str(policy_dir)})
-    ppo = run_ppo_stage(ppo_cfg, policy_dir=policy_dir, reward_dir=rm.model_dir)
-    return RoundResult(rm.model_dir, ppo.policy_dir, rm.final_metrics)
+    if saved is not None:  # so this round's PPO started in an earlier run: it goes on from its newest checkpoint
+        log.info("round %d: the reward model saved in an earlier run (%s) is reused; PPO continues from its "
+                 "newest checkpoint in %s, if any", round_index, saved[0], round_dir / "checkpoints")
+        ppo_cfg = with_overrides(ppo_cfg, {"checkpoint.resume": "auto"})
+    else:
+        rm = train_reward_model(rm_cfg)
+        saved = rm.model_dir, rm.final_metrics
+        state.record(round_index, reward_dir=saved[0], rm_metrics=saved[1])
+    ppo = run_ppo_stage(ppo_cfg, policy_dir=policy_dir, reward_dir=saved[0])
+    state.record(round_index, policy_dir=ppo.policy_dir)
+    return RoundResult(saved[0], ppo.policy_dir, saved[1])
 
 
-def run_pipeline(cfg: RLHFConfig) -> dict:
-    """Every stage, every round, then evaluation and the report; returns the summary."""
+def run_pipeline(cfg: RLHFConfig, fresh: bool = False) -> dict:
+    """Every stage, every round, then evaluation and the report; returns the summary.
+
+    Run again on the same run dir, it goes on where the earlier run stopped (stages/resume.py); fresh: the
+    earlier run is moved aside first and everything starts clean."""
     started = time.time()
+    if fresh:
+        check_fresh(cfg)  # a storage URI is refused before localize makes its staging dir
     cfg = localize(cfg)  # run.output_dir a storage URI: written to a staging dir, mirrored to the URI
     # both models and every data file the rounds and the evaluation read: checked before the first write
     dirs = check_inputs(cfg, ["policy.path", "reward_model.path"], pipeline_splits(cfg))
     check_cluster(cfg)  # PPO joins cluster.address: an unreachable head or a missing token in one line
+    if fresh:
+        set_aside(Path(cfg.run.output_dir))
     run_dir = prepare_run_dir(cfg)
+    state = PipelineState(run_dir, cfg)
     store = feedback_store(cfg)
+    if not state.earlier and cfg.feedback.source == "simulated" and len(store):
+        # e.g. a run dir of a version before pipeline_state.json, whose judgements would be added to
+        log.warning("the feedback database %s already holds %d judgements this pipeline did not make: its reward "
+                    "models train on them too (--fresh starts clean)", store.where, len(store))
     policy_dir = dirs["policy.path"]
     if cfg.pipeline.run_sft:
         from rlhf_dist.stages.sft import train_sft
 
-        policy_dir = train_sft(cfg).model_dir
+        policy_dir = state.sft_dir() or state.record_sft(train_sft(cfg).model_dir)
     start_policy = policy_dir  # what PPO starts from: the baseline for the win rate
     rounds: list[RoundResult] = []
     snapshots: list[Path] = []  # service rounds' vote snapshots: each round's RM trains on all of them
     for r in range(1, cfg.pipeline.rounds + 1):
         round_dir = run_dir if r == 1 else run_dir / f"round{r}"
         previous_rm = rounds[-1].reward_dir if rounds else None
-        rounds.append(run_round(cfg, r, round_dir, policy_dir, store, snapshots, previous_rm))
+        rounds.append(run_round(cfg, r, round_dir, policy_dir, store, snapshots, previous_rm, state))
         policy_dir = rounds[-1].policy_dir
     summary = finish(cfg, run_dir, policy_dir, start_policy, rounds[-1], started)
     summary["feedback"] = store.statistics()

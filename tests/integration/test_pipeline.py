@@ -3,21 +3,48 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 
 import pytest
+from sqlalchemy import select
 
 from rlhf_dist import RLHFPipeline
 from rlhf_dist.config import load_config
 from rlhf_dist.feedback import admin
 from rlhf_dist.feedback.client import HTTPAnnotator
+from rlhf_dist.feedback.db import open_database, transaction
+from rlhf_dist.feedback.tables import Campaign, Pair, Vote
 from rlhf_dist.stages.pipeline import run_pipeline
+from rlhf_dist.utils import Preempted
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 TINY = ["tracking.tensorboard=false", "tracking.progress=false", "data.demo_size=64"]
 
 
-def test_tiny_pipeline_end_to_end_learns_from_its_own_samples(tmp_path):
+def _stop_during_round2_ppo(run_dir, stop: threading.Event) -> None:
+    """SIGTERM to this process once round 2's PPO logged a step (what a preempted job or Ctrl-C does)."""
+    metrics = run_dir / "round2" / "metrics.jsonl"
+    while not stop.wait(0.2):
+        if metrics.is_file() and '"phase": "ppo"' in metrics.read_text():
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+def _mtimes(*dirs) -> dict:
+    return {p: p.stat().st_mtime_ns for d in dirs for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _feedback_rows(run_dir) -> list[tuple]:
+    with transaction(open_database(f"sqlite:///{run_dir / 'feedback.sqlite'}")) as session:
+        return [(c.name, p.seed, p.prompt, p.response_a, p.response_b, v.preference, v.confidence)
+                for v, p, c in session.execute(select(Vote, Pair, Campaign).join(Pair, Pair.id == Vote.pair_id)
+                                               .join(Campaign, Campaign.id == Pair.campaign_id).order_by(Vote.id))]
+
+
+def test_tiny_pipeline_end_to_end_learns_from_its_own_samples_and_resumes_after_a_stop(tmp_path, caplog):
     cfg = load_config("configs/tiny.yaml", TINY + [
         f"run.output_dir={tmp_path}", "pipeline.run_sft=true",
         "pipeline.rounds=2",
@@ -31,7 +58,42 @@ def test_tiny_pipeline_end_to_end_learns_from_its_own_samples(tmp_path):
         "reward_model.pooling=mean",  # a per-token readout averaged = a lowercase fraction: learnable by a tiny RM
         "eval.judge=lowercase", "eval.num_prompts=32", "checkpoint.every_steps=0", "reward.epochs=6",
     ])
-    summary = run_pipeline(cfg)
+    # issue #26: stopped (SIGTERM) during round 2's PPO, then run again on the same run dir
+    stop = threading.Event()
+    watcher = threading.Thread(target=_stop_during_round2_ppo, args=(tmp_path, stop), daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(Preempted, match="SIGTERM"):
+            run_pipeline(cfg)
+    finally:
+        stop.set()
+        watcher.join()
+    stopped_at = json.loads(next((tmp_path / "round2" / "checkpoints").glob("step_*/driver_state.json"))
+                            .read_text())["step"]
+    assert 1 <= stopped_at < 8 and not (tmp_path / "summary.json").exists()
+    rows = _feedback_rows(tmp_path)
+    rm_data = [(tmp_path / "round2" / f).read_bytes() for f in ("feedback_train.jsonl", "feedback_eval.jsonl")]
+    # round 1's models, and round 2's reward model (saved before its PPO): not trained again
+    kept = [tmp_path / "sft", tmp_path / "reward_model", tmp_path / "policy", tmp_path / "round2" / "reward_model"]
+    finished = _mtimes(*kept)
+    with caplog.at_level("INFO", logger="rlhf_dist"):
+        summary = run_pipeline(cfg)
+    # nothing redone, nothing added: the same judgements (one copy of each round's 192), the same RM data
+    assert _feedback_rows(tmp_path) == rows and len(rows) == 384
+    assert {(name, seed) for name, seed, *_ in rows} == {("tiny-round-1", 31 * cfg.run.seed + 1),
+                                                         ("tiny-round-2", 31 * cfg.run.seed + 2)}
+    assert [(tmp_path / "round2" / f).read_bytes() for f in ("feedback_train.jsonl", "feedback_eval.jsonl")] == rm_data
+    assert sum(part.count(b"\n") for part in rm_data) == 384  # round 2's RM: all feedback so far, once
+    assert _mtimes(*kept) == finished and len(finished) > 8
+    said = caplog.text
+    assert "round 1 finished in an earlier run" in said and "192 judgements already stored" in said
+    assert "round 2: the reward model saved in an earlier run" in said and f"(step {stopped_at})" in said
+    assert "sampled 192 pairs" not in said  # none sampled again (feedback/generate.py logs each sampling)
+    ppo = json.loads((tmp_path / "round2" / "ppo_metrics.json").read_text())["history"]
+    assert [m["step"] for m in ppo] == list(range(stopped_at + 1, 9))  # round 2 went on from its checkpoint
+    logged = [json.loads(line) for line in (tmp_path / "round2" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(m["step"] for m in logged if m.get("phase") == "ppo") == list(range(1, 9))  # each step once
+
     # figures of the issue, at tiny scale. The win rate by the held-out judge is reported, not asserted:
     # a random tiny byte-level policy learns the RM's score (asserted below) faster than the judged
     # feature; the SmolLM2 demo and tests/integration/test_ppo_engine.py show judged learning.
@@ -42,8 +104,6 @@ def test_tiny_pipeline_end_to_end_learns_from_its_own_samples(tmp_path):
     # The final policy outscores the starting one under the last RM on the same 32 held-out prompts.
     # (Not one PPO step's score against another: with 16-sample steps it moved by +-0.7 step to step.)
     assert summary["eval"]["reward_mean"] > summary["eval"]["reward_mean_start"], summary["eval"]
-    ppo = json.loads((tmp_path / "round2" / "ppo_metrics.json").read_text())["history"]
-    assert [m["step"] for m in ppo] == list(range(1, 9)), [m["step"] for m in ppo]  # round 2 ran its 8 steps
     assert summary["feedback"]["per_round"] == {"1": 192, "2": 192}
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert {"rm_accuracy", "win_rate", "kl", "wall_seconds"} <= set(on_disk)

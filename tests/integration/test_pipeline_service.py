@@ -97,5 +97,7 @@ def test_a_restarted_pipeline_waits_for_the_same_pairs(tmp_path):
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-4000:]
     assert "already holds 40 pairs" in second.stdout + second.stderr  # progress and logs go to the console (stdout)
     assert _pairs(db_url) == before  # the round went on with the same pairs, none regenerated
+    done = json.loads((tmp_path / "pipeline_state.json").read_text())["rounds"]["1"]  # what a restart would reuse
+    assert done["snapshot"].endswith("tiny-round-1.jsonl") and done["policy_dir"] == str(tmp_path / "policy")
     with transaction(open_database(db_url)) as session:
         assert len(session.scalars(select(Vote)).all()) == 40

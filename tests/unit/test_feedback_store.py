@@ -122,3 +122,28 @@ def test_flagged_annotators_are_dropped_or_downweighted_in_exports(tmp_path):
     assert [r["p_a"] for r in kept] == pytest.approx([1.0] + [2 / 3] * 3)  # bad's 3 wrong votes count
     assert [r["p_a"] for r in dropped] == [1.0] * 4  # only ok1 and ok2 remain
     assert [r["confidence"] for r in weighted][1:] == pytest.approx([(0.8 + 0.8 + 0.8 * 0.25) / 3] * 3)
+
+
+def test_a_round_pass_is_stored_once_all_or_none(tmp_path):
+    url = f"sqlite:///{tmp_path / 'f.sqlite'}"
+    store = FeedbackStore(url)
+    pairs = [ComparisonPair(prompt=f"p{i}", response_a=f"a{i}", response_b=f"b{i}", source_a="m@1", source_b="m@1",
+                            logprobs_a=[-0.5], logprobs_b=[-1.0]) for i in range(3)]
+    labels = [(0, 0.9, "a"), (2, 0.5, "tie"), (1, 0.8, "b")]
+    assert store.judged_pass("run-round-1", 7) is None
+    assert store.add_pass("run-round-1", 1, 7, pairs, labels) == 3
+    # a restarted pipeline that stores the same pass again (even with other samples) adds nothing
+    assert store.add_pass("run-round-1", 1, 7, pairs[:1], [(1, 1.0, "")]) == 0
+    assert len(store) == 3 and store.statistics()["per_round"] == {"1": 3}
+    stored = store.judged_pass("run-round-1", 7)
+    assert [(r.prompt, r.preference, r.confidence) for r in stored] == [("p0", 0, 0.9), ("p1", 2, 0.5), ("p2", 1, 0.8)]
+    assert store.judged_pass("run-round-1", 1007) is None and store.judged_pass("run-round-2", 7) is None
+    assert store.add_pass("run-round-1", 1, 1007, pairs[:2], labels[:2]) == 2  # the round's next pass
+    assert len(store) == 5
+    # a bad label stores nothing of its pass
+    with pytest.raises(ValueError, match="preference"):
+        store.add_pass("run-round-2", 2, 8, pairs, [(0, 0.9, ""), (0, 0.9, ""), (5, 0.9, "")])
+    assert store.judged_pass("run-round-2", 8) is None and len(store) == 5
+    with transaction(open_database(url)) as session:
+        pair = session.scalars(select(Pair).order_by(Pair.id)).first()
+        assert (pair.seed, pair.source_a, pair.complete) == (7, "m@1", True)
