@@ -32,6 +32,8 @@ STAGE_KEYS = {
            "run.output_dir"],
     "ppo": ["ppo.steps", "ppo.rollout_batch_size", "ppo.advantage", "ppo.kl.coef", "ppo.entropy_coef",
             "rollout.num_engines", "policy.path", "cluster.device", "run.output_dir"],
+    "dpo": ["dpo.loss", "dpo.beta", "dpo.label_smoothing", "dpo.epochs", "dpo.train.lr", "data.pairs_path",
+            "data.pairs_format", "policy.path", "run.output_dir"],
     "pipeline": ["pipeline.rounds", "pipeline.run_sft", "feedback.source", "reward.epochs", "ppo.steps",
                  "ppo.kl.coef", "eval.judge", "policy.path", "run.output_dir"],
 }
@@ -75,9 +77,8 @@ def cmd_sft(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def cmd_ppo(args: argparse.Namespace, extra: list[str]) -> int:
-    from rlhf_dist.stages.ppo import run_ppo_stage
-
+def _load_resumable(args: argparse.Namespace, extra: list[str]) -> RLHFConfig:
+    """The config with `--resume [auto]` as checkpoint.resume (ppo, dpo)."""
     if args.resume not in (None, "auto", "require"):  # `--resume CONFIG`: argparse gave the file to --resume
         if args.config not in (None, args.resume):
             raise ConfigError([f"--resume: expected nothing or 'auto', got '{args.resume}'"])
@@ -85,8 +86,23 @@ def cmd_ppo(args: argparse.Namespace, extra: list[str]) -> int:
     cfg = _load(args, extra)
     if args.resume is not None:
         cfg = with_overrides(cfg, {"checkpoint.resume": True if args.resume == "require" else "auto"})
-    result = run_ppo_stage(cfg)
+    return cfg
+
+
+def cmd_ppo(args: argparse.Namespace, extra: list[str]) -> int:
+    from rlhf_dist.stages.ppo import run_ppo_stage
+
+    result = run_ppo_stage(_load_resumable(args, extra))
     # the per-step lines and the phase-timing table were printed by the driver (tracking/console.py)
+    print(f"policy exported to {result.policy_dir}; metrics in {result.run_dir / 'metrics.jsonl'}")
+    return 0
+
+
+def cmd_dpo(args: argparse.Namespace, extra: list[str]) -> int:
+    from rlhf_dist.stages.dpo import run_dpo_stage
+
+    result = run_dpo_stage(_load_resumable(args, extra))
+    print(json.dumps(result.history[-1] if result.history else {}, indent=2))
     print(f"policy exported to {result.policy_dir}; metrics in {result.run_dir / 'metrics.jsonl'}")
     return 0
 
@@ -94,7 +110,7 @@ def cmd_ppo(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_pipeline(args: argparse.Namespace, extra: list[str]) -> int:
     from rlhf_dist.stages.pipeline import run_pipeline
 
-    summary = run_pipeline(_load(args, extra))
+    summary = run_pipeline(_load(args, extra), fresh=args.fresh)
     print(json.dumps({k: v for k, v in summary.items() if k != "eval"}, indent=2, default=str))
     return 0
 
@@ -106,8 +122,8 @@ def cmd_demo(args: argparse.Namespace, extra: list[str]) -> int:
     from rlhf_dist.stages.demo import demo_config
 
     if args.config:
-        return run_demo(_load(args, extra))
-    return run_demo(demo_config(split_overrides(extra)))
+        return run_demo(_load(args, extra), fresh=args.fresh)
+    return run_demo(demo_config(split_overrides(extra)), fresh=args.fresh)
 
 
 def _add_global_options(parser: argparse.ArgumentParser, default: bool) -> None:
@@ -118,6 +134,15 @@ def _add_global_options(parser: argparse.ArgumentParser, default: bool) -> None:
                         help="show everything: worker and engine output, library warnings, DEBUG logs")
     parser.add_argument("--debug", action="store_true", **unset,
                         help="on a config or data error, show the Python traceback too (not only the one line)")
+
+
+def _add_fresh(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--fresh", action="store_true",
+                        help="start clean: move an earlier run in run.output_dir (its feedback.sqlite, models, "
+                        "checkpoints, round dirs) aside to <run.output_dir>.old-<UTC time>, deleting nothing. Without "
+                        "it, running again goes on where the earlier run stopped: finished rounds are reused, the "
+                        "stored feedback of the round it was in is reused (never sampled or added again) and PPO "
+                        "continues from its newest checkpoint")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
@@ -160,9 +185,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
                    "none); `--resume auto`: continue when there is one, else start fresh (for requeued jobs)")
     handlers["ppo"] = cmd_ppo
 
+    p = sub.add_parser("dpo", help="direct preference optimisation of the policy on the preference pairs",
+                       description="DPO / IPO / SimPO / robust DPO of the policy on the preference pairs (the reward "
+                       "stage's data options), on the policy's Ray + DeepSpeed group.")
+    add_config_arg(p, STAGE_KEYS["dpo"])
+    p.add_argument("--resume", nargs="?", const="require", metavar="auto",
+                   help="continue from the newest complete checkpoint in the run dir (an error when there is "
+                   "none); `--resume auto`: continue when there is one, else start fresh")
+    handlers["dpo"] = cmd_dpo
+
     p = sub.add_parser("pipeline", help="all stages: SFT -> reward model -> PPO (rounds) -> eval -> report",
                        description="All stages: SFT -> reward model -> PPO (rounds) -> eval -> report.")
     add_config_arg(p, STAGE_KEYS["pipeline"])
+    _add_fresh(p)
     handlers["pipeline"] = cmd_pipeline
 
     from rlhf_dist.stages.demo import demo_config
@@ -173,6 +208,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     add_config_arg(p, STAGE_KEYS["pipeline"], cfg=demo_config(),
                    defaults="the embedded preset rlhf_dist/config/presets/demo.yaml: SmolLM2-135M-Instruct "
                    "policy (LoRA), MiniLM reward model, simulated annotator, outputs in runs/demo")
+    _add_fresh(p)
     handlers["demo"] = cmd_demo
     from rlhf_dist.eval.cli import register as register_eval  # eval, report, experiment kl-sweep
     register_eval(sub, handlers, add_config_arg, _load)

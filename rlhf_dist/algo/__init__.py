@@ -13,10 +13,12 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from rlhf_dist.algo import estimators, kl_estimators, policy_losses  # noqa: F401  (they register themselves)
+# the built-ins register themselves on import
+from rlhf_dist.algo import dpo_losses, estimators, kl_estimators, policy_losses  # noqa: F401
 
 # Public name -> the module that defines it.
 _HOMES = {
+    "dpo": ("preference_losses", "reduce_dpo", "smoothed_target"),
     "advantages": ("broadcast_sequence_advantages", "discounted_returns", "dr_grpo_advantages", "gae",
                    "grpo_advantages", "reinforce_pp_advantages", "rloo_advantages"),
     "kl": ("AdaptiveKLController", "FixedKLController", "KLController", "build_kl_controller", "kl_estimate",
@@ -25,7 +27,7 @@ _HOMES = {
                "ppo_policy_loss", "resolve_loss_aggregation", "truncated_is_weights", "value_loss"),
     "masked": ("masked_mean", "masked_sum", "masked_var", "masked_whiten"),
     "metrics": ("calibration", "kendall_tau", "mean_kendall_tau", "pairwise_accuracy", "reward_margin_stats"),
-    "rewards": ("RunningMeanStd", "clip_rewards"),
+    "rewards": ("RunningMeanStd", "clip_rewards", "overlong_penalty"),
     "sampling": ("group_sample_indices", "keep_informative_groups"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}

@@ -118,13 +118,15 @@ def ppo_policy_loss(
     variant: str = "ppo",
     aggregation: str = "token_mean",
     is_weights: Tensor | None = None,
+    clip_eps_high: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The policy loss registered as ``variant`` (algo/policy_losses/): the
-    PPO clipped surrogate loss (Schulman et al. 2017), optional dual clip
-    (Ye et al. 2020), GSPO's sequence-level ratio (Zheng et al. 2025) and
-    per-token importance weights.
+    PPO clipped surrogate loss (Schulman et al. 2017), asymmetric clip bounds
+    (DAPO's clip-higher, Yu et al. 2025), optional dual clip (Ye et al. 2020),
+    GSPO's sequence-level ratio (Zheng et al. 2025) and per-token importance
+    weights.
 
-    Per token: ``obj = w * min(r * A, clip(r, 1 - eps, 1 + eps) * A)`` (floored
+    Per token: ``obj = w * min(r * A, clip(r, 1 - eps_low, 1 + eps_high) * A)`` (floored
     at ``c * A`` for ``A < 0`` with the dual clip), where ``r = exp(logp - old_logp)``
     for ``variant='ppo'`` and ``r = s_i = exp(mean_t (logp - old_logp))`` (the
     whole sequence's ratio, see algo/policy_losses/gspo.py) for ``'gspo'``;
@@ -136,12 +138,14 @@ def ppo_policy_loss(
         old_logprobs: ``[B, T]`` log-probs the ratio is taken against.
         advantages: ``[B, T]`` advantages.
         mask: ``[B, T]`` valid tokens; padding never affects loss or gradient.
-        clip_eps: epsilon of the ratio clip ``[1 - eps, 1 + eps]``.
+        clip_eps: eps_low, the ratio clip's low bound ``1 - eps_low``.
         dual_clip: constant c > 1; for A < 0 the objective is floored at c * A.
         variant: a registered policy loss: ``'ppo'`` (token ratio), ``'gspo'`` (sequence ratio).
         aggregation: see :func:`aggregate_loss`; ``'token_mean'`` is classic PPO.
         is_weights: ``[B, T]`` per-token weights, e.g. truncated importance
             weights (:func:`truncated_is_weights`); never differentiated.
+        clip_eps_high: eps_high, the high bound ``1 + eps_high`` (>= clip_eps);
+            ``None``: the symmetric clip, eps_high = clip_eps.
 
     Returns:
         ``(loss, stats)``. stats are detached scalars: ``clipfrac`` (valid
@@ -152,24 +156,26 @@ def ppo_policy_loss(
     """
     if dual_clip is not None and dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+    if clip_eps_high is not None and clip_eps_high < clip_eps:
+        raise ValueError(f"clip_eps_high must be >= clip_eps (the low bound) {clip_eps}, got {clip_eps_high}")
     try:
         loss_fn = POLICY_LOSSES.get(variant).fn
     except ValueError as err:
         raise ValueError(f"policy loss variant: {err}") from None
     return loss_fn(PolicyLossInputs(logprobs, old_logprobs, advantages, mask, clip_eps, dual_clip, aggregation,
-                                    is_weights))
+                                    is_weights, clip_eps_high))
 
 
 def clipped_surrogate(x: PolicyLossInputs, log_ratio: Tensor, per_token_log_ratio: Tensor
                       ) -> tuple[Tensor, dict[str, Tensor]]:
     """The clipped objective of :func:`ppo_policy_loss` for a given ratio ``r = exp(log_ratio)`` [B, R]
     (0 on padding); ``per_token_log_ratio`` (:func:`token_log_ratio`) feeds the ``approx_kl`` statistic."""
-    valid, clip_eps, dual_clip, is_weights = x.mask.bool(), x.clip_eps, x.dual_clip, x.is_weights
+    valid, dual_clip, is_weights = x.mask.bool(), x.dual_clip, x.is_weights
     adv = torch.where(valid, x.advantages, torch.zeros_like(x.advantages)).to(log_ratio.dtype)
     ratio = log_ratio.exp()
 
     unclipped = ratio * adv
-    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv
+    clipped = ratio.clamp(*x.clip_range) * adv  # [1 - eps_low, 1 + eps_high]
     objective = torch.minimum(unclipped, clipped)
     dual_active = torch.zeros_like(valid)
     if dual_clip is not None:
@@ -197,7 +203,7 @@ def _policy_stats(ratio: Tensor, token_log_ratio: Tensor, clip_active: Tensor, d
 
 
 def truncated_is_weights(
-    old_logprobs: Tensor, behaviour_logprobs: Tensor, mask: Tensor, cap: float | None
+    old_logprobs: Tensor, behaviour_logprobs: Tensor, mask: Tensor, cap: float | None, level: str = "token"
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Truncated importance sampling weights for off-policy samples
     (Espeholt et al. 2018; Yao et al. 2025 for LLM rollouts).
@@ -205,24 +211,39 @@ def truncated_is_weights(
     Samples come from the behaviour policy mu (the rollout engine: stale
     weights, other kernels) while PPO's ratio is taken against pi_old (the
     trainer's recomputed log-probs). Each token's loss is re-weighted by
-    ``w = min(exp(old_logp - behaviour_logp), cap)``, detached; the cap bounds
-    the variance that rare tokens (mu << pi_old) would bring.
+    ``w = min(rho, cap)``, detached; the cap bounds the variance that rare
+    tokens (mu << pi_old) would bring. With ``d_t = old_logp_t - behaviour_logp_t``
+    on row i's valid tokens, ``rho`` is, by ``level``:
+
+    - ``token``: ``exp(d_t)``, each token its own ratio (biased, low variance);
+    - ``sequence``: ``exp(sum_t d_t)`` = pi_old(y|x) / mu(y|x), the whole
+      response's ratio on each of its tokens (unbiased, high variance);
+    - ``geometric``: ``exp(mean_t d_t)``, its per-token geometric mean.
+
+    The log ratio is clamped to +-20 before exp() (after the sum or mean).
 
     Args:
         old_logprobs: ``[B, R]`` log-probs of pi_old (recomputed by the trainer).
         behaviour_logprobs: ``[B, R]`` log-probs of the policy that sampled.
         mask: ``[B, R]`` valid tokens.
         cap: truncation C >= 1; ``None`` keeps the raw ratio.
+        level: ``'token'``, ``'sequence'`` or ``'geometric'``.
 
     Returns:
         ``(weights [B, R], stats)``; weights are 0 on padding and carry no
         gradient. stats (detached scalars, over valid tokens, of the RAW ratio
-        before the cap): ``is_weight_mean``, ``is_weight_max``, and
-        ``is_clipped_frac`` (the fraction of tokens whose ratio exceeds the cap).
+        before the cap; a sequence's ratio counts once per token):
+        ``is_weight_mean``, ``is_weight_max``, and ``is_clipped_frac`` (the
+        fraction of tokens whose ratio exceeds the cap).
     """
+    if level not in ("token", "sequence", "geometric"):
+        raise ValueError(f"importance-weight level must be 'token', 'sequence' or 'geometric', got {level!r}")
     valid = mask.bool()
     with torch.no_grad():
         log_w = torch.where(valid, old_logprobs - behaviour_logprobs, torch.zeros_like(old_logprobs))
+        if level != "token":  # one ratio per row, on each of its tokens
+            per_row = masked_sum(log_w, valid, dim=1) if level == "sequence" else masked_mean(log_w, valid, dim=1)
+            log_w = per_row.unsqueeze(1).expand_as(log_w)
         raw = log_w.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO).exp()
         weights = raw if cap is None else raw.clamp(max=cap)
         weights = torch.where(valid, weights, torch.zeros_like(weights))

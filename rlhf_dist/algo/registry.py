@@ -101,10 +101,17 @@ class PolicyLossInputs:
     old_logprobs: Tensor  # log-probs at rollout time (ppo.old_logprobs)
     advantages: Tensor
     mask: Tensor  # valid response tokens
-    clip_eps: float  # ppo.clip_eps
+    clip_eps: float  # the clip's low bound eps_low (ppo.clip_eps_low, default ppo.clip_eps): r >= 1 - eps_low
     dual_clip: float | None  # ppo.dual_clip
     aggregation: str  # one of LOSS_AGGREGATIONS (already resolved)
-    is_weights: Tensor | None  # truncated importance weights (ppo.tis_cap), detached; None = 1
+    is_weights: Tensor | None  # truncated importance weights (ppo.tis_cap, ppo.tis_level), detached; None = 1
+    clip_eps_high: float | None = None  # the high bound (ppo.clip_eps_high): r <= 1 + eps_high; None = clip_eps
+
+    @property
+    def clip_range(self) -> tuple[float, float]:
+        """(lowest, highest) ratio the clip keeps: (1 - eps_low, 1 + eps_high)."""
+        high = self.clip_eps if self.clip_eps_high is None else self.clip_eps_high
+        return 1.0 - self.clip_eps, 1.0 + high
 
 
 EntryT = TypeVar("EntryT", bound=Entry)

@@ -1,4 +1,4 @@
-"""Reward post-processing: clipping and running normalisation statistics."""
+"""Reward post-processing: clipping, running normalisation statistics, and DAPO's overlong length penalty."""
 
 from __future__ import annotations
 
@@ -24,6 +24,32 @@ def clip_rewards(scores: Tensor, clip: float | None) -> Tensor:
     if clip <= 0:
         raise ValueError(f"clip must be positive, got {clip}")
     return scores.clamp(-clip, clip)
+
+
+def overlong_penalty(lengths: Tensor, max_tokens: int, buffer_tokens: int) -> Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), before its weight (penalty factor).
+
+    With ``L_max = max_tokens`` (the response cap) and ``L_cache = buffer_tokens``::
+
+        0                                 if |y| <= L_max - L_cache
+        (L_max - L_cache - |y|) / L_cache if L_max - L_cache < |y| <= L_max
+        -1                                if |y| > L_max
+
+    i.e. ``clamp((L_max - L_cache - |y|) / L_cache, -1, 0)``: a penalty that grows linearly over the last
+    ``L_cache`` tokens before the cap and is -1 at the cap itself (a response cut off at ``L_max``).
+
+    Args:
+        lengths: ``[B]`` response lengths in tokens (the generated tokens, eos included).
+        max_tokens: L_max >= 1.
+        buffer_tokens: L_cache, 1 <= L_cache <= L_max.
+
+    Returns:
+        ``[B]`` float penalties in ``[-1, 0]``.
+    """
+    if not 1 <= buffer_tokens <= max_tokens:
+        raise ValueError(f"buffer_tokens must be in [1, max_tokens={max_tokens}], got {buffer_tokens}")
+    over = (max_tokens - buffer_tokens - lengths.to(torch.float64)) / buffer_tokens
+    return over.clamp(-1.0, 0.0).to(torch.float32)
 
 
 class RunningMeanStd:

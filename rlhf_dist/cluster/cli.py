@@ -230,7 +230,7 @@ def register(sub, handlers: dict[str, Callable], add_config_arg: Callable, load_
                        "unreachable or auth refused, 7 the cluster's --python cannot import rlhf-dist's requirements.")
     add_config_arg(p, ["ppo.steps", "cluster.device", "cluster.address", "run.output_dir"])
     _add_address(p)
-    p.add_argument("--stage", choices=["ppo", "rm", "sft", "pipeline", "demo"], default="ppo",
+    p.add_argument("--stage", choices=["ppo", "rm", "sft", "dpo", "pipeline", "demo"], default="ppo",
                    help="the rlhf-dist command the job runs (default ppo)")
     p.add_argument("--working-dir", default=".", help="directory uploaded as the job's working dir (default .)")
     p.add_argument("--env", action="append", default=[], metavar="KEY[=VALUE]",

@@ -173,6 +173,7 @@ def _check_ppo(cfg: "RLHFConfig") -> None:
         raise ValueError(f"ppo.dynamic_sampling drops groups with zero group advantage, which needs a group "
                          f"estimator: ppo.advantage is '{ppo.advantage}', use one of "
                          f"{', '.join(ADVANTAGES.names(group=True))}")
+    _check_ppo_variants(cfg)
     if ppo.kl.controller == "adaptive" and ppo.kl.target is None:
         raise ValueError("ppo.kl.controller 'adaptive' needs ppo.kl.target")
     for i, src in enumerate(ppo.rewards):  # what each source needs (rewards/registry.py: requires, check)
@@ -186,6 +187,24 @@ def _check_ppo(cfg: "RLHFConfig") -> None:
         raise ValueError(
             f"data.max_prompt_length ({cfg.data.max_prompt_length}) must be < data.max_length ({cfg.data.max_length})"
         )
+
+
+def _check_ppo_variants(cfg: "RLHFConfig") -> None:
+    """Asymmetric clip, importance-weight level and overlong shaping: bounds that only make sense together."""
+    ppo, cap = cfg.ppo, cfg.rollout.sampling.max_new_tokens
+    low, high = ppo.clip_bounds()
+    if high < low:
+        raise ValueError(f"ppo.clip_eps_high ({high}) must be >= the low bound ppo.clip_eps_low ({low}; unset, "
+                         "both are ppo.clip_eps)")
+    if ppo.tis_level != "token" and (ppo.tis_cap is None or ppo.old_logprobs != "recompute"):
+        cap_text = "null" if ppo.tis_cap is None else ppo.tis_cap
+        raise ValueError(f"ppo.tis_level '{ppo.tis_level}' weights the loss by truncated importance sampling, which "
+                         f"is off here (ppo.tis_cap {cap_text}, ppo.old_logprobs '{ppo.old_logprobs}'): set "
+                         "ppo.tis_cap and ppo.old_logprobs 'recompute', or remove ppo.tis_level")
+    for i, src in enumerate(ppo.rewards):
+        if src.kind == "overlong" and src.buffer_tokens is not None and src.buffer_tokens > cap:
+            raise ValueError(f"ppo.rewards[{i}].buffer_tokens ({src.buffer_tokens}) must be <= the response cap "
+                             f"rollout.sampling.max_new_tokens ({cap})")
 
 
 def _check_data(cfg: "RLHFConfig") -> None:
@@ -207,6 +226,13 @@ def _check_data(cfg: "RLHFConfig") -> None:
                          f"not '{d.pairs_format}': set the format or remove the option")
 
 
+def _check_dpo(cfg: "RLHFConfig") -> None:
+    dpo = cfg.dpo
+    if dpo.loss == "robust" and dpo.label_smoothing == 0:
+        raise ValueError("dpo.loss 'robust' needs dpo.label_smoothing > 0 (the assumed rate of flipped labels, < 0.5); "
+                         "with 0 it is plain DPO: use dpo.loss 'sigmoid'")
+
+
 def _check_feedback(cfg: "RLHFConfig") -> None:
     fb = cfg.feedback
     # every vote on a pair comes from a different annotator: with fewer, a round would wait forever
@@ -225,6 +251,9 @@ def check_cross_field(cfg: "RLHFConfig") -> None:
     _check_engine("sft.train", cfg.sft.train)
     _check_batches("reward.train", cfg.reward.train, stage_ranks(cfg, "rm", cfg.reward.train))
     _check_engine("reward.train", cfg.reward.train)
+    _check_batches("dpo.train", cfg.dpo.train, stage_ranks(cfg, "dpo", cfg.dpo.train))
+    _check_engine("dpo.train", cfg.dpo.train)
+    _check_dpo(cfg)
     _check_devices(cfg)
     _check_ppo(cfg)
     _check_data(cfg)

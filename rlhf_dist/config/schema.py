@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from rlhf_dist.algo.registry import ADVANTAGES, KL_ESTIMATORS, POLICY_LOSSES, Registry
 from rlhf_dist.rewards import REWARD_SOURCES
 from rlhf_dist.config.schema_feedback import FeedbackConfig
+from rlhf_dist.config.schema_dpo import DPOStageConfig
 from rlhf_dist.config.schema_parts import (
     CriticConfig,
     DataConfig,
@@ -117,6 +118,10 @@ class RewardSource(Strict):
     url: str | None = Field(None, description="HTTP endpoint receiving {prompts, responses}, returning {rewards}.")
     timeout_s: float = Field(30.0, gt=0, description="HTTP timeout per request.")
     max_retries: int = Field(3, ge=0, le=100, description="HTTP retries before the step fails.")
+    buffer_tokens: int | None = Field(
+        None, ge=1, le=131_072, description="kind 'overlong' (DAPO's overlong reward shaping): the buffer L_cache "
+        "before the response cap L_max = rollout.sampling.max_new_tokens; a response of n tokens gets "
+        "clamp((L_max - L_cache - n) / L_cache, -1, 0) times weight (the penalty factor). At most L_max.")
 
     @field_validator("kind")
     @classmethod
@@ -128,7 +133,16 @@ class PPOConfig(Strict):
     steps: int = Field(10, ge=1, description="PPO iterations (rollout + update).")
     rollout_batch_size: int = Field(8, ge=1, description="Prompts per iteration.")
     ppo_epochs: int = Field(1, ge=1, le=100, description="Passes over each rollout batch.")
-    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip epsilon.")
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip epsilon: the ratio is clipped to "
+                            "[1 - clip_eps, 1 + clip_eps] unless ppo.clip_eps_low / ppo.clip_eps_high set a bound.")
+    clip_eps_low: float | None = Field(
+        None, gt=0.0, lt=1.0, description="Asymmetric clip, low bound: the ratio is kept >= 1 - clip_eps_low. None: "
+        "ppo.clip_eps. Every clipping policy loss uses it (ppo, gspo, with or without ppo.dual_clip).")
+    clip_eps_high: float | None = Field(
+        None, gt=0.0, le=10.0, description="Asymmetric clip, high bound: the ratio is kept <= 1 + clip_eps_high; "
+        "must be >= the low bound. None: ppo.clip_eps. DAPO's clip-higher (Yu et al. 2025) is clip_eps_low 0.2, "
+        "clip_eps_high 0.28 (more room for low-probability tokens to rise, against entropy collapse); GSPO's paper "
+        "range is 3e-4 / 4e-4.")
     dual_clip: float | None = Field(None, gt=1.0, description="Dual-clip constant c (>1) for negative advantages.")
     value_clip: float | None = Field(0.2, gt=0.0, description="Critic value clip; None disables.")
     entropy_coef: float = Field(0.0, ge=0.0, description="Entropy bonus coefficient.")
@@ -140,8 +154,9 @@ class PPOConfig(Strict):
         "R_i = score_i - kl_coef * sum_t KL_it; needs_critic = the run trains a critic; loss_aggregation = "
         "ppo.loss_aggregation's default with it. " + _choices(ADVANTAGES))
     policy_loss: str = Field(
-        "ppo", description="Policy objective, per token min(r*A, clip(r, 1-clip_eps, 1+clip_eps)*A) with the ratio "
-        "r of: " + _choices(POLICY_LOSSES))
+        "ppo", description="Policy objective, per token min(r*A, clip(r, 1-eps_low, 1+eps_high)*A) (eps_low / "
+        "eps_high: ppo.clip_eps_low / ppo.clip_eps_high, default ppo.clip_eps) with the ratio r of: "
+        + _choices(POLICY_LOSSES))
     loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] | None = Field(
         None, description="How the policy loss reduces over tokens: 'token_mean' sum_{i,t} l / n_tokens (every "
         "token weighs the same); 'seq_mean_token_mean' mean_i (mean_t l) (every sequence weighs the same); "
@@ -185,7 +200,13 @@ class PPOConfig(Strict):
         2.0, ge=1.0, description="Truncated importance sampling for off-policy samples: with ppo.old_logprobs "
         "'recompute', each token's policy loss is multiplied by w = min(exp(old_logp - behaviour_logp), tis_cap) "
         "(detached), behaviour_logp being the rollout engine's log-probs (stale weights, other kernels). None: "
-        "off. No effect with ppo.old_logprobs 'rollout' (w = 1).")
+        "off. No effect with ppo.old_logprobs 'rollout' (w = 1). ppo.tis_level chooses the ratio.")
+    tis_level: Literal["token", "sequence", "geometric"] = Field(
+        "token", description="The ratio ppo.tis_cap truncates, with d_t = old_logp_t - behaviour_logp_t on a "
+        "response's tokens: 'token' exp(d_t), each token its own (biased, low variance); 'sequence' exp(sum_t d_t) "
+        "= pi_old(y|x) / mu(y|x), the whole response's ratio on each of its tokens (unbiased, high variance); "
+        "'geometric' exp(mean_t d_t), its per-token geometric mean (veRL's rollout_is_level). Needs ppo.tis_cap "
+        "and ppo.old_logprobs 'recompute'.")
     max_staleness: int = Field(
         0, ge=0, le=64, description="Asynchronous PPO: rollouts of the next k steps generate while the current step "
         "trains, on weights at most k policy versions old (0: the synchronous loop, generate -> score -> train -> "
@@ -206,6 +227,11 @@ class PPOConfig(Strict):
     @classmethod
     def _known_policy_loss(cls, value: str) -> str:
         return POLICY_LOSSES.check(value)
+
+    def clip_bounds(self) -> tuple[float, float]:
+        """(eps_low, eps_high): ppo.clip_eps_low and ppo.clip_eps_high, each ppo.clip_eps when unset."""
+        low = self.clip_eps if self.clip_eps_low is None else self.clip_eps_low
+        return low, self.clip_eps if self.clip_eps_high is None else self.clip_eps_high
 
 
 class SFTStageConfig(Strict):
@@ -228,7 +254,8 @@ class TrackingConfig(Strict):
 
 
 class CheckpointConfig(Strict):
-    every_steps: int = Field(0, ge=0, description="Checkpoint every k PPO steps; 0 = only at the end.")
+    every_steps: int = Field(0, ge=0, description="Checkpoint every k PPO steps (`rlhf-dist dpo`: every k "
+                             "optimizer updates); 0 = only at the end.")
     keep_last: int = Field(2, ge=1, description="Checkpoints kept on disk.")
     resume: bool | Literal["auto"] = Field(
         False, description="Continue from the newest complete checkpoint in the run directory: true (it must "
@@ -304,6 +331,9 @@ class RLHFConfig(Strict):
     sft: SFTStageConfig = Field(default_factory=SFTStageConfig, description="Stage 1: supervised fine-tuning.")
     reward: RewardStageConfig = Field(default_factory=RewardStageConfig, description="Stage 2: reward-model training.")
     ppo: PPOConfig = Field(default_factory=PPOConfig, description="Stage 3: PPO against the reward.")
+    dpo: DPOStageConfig = Field(
+        default_factory=DPOStageConfig, description="Direct preference optimisation of the policy on the "
+        "preference pairs (`rlhf-dist dpo`): the alternative to reward model + PPO.")
     rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Rollout generation engines.")
     cluster: ClusterConfig = Field(
         default_factory=ClusterConfig, description="Ray cluster, devices and per-role placement."

@@ -128,7 +128,7 @@ def placement_layout(cfg: RLHFConfig) -> dict[str, list[BundleSpec]]:
 
 
 # The role whose resources (cluster.<role>) each training stage's ranks use.
-STAGE_ROLES = {"sft": "policy", "rm": "reward"}
+STAGE_ROLES = {"sft": "policy", "rm": "reward", "dpo": "policy"}
 
 
 def trains_in_driver(cfg: RLHFConfig, train: TrainConfig) -> bool:

@@ -48,7 +48,7 @@ def make_experience(
     }
     if cfg.old_logprobs == "recompute":
         # Whole-batch statistics of the weights the policy loss applies per micro-batch (PolicyWorker._loss).
-        _, is_stats = truncated_is_weights(old_lp, batch.rollout_logprobs, mask, cfg.tis_cap)
+        _, is_stats = truncated_is_weights(old_lp, batch.rollout_logprobs, mask, cfg.tis_cap, cfg.tis_level)
         stats.update({f"offpolicy/{k}": float(v) for k, v in is_stats.items()})
         # Engine vs trainer parity of the synced weights (bench/gpu_check asserts it from step 2 on); with
         # ppo.max_staleness > 0 it includes the staleness. 'rollout' old log-probs are the engine's: 0 by definition.

@@ -184,7 +184,8 @@ def ppo_step(cfg, roles, step, rollouts: RolloutQueue, kl_ctl, reward_norm, grou
                            f"(ppo.max_staleness {cfg.ppo.max_staleness})")
     def score(b):  # -> scores [B], mean of each reward source
         return combine_rewards(cfg.ppo.rewards, b.prompts, b.responses,
-                               (lambda: model_scores(roles, b.prompts, b.responses)) if roles.reward else None)
+                               (lambda: model_scores(roles, b.prompts, b.responses)) if roles.reward else None,
+                               b.inputs.action_mask.sum(1).long().tolist(), cfg.rollout.sampling.max_new_tokens)
 
     dapo_stats: dict[str, float] = {}
     if cfg.ppo.dynamic_sampling:  # 3a. DAPO: score first, keep informative groups, sample more rounds

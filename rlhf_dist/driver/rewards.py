@@ -16,10 +16,13 @@ __all__ = ["RewardError", "combine_rewards"]
 
 def combine_rewards(
     sources: list[RewardSource], prompts: list[str], responses: list[str],
-    model_scores: Callable[[], list[float]] | None,
+    model_scores: Callable[[], list[float]] | None, response_tokens: list[int] | None = None,
+    max_response_tokens: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum over sources -> scores [B], plus the mean of each source for logging (reward/<source name><i>)."""
-    call = RewardCall(prompts, responses, model_scores)
+    """Weighted sum over sources -> scores [B], plus the mean of each source for logging (reward/<source name><i>).
+    `response_tokens` (each response's token count) and `max_response_tokens` (the cap) are for length-aware
+    sources ('overlong')."""
+    call = RewardCall(prompts, responses, model_scores, response_tokens, max_response_tokens)
     total = torch.zeros(len(prompts))
     means: dict[str, float] = {}
     for i, src in enumerate(sources):

@@ -50,6 +50,8 @@ class RewardCall:
     prompts: list[str]
     responses: list[str]
     model_scores: Callable[[], list[float]] | None  # the reward-model actors' scores (needs_reward_model)
+    response_tokens: list[int] | None = None  # each response's length in generated tokens (eos included)
+    max_response_tokens: int | None = None  # the length cap they were generated under (max_new_tokens)
 
 
 def checked_rewards(values: Sequence, n: int, source: str, prompts: list[str]) -> list[float]:

@@ -123,11 +123,13 @@ def train_reward_model(cfg: RLHFConfig, init_dir: str | Path | None = None) -> R
     return result
 
 
-def _train_and_eval_sets(cfg: RLHFConfig, files: DataFiles, tokenizer) -> tuple[list, list, tuple[Path, str, bool]]:
+def _train_and_eval_sets(cfg: RLHFConfig, files: DataFiles, tokenizer, stage: str = "reward"
+                         ) -> tuple[list, list, tuple[Path, str, bool]]:
     """(train pairs, held-out pairs, (held-out file, its format, held out of it)), the user's files read
     before any built-in one is written. The user's pairs without data.eval_pairs_path: every 10th of them is
     held out for evaluation (the built-in pairs would say nothing about a model of this data) unless there
-    are too few, which a warning then says."""
+    are too few, which a warning then says. `stage`: whose global batch must fit ('reward' or 'dpo', which
+    reads the same files: stages/dpo.py)."""
     def read(split: str):
         fmt = files.pairs_format if split == "pairs" else files.eval_pairs_format
         what = "train pairs" if split == "pairs" else "eval pairs"
@@ -136,15 +138,16 @@ def _train_and_eval_sets(cfg: RLHFConfig, files: DataFiles, tokenizer) -> tuple[
     if files.is_given("pairs") and not files.is_given("eval_pairs"):
         given = read_splits(files, {"pairs": read("pairs")})["pairs"]
         train, held = hold_out(given)
-        gbs = cfg.reward.train.global_batch_size
+        gbs = (cfg.dpo if stage == "dpo" else cfg.reward).train.global_batch_size
         if held and len(train) >= gbs:
-            log.info("data.eval_pairs_path unset: the reward model is evaluated on every %dth of the %d pairs of "
-                     "%s (%d held out, not trained on)", HOLD_OUT_EVERY, len(given), files.pairs, len(held))
+            log.info("data.eval_pairs_path unset: the %s is evaluated on every %dth of the %d pairs of "
+                     "%s (%d held out, not trained on)", "DPO policy" if stage == "dpo" else "reward model",
+                     HOLD_OUT_EVERY, len(given), files.pairs, len(held))
             return train, held, (files.pairs, files.pairs_format, True)
         log.warning("data.eval_pairs_path unset and %s has %d usable pairs, too few to hold out every %dth and keep "
-                    "one global batch (reward.train.global_batch_size %d): evaluating on the built-in demo pairs, "
+                    "one global batch (%s.train.global_batch_size %d): evaluating on the built-in demo pairs, "
                     "which say nothing about this data; set --data.eval_pairs_path", files.pairs, len(given),
-                    HOLD_OUT_EVERY, gbs)
+                    HOLD_OUT_EVERY, stage, gbs)
         return given, read("eval_pairs")(files.eval_pairs), (files.eval_pairs, files.eval_pairs_format, False)
     sets = read_splits(files, {"pairs": read("pairs"), "eval_pairs": read("eval_pairs")})
     return sets["pairs"], sets["eval_pairs"], (files.eval_pairs, files.eval_pairs_format, False)

@@ -183,10 +183,12 @@ class PolicyWorker(TrainWorker):
         is_weights = None
         if ppo.tis_cap is not None and ppo.old_logprobs == "recompute":
             # Truncated IS: the samples came from the engine's policy, the ratio is against the recomputed one.
-            is_weights, _ = truncated_is_weights(mb.old_logprobs, mb.behaviour_logprobs, mb.action_mask, ppo.tis_cap)
+            is_weights, _ = truncated_is_weights(mb.old_logprobs, mb.behaviour_logprobs, mb.action_mask, ppo.tis_cap,
+                                                 ppo.tis_level)
         aggregation = resolve_loss_aggregation(ppo.loss_aggregation, ppo.advantage, ppo.policy_loss)
-        loss, stats = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, ppo.clip_eps,
-                                      ppo.dual_clip, ppo.policy_loss, aggregation, is_weights)
+        eps_low, eps_high = ppo.clip_bounds()
+        loss, stats = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.action_mask, eps_low,
+                                      ppo.dual_clip, ppo.policy_loss, aggregation, is_weights, eps_high)
         out = {f"policy/{k}": float(v) for k, v in stats.items()}
         ent = masked_mean(entropy, mb.action_mask)
         if ppo.entropy_coef > 0:

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMMANDS = {
     "config show": ["config", "show"],
     "config validate": ["config", "validate"],
-    "sft": ["sft"], "rm": ["rm"], "ppo": ["ppo"], "pipeline": ["pipeline"], "demo": ["demo"],
+    "sft": ["sft"], "rm": ["rm"], "ppo": ["ppo"], "dpo": ["dpo"], "pipeline": ["pipeline"], "demo": ["demo"],
     "eval": ["eval"], "report": ["report"],
     "experiment kl-sweep": ["experiment", "kl-sweep"],
     "experiment active-selection": ["experiment", "active-selection"],
@@ -87,7 +87,7 @@ def test_help_names_main_options_defaults_and_reference(command, capsys):
     assert "without a config:" in out and "docs/config-reference.md" in out and "rlhf-dist config schema" in out
 
 
-def test_stage_help_lists_options_with_their_defaults(capsys):
+def test_stage_help_lists_options_with_their_defaults(capsys, monkeypatch, tmp_path):
     for argv, expected in ((["ppo", "--help"], ["--ppo.kl.coef", "[0.05]", "the schema defaults", "[runs/rlhf]"]),
                            (["demo", "--help"], ["presets/demo.yaml", "[builtin:smollm2-135m-instruct]",
                                                  "[runs/demo]", "[12]"])):
@@ -95,6 +95,17 @@ def test_stage_help_lists_options_with_their_defaults(capsys):
             main(argv)
         out = capsys.readouterr().out
         assert all(text in out for text in expected), (argv, out)
+    for command in ("pipeline", "demo"):  # issue #26: running again resumes; --fresh starts clean
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--fresh" in capsys.readouterr().out
+    # --fresh cannot move a storage URI's files: one line, exit 2, nothing written (not even a staging dir)
+    monkeypatch.setenv("RLHF_DIST_STAGING", str(tmp_path))
+    assert main(["pipeline", "configs/tiny.yaml", "--fresh", "--run.output_dir", "s3://bucket/never"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "rlhf-dist: invalid config: --fresh: run.output_dir s3://bucket/never is a storage URI, whose files --fresh "
+        "does not move: give a new run.output_dir instead"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_override_value_is_not_taken_for_config():

@@ -354,7 +354,8 @@ def test_every_preset_validates_and_plans_for_its_stated_hardware(preset, capsys
 def test_plan_cli_json_and_overrides_after_config(capsys):
     # --config plus an override whose value argparse would take for the positional CONFIG
     code = main(["plan", "--config", "configs/tiny.yaml", "--rollout.num_engines", "2",
-                 "--cluster.rollout.cpus_per_actor", "0.5", "--json", "--cluster", "nodes=1,cpus_per_node=2,ram_gib=16"])
+                 "--cluster.rollout.cpus_per_actor", "0.5", "--json",
+                 "--cluster", "nodes=1,cpus_per_node=2,ram_gib=16"])
     assert code == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["fits"] and len(plan["placement"]["rollout"]) == 2

@@ -16,7 +16,8 @@ from rlhf_dist.driver.experience import make_experience
 
 def test_defaults_keep_todays_loss():
     ppo = PPOConfig()
-    assert (ppo.policy_loss, ppo.loss_aggregation, ppo.tis_cap) == ("ppo", None, 2.0)
+    assert (ppo.policy_loss, ppo.loss_aggregation, ppo.tis_cap, ppo.tis_level) == ("ppo", None, 2.0, "token")
+    assert ppo.clip_bounds() == (ppo.clip_eps, ppo.clip_eps)  # symmetric unless asked
     assert (ppo.dynamic_sampling, ppo.dynamic_sampling_max_rounds) == (False, 4)
 
 
@@ -74,3 +75,17 @@ def test_make_experience_dr_grpo_and_offpolicy_stats():
     _, stats = make_experience(PPOConfig(advantage="dr_grpo", old_logprobs="rollout"), batch, inference,
                                torch.zeros(4), 0.1, RunningMeanStd(), 2)
     assert not any(k.startswith("offpolicy/") for k in stats) and "rollout/logprob_max_abs_diff" not in stats
+
+
+def test_make_experience_sequence_level_offpolicy_stats():
+    # the same samples; per row the product of the token ratios: 2 * 1 = 2, 1, 5, 1 * 1 = 1, on each row's tokens
+    behaviour = [[math.log(0.25), math.log(0.5)], [math.log(0.5)], [math.log(0.1)], [math.log(0.5), math.log(0.5)]]
+    batch = _batch(behaviour)
+    old = torch.full_like(batch.inputs.action_mask, math.log(0.5))
+    inference = InferenceOutputs(old_logprobs=old, ref_logprobs=old, values=torch.zeros_like(old))
+    _, stats = make_experience(PPOConfig(advantage="dr_grpo", tis_level="sequence"), batch, inference,
+                               torch.zeros(4), 0.1, RunningMeanStd(), 2)
+    # over the 6 tokens: (2 + 2 + 1 + 5 + 1 + 1) / 6 = 2, max 5; only row 2's one token is above the cap 2
+    assert stats["offpolicy/is_weight_mean"] == pytest.approx(2.0)
+    assert stats["offpolicy/is_weight_max"] == pytest.approx(5.0)
+    assert stats["offpolicy/is_clipped_frac"] == pytest.approx(1 / 6)

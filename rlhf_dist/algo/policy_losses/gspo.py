@@ -12,8 +12,8 @@ if TYPE_CHECKING:
 
 @POLICY_LOSSES.register("gspo", loss_aggregation="seq_mean_token_mean")
 def gspo_loss(x: PolicyLossInputs) -> tuple[Tensor, dict[str, Tensor]]:
-    """the sequence ratio s_i = exp(mean over the response of (logp - old_logp)), clipped the same way with
-    ppo.clip_eps (the paper uses a much smaller clip, ~3e-4 to 4e-4).
+    """the sequence ratio s_i = exp(mean over the response of (logp - old_logp)), clipped the same way (the
+    paper's much smaller range: ppo.clip_eps_low 3e-4, ppo.clip_eps_high 4e-4).
 
     Written per token (the paper's GSPO-token form): ``log s_i = mean_t (logp - old_logp)`` over row i's
     valid tokens; each token carries ``sg[log s_i] + logp_t - sg[logp_t]``: its value is ``log s_i`` and
