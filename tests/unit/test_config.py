@@ -126,6 +126,10 @@ def test_schema_every_field_documented():
     walk(RLHFConfig)
     ref = markdown_reference()
     assert "`ppo.kl.coef`" in ref and "`rollout.sampling.max_new_tokens`" in ref and "`ppo.rewards[i].url`" in ref
+    # a section's own defaults, not its class's: each stage's TrainConfig sets its learning rate
+    lr = {line.split("`")[1]: line.split("`")[5] for line in ref.splitlines() if line.endswith("(AdamW). |")}
+    assert lr["reward.train.lr"] == repr(RLHFConfig().reward.train.lr) == "0.0005", lr
+    assert lr["sft.train.lr"] == repr(RLHFConfig().sft.train.lr) and lr["dpo.train.lr"] == "5e-07", lr
 
 
 def test_cli_config_validate_and_schema(tmp_path, capsys):
