@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig, with_overrides
+from rlhf_dist.data.errors import DataFileError
 from rlhf_dist.data.readers import write_jsonl
 from rlhf_dist.data.records import ABFeedback
 from rlhf_dist.feedback import FeedbackStore, SimulatedAnnotator
@@ -87,9 +88,9 @@ def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackSto
                     shown += labels[-1][0] != 2
                     bar.advance(status=f"{shown} decisive")
             if not store.add_pass(campaign, round_index, seed, pairs, labels):
-                raise ValueError(f"round {round_index}: campaign {campaign} in {store.where} holds pairs of sampling "
-                                 f"seed {seed} without in-process judgements (made for feedback.source service?): "
-                                 "go on with that source, or start clean with --fresh")
+                raise DataFileError(f"round {round_index}: campaign {campaign} in {store.where} holds pairs of "
+                                    f"sampling seed {seed} without in-process judgements (made for feedback.source "
+                                    "service?): go on with that source, or start clean with --fresh")
             judgements = [preference for preference, _confidence, _reasoning in labels]
         added, decisive = added + len(judgements), decisive + sum(p != 2 for p in judgements)
         log.info("round %d pass %d: %d decisive pairs so far (want %d)", round_index, attempt + 1, decisive,
@@ -136,7 +137,7 @@ def round_preferences(cfg: RLHFConfig, round_index: int, round_dir: Path, policy
         n = collect_round_feedback(cfg, policy_dir, store, round_index)
         log.info("round %d: %d simulated judgements in %s", round_index, n, store.where)
     if len(store) == 0:
-        raise ValueError(f"round {round_index}: the feedback store {store.where} is empty: collect feedback first")
+        raise DataFileError(f"round {round_index}: the feedback store {store.where} is empty: collect feedback first")
     return split_feedback(store.records(), round_dir)
 
 
