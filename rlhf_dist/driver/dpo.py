@@ -33,6 +33,7 @@ from rlhf_dist.config.topology import resources, stage_overrides
 from rlhf_dist.driver.actors import start_ray
 from rlhf_dist.driver.checkpoint import CheckpointManager
 from rlhf_dist.driver.state import DriverState
+from rlhf_dist.models.shards import share_weights
 from rlhf_dist.driver.supervised import CALLS_PER_EPOCH
 from rlhf_dist.tracking import MetricsLogger
 from rlhf_dist.workers.dpo import DPOGroup
@@ -142,6 +143,7 @@ def _reference(cfg: RLHFConfig, stage: DPOStage, group: DPOGroup) -> tuple[torch
     save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(tmp),
               metadata={"fingerprint": stage.fingerprint})
     tmp.replace(path)  # atomic: a crash never leaves a half-written cache under the real name
+    share_weights(path.parent)  # safetensors writes 0600; the run dir's other files are readable
     log.info("dpo: reference log-probs of %d pairs computed and cached in %s", n, path)
     return chosen, rejected, False
 

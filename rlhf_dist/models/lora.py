@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from rlhf_dist.config.schema_parts import LoRAConfig
+from rlhf_dist.models.shards import share_weights
 
 
 def _peft_config(cfg: LoRAConfig, task_type: str | None) -> LoraConfig:
@@ -54,6 +55,7 @@ def export_merged(model: nn.Module, out_dir: str | Path, tokenizer=None) -> Path
     merged.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
+    share_weights(out)
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -22,6 +23,27 @@ from torch import nn
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for every thread, for a moment)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def share_weights(out_dir: str | Path) -> None:
+    """Give every safetensors file in an exported dir the mode any other file there has (0o666 & ~umask).
+
+    safetensors 0.8 creates its files 0600, so an exported model was unreadable by the other users of a shared
+    run dir (a cluster's /shared, the host user of a Docker volume) while its config.json was readable."""
+    mode = 0o666 & ~_umask()
+    for weights in Path(out_dir).glob("*.safetensors"):
+        os.chmod(weights, mode)
 _PARTIAL = "model-part-{:05d}.safetensors"  # until close() knows how many shards there are
 _SHARD = "model-{:05d}-of-{:05d}.safetensors"
 
@@ -63,6 +85,7 @@ class ShardWriter:
             weight_map = {tensor: name for name, part in zip(names, self.parts) for tensor in part}
             index = {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
             (self.out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        share_weights(self.out)
         return [self.out / name for name in names]
 
 

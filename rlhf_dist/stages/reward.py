@@ -26,6 +26,7 @@ from rlhf_dist.data.files import (
 )
 from rlhf_dist.models import ScalarHeadModel, load_reward_model, load_tokenizer, merge_lora, resolve_model_path
 from rlhf_dist.models.objectives import bradley_terry_objective, score_pairs
+from rlhf_dist.models.shards import share_weights
 from rlhf_dist.stages.inputs import check_cluster
 from rlhf_dist.stages.loop import train_epochs, updates_per_epoch
 from rlhf_dist.storage import localize, push_outputs
@@ -166,4 +167,5 @@ def _train_here(cfg: RLHFConfig, model_dir: Path, train_set: list, eval_set: lis
         lambda m: evaluate_reward_model(m, eval_set, pad_id), tcfg, cfg.reward.epochs, tracker, "rm", cfg.run.seed,
     )
     merge_lora(engine.module).save_pretrained(out_dir, tokenizer=tokenizer)  # LoRA merged: a plain HF dir
+    share_weights(out_dir)
     return history, engine.skipped_updates

@@ -22,6 +22,7 @@ from rlhf_dist.data import collate_sft
 from rlhf_dist.data.files import load_encoded_sft, read_splits, resolve_data_files
 from rlhf_dist.models import load_causal_lm, load_tokenizer, merge_lora, resolve_model_path
 from rlhf_dist.models.objectives import response_nll, sft_loss
+from rlhf_dist.models.shards import share_weights
 from rlhf_dist.stages.inputs import check_cluster
 from rlhf_dist.stages.loop import train_epochs, updates_per_epoch
 from rlhf_dist.storage import localize, push_outputs
@@ -105,4 +106,5 @@ def _train_here(cfg: RLHFConfig, model_dir: Path, train_set: list, eval_set: lis
     )
     merge_lora(engine.module).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    share_weights(out_dir)
     return before, history

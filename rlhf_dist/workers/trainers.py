@@ -26,7 +26,7 @@ from rlhf_dist.models import load_causal_lm, load_critic, load_tokenizer
 from rlhf_dist.models.forward import chunked_response_logprobs, response_logprobs, response_values
 from rlhf_dist.models.lora import merged_state_dict
 from rlhf_dist.models.scalar_head import HEAD_WEIGHTS
-from rlhf_dist.models.shards import ShardWriter, save_config_files
+from rlhf_dist.models.shards import ShardWriter, save_config_files, share_weights
 from rlhf_dist.workers.base import RoleWorker
 from rlhf_dist.workers.dispatch import Dispatch, Gather, dispatch
 from rlhf_dist.workers.tensor_wire import WireTensor, tensors_to_wire
@@ -128,6 +128,7 @@ class TrainWorker(RoleWorker):
         if writer is not None:
             writer.close()
             self._export_config(out)
+            share_weights(out)  # a head file written by _export_config too
         return out
 
     def _export_plan(self, dropped: frozenset[str] = frozenset()) -> list[Bucket]:

@@ -83,6 +83,9 @@ def test_lora_policy_trains_adapters_only_and_merges_exactly(tiny_llama_dir, tmp
     with torch.no_grad():
         expected = model(input_ids=ids).logits
     export_merged(model, tmp_path / "merged", tokenizer=build_byte_tokenizer())
+    # readable like its config.json (safetensors alone would leave the weights 0600)
+    assert (tmp_path / "merged" / "model.safetensors").stat().st_mode & 0o777 == (
+        tmp_path / "merged" / "config.json").stat().st_mode & 0o777
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     assert not any("lora" in n for n, _ in plain.named_parameters())
     with torch.no_grad():

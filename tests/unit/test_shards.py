@@ -8,6 +8,7 @@ runs that export on two ranks.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from transformers import AutoModel, AutoModelForCausalLM, BertConfig, BertModel
 
 from rlhf_dist.models import ScalarHeadModel, build_byte_tokenizer
 from rlhf_dist.models.scalar_head import HEAD_META, HEAD_WEIGHTS
-from rlhf_dist.models.shards import INDEX_FILE, SINGLE_FILE, ShardWriter, save_config_files
+from rlhf_dist.models.shards import INDEX_FILE, SINGLE_FILE, ShardWriter, save_config_files, share_weights
 
 
 def _tensors(out: Path) -> dict[str, torch.Tensor]:
@@ -114,3 +115,22 @@ def test_scalar_head_in_pieces_equals_save_pretrained(tiny_llama_dir, tmp_path, 
     mask = torch.ones_like(ids)
     with torch.no_grad():
         torch.testing.assert_close(ScalarHeadModel.from_pretrained(ours).eval()(ids, mask), model(ids, mask))
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_exported_weights_take_the_umask_like_every_other_file(tmp_path, umask, mode):
+    # safetensors 0.8 creates its files 0600: other users of a shared run dir could not read an export
+    old = os.umask(umask)
+    try:
+        writer = ShardWriter(tmp_path / "out")
+        writer.write({"a": torch.ones(2)})
+        writer.write({"b": torch.zeros(3)})
+        files = writer.close()
+        (tmp_path / "out" / "extra.safetensors").write_bytes(b"")
+        os.chmod(tmp_path / "out" / "extra.safetensors", 0o600)
+        share_weights(tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert len(files) == 2
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "out").glob("*.safetensors")} == {
+        **{p.name: oct(mode) for p in files}, "extra.safetensors": oct(mode)}
