@@ -215,7 +215,8 @@ def _check_data(cfg: "RLHFConfig") -> None:
     if d.pairs_format != "ab" and not collects_ab:
         used = [f"data.tie_policy '{d.tie_policy}'" if d.tie_policy != "drop" else "",
                 f"data.min_confidence {d.min_confidence}" if d.min_confidence > 0 else "",
-                "data.confidence_as_weight true" if d.confidence_as_weight else ""]
+                "data.confidence_as_weight true" if d.confidence_as_weight else "",
+                "data.confidence_as_target true" if d.confidence_as_target else ""]
         used = [u for u in used if u]
         if used:
             raise ValueError(

@@ -142,6 +142,10 @@ class DataConfig(Strict):
     tie_policy: Literal["drop", "half"] = Field("drop", description="A/B ties: drop them, or train with target 0.5.")
     min_confidence: float = Field(0.0, ge=0.0, le=1.0, description="Drop A/B rows below this annotator confidence.")
     confidence_as_weight: bool = Field(False, description="Weight each A/B pair's loss by its confidence.")
+    confidence_as_target: bool = Field(
+        False, description="A decisive A/B row's confidence c becomes its target P(chosen preferred) = 0.5 + c / 2 "
+        "(c = 1: a hard label; c = 0: a guess, target 0.5) in the reward model's Bradley-Terry loss and in DPO. A "
+        "row's soft vote p_a (feedback.aggregate 'soft') takes precedence.")
     rating_min_gap: float = Field(0.0, ge=0.0, description="Ratings -> pairs: minimum reward gap for a pair.")
 
     @field_validator("sft_path", "pairs_path", "eval_pairs_path", "prompts_path", "eval_prompts_path")

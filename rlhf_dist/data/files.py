@@ -127,7 +127,7 @@ def read_pairs(cfg: RLHFConfig, path: Path, fmt: str) -> tuple[list, PairLoadRep
     bad rows skipped and counted in the report."""
     d = cfg.data
     ab_opts = {"tie_policy": d.tie_policy, "min_confidence": d.min_confidence,
-               "confidence_as_weight": d.confidence_as_weight}
+               "confidence_as_weight": d.confidence_as_weight, "confidence_as_target": d.confidence_as_target}
     return load_preference_pairs(
         path, fmt, on_error="skip", min_gap=d.rating_min_gap if fmt == "rating" else 0.0,
         **(ab_opts if fmt == "ab" else {}),

@@ -35,6 +35,7 @@ def ab_to_pairs(
     tie_policy: TiePolicy = "drop",
     min_confidence: float = 0.0,
     confidence_as_weight: bool = False,
+    confidence_as_target: bool = False,
 ) -> PairConversion:
     """Turn A/B judgements into pairs: the preferred response becomes ``chosen``.
 
@@ -42,7 +43,8 @@ def ab_to_pairs(
     dropped (``tie_policy="drop"``) or kept as ``target=0.5`` pairs
     (``"half"``).  With ``confidence_as_weight`` the pair weight is the
     confidence, so rows with confidence 0 (weight 0 would be a no-op) are
-    counted as low-confidence drops.
+    counted as low-confidence drops.  With ``confidence_as_target`` a decisive
+    row's target is ``0.5 + confidence / 2`` (see :func:`_ab_target`).
     """
     if tie_policy not in ("drop", "half"):
         raise ValueError(f"tie_policy must be 'drop' or 'half', got {tie_policy!r}")
@@ -66,19 +68,21 @@ def ab_to_pairs(
                 chosen=row.response_a if a_wins else row.response_b,
                 rejected=row.response_b if a_wins else row.response_a,
                 weight=row.confidence if confidence_as_weight else 1.0,
-                target=_ab_target(row),
+                target=_ab_target(row, confidence_as_target),
             )
         )
         result.rows.append(index)
     return result
 
 
-def _ab_target(row: ABFeedback) -> float:
-    """P(chosen preferred): 0.5 for a tie, the soft vote fraction when the row has one, else 1."""
+def _ab_target(row: ABFeedback, confidence_as_target: bool = False) -> float:
+    """P(chosen preferred): 0.5 for a tie, the soft vote fraction when the row has one (votes of several people
+    outweigh one person's confidence), else 1, or with ``confidence_as_target`` 0.5 + confidence / 2: a sure
+    vote (1) is a hard label, a guess (0) says nothing."""
     if row.preference == 2:
         return 0.5
     if row.p_a is None:
-        return 1.0
+        return 0.5 + 0.5 * row.confidence if confidence_as_target else 1.0
     return row.p_a if row.preference == 0 else 1.0 - row.p_a
 
 
@@ -152,12 +156,14 @@ class PairLoadReport:
 
 
 def _check_options(
-    fmt: str, tie_policy: str, min_confidence: float, confidence_as_weight: bool, min_gap: float
+    fmt: str, tie_policy: str, min_confidence: float, confidence_as_weight: bool, min_gap: float,
+    confidence_as_target: bool = False,
 ) -> None:
     # An option that does not apply to the format is almost certainly a config mistake.
-    ab_only = tie_policy != "drop" or min_confidence != 0.0 or confidence_as_weight
+    ab_only = tie_policy != "drop" or min_confidence != 0.0 or confidence_as_weight or confidence_as_target
     if ab_only and fmt != "ab":
-        raise ValueError(f"tie_policy/min_confidence/confidence_as_weight apply to fmt='ab' only, not {fmt!r}")
+        raise ValueError("tie_policy/min_confidence/confidence_as_weight/confidence_as_target apply to fmt='ab' "
+                         f"only, not {fmt!r}")
     if min_gap != 0.0 and fmt != "rating":
         raise ValueError(f"min_gap applies to fmt='rating' only, not {fmt!r}")
 
@@ -171,17 +177,18 @@ def load_preference_pairs(
     confidence_as_weight: bool = False,
     min_gap: float = 0.0,
     allow_extra: bool = False,
+    confidence_as_target: bool = False,
 ) -> tuple[list[PreferencePair], PairLoadReport]:
     """Load ``path`` in feedback format ``fmt`` and convert it to preference pairs."""
     if fmt not in ("pair", "ab", "ranked", "rating"):
         raise ValueError(f"fmt must be 'pair', 'ab', 'ranked' or 'rating', got {fmt!r}")
-    _check_options(fmt, tie_policy, min_confidence, confidence_as_weight, min_gap)
+    _check_options(fmt, tie_policy, min_confidence, confidence_as_weight, min_gap, confidence_as_target)
     loaded = load_records(path, fmt, on_error=on_error, allow_extra=allow_extra)
     report = PairLoadReport(load=loaded)
     if fmt == "pair":
         pairs, rows = list(loaded.records), list(range(len(loaded.records)))
     elif fmt == "ab":
-        conv = ab_to_pairs(loaded.records, tie_policy, min_confidence, confidence_as_weight)
+        conv = ab_to_pairs(loaded.records, tie_policy, min_confidence, confidence_as_weight, confidence_as_target)
         pairs, rows = conv.pairs, conv.rows
         report.dropped_ties, report.dropped_low_confidence = conv.dropped_ties, conv.dropped_low_confidence
         report.dropped_identical = conv.dropped_identical

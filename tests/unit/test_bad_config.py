@@ -51,6 +51,8 @@ CONFIG_CASES = {
                                               ["data.min_confidence 0.5 applies to A/B feedback only"]),
     "confidence_as_weight from the command line": (None, ["--data.confidence_as_weight", "true"],
                                                    ["data.confidence_as_weight true applies to A/B"]),
+    "confidence_as_target with the pair format": (None, ["--data.confidence_as_target", "true"],
+                                                   ["data.confidence_as_target true applies to A/B"]),
     "rating_min_gap with the ab format": ("data:\n  pairs_format: ab\n  rating_min_gap: 0.5\n", [],
                                           ["data.rating_min_gap 0.5 applies to data.pairs_format 'rating'"]),
     "builtin:nope policy": ("policy:\n  path: builtin:nope\n", [],

@@ -41,6 +41,15 @@ def test_ab_min_confidence_and_weights():
     assert (len(conv.pairs), conv.dropped_ties, conv.dropped_low_confidence) == (2, 1, 2)
 
 
+def test_ab_confidence_as_target_hand_computed():
+    conv = ab_to_pairs(ROWS, tie_policy="half", confidence_as_target=True)
+    # 0.5 + c/2 for decisive rows (0.9 -> 0.95, 0.6 -> 0.8, 0.3 -> 0.65); ties stay 0.5; weights untouched
+    assert [(p.chosen, p.target, p.weight) for p in conv.pairs] == [
+        ("A", 0.95, 1.0), ("B", 0.8, 1.0), ("A", 0.5, 1.0), ("A", 0.65, 1.0), ("A", 0.5, 1.0)]
+    soft = ABFeedback(prompt="p", response_a="A", response_b="B", preference=1, confidence=0.2, p_a=0.25)
+    assert ab_to_pairs([soft], confidence_as_target=True).pairs[0].target == 0.75  # the soft vote wins
+
+
 def test_ab_zero_confidence_cannot_become_zero_weight():
     conv = ab_to_pairs([_ab(0, 0.0)], confidence_as_weight=True)
     assert conv.pairs == [] and conv.dropped_low_confidence == 1
