@@ -76,6 +76,7 @@ def test_tiny_pipeline_end_to_end_learns_from_its_own_samples_and_resumes_after_
     # round 1's models, and round 2's reward model (saved before its PPO): not trained again
     kept = [tmp_path / "sft", tmp_path / "reward_model", tmp_path / "policy", tmp_path / "round2" / "reward_model"]
     finished = _mtimes(*kept)
+    caplog.clear()  # the stopped run's records too, where an earlier test left rlhf_dist at INFO (the full suite)
     with caplog.at_level("INFO", logger="rlhf_dist"):
         summary = run_pipeline(cfg)
     # nothing redone, nothing added: the same judgements (one copy of each round's 192), the same RM data
