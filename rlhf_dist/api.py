@@ -117,12 +117,14 @@ class RLHFPipeline:
         """Two samples per prompt from the current policy (after stage 3, else the configured one) into a
         campaign people then judge; prompts default to pipeline.pairs_per_round training prompts."""
         from rlhf_dist.feedback.admin import add_pairs
+        from rlhf_dist.driver.sampling import pair_sampler
         from rlhf_dist.feedback.generate import sample_pairs
         from rlhf_dist.models import resolve_model_path
         from rlhf_dist.stages.pipeline import round_prompts
 
         policy = self.policy_dir or resolve_model_path(self.cfg.policy.path, seed=self.cfg.run.seed)
-        pairs = sample_pairs(self.cfg, policy, prompts or round_prompts(self.cfg), seed=self.cfg.run.seed)
+        pairs = sample_pairs(self.cfg, policy, prompts or round_prompts(self.cfg), seed=self.cfg.run.seed,
+                             sampler=pair_sampler(self.cfg))
         return add_pairs(self.store.sessions, campaign, pairs, overlap=self.cfg.feedback.overlap,
                          max_votes=self.cfg.feedback.adaptive_overlap.max_votes)
 

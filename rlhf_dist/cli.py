@@ -215,8 +215,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     from rlhf_dist.cluster.cli import register as register_cluster  # plan, submit, status, logs, stop
     register_cluster(sub, handlers, add_config_arg, _load)
     from rlhf_dist.feedback.cli import register as register_feedback  # serve, import, annotator, export, stats
-    register_feedback(sub, handlers, add_config_arg, _load)
+    register_feedback(sub, handlers, add_config_arg, _load, _pair_sampler)
     return parser, handlers
+
+
+def _pair_sampler(cfg: RLHFConfig):  # noqa: ANN202 (feedback.generate.Sampler | None: imported when used)
+    """Where `feedback generate` samples: the cluster's engines where evaluation runs there, else None (one
+    engine in this process). Imported here when called, so the CLI starts without Ray or torch."""
+    from rlhf_dist.driver.sampling import pair_sampler
+
+    return pair_sampler(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ def eval_prompts(cfg: RLHFConfig, n: int) -> list[str]:
 def create_human_eval_campaign(cfg: RLHFConfig, sessions: sessionmaker[Session], campaign: str, policy_dir: Path,
                                baseline_dir: Path, n_prompts: int) -> int:
     """One pair per held-out prompt: A from the policy, B from the baseline (same seed). Idempotent."""
+    from rlhf_dist.driver.sampling import pair_sampler
     from rlhf_dist.feedback.generate import model_source, sample_responses
 
     try:
@@ -49,8 +50,9 @@ def create_human_eval_campaign(cfg: RLHFConfig, sessions: sessionmaker[Session],
         return existing
     prompts = eval_prompts(cfg, n_prompts)
     seed = cfg.eval.seed
-    policy, settings = sample_responses(cfg, policy_dir, prompts, seed, per_prompt=1)
-    baseline, _ = sample_responses(cfg, baseline_dir, prompts, seed, per_prompt=1)
+    sampler = pair_sampler(cfg)  # the cluster's engines where evaluation runs there, else one in this process
+    policy, settings = sample_responses(cfg, policy_dir, prompts, seed, per_prompt=1, sampler=sampler)
+    baseline, _ = sample_responses(cfg, baseline_dir, prompts, seed, per_prompt=1, sampler=sampler)
     src_a, src_b = model_source(policy_dir), model_source(baseline_dir)
     pairs = [ComparisonPair(prompt=p, response_a=a[0][0], response_b=b[0][0], source_a=src_a, source_b=src_b,
                             sampling=settings, seed=seed, logprobs_a=a[0][1], logprobs_b=b[0][1])

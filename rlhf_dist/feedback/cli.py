@@ -15,9 +15,14 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rlhf_dist.config import RLHFConfig
+
+if TYPE_CHECKING:
+    from rlhf_dist.feedback.generate import Sampler
 
 CLI_OPTION = {"campaign": "--campaign", "version": "--version", "name": "NAME", "role": "--role", "kind": "--kind",
               "FILE": "FILE", "out": "OUT"}
@@ -145,7 +150,8 @@ def cmd_stats(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace) -> int:
+def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace,
+                 pair_sampler: Callable[[RLHFConfig], Sampler | None]) -> int:
     from rlhf_dist.data.validate import load_records
     from rlhf_dist.feedback.admin import add_pairs
     from rlhf_dist.feedback.generate import sample_pairs
@@ -168,7 +174,8 @@ def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     if not prompts:
         raise FeedbackError(2, "--prompts", f"{args.prompts}: no prompts in it")
     sessions = _sessions(cfg)  # the database only once the inputs were read: a bad file creates nothing
-    pairs = sample_pairs(cfg, args.policy, prompts, seed=cfg.run.seed if args.seed is None else args.seed)
+    pairs = sample_pairs(cfg, args.policy, prompts, seed=cfg.run.seed if args.seed is None else args.seed,
+                         sampler=pair_sampler(cfg))
     ranks = selection_ranks(cfg, pairs, Path(args.reward_model) if args.reward_model else None)
     added = add_pairs(sessions, args.campaign, pairs, kind=args.kind, overlap=cfg.feedback.overlap, ranks=ranks,
                       max_votes=cfg.feedback.adaptive_overlap.max_votes)
@@ -178,12 +185,15 @@ def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace) -> int:
 
 
 ACTIONS: dict[str, Callable[[RLHFConfig, argparse.Namespace], int]] = {
-    "generate": cmd_generate,
     "serve": cmd_serve, "import": cmd_import, "annotator": cmd_annotator, "export": cmd_export, "stats": cmd_stats,
 }
 
 
-def register(sub, handlers: dict, add_config_arg: Callable, load: Callable) -> None:  # noqa: ANN001
+def register(sub, handlers: dict, add_config_arg: Callable, load: Callable,  # noqa: ANN001
+             pair_sampler: Callable[[RLHFConfig], Sampler | None]) -> None:
+    """The `feedback` command. pair_sampler(cfg): where `generate` samples (driver/sampling.py, handed in from
+    the CLI above: this layer holds no Ray)."""
+    actions_of = {**ACTIONS, "generate": partial(cmd_generate, pair_sampler=pair_sampler)}
     p = sub.add_parser("feedback", help="the human-feedback service: serve, import, annotator, export, stats",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -239,7 +249,7 @@ def register(sub, handlers: dict, add_config_arg: Callable, load: Callable) -> N
 
         cfg = load(args, extra)
         try:
-            return ACTIONS[args.action](cfg, args)
+            return actions_of[args.action](cfg, args)
         except FeedbackError as err:
             where = CLI_OPTION.get(err.field, err.field)
             print(f"rlhf-dist feedback {args.action}: {where}: {err.message}", file=sys.stderr)

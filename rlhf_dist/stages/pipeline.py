@@ -63,6 +63,7 @@ def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackSto
     pipeline reuses the passes it finds (no sampling, nothing added) and samples only the ones still missing.
     Returns the judgements the round has (found + new).
     """
+    from rlhf_dist.driver.sampling import pair_sampler
     from rlhf_dist.feedback.generate import sample_pairs
     from rlhf_dist.stages.feedback_rounds import round_campaign
 
@@ -79,7 +80,7 @@ def collect_round_feedback(cfg: RLHFConfig, policy_dir: Path, store: FeedbackSto
             # one annotator seed per pass: a pass judged after a restart gets the labels it would have got
             annotator = SimulatedAnnotator(sim.rule, sim.noise, sim.tie_margin, tie_rate=sim.tie_rate,
                                            seed=cfg.run.seed + round_index + 1000 * attempt)
-            pairs = sample_pairs(cfg, policy_dir, prompts, seed=seed)
+            pairs = sample_pairs(cfg, policy_dir, prompts, seed=seed, sampler=pair_sampler(cfg))
             with StageProgress(f"round {round_index} pass {attempt + 1}: judging", total=len(pairs),
                                enabled=cfg.tracking.progress) as bar:
                 labels, shown = [], decisive

@@ -1,5 +1,6 @@
 """Evaluation's actors: held-out generation on rollout engines, log-probs on frozen copies of the
-policy and its start, reward scores on reward-model actors (driver/evaluation.py places them).
+policy and its start, reward scores on reward-model actors (driver/evaluation.py places them); the engines
+that sample pairs for people (driver/sampling.py).
 
 They are the PPO roles' workers under their own log names (<run>/logs/eval-*-<rank>.log), so an
 evaluation after a run never overwrites the run's role logs.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from rlhf_dist.backends.rollout.base import RolloutSample
+from rlhf_dist.config.schema_parts import SamplingConfig
 from rlhf_dist.data import collate_pairs
 from rlhf_dist.models.objectives import score_pairs
 from rlhf_dist.workers.dispatch import Dispatch, Gather, dispatch
@@ -22,6 +25,16 @@ class PolicySampler(RolloutWorker):
 
 class StartSampler(RolloutWorker):
     log_name = "eval-rollout-start"
+
+
+class PairSampler(RolloutWorker):
+    log_name = "feedback-rollout"
+
+    @dispatch(Dispatch.SHARD_LIST, gather=Gather.FLATTEN)
+    def sample(self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int) -> list[list[RolloutSample]]:
+        """Per prompt, sampling.samples_per_prompt samples, in prompt order (a contiguous chunk per engine).
+        Engine e samples with seed + e: one engine draws what an engine in the driver draws with that seed."""
+        return self.engine.generate(prompt_ids, sampling, seed + self.rank)
 
 
 class PolicyScorer(ReferenceWorker):
@@ -54,6 +67,10 @@ class PolicySamplers(RolloutGroup):
 
 class StartSamplers(RolloutGroup):
     worker = StartSampler
+
+
+class PairSamplers(RolloutGroup):
+    worker = PairSampler
 
 
 class PolicyScorers(ReferenceGroup):

@@ -76,6 +76,30 @@ def test_on_the_cluster_the_driver_holds_no_model(tmp_path, tiny_llama_dir, rewa
     assert {pg["state"] for pg in ray.util.placement_group_table().values()} <= {"REMOVED"}
 
 
+def test_pairs_for_people_sampled_on_the_cluster_equal_the_in_process_ones(tmp_path, tiny_llama_dir, ray_cluster):
+    """eval.placement cluster: `feedback generate` / pipeline rounds sample on a rollout engine actor (issue #23),
+    none in the driver; one engine draws exactly the pairs an engine in this process draws with that seed."""
+    import ray
+
+    from rlhf_dist.driver.sampling import pair_sampler
+    from rlhf_dist.feedback.generate import sample_pairs
+
+    prompts = [f"Tell me about the number {i}." for i in range(6)]
+    here_cfg = tiny_cfg(tmp_path / "here")
+    assert pair_sampler(here_cfg) is None  # CPU + eval.placement auto: one engine in this process
+    here = sample_pairs(here_cfg, tiny_llama_dir, prompts, seed=7)
+    cfg = tiny_cfg(tmp_path / "cluster", "eval.placement=cluster")
+    there = sample_pairs(cfg, tiny_llama_dir, prompts, seed=7, sampler=pair_sampler(cfg))
+    assert [(p.response_a, p.response_b) for p in there] == [(p.response_a, p.response_b) for p in here]
+    assert any(p.response_a != p.response_b for p in there)  # two samples, not one twice
+    for a, b in zip(there, here):
+        assert a.logprobs_a == pytest.approx(b.logprobs_a, abs=1e-5) and a.source_a == b.source_a
+    assert (tmp_path / "cluster" / "logs" / "feedback-rollout-0.log").is_file()
+    assert not (tmp_path / "cluster" / "logs" / "vllm-driver.log").exists()  # no engine in the driver
+    assert (tmp_path / "here" / "logs" / "vllm-driver.log").is_file()
+    assert {pg["state"] for pg in ray.util.placement_group_table().values()} <= {"REMOVED"}
+
+
 def test_other_policy_has_positive_kl_and_no_rm_figures_without_rm(tmp_path, tiny_llama_dir, other_policy_dir):
     cfg = tiny_cfg(tmp_path)
     ev = evaluate_policy(cfg, other_policy_dir, tiny_llama_dir, None, judge="lowercase")

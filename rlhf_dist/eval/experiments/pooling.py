@@ -40,6 +40,7 @@ def policy_pairs(cfg: RLHFConfig, root: Path) -> dict[str, str]:
     from rlhf_dist.data.demo import demo_prompts
     from rlhf_dist.data.readers import write_jsonl
     from rlhf_dist.data.records import ABFeedback
+    from rlhf_dist.driver.sampling import pair_sampler
     from rlhf_dist.feedback.generate import sample_pairs
     from rlhf_dist.feedback.simulated import SimulatedAnnotator
     from rlhf_dist.models import resolve_model_path
@@ -48,7 +49,8 @@ def policy_pairs(cfg: RLHFConfig, root: Path) -> dict[str, str]:
     prompts = [p.prompt + BRIEF_INSTRUCTION for split in ("train", "eval")
                for p in demo_prompts(n_train, seed=seed, split=split)]
     sampling_cfg = with_overrides(cfg, {"run.output_dir": str(root)}, source="pooling pairs")  # engine log here
-    pairs = sample_pairs(sampling_cfg, resolve_model_path(cfg.policy.path, seed=seed), prompts, seed=seed)
+    pairs = sample_pairs(sampling_cfg, resolve_model_path(cfg.policy.path, seed=seed), prompts, seed=seed,
+                         sampler=pair_sampler(sampling_cfg))
     sim = cfg.feedback.simulated
     annotator = SimulatedAnnotator(sim.rule, sim.noise, sim.tie_margin, seed=seed, tie_rate=sim.tie_rate)
     rows = []
