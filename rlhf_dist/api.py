@@ -5,6 +5,8 @@
     pipe.stage1_collect_feedback("Review the cafe.", "Lovely place!", "Awful.", preference=0, confidence=0.9)
     pipe.stage2_train_reward_model(num_epochs=2, batch_size=8)
     pipe.stage3_train_policy_with_ppo(num_epochs=4, batch_size=8)
+    # or, without a reward model (pipeline.method dpo; online DPO: pairs from the policy -> votes -> DPO, repeated):
+    pipe.stage3_train_policy_with_dpo(num_epochs=2, batch_size=8)
     pipe.get_training_status()  # feedback_statistics, reward_model_metrics, ppo_metrics, human_evaluation
     url = pipe.start_feedback_service()          # people vote in a browser, into the same store
     pipe.generate_feedback_pairs("round-2")      # pairs from the current policy for them to judge
@@ -21,7 +23,7 @@ import math
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig, load_config, with_overrides
-from rlhf_dist.config.topology import needs_reward_model
+from rlhf_dist.config.topology import needs_reward_model, stage_ranks
 from rlhf_dist.stages.pipeline import feedback_store
 from rlhf_dist.storage import localize
 
@@ -40,6 +42,7 @@ class RLHFPipeline:
         self.policy_dir: Path | None = None
         self.reward_model_metrics: dict = {}
         self.ppo_metrics: dict = {}
+        self.dpo_metrics: dict = {}
         self.human_evaluation: dict | None = None  # human_evaluation_report(), next to the seed's > 70% target
         self._service = None  # a FeedbackServerProcess from start_feedback_service()
 
@@ -93,6 +96,30 @@ class RLHFPipeline:
                             "policy_dir": str(result.policy_dir)}
         return self.ppo_metrics
 
+    def stage3_train_policy_with_dpo(self, num_epochs: int | None = None, batch_size: int | None = None) -> dict:
+        """DPO (dpo.*) of the current policy on all stored feedback, no reward model: the seed's stage 3 the
+        other way (pipeline.method dpo). Online DPO repeats generate_feedback_pairs -> votes -> this. Writes
+        <run>/dpo (its metrics, checkpoints, reference cache, policy); returns the held-out figures per epoch."""
+        from rlhf_dist.stages.dpo import run_dpo_stage
+
+        if len(self.store) == 0:
+            raise ValueError("no feedback collected yet: call stage1_collect_feedback first")
+        feedback_file = self.store.export_jsonl(self.run_dir / "feedback_ab.jsonl")
+        train, ranks = self.cfg.dpo.train, stage_ranks(self.cfg, "dpo", self.cfg.dpo.train)
+        batch = batch_size or train.global_batch_size
+        micro = _largest_divisor_at_most(max(1, batch // ranks), train.micro_batch_size)
+        batch = batch if batch % (micro * ranks) == 0 else math.lcm(micro * ranks, batch)
+        cfg = with_overrides(self.cfg, {"run.output_dir": str(self.run_dir / "dpo"),
+                                        "policy.path": str(self.policy_dir or self.cfg.policy.path),
+                                        "data.pairs_path": str(feedback_file), "data.pairs_format": "ab",
+                                        "data.eval_pairs_path": None, "dpo.epochs": num_epochs or self.cfg.dpo.epochs,
+                                        "dpo.train.global_batch_size": batch, "dpo.train.micro_batch_size": micro})
+        result = run_dpo_stage(cfg)
+        self.policy_dir = result.policy_dir
+        self.dpo_metrics = {"history": result.history, "final": result.history[-1] if result.history else {},
+                            "policy_dir": str(result.policy_dir)}
+        return self.dpo_metrics
+
     def start_feedback_service(self, log_dir: str | Path | None = None) -> str:
         """Serve the feedback database on a free loopback port (people vote in a browser); returns the URL.
 
@@ -140,5 +167,6 @@ class RLHFPipeline:
             "feedback_statistics": self.store.statistics(),
             "reward_model_metrics": self.reward_model_metrics,
             "ppo_metrics": self.ppo_metrics,
+            "dpo_metrics": self.dpo_metrics,
             "human_evaluation": self.human_evaluation,
         }

@@ -34,8 +34,8 @@ STAGE_KEYS = {
             "rollout.num_engines", "policy.path", "cluster.device", "run.output_dir"],
     "dpo": ["dpo.loss", "dpo.beta", "dpo.label_smoothing", "dpo.epochs", "dpo.train.lr", "data.pairs_path",
             "data.pairs_format", "policy.path", "run.output_dir"],
-    "pipeline": ["pipeline.rounds", "pipeline.run_sft", "feedback.source", "reward.epochs", "ppo.steps",
-                 "ppo.kl.coef", "eval.judge", "policy.path", "run.output_dir"],
+    "pipeline": ["pipeline.rounds", "pipeline.method", "pipeline.run_sft", "feedback.source", "reward.epochs",
+                 "ppo.steps", "ppo.kl.coef", "dpo.loss", "eval.judge", "policy.path", "run.output_dir"],
 }
 
 

@@ -211,7 +211,7 @@ def _check_data(cfg: "RLHFConfig") -> None:
     d, pipe = cfg.data, cfg.pipeline
     # A/B options act on A/B rows only: the configured files in format 'ab', or the A/B feedback the
     # pipeline collects itself (policy samples in round 1, every round after it).
-    collects_ab = pipe.first_round_preferences == "policy_samples" or pipe.rounds > 1
+    collects_ab = pipe.first_round_preferences == "policy_samples" or pipe.rounds > 1 or pipe.method == "online_dpo"
     if d.pairs_format != "ab" and not collects_ab:
         used = [f"data.tie_policy '{d.tie_policy}'" if d.tie_policy != "drop" else "",
                 f"data.min_confidence {d.min_confidence}" if d.min_confidence > 0 else "",
@@ -232,6 +232,9 @@ def _check_dpo(cfg: "RLHFConfig") -> None:
     if dpo.loss == "robust" and dpo.label_smoothing == 0:
         raise ValueError("dpo.loss 'robust' needs dpo.label_smoothing > 0 (the assumed rate of flipped labels, < 0.5); "
                          "with 0 it is plain DPO: use dpo.loss 'sigmoid'")
+    if cfg.pipeline.method == "online_dpo" and cfg.feedback.source == "store":
+        raise ValueError("pipeline.method 'online_dpo' labels new samples of the current policy every round; "
+                         "feedback.source 'store' adds no new labels: use simulated, service or service-simulated")
 
 
 def _check_feedback(cfg: "RLHFConfig") -> None:

@@ -226,6 +226,12 @@ class PipelineConfig(Strict):
     rounds: int = Field(1, ge=1, le=100, description="RLHF rounds: round 1 = SFT -> RM -> PPO; later rounds collect "
                         "new preferences on the current policy's samples, retrain the RM and run PPO again.")
     run_sft: bool = Field(True, description="Run SFT before the first reward model / PPO.")
+    method: Literal["ppo", "dpo", "online_dpo"] = Field(
+        "ppo", description="How a round turns preferences into a policy. 'ppo': reward model -> PPO (RLHF). 'dpo': "
+        "DPO (dpo.*) of the current policy on the round's preferences (round 1: the configured ones or, with "
+        "first_round_preferences policy_samples, labelled samples; later rounds: all feedback so far), no reward "
+        "model or PPO. 'online_dpo': every round samples two responses per prompt from the current policy (the "
+        "rollout engines), has them judged (feedback.source) and runs DPO on those new pairs only.")
     first_round_preferences: Literal["data", "policy_samples"] = Field(
         "data", description="Round 1 reward-model data: the configured preference files, or pairs sampled from the "
         "starting policy and labelled as later rounds are (feedback.source).")

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from peft import LoraConfig, PeftModel, get_peft_model
 import torch
 from torch import nn
 
 from rlhf_dist.config.schema_parts import LoRAConfig
 from rlhf_dist.models.shards import share_weights
 
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
 
 def _peft_config(cfg: LoRAConfig, task_type: str | None) -> LoraConfig:
+    from peft import LoraConfig
+
     return LoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
@@ -31,6 +36,8 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig, task: Literal["causal_lm", "sc
     """
     if not cfg.enabled:
         return model
+    from peft import get_peft_model  # here, not at import: every actor imports this module, few need peft
+
     if task == "causal_lm":
         return get_peft_model(model, _peft_config(cfg, "CAUSAL_LM"))
     model.backbone = get_peft_model(model.backbone, _peft_config(cfg, None))
@@ -38,12 +45,18 @@ def apply_lora(model: nn.Module, cfg: LoRAConfig, task: Literal["causal_lm", "sc
     return model
 
 
+def is_peft_model(module: object) -> bool:
+    """A peft-wrapped module? Without peft imported none can be (apply_lora imports it), so none is imported."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(module, peft.PeftModel)
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold LoRA adapters into the base weights; plain modules come back unchanged."""
-    if isinstance(model, PeftModel):
+    if is_peft_model(model):
         return model.merge_and_unload()
     backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, PeftModel):
+    if is_peft_model(backbone):
         model.backbone = backbone.merge_and_unload()
     return model
 
@@ -87,7 +100,7 @@ def adapter_for_serving(model: nn.Module, lora_params: dict[str, torch.Tensor]) 
     q_proj.lora_A.weight'; the LoraConfig as a JSON-safe dict). lora_params may be gathered copies (ZeRO-3):
     the model's own parameters are not read.
     """
-    if not isinstance(model, PeftModel):
+    if not is_peft_model(model):
         raise ValueError(f"adapter_for_serving needs a peft model (policy.lora.enabled), got {type(model).__name__}")
     from peft import get_peft_model_state_dict
 

@@ -7,6 +7,8 @@
               feedback so far -> PPO again from the current policy
     end:      held-out evaluation (judge != training RM) -> report -> summary.json
 
+pipeline.method dpo / online_dpo: each round's preferences train the policy by DPO instead (stages/dpo_rounds.py).
+
 Run again on the same run dir, it goes on where it stopped: finished rounds reused, a round's stored feedback
 never sampled or added twice, PPO from its checkpoint (stages/resume.py); --fresh starts clean.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlhf_dist.config import RLHFConfig, with_overrides
@@ -38,9 +40,10 @@ MAX_PASSES = 4  # passes over a round's prompts while collecting pipeline.min_de
 
 @dataclass
 class RoundResult:
-    reward_dir: Path
+    reward_dir: Path | None  # None: a DPO round (pipeline.method dpo / online_dpo) trains no reward model
     policy_dir: Path
     rm_metrics: dict
+    dpo_metrics: dict = field(default_factory=dict)  # a DPO round's last held-out figures (accuracy, margin, ...)
 
 
 def feedback_store(cfg: RLHFConfig) -> FeedbackStore:
@@ -115,8 +118,10 @@ def split_feedback(rows: list[ABFeedback], out_dir: Path, eval_fraction: float =
 
 
 def round_preferences(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Path, store: FeedbackStore,
-                      snapshots: list[Path], reward_dir: Path | None, state: PipelineState) -> tuple[Path, Path]:
-    """This round's labels from feedback.source; train/held-out files over all feedback so far."""
+                      snapshots: list[Path], reward_dir: Path | None, state: PipelineState,
+                      only_this_round: bool = False) -> tuple[Path, Path]:
+    """This round's labels from feedback.source; train/held-out files over all feedback so far (only_this_round:
+    over this round's new labels alone, pipeline.method online_dpo)."""
     source = cfg.feedback.source
     if source in ("service", "service-simulated"):
         from rlhf_dist.data import load_records
@@ -131,7 +136,7 @@ def round_preferences(cfg: RLHFConfig, round_index: int, round_dir: Path, policy
                                              earlier)
             state.record(round_index, snapshot=snapshot)
         snapshots.append(snapshot)
-        rows = earlier + load_records(snapshot, "ab").records
+        rows = ([] if only_this_round else earlier) + load_records(snapshot, "ab").records
         log.info("round %d: reward model trains on %d snapshot(s), %d rows", round_index, len(snapshots), len(rows))
         return split_feedback(rows, round_dir)
     if source == "simulated":
@@ -139,12 +144,17 @@ def round_preferences(cfg: RLHFConfig, round_index: int, round_dir: Path, policy
         log.info("round %d: %d simulated judgements in %s", round_index, n, store.where)
     if len(store) == 0:
         raise DataFileError(f"round {round_index}: the feedback store {store.where} is empty: collect feedback first")
-    return split_feedback(store.records(), round_dir)
+    return split_feedback(store.records(round_index if only_this_round else None), round_dir)
 
 
 def run_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir: Path, store: FeedbackStore,
               snapshots: list[Path], reward_dir: Path | None, state: PipelineState) -> RoundResult:
-    """Feedback -> reward model -> PPO; what an earlier run of this pipeline finished is reused (stages/resume.py)."""
+    """Feedback -> reward model -> PPO (pipeline.method dpo / online_dpo: feedback -> DPO, stages/dpo_rounds.py);
+    what an earlier run of this pipeline finished is reused (stages/resume.py)."""
+    if cfg.pipeline.method != "ppo":
+        from rlhf_dist.stages.dpo_rounds import run_dpo_round
+
+        return run_dpo_round(cfg, round_index, round_dir, policy_dir, store, snapshots, state)
     from rlhf_dist.stages.ppo import run_ppo_stage
     from rlhf_dist.stages.reward import train_reward_model
 
@@ -260,6 +270,9 @@ def finish(cfg: RLHFConfig, run_dir: Path, policy_dir: Path, start_policy: Path,
         "rm_accuracy_eval_pairs": ev.get("rm_accuracy"),
         "metric_names": metric_names(cfg),
         "win_rate": ev["win_rate"], "kl": ev["kl"], "wall_seconds": round(time.time() - started, 1),
+        "method": cfg.pipeline.method,
+        # DPO rounds: the policy's own held-out preference accuracy (implicit rewards), no reward model
+        **({"dpo_accuracy": last.dpo_metrics.get("accuracy")} if cfg.pipeline.method != "ppo" else {}),
         "judge": cfg.eval.judge, "eval": ev, "policy_dir": str(policy_dir), "start_policy_dir": str(start_policy),
     }
     write_json(run_dir / "summary.json", summary)

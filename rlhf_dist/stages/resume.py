@@ -4,7 +4,8 @@
     {"config": {...}, "sft": "<dir>",
      "rounds": {"1": {"snapshot": "<file>",                      service rounds: their votes exported
                       "reward_dir": "<dir>", "rm_metrics": {..},  the round's reward model saved
-                      "policy_dir": "<dir>"}}}                    PPO exported: the round is finished
+                      "dpo_started": true,                        pipeline.method dpo/online_dpo: DPO began
+                      "policy_dir": "<dir>"}}}                    PPO/DPO exported: the round is finished
 
 Each entry is written (atomically) right after its stage ends, so the file never claims more than what is on
 disk. A restarted pipeline reuses a finished round's reward model, policy and snapshot; in the round it was in,
@@ -86,9 +87,11 @@ class PipelineState:
         return None
 
     def finished_policy(self, r: int) -> Path | None:
-        """Round r's exported policy when the round finished (its reward model and policy still there)."""
+        """Round r's exported policy when the round finished (its reward model, or DPO's start, and policy still
+        there)."""
         entry = self.round(r)
-        if self.reward_model(r) and "policy_dir" in entry and (Path(entry["policy_dir"]) / "config.json").is_file():
+        trained = self.reward_model(r) is not None or entry.get("dpo_started", False)
+        if trained and "policy_dir" in entry and (Path(entry["policy_dir"]) / "config.json").is_file():
             return Path(entry["policy_dir"])
         return None
 

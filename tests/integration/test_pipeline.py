@@ -144,3 +144,10 @@ def test_seed_api_collect_train_rm_then_ppo(tmp_path):
     report = pipe.human_evaluation_report("round-2")
     assert report["votes"] == 4 and report["ci_low"] <= report["win_rate"] <= report["ci_high"]
     assert pipe.get_training_status()["human_evaluation"] == report
+
+    # stage 3 the other way (pipeline.method dpo): DPO of the PPO policy on all 29 stored votes, no reward model
+    ppo_policy = pipe.policy_dir
+    dpo = pipe.stage3_train_policy_with_dpo(num_epochs=1, batch_size=8)
+    assert pipe.get_training_status()["dpo_metrics"] == dpo and 0.0 <= dpo["final"]["accuracy"] <= 1.0
+    assert pipe.policy_dir == tmp_path / "dpo" / "policy" and (pipe.policy_dir / "config.json").is_file()
+    assert f"path: {ppo_policy}" in (tmp_path / "dpo" / "config.yaml").read_text()  # started from PPO's policy

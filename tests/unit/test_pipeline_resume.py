@@ -65,3 +65,22 @@ def test_fresh_moves_the_earlier_run_aside_and_refuses_what_it_cannot_clean(tmp_
     monkeypatch.chdir(run)
     with pytest.raises(ConfigError, match="current directory"):
         set_aside(run)
+
+
+def test_a_dpo_round_is_finished_by_its_export_alone_and_says_when_it_collects_labels(tmp_path):
+    """pipeline.method dpo / online_dpo (stages/dpo_rounds.py): no reward model, so the round's DPO start
+    and its exported policy say it is finished; which rounds sample and label the current policy."""
+    from rlhf_dist.stages.dpo_rounds import round_collects_labels
+
+    cfg = load_config("configs/tiny.yaml", [f"run.output_dir={tmp_path}", "pipeline.method=dpo"])
+    state = PipelineState(tmp_path, cfg)
+    state.record(1, policy_dir=_model_dir(tmp_path / "policy"))
+    assert state.finished_policy(1) is None  # an export without a reward model or a DPO start: not a DPO round's
+    state.record(1, dpo_started=True, dpo_metrics={"accuracy": 0.9})
+    assert PipelineState(tmp_path, cfg).finished_policy(1) == tmp_path / "policy"
+    offline = [round_collects_labels(cfg, r) for r in (1, 2, 3)]
+    samples_first = load_config("configs/tiny.yaml", ["pipeline.method=dpo",
+                                                      "pipeline.first_round_preferences=policy_samples"])
+    online = load_config("configs/tiny.yaml", ["pipeline.method=online_dpo"])
+    assert offline == [False, True, True]  # round 1 on the configured preferences
+    assert round_collects_labels(samples_first, 1) and round_collects_labels(online, 1)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import get_scheduler
 
 from rlhf_dist.config.schema_parts import TrainConfig
 
@@ -118,5 +117,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_updates: int):
+    # imported here: transformers' optimization module pulls in its trainer utilities (and peft), ~1 s that
+    # every actor importing the workers would pay, the frozen reference and the engines included
+    from transformers import get_scheduler
+
     name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_schedule]
     return get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=max(total_updates, 1))
