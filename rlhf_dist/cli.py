@@ -215,16 +215,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     from rlhf_dist.cluster.cli import register as register_cluster  # plan, submit, status, logs, stop
     register_cluster(sub, handlers, add_config_arg, _load)
     from rlhf_dist.feedback.cli import register as register_feedback  # serve, import, annotator, export, stats
-    register_feedback(sub, handlers, add_config_arg, _load, _pair_sampler)
+    register_feedback(sub, handlers, add_config_arg, _load, _pair_models)
     return parser, handlers
 
 
-def _pair_sampler(cfg: RLHFConfig):  # noqa: ANN202 (feedback.generate.Sampler | None: imported when used)
-    """Where `feedback generate` samples: the cluster's engines where evaluation runs there, else None (one
-    engine in this process). Imported here when called, so the CLI starts without Ray or torch."""
-    from rlhf_dist.driver.sampling import pair_sampler
+def _pair_models(cfg: RLHFConfig) -> tuple:
+    """Where `feedback generate` samples and ranks pairs: the cluster's engines and reward actors where
+    evaluation runs there, else (None, None): in this process. Imported when called, so the CLI starts
+    without Ray or torch."""
+    from rlhf_dist.driver.sampling import pair_sampler, pair_scorer
 
-    return pair_sampler(cfg)
+    return pair_sampler(cfg), pair_scorer(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

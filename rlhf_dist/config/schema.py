@@ -298,8 +298,9 @@ class EvalConfig(Strict):
         "(cluster.rollout, rollout.backend), log-probs on frozen actors (cluster.reference), reward scores on "
         "reward actors (cluster.reward), nothing in the driver. 'driver': transformers generate and forward "
         "passes in the launching process (a one-process CPU run). 'auto': cluster on CUDA, driver on CPU. "
-        "Pairs for people (feedback generate, pipeline and service rounds, human evaluation) are sampled where "
-        "evaluation generates: on rollout engine actors, or on one engine in the launching process.")
+        "Pairs for people (feedback generate, pipeline and service rounds, human evaluation) are sampled and "
+        "ranked (feedback.selection) the same way: on rollout engines and reward actors, or in the launching "
+        "process.")
 
     @field_validator("judge")
     @classmethod

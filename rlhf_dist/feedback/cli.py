@@ -23,6 +23,10 @@ from rlhf_dist.config import RLHFConfig
 
 if TYPE_CHECKING:
     from rlhf_dist.feedback.generate import Sampler
+    from rlhf_dist.feedback.selection import ScorerFactory
+
+    # where `generate` samples and ranks (driver/sampling.py, handed in from the CLI above: no Ray here)
+    PairModels = Callable[[RLHFConfig], tuple[Sampler | None, ScorerFactory | None]]
 
 CLI_OPTION = {"campaign": "--campaign", "version": "--version", "name": "NAME", "role": "--role", "kind": "--kind",
               "FILE": "FILE", "out": "OUT"}
@@ -150,8 +154,7 @@ def cmd_stats(cfg: RLHFConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace,
-                 pair_sampler: Callable[[RLHFConfig], Sampler | None]) -> int:
+def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace, pair_models: PairModels) -> int:
     from rlhf_dist.data.validate import load_records
     from rlhf_dist.feedback.admin import add_pairs
     from rlhf_dist.feedback.generate import sample_pairs
@@ -174,9 +177,10 @@ def cmd_generate(cfg: RLHFConfig, args: argparse.Namespace,
     if not prompts:
         raise FeedbackError(2, "--prompts", f"{args.prompts}: no prompts in it")
     sessions = _sessions(cfg)  # the database only once the inputs were read: a bad file creates nothing
+    sampler, scorer = pair_models(cfg)
     pairs = sample_pairs(cfg, args.policy, prompts, seed=cfg.run.seed if args.seed is None else args.seed,
-                         sampler=pair_sampler(cfg))
-    ranks = selection_ranks(cfg, pairs, Path(args.reward_model) if args.reward_model else None)
+                         sampler=sampler)
+    ranks = selection_ranks(cfg, pairs, Path(args.reward_model) if args.reward_model else None, scorer=scorer)
     added = add_pairs(sessions, args.campaign, pairs, kind=args.kind, overlap=cfg.feedback.overlap, ranks=ranks,
                       max_votes=cfg.feedback.adaptive_overlap.max_votes)
     print(f"added {added} pairs sampled from {args.policy} to campaign {args.campaign!r} "
@@ -190,10 +194,10 @@ ACTIONS: dict[str, Callable[[RLHFConfig, argparse.Namespace], int]] = {
 
 
 def register(sub, handlers: dict, add_config_arg: Callable, load: Callable,  # noqa: ANN001
-             pair_sampler: Callable[[RLHFConfig], Sampler | None]) -> None:
-    """The `feedback` command. pair_sampler(cfg): where `generate` samples (driver/sampling.py, handed in from
-    the CLI above: this layer holds no Ray)."""
-    actions_of = {**ACTIONS, "generate": partial(cmd_generate, pair_sampler=pair_sampler)}
+             pair_models: PairModels) -> None:
+    """The `feedback` command. pair_models(cfg): where `generate` samples pairs and ranks them (driver/sampling.py,
+    handed in from the CLI above: this layer holds no Ray)."""
+    actions_of = {**ACTIONS, "generate": partial(cmd_generate, pair_models=pair_models)}
     p = sub.add_parser("feedback", help="the human-feedback service: serve, import, annotator, export, stats",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -3,14 +3,19 @@
 random: a seeded shuffle. uncertainty: the current reward model's |P(A > B) - 0.5|. disagreement:
 the spread of P(A > B) over bootstrap-fit linear heads on the reward model's own features, trained
 on every vote collected so far.
+
+The reward model runs where a `ScorerFactory` given by the caller puts it (driver/sampling.py pair_scorer:
+reward actors on the cluster where evaluation runs there), else in this process (scorer_in_process).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -29,8 +34,46 @@ MIN_LABELLED_FOR_ENSEMBLE = 8
 TARGET_OF = {0: 1.0, 1: 0.0, 2: 0.5}
 
 
+class PairScorer(Protocol):
+    """A loaded reward model: scalar scores and pooled features of (prompt, response) texts."""
+
+    def scores(self, prompts: list[str], responses: list[str]) -> list[float]: ...
+
+    def features(self, prompts: list[str], responses: list[str]) -> torch.Tensor: ...  # [N, H]
+
+
+ScorerFactory = Callable[[RLHFConfig, Path], AbstractContextManager[PairScorer]]
+
+
+class _LoadedRewardModel:
+    def __init__(self, cfg: RLHFConfig, reward_dir: Path):
+        from rlhf_dist.models import load_reward_model, load_tokenizer
+
+        self.model = load_reward_model(cfg.reward_model, reward_dir, trainable=False).eval()
+        self.tokenizer = load_tokenizer(reward_dir)
+        self.length, self.batch = cfg.data.max_length, cfg.reward_model.score_batch_size
+
+    def scores(self, prompts: list[str], responses: list[str]) -> list[float]:
+        from rlhf_dist.models.reward_scoring import score_texts
+
+        return score_texts(self.model, self.tokenizer, prompts, responses, self.length, batch_size=self.batch)
+
+    def features(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        from rlhf_dist.models.reward_scoring import pooled_features
+
+        return pooled_features(self.model, self.tokenizer, prompts, responses, self.length, batch_size=self.batch)
+
+
+@contextmanager
+def scorer_in_process(cfg: RLHFConfig, reward_dir: Path) -> Iterator[PairScorer]:
+    """The reward model loaded in this process (a one-process CPU run)."""
+    with torch.no_grad():
+        yield _LoadedRewardModel(cfg, reward_dir)
+
+
 def selection_ranks(cfg: RLHFConfig, pairs: Sequence[ComparisonPair], reward_dir: Path | None,
-                    labelled: Sequence[ABFeedback] = ()) -> list[float]:
+                    labelled: Sequence[ABFeedback] = (), scorer: ScorerFactory | None = None) -> list[float]:
+    """Queue ranks of `pairs` by feedback.selection; the reward model runs where `scorer` puts it (None: here)."""
     strategy = cfg.feedback.selection
     if strategy != "random" and reward_dir is None:
         log.warning("feedback.selection=%s needs a trained reward model; this round's pairs go out in random "
@@ -43,24 +86,18 @@ def selection_ranks(cfg: RLHFConfig, pairs: Sequence[ComparisonPair], reward_dir
     if strategy == "random":
         rng = random.Random(cfg.run.seed)
         return [rng.random() for _ in pairs]
-    from rlhf_dist.models import load_reward_model, load_tokenizer
-    from rlhf_dist.models.reward_scoring import pooled_features, score_texts
-
-    model = load_reward_model(cfg.reward_model, reward_dir, trainable=False).eval()
-    tokenizer = load_tokenizer(reward_dir)
     prompts = [p.prompt for p in pairs]
-    length = cfg.data.max_length
-    if strategy == "uncertainty":
-        score_a = torch.tensor(score_texts(model, tokenizer, prompts, [p.response_a for p in pairs], length))
-        score_b = torch.tensor(score_texts(model, tokenizer, prompts, [p.response_b for p in pairs], length))
-        return uncertainty_rank(bt_probability(score_a, score_b)).tolist()
+    with (scorer or scorer_in_process)(cfg, reward_dir) as rm:
+        if strategy == "uncertainty":
+            score_a = torch.tensor(rm.scores(prompts, [p.response_a for p in pairs]))
+            score_b = torch.tensor(rm.scores(prompts, [p.response_b for p in pairs]))
+            return uncertainty_rank(bt_probability(score_a, score_b)).tolist()
 
-    def diff(rows: Sequence[ABFeedback | ComparisonPair]) -> torch.Tensor:  # [N, H]
-        ps = [r.prompt for r in rows]
-        return (pooled_features(model, tokenizer, ps, [r.response_a for r in rows], length)
-                - pooled_features(model, tokenizer, ps, [r.response_b for r in rows], length))
+        def diff(rows: Sequence[ABFeedback | ComparisonPair]) -> torch.Tensor:  # [N, H]
+            ps = [r.prompt for r in rows]
+            return rm.features(ps, [r.response_a for r in rows]) - rm.features(ps, [r.response_b for r in rows])
 
-    train, candidates = diff(labelled), diff(pairs)
+        train, candidates = diff(labelled), diff(pairs)
     scale = train.std(dim=0).clamp(min=1e-6)
     target = torch.tensor([TARGET_OF[r.preference] for r in labelled])
     heads = fit_bt_heads(train / scale, target, ENSEMBLE_HEADS, seed=cfg.run.seed)

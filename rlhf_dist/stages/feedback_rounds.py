@@ -49,12 +49,12 @@ def ensure_round_pairs(cfg: RLHFConfig, sessions: sessionmaker[Session], campaig
     if existing:
         log.info("campaign %s already holds %d pairs: waiting for their votes (not regenerating)", campaign, existing)
         return existing
-    from rlhf_dist.driver.sampling import pair_sampler
+    from rlhf_dist.driver.sampling import pair_sampler, pair_scorer
     from rlhf_dist.feedback.generate import sample_pairs
     from rlhf_dist.feedback.selection import selection_ranks
 
     pairs = sample_pairs(cfg, policy_dir, prompts, seed, pair_sampler(cfg))
-    ranks = selection_ranks(cfg, pairs, reward_dir, labelled)
+    ranks = selection_ranks(cfg, pairs, reward_dir, labelled, pair_scorer(cfg))
     gold = gold_pairs(cfg, len(pairs), seed)
     if gold:  # spread through the queue, so every annotator meets some
         rng = random.Random(seed)

@@ -1,6 +1,6 @@
 """Evaluation's actors: held-out generation on rollout engines, log-probs on frozen copies of the
 policy and its start, reward scores on reward-model actors (driver/evaluation.py places them); the engines
-that sample pairs for people (driver/sampling.py).
+that sample pairs for people and the reward actors that rank them (driver/sampling.py).
 
 They are the PPO roles' workers under their own log names (<run>/logs/eval-*-<rank>.log), so an
 evaluation after a run never overwrites the run's role logs.
@@ -14,6 +14,7 @@ from rlhf_dist.backends.rollout.base import RolloutSample
 from rlhf_dist.config.schema_parts import SamplingConfig
 from rlhf_dist.data import collate_pairs
 from rlhf_dist.models.objectives import score_pairs
+from rlhf_dist.models.reward_scoring import pooled_features
 from rlhf_dist.workers.dispatch import Dispatch, Gather, dispatch
 from rlhf_dist.workers.inference import ReferenceWorker, RewardWorker, RolloutWorker
 from rlhf_dist.workers.role_groups import ReferenceGroup, RewardGroup, RolloutGroup
@@ -35,6 +36,17 @@ class PairSampler(RolloutWorker):
         """Per prompt, sampling.samples_per_prompt samples, in prompt order (a contiguous chunk per engine).
         Engine e samples with seed + e: one engine draws what an engine in the driver draws with that seed."""
         return self.engine.generate(prompt_ids, sampling, seed + self.rank)
+
+
+class PairRanker(RewardWorker):
+    log_name = "feedback-reward"
+
+    @dispatch(Dispatch.SHARD_LIST, gather=Gather.CONCAT, shard=("prompts", "responses"))
+    def features(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """[N, H] the reward model's pooled backbone features (feedback.selection disagreement), a contiguous
+        share of the texts per rank."""
+        return pooled_features(self.model, self.tokenizer, prompts, responses, self.cfg.data.max_length,
+                               self.device, self.cfg.reward_model.score_batch_size).cpu()
 
 
 class PolicyScorer(ReferenceWorker):
@@ -71,6 +83,10 @@ class StartSamplers(RolloutGroup):
 
 class PairSamplers(RolloutGroup):
     worker = PairSampler
+
+
+class PairRankers(RewardGroup):
+    worker = PairRanker
 
 
 class PolicyScorers(ReferenceGroup):

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from rlhf_dist.cli import main
-from rlhf_dist.config import load_config
+from rlhf_dist.config import load_config, with_overrides
 from rlhf_dist.eval.evaluate import evaluate_policy
 from rlhf_dist.tracking import read_metrics
 
@@ -76,17 +76,21 @@ def test_on_the_cluster_the_driver_holds_no_model(tmp_path, tiny_llama_dir, rewa
     assert {pg["state"] for pg in ray.util.placement_group_table().values()} <= {"REMOVED"}
 
 
-def test_pairs_for_people_sampled_on_the_cluster_equal_the_in_process_ones(tmp_path, tiny_llama_dir, ray_cluster):
-    """eval.placement cluster: `feedback generate` / pipeline rounds sample on a rollout engine actor (issue #23),
-    none in the driver; one engine draws exactly the pairs an engine in this process draws with that seed."""
+def test_pairs_for_people_sampled_and_ranked_on_the_cluster_equal_the_in_process_ones(tmp_path, tiny_llama_dir,
+                                                                                      reward_dir, ray_cluster):
+    """eval.placement cluster: `feedback generate` / pipeline rounds sample on a rollout engine actor and rank with
+    feedback.selection on reward actors (issue #23), no model in the driver; one engine draws exactly the pairs an
+    engine in this process draws with that seed, and the reward actors give the in-process ranks."""
     import ray
 
-    from rlhf_dist.driver.sampling import pair_sampler
+    from rlhf_dist.data.records import ABFeedback
+    from rlhf_dist.driver.sampling import pair_sampler, pair_scorer
     from rlhf_dist.feedback.generate import sample_pairs
+    from rlhf_dist.feedback.selection import selection_ranks
 
-    prompts = [f"Tell me about the number {i}." for i in range(6)]
+    prompts = [f"Tell me about the number {i}." for i in range(10)]
     here_cfg = tiny_cfg(tmp_path / "here")
-    assert pair_sampler(here_cfg) is None  # CPU + eval.placement auto: one engine in this process
+    assert pair_sampler(here_cfg) is None and pair_scorer(here_cfg) is None  # CPU + placement auto: in-process
     here = sample_pairs(here_cfg, tiny_llama_dir, prompts, seed=7)
     cfg = tiny_cfg(tmp_path / "cluster", "eval.placement=cluster")
     there = sample_pairs(cfg, tiny_llama_dir, prompts, seed=7, sampler=pair_sampler(cfg))
@@ -94,8 +98,15 @@ def test_pairs_for_people_sampled_on_the_cluster_equal_the_in_process_ones(tmp_p
     assert any(p.response_a != p.response_b for p in there)  # two samples, not one twice
     for a, b in zip(there, here):
         assert a.logprobs_a == pytest.approx(b.logprobs_a, abs=1e-5) and a.source_a == b.source_a
-    assert (tmp_path / "cluster" / "logs" / "feedback-rollout-0.log").is_file()
-    assert not (tmp_path / "cluster" / "logs" / "vllm-driver.log").exists()  # no engine in the driver
+    labelled = [ABFeedback(prompt=p.prompt, response_a=p.response_a, response_b=p.response_b, preference=i % 2)
+                for i, p in enumerate(here)]
+    for strategy in ("uncertainty", "disagreement"):
+        ranks = [selection_ranks(with_overrides(c, {"feedback.selection": strategy}), there, reward_dir, labelled,
+                                 pair_scorer(c)) for c in (here_cfg, cfg)]
+        assert ranks[1] == pytest.approx(ranks[0], abs=1e-5) and len(set(ranks[0])) > 1, strategy
+    logs = tmp_path / "cluster" / "logs"
+    assert (logs / "feedback-rollout-0.log").is_file() and (logs / "feedback-reward-0.log").is_file()
+    assert not (logs / "vllm-driver.log").exists()  # no engine in the driver
     assert (tmp_path / "here" / "logs" / "vllm-driver.log").is_file()
     assert {pg["state"] for pg in ray.util.placement_group_table().values()} <= {"REMOVED"}
 
