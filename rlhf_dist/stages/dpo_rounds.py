@@ -54,11 +54,10 @@ def run_dpo_round(cfg: RLHFConfig, round_index: int, round_dir: Path, policy_dir
                                                   state, only_this_round=online)
         dpo_cfg = with_overrides(dpo_cfg, {"data.pairs_path": str(train_file), "data.eval_pairs_path": str(eval_file),
                                            "data.pairs_format": "ab"})
-    if state.round(round_index).get("dpo_started"):
+    if state.round(round_index).get("dpo_started"):  # the round's checkpoints are its DPO's (SFT keeps none)
         log.info("round %d: DPO started in an earlier run: it continues from its newest checkpoint in %s, if any",
                  round_index, round_dir / "checkpoints")
-    # a round's checkpoints are its DPO's alone (the stages before keep none): an earlier run's are resumed
-    dpo_cfg = with_overrides(dpo_cfg, {"checkpoint.resume": "auto"})
+        dpo_cfg = with_overrides(dpo_cfg, {"checkpoint.resume": "auto"})
     state.record(round_index, dpo_started=True)
     result = run_dpo_stage(dpo_cfg)
     held_out = result.history[-1] if result.history else {}  # the last epoch's held-out figures
