@@ -282,7 +282,7 @@ COMMAND_FILES = [("sft", "data.sft_path"), ("rm", "data.pairs_path"), ("rm", "da
                  ("ppo", "data.prompts_path"), ("pipeline", "data.prompts_path"),
                  ("pipeline", "data.eval_prompts_path"), ("pipeline", "data.pairs_path"),
                  ("pipeline", "data.eval_pairs_path"), ("eval", "data.eval_prompts_path"),
-                 ("experiment kl-sweep", "data.prompts_path")]
+                 ("experiment kl-sweep", "data.prompts_path"), ("experiment pooling", "data.prompts_path")]
 
 
 @pytest.mark.parametrize("bad", list(BAD_FILES))
@@ -304,7 +304,7 @@ def test_a_bad_file_is_refused_before_the_demo_data_is_written(command, option, 
 MODEL_OPTIONS = [("sft", "--policy.path", []), ("rm", "--reward_model.path", []), ("ppo", "--policy.path", []),
                  ("ppo", "--reward_model.path", ["--ppo.rewards.0.kind", "model"]), ("pipeline", "--policy.path", []),
                  ("pipeline", "--reward_model.path", []), ("eval", "--reference", []), ("eval", "--reward-model", []),
-                 ("experiment kl-sweep", "--policy.path", [])]
+                 ("experiment kl-sweep", "--policy.path", []), ("experiment pooling", "--policy.path", [])]
 NOT_MODELS = {"does not exist": "nope", "a dir without config.json": "empty", "a file": "file.txt"}
 
 

@@ -161,9 +161,14 @@ def pooling_experiment(cfg: RLHFConfig, out_dir: str | Path, runs_dir: str | Pat
 
     `pairs`: "policy" samples them from the starting policy (policy_pairs) unless data.pairs_path is set;
     "builtin" uses the built-in (or the user's) pairs as they are."""
+    from rlhf_dist.stages.inputs import check_inputs
+
     out = Path(out_dir)
     runs_root = Path(runs_dir) if runs_dir else Path(cfg.run.output_dir) / "pooling"
     base_cfg, source = cfg, "given" if cfg.data.pairs_path is not None else pairs  # the user's own pairs win
+    # every model and data file the arms read, checked before pairs are sampled or anything is written
+    check_inputs(cfg, ["reward_model.path", *(["policy.path"] if source == "policy" else [])],
+                 ["prompts", "eval_prompts", "pairs", "eval_pairs"])
     if source == "policy":
         cfg = with_overrides(cfg, policy_pairs(cfg, runs_root), source="pooling pairs sampled from the policy")
     result: dict = {"experiment": "pooling", "backbone": cfg.reward_model.path}
