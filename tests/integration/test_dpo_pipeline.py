@@ -4,7 +4,6 @@ online_dpo --pipeline.rounds 2 --feedback.source service-simulated` as a user ty
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -13,6 +12,7 @@ from rlhf_dist.cli import main
 from rlhf_dist.data import load_records
 from rlhf_dist.feedback.db import open_database, transaction
 from rlhf_dist.feedback.tables import Campaign, Pair
+from rlhf_dist.tracking import read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +22,6 @@ SMALL = ["--tracking.tensorboard", "false", "--tracking.progress", "false", "--d
          "--feedback.simulated.tie_margin", "0.05", "--rollout.sampling.max_new_tokens", "12",
          "--dpo.train.global_batch_size", "8", "--dpo.train.micro_batch_size", "4", "--eval.num_prompts", "8",
          "--cluster.local_num_cpus", "2"]
-
-
-def _rows(run: Path, phase: str) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [row for row in rows if row["phase"] == phase]
 
 
 def test_online_dpo_rounds_learn_from_the_current_policys_pairs_judged_through_the_service(tmp_path, capsys):
@@ -45,7 +40,8 @@ def test_online_dpo_rounds_learn_from_the_current_policys_pairs_judged_through_t
         used = sum(len(load_records(round_dir / f, "ab").records) for f in ("feedback_train.jsonl",
                                                                             "feedback_eval.jsonl"))
         assert used == len(rows) == 40
-        assert _rows(round_dir, "dpo/train") and _rows(round_dir, "dpo/eval")
+        assert read_metrics(round_dir / "metrics.jsonl", phase="dpo/train")
+        assert read_metrics(round_dir / "metrics.jsonl", phase="dpo/eval")
         assert {p.name for p in (round_dir / "logs").glob("dpo-*.log")} >= {"dpo-0.log", "dpo-1.log"}  # 2 ranks
         assert (round_dir / "policy" / "config.json").is_file()
     # round 2 sampled its pairs from round 1's policy and its DPO started there
